@@ -1,0 +1,146 @@
+// The FUSE server: decodes and validates a request, dispatches it to the filesystem (one method
+// per opcode) and encodes the reply. It knows nothing of the transport beyond ReplyChannel, so it
+// is tested by feeding raw request bytes.
+#pragma once
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <unordered_map>
+
+#include "daemon/fs/filesystem.h"
+#include "daemon/fuse/stats.h"
+#include "protocol/fuse_request.h"
+
+namespace svfs::fuse {
+
+// Where a reply goes; implemented by each transport for one request.
+class ReplyChannel {
+ public:
+  virtual ~ReplyChannel() = default;
+  // Sends a reply. parts[0] holds the fuse_out_header, whose len is the sum of all parts.
+  virtual void send(std::span<const iovec> parts) = 0;
+  // The READ payload area, right after the reply header. The filesystem fills it (zero copy
+  // where the transport allows), then the server calls send_data().
+  virtual fs::ReadSink& data_sink(size_t max_length) = 0;
+  // Sends `header` followed by the bytes the data sink received; header.len already counts them.
+  virtual void send_data(const fuse_out_header& header) = 0;
+};
+
+struct ServerOptions {
+  uint32_t max_write = protocol::kMaxWrite;
+  // Largest READ a request may ask for; transports with bounded buffers lower it.
+  uint32_t max_read = protocol::kMaxReadSize;
+  // Time granularity advertised in INIT (ns).
+  uint32_t time_gran = 1;
+};
+
+class Server {
+ public:
+  Server(fs::FileSystem& filesystem, ServerOptions options = {});
+
+  // Handles one request. `request` holds the header and arguments; for WRITE the payload follows
+  // them in `request` unless the transport passes it separately as `external_payload` (vhost-user
+  // keeps it in guest memory). Replies (if the opcode has one) through `channel`.
+  void handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
+              ReplyChannel& channel);
+
+  const RequestStats& stats() const { return stats_; }
+  bool initialized() const { return initialized_.load(std::memory_order_acquire); }
+  // The protocol minor agreed in INIT (0 before).
+  uint32_t negotiated_minor() const { return negotiated_.minor; }
+
+ private:
+  struct Call;  // one request being handled: header, reader, channel, context
+
+  void dispatch(Call& call);
+  void malformed(Call& call, protocol::DecodeError error, int reply_errno = EINVAL);
+
+  // One method per opcode.
+  void do_init(Call&);
+  void do_destroy(Call&);
+  void do_lookup(Call&);
+  void do_forget(Call&);
+  void do_batch_forget(Call&);
+  void do_getattr(Call&);
+  void do_setattr(Call&);
+  void do_readlink(Call&);
+  void do_symlink(Call&);
+  void do_mknod(Call&);
+  void do_mkdir(Call&);
+  void do_unlink(Call&);
+  void do_rmdir(Call&);
+  void do_rename(Call&, bool with_flags);
+  void do_link(Call&);
+  void do_open(Call&);
+  void do_create(Call&, bool tmpfile);
+  void do_read(Call&);
+  void do_write(Call&);
+  void do_statfs(Call&);
+  void do_release(Call&, bool directory);
+  void do_flush(Call&);
+  void do_fsync(Call&, bool directory);
+  void do_setxattr(Call&);
+  void do_getxattr(Call&);
+  void do_listxattr(Call&);
+  void do_removexattr(Call&);
+  void do_opendir(Call&);
+  void do_readdir(Call&, bool plus);
+  void do_access(Call&);
+  void do_getlk(Call&);
+  void do_setlk(Call&, bool wait);
+  void do_interrupt(Call&);
+  void do_fallocate(Call&);
+  void do_lseek(Call&);
+  void do_copy_file_range(Call&);
+  void do_syncfs(Call&);
+
+  // Reply encoders.
+  void reply_error(Call&, int error);
+  void reply_empty(Call&);
+  void reply_bytes(Call&, const void* data, size_t size);
+  void reply_parts(Call&, std::span<iovec> payload);
+  void reply_entry(Call&, const fs::Entry& entry);
+  void reply_attr(Call&, const fs::Attr& attr);
+  void reply_open(Call&, const fs::Opened& opened);
+  template <typename T>
+  void reply_struct(Call& call, const T& value) { reply_bytes(call, &value, sizeof(value)); }
+  template <typename T>
+  void reply_result(Call& call, const Result<T>& result);
+
+  // In-flight requests that may block (SETLKW), so INTERRUPT can find and wake them.
+  void register_blocking(uint64_t unique, std::atomic<bool>* flag);
+  void unregister_blocking(uint64_t unique);
+
+  fs::FileSystem& fs_;
+  ServerOptions options_;
+  RequestStats stats_;
+
+  std::atomic<bool> initialized_{false};
+  fs::Negotiated negotiated_{};  // written once by INIT before initialized_ is set
+
+  // Guards blocking_: never held while calling into the filesystem or replying.
+  std::mutex blocking_mutex_;
+  struct Blocking {
+    std::atomic<bool>* interrupted;
+    pthread_t thread;
+  };
+  std::unordered_map<uint64_t, Blocking> blocking_;
+
+  // Rate limit for malformed-request log lines: at most a burst per second.
+  std::atomic<int64_t> log_window_start_{0};
+  std::atomic<uint32_t> log_window_count_{0};
+};
+
+// The signal that wakes a thread blocked in a lock wait when its request is interrupted. The
+// transport installs a no-op handler without SA_RESTART for it.
+inline constexpr int kInterruptSignal = SIGUSR2;
+void InstallInterruptSignalHandler();
+
+}  // namespace svfs::fuse

@@ -1,0 +1,160 @@
+#include "daemon/transport/fuse_dev.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "protocol/fuse_opcodes.h"
+
+namespace svfs::transport {
+namespace {
+
+// One request's reply path on /dev/fuse. READ data is read into a per-thread buffer and written
+// together with the header in one writev (the kernel needs a reply in a single write).
+class FuseDevChannel final : public fuse::ReplyChannel, public fs::ReadSink {
+ public:
+  FuseDevChannel(int device, std::vector<uint8_t>& data) : device_(device), data_(data) {}
+
+  void send(std::span<const iovec> parts) override { write_reply(parts); }
+
+  fs::ReadSink& data_sink(size_t max_length) override {
+    if (data_.size() < max_length) data_.resize(max_length);
+    limit_ = max_length;
+    filled_ = 0;
+    return *this;
+  }
+
+  Result<size_t> read_from(int fd, uint64_t offset, size_t length) override {
+    length = std::min(length, limit_ - filled_);
+    ssize_t n = ::pread(fd, data_.data() + filled_, length, static_cast<off_t>(offset));
+    if (n < 0) return ErrnoErr();
+    filled_ += static_cast<size_t>(n);
+    return static_cast<size_t>(n);
+  }
+
+  void send_data(const fuse_out_header& header) override {
+    iovec parts[2] = {{const_cast<fuse_out_header*>(&header), sizeof(header)},
+                      {data_.data(), header.len - sizeof(header)}};
+    write_reply(std::span<const iovec>(parts, 2));
+  }
+
+ private:
+  void write_reply(std::span<const iovec> parts) {
+    ssize_t n = ::writev(device_, parts.data(), static_cast<int>(parts.size()));
+    // ENOENT: the request was interrupted and the kernel no longer waits for it.
+    if (n < 0 && errno != ENOENT) {
+      spdlog::warn("/dev/fuse: writing a reply failed: {}", std::strerror(errno));
+    }
+  }
+
+  int device_;
+  std::vector<uint8_t>& data_;
+  size_t limit_ = 0;
+  size_t filled_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<FuseDevSession>> FuseDevSession::Mount(const std::string& mountpoint,
+                                                              const std::string& source_name) {
+  struct stat st {};
+  if (::stat(mountpoint.c_str(), &st) != 0) return ErrnoErr();
+  if (!S_ISDIR(st.st_mode)) return Err(ENOTDIR);
+
+  UniqueFd device(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  if (!device) return ErrnoErr();
+  // No default_permissions: the host checks permissions, because each request runs with the
+  // caller's fsuid/fsgid. allow_other: the mount serves every local user, as a shared volume.
+  std::string options = "fd=" + std::to_string(device.get()) +
+                        ",rootmode=40000,user_id=0,group_id=0,allow_other";
+  if (::mount(source_name.c_str(), mountpoint.c_str(), "fuse.svfs", MS_NOSUID | MS_NODEV,
+              options.c_str()) != 0) {
+    return ErrnoErr();
+  }
+  struct stat mounted {};
+  dev_t mount_dev = ::stat(mountpoint.c_str(), &mounted) == 0 ? mounted.st_dev : 0;
+  return std::unique_ptr<FuseDevSession>(
+      new FuseDevSession(std::move(device), mountpoint, mount_dev));
+}
+
+FuseDevSession::FuseDevSession(UniqueFd device, std::string mountpoint, dev_t mount_dev)
+    : device_(std::move(device)), mountpoint_(std::move(mountpoint)), mount_dev_(mount_dev) {}
+
+FuseDevSession::~FuseDevSession() { stop(); }
+
+void FuseDevSession::start(fuse::Server& server, unsigned threads,
+                           std::function<void()> thread_init,
+                           std::function<void()> on_connection_lost) {
+  on_connection_lost_ = std::move(on_connection_lost);
+  fuse::InstallInterruptSignalHandler();
+  std::lock_guard lock(workers_mutex_);
+  for (unsigned i = 0; i < std::max(1u, threads); ++i) {
+    ++running_;
+    workers_.emplace_back([this, &server, thread_init] { worker(server, thread_init); });
+  }
+}
+
+void FuseDevSession::worker(fuse::Server& server, const std::function<void()>& thread_init) {
+  if (thread_init) thread_init();
+  std::vector<uint8_t> request(protocol::kMaxRequestSize);
+  std::vector<uint8_t> read_data;
+  FuseDevChannel channel(device_.get(), read_data);
+  for (;;) {
+    ssize_t n = ::read(device_.get(), request.data(), request.size());
+    if (n < 0) {
+      // EINTR: a signal (interrupt wake-up); ENOENT: the request was interrupted before we
+      // read it; EAGAIN: spurious. ENODEV: the mount is gone.
+      if (errno == EINTR || errno == ENOENT || errno == EAGAIN) continue;
+      if (errno != ENODEV) spdlog::error("/dev/fuse: read failed: {}", std::strerror(errno));
+      break;
+    }
+    server.handle(std::span<const uint8_t>(request.data(), static_cast<size_t>(n)), nullptr,
+                  channel);
+  }
+  if (on_connection_lost_) std::call_once(lost_once_, on_connection_lost_);
+  std::lock_guard lock(workers_mutex_);
+  --running_;
+  workers_done_.notify_all();
+}
+
+void FuseDevSession::abort_connection() {
+  // The fusectl file system names connections by the device minor of the mount.
+  std::string path = "/sys/fs/fuse/connections/" + std::to_string(minor(mount_dev_)) + "/abort";
+  UniqueFd abort_fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (abort_fd && ::write(abort_fd.get(), "1", 1) == 1) return;
+  spdlog::warn("could not abort the FUSE connection through {}: {}", path, std::strerror(errno));
+}
+
+void FuseDevSession::stop(std::chrono::milliseconds grace) {
+  if (mounted_) {
+    mounted_ = false;
+    if (::umount2(mountpoint_.c_str(), 0) != 0 && ::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 &&
+        errno != EINVAL) {
+      spdlog::warn("unmounting {} failed: {}", mountpoint_, std::strerror(errno));
+    }
+  }
+  {
+    std::unique_lock lock(workers_mutex_);
+    if (!workers_done_.wait_for(lock, grace, [this] { return running_ == 0; })) {
+      lock.unlock();
+      abort_connection();
+      lock.lock();
+      workers_done_.wait_for(lock, grace, [this] { return running_ == 0; });
+    }
+  }
+  for (auto& worker : workers_) {
+    // A worker that never returned is stuck in the kernel; leave it to process exit.
+    if (worker.joinable()) {
+      if (running_ == 0) worker.join(); else worker.detach();
+    }
+  }
+  workers_.clear();
+}
+
+}  // namespace svfs::transport

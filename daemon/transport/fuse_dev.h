@@ -1,0 +1,57 @@
+// The host /dev/fuse transport: mounts the shared directory on a host mount point and serves
+// the kernel's FUSE requests with a pool of worker threads. Used for host mounts and tests; the
+// vhost-user transport feeds the same Server.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/fuse/server.h"
+#include "daemon/util/result.h"
+#include "daemon/util/unique_fd.h"
+
+namespace svfs::transport {
+
+class FuseDevSession {
+ public:
+  // Opens /dev/fuse and mounts it on `mountpoint` (needs root: mount(2) is called directly).
+  // The kernel sends INIT as soon as workers start reading.
+  static Result<std::unique_ptr<FuseDevSession>> Mount(const std::string& mountpoint,
+                                                       const std::string& source_name);
+  ~FuseDevSession();
+  FuseDevSession(const FuseDevSession&) = delete;
+  FuseDevSession& operator=(const FuseDevSession&) = delete;
+
+  // Starts `threads` workers. `thread_init` runs first in each (per-thread credential setup).
+  // `on_connection_lost` runs once when the kernel ends the session (unmounted from outside).
+  void start(fuse::Server& server, unsigned threads, std::function<void()> thread_init,
+             std::function<void()> on_connection_lost);
+
+  // Unmounts, then waits for the workers; if files are still open on a lazily detached mount,
+  // aborts the connection after `grace`. Idempotent.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
+
+ private:
+  FuseDevSession(UniqueFd device, std::string mountpoint, dev_t mount_dev);
+  void worker(fuse::Server& server, const std::function<void()>& thread_init);
+  void abort_connection();
+
+  UniqueFd device_;
+  std::string mountpoint_;
+  dev_t mount_dev_;  // st_dev of the mount: names the connection under /sys/fs/fuse/connections
+  bool mounted_ = true;
+  std::function<void()> on_connection_lost_;
+  std::once_flag lost_once_;
+
+  std::vector<std::thread> workers_;
+  std::mutex workers_mutex_;  // guards running_ for the stop() wait
+  std::condition_variable workers_done_;
+  unsigned running_ = 0;
+};
+
+}  // namespace svfs::transport
