@@ -1,0 +1,38 @@
+// Per-thread credential switching for requests made on behalf of a guest user.
+//
+// The daemon runs as root; each request's host syscalls run with the guest's fsuid/fsgid so the
+// host kernel checks permissions (and assigns ownership of new files) as it would for that user.
+// Changing fsuid from 0 to non-0 also drops the filesystem capabilities (CAP_DAC_OVERRIDE,
+// CAP_FOWNER, CAP_CHOWN, CAP_DAC_READ_SEARCH, CAP_FSETID, ...) from the effective set, and
+// restoring 0 raises them again.
+//
+// Raw syscalls are used on purpose: glibc's setfsuid/setgroups wrappers are fine for fsuid, but
+// glibc's setgroups (like setuid & co.) is broadcast to every thread of the process, while the
+// kernel's credentials are per thread. We want per-thread changes only.
+#pragma once
+
+#include <sys/types.h>
+
+namespace svfs::fs {
+
+// Clears the calling thread's supplementary group list (raw syscall, this thread only) so a
+// request from an unprivileged guest user does not carry root's supplementary groups. Idempotent;
+// does nothing unless the daemon runs as root. Returns false if the kernel refused.
+bool DropSupplementaryGroupsForThread();
+
+// Switches the calling thread's fsuid/fsgid to (uid, gid) for its lifetime and restores 0/0 in
+// the destructor. No-op when the daemon is not root (an unprivileged daemon cannot switch, and the
+// host then checks permissions as the daemon's own user).
+class ScopedCredentials {
+ public:
+  ScopedCredentials(uid_t uid, gid_t gid);
+  ~ScopedCredentials();
+  ScopedCredentials(const ScopedCredentials&) = delete;
+  ScopedCredentials& operator=(const ScopedCredentials&) = delete;
+
+ private:
+  bool switched_uid_ = false;
+  bool switched_gid_ = false;
+};
+
+}  // namespace svfs::fs

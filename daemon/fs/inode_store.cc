@@ -1,0 +1,108 @@
+#include "daemon/fs/inode_store.h"
+
+#include <fcntl.h>
+
+#include <spdlog/spdlog.h>
+
+namespace svfs::fs {
+
+Result<InodeFd> InodeData::path_fd() const {
+  if (!handle) {
+    if (!fd.valid()) return Err(EBADF);
+    return InodeFd(fd.get());
+  }
+  auto* fh = reinterpret_cast<struct file_handle*>(const_cast<unsigned char*>(handle->bytes.data()));
+  // Needs CAP_DAC_READ_SEARCH: callers must reopen before switching to the guest's credentials.
+  int opened = ::open_by_handle_at(mount_fd->get(), fh, O_PATH | O_CLOEXEC);
+  if (opened < 0) return ErrnoErr();
+  return InodeFd(UniqueFd(opened));
+}
+
+void InodeStore::SetRoot(std::shared_ptr<InodeData> root) {
+  std::lock_guard lock(mutex_);
+  root->id = kRootNodeId;
+  by_key_[root->key] = kRootNodeId;
+  by_id_[kRootNodeId] = Slot{std::move(root), 1};
+}
+
+std::shared_ptr<InodeData> InodeStore::Get(NodeId id) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second.data;
+}
+
+std::shared_ptr<InodeData> InodeStore::Acquire(std::shared_ptr<InodeData> candidate) {
+  std::shared_ptr<InodeData> result;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto key_it = by_key_.find(candidate->key); key_it != by_key_.end()) {
+      Slot& slot = by_id_.at(key_it->second);
+      if (key_it->second != kRootNodeId) ++slot.refs;
+      result = slot.data;
+    } else {
+      NodeId id = next_id_++;
+      candidate->id = id;
+      by_key_.emplace(candidate->key, id);
+      by_id_.emplace(id, Slot{candidate, 1});
+      return candidate;
+    }
+  }
+  // `candidate` (and its fd) is released here, outside the lock.
+  return result;
+}
+
+void InodeStore::Forget(NodeId id, uint64_t count) {
+  if (id == kRootNodeId) return;
+  std::shared_ptr<InodeData> freed;  // destroyed after the lock is released
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) return;
+    Slot& slot = it->second;
+    slot.refs = count >= slot.refs ? 0 : slot.refs - count;
+    if (slot.refs > 0) return;
+    freed = std::move(slot.data);
+    by_key_.erase(freed->key);
+    by_id_.erase(it);
+  }
+  spdlog::debug("inode {} freed", id);
+}
+
+void InodeStore::Clear() {
+  std::unordered_map<NodeId, Slot> dropped;  // destroyed after the lock is released
+  std::lock_guard lock(mutex_);
+  auto root = by_id_.extract(kRootNodeId);
+  dropped.swap(by_id_);
+  by_key_.clear();
+  if (!root.empty()) {
+    by_key_[root.mapped().data->key] = kRootNodeId;
+    by_id_.insert(std::move(root));
+  }
+}
+
+uint64_t InodeStore::RefCount(NodeId id) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? 0 : it->second.refs;
+}
+
+size_t InodeStore::size() const {
+  std::lock_guard lock(mutex_);
+  return by_id_.size();
+}
+
+Result<std::shared_ptr<const UniqueFd>> MountFds::Get(int mount_id, int fd_on_mount) {
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = fds_.find(mount_id); it != fds_.end()) return it->second;
+  }
+  int dup = ::fcntl(fd_on_mount, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return ErrnoErr();
+  auto fd = std::make_shared<const UniqueFd>(dup);
+  std::lock_guard lock(mutex_);
+  // A concurrent caller may have won; keep the first one (ours closes when `fd` goes away).
+  auto [it, inserted] = fds_.emplace(mount_id, fd);
+  return it->second;
+}
+
+}  // namespace svfs::fs

@@ -1,0 +1,129 @@
+// Node ids handed to the guest and the host inodes behind them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "daemon/fs/filesystem.h"
+#include "daemon/util/result.h"
+#include "daemon/util/unique_fd.h"
+
+namespace svfs::fs {
+
+// Identity of a host inode. mnt_id distinguishes the same (dev, ino) seen through different
+// bind mounts, so submounts get their own node ids.
+struct InodeKey {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t mnt_id = 0;
+  friend auto operator<=>(const InodeKey&, const InodeKey&) = default;
+};
+
+// A file handle from name_to_handle_at, to be reopened with open_by_handle_at on a descriptor of
+// the same mount.
+struct FileHandle {
+  int mount_id = 0;
+  std::vector<unsigned char> bytes;  // a struct file_handle with its f_handle payload
+};
+
+// An fd to operate on an inode: either borrowed from the inode's O_PATH fd or owned (opened
+// from a file handle for this one operation).
+class InodeFd {
+ public:
+  explicit InodeFd(int borrowed) : fd_(borrowed) {}
+  explicit InodeFd(UniqueFd owned) : owned_(std::move(owned)), fd_(owned_.get()) {}
+  int get() const { return fd_; }
+
+ private:
+  UniqueFd owned_;
+  int fd_;
+};
+
+// Immutable once published in the store (only the store's bookkeeping changes), so it can be
+// shared across threads without locking. Operations keep a shared_ptr to it for their duration,
+// so a concurrent FORGET cannot close the fd under them.
+struct InodeData {
+  NodeId id = 0;       // assigned by InodeStore::Acquire
+  InodeKey key;
+  mode_t file_type = 0;  // st_mode & S_IFMT
+  UniqueFd fd;           // O_PATH|O_NOFOLLOW; invalid when `handle` is set
+  std::optional<FileHandle> handle;
+  std::shared_ptr<const UniqueFd> mount_fd;  // for open_by_handle_at; set with `handle`
+
+  // An O_PATH fd for this inode: the held fd, or the file handle reopened.
+  Result<InodeFd> path_fd() const;
+  bool is_dir() const { return file_type == S_IFDIR; }
+  bool is_symlink() const { return file_type == S_IFLNK; }
+  bool is_regular() const { return file_type == S_IFREG; }
+};
+
+// Node id <-> inode table with FUSE lookup counts.
+//
+// Every reply that hands an entry to the kernel takes one reference (Acquire); FORGET drops n.
+// At zero the entry is removed, and the inode's fd closes when the last in-flight operation
+// drops its shared_ptr. The root (node 1) is never freed.
+//
+// Locking: one mutex (`mutex_`) guards both maps and all reference counts. It is a leaf lock:
+// no other lock is taken while holding it, and it is never held across a syscall (fds are opened
+// before Acquire and closed after the lock is released, by the shared_ptr's destructor running
+// outside the critical section).
+class InodeStore {
+ public:
+  InodeStore() = default;
+  InodeStore(const InodeStore&) = delete;
+  InodeStore& operator=(const InodeStore&) = delete;
+
+  // Installs the root inode as node 1 (never freed, not reference counted).
+  void SetRoot(std::shared_ptr<InodeData> root);
+
+  // Returns the inode for `id`, or nullptr if unknown.
+  std::shared_ptr<InodeData> Get(NodeId id) const;
+
+  // Takes one lookup reference on the inode with `candidate->key`: if the store already has one,
+  // that inode is returned (and `candidate` is discarded); otherwise `candidate` gets a fresh
+  // node id and is inserted.
+  std::shared_ptr<InodeData> Acquire(std::shared_ptr<InodeData> candidate);
+
+  // Drops `count` lookup references (saturating at zero); frees the node at zero. Unknown ids
+  // and the root are ignored.
+  void Forget(NodeId id, uint64_t count);
+
+  // Drops every node but the root (DESTROY: the kernel forgets everything).
+  void Clear();
+
+  // Current lookup count of `id` (0 if unknown); for tests and debugging.
+  uint64_t RefCount(NodeId id) const;
+  // Number of nodes including the root.
+  size_t size() const;
+
+ private:
+  struct Slot {
+    std::shared_ptr<InodeData> data;
+    uint64_t refs = 0;
+  };
+
+  mutable std::mutex mutex_;
+  std::unordered_map<NodeId, Slot> by_id_;   // guarded by mutex_
+  std::map<InodeKey, NodeId> by_key_;        // guarded by mutex_
+  NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
+};
+
+// Descriptors used as mount_fd for open_by_handle_at, one per mount id.
+class MountFds {
+ public:
+  // Returns the fd for `mount_id`, dup'ing `fd_on_mount` (an fd on that mount) the first time.
+  Result<std::shared_ptr<const UniqueFd>> Get(int mount_id, int fd_on_mount);
+
+ private:
+  std::mutex mutex_;  // leaf lock; guards fds_
+  std::unordered_map<int, std::shared_ptr<const UniqueFd>> fds_;
+};
+
+}  // namespace svfs::fs

@@ -1,0 +1,980 @@
+#include "daemon/fs/passthrough.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace svfs::fs {
+namespace {
+
+// fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
+constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
+
+// Cheap double check of what the server already validates: a single path component.
+bool ValidName(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+Result<struct statx> StatxFd(int fd) {
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+              STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
+    return ErrnoErr();
+  }
+  return stx;
+}
+
+uint64_t MntId(const struct statx& stx) { return (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0; }
+
+InodeKey KeyOf(const struct statx& stx) {
+  return InodeKey{makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino, MntId(stx)};
+}
+
+struct stat StatFromStatx(const struct statx& stx) {
+  struct stat st {};
+  st.st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  st.st_ino = stx.stx_ino;
+  st.st_mode = stx.stx_mode;
+  st.st_nlink = stx.stx_nlink;
+  st.st_uid = stx.stx_uid;
+  st.st_gid = stx.stx_gid;
+  st.st_rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+  st.st_size = static_cast<off_t>(stx.stx_size);
+  st.st_blksize = stx.stx_blksize;
+  st.st_blocks = static_cast<blkcnt_t>(stx.stx_blocks);
+  st.st_atim = {stx.stx_atime.tv_sec, stx.stx_atime.tv_nsec};
+  st.st_mtim = {stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec};
+  st.st_ctim = {stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec};
+  return st;
+}
+
+// Runs `call` (a libc call returning < 0 on error) with the guest's credentials and returns
+// its result or errno, captured before the credentials are restored.
+template <typename F>
+auto AsGuest(const Context& ctx, F&& call) -> Result<decltype(call())> {
+  ScopedCredentials creds(ctx.uid, ctx.gid);
+  auto r = call();
+  if (r < 0) return ErrnoErr();
+  return r;
+}
+
+bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
+
+struct flock ToFlock(const FileLock& lock) {
+  struct flock fl {};
+  fl.l_type = static_cast<short>(lock.type);
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(lock.start);
+  fl.l_len = lock.end >= kOffsetMax ? 0 : static_cast<off_t>(lock.end - lock.start + 1);
+  fl.l_pid = 0;  // required by the OFD commands
+  return fl;
+}
+
+bool ValidLockRange(const FileLock& lock) {
+  return lock.start <= kOffsetMax && (lock.end >= kOffsetMax || lock.end >= lock.start);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// HandleTable
+
+HandleId HandleTable::Insert(std::shared_ptr<Handle> handle) {
+  std::lock_guard lock(mutex_);
+  HandleId id = next_id_++;
+  handles_.emplace(id, std::move(handle));
+  return id;
+}
+
+std::shared_ptr<Handle> HandleTable::Get(HandleId id) const {
+  std::lock_guard lock(mutex_);
+  auto it = handles_.find(id);
+  return it == handles_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Handle> HandleTable::Remove(HandleId id) {
+  std::lock_guard lock(mutex_);
+  auto node = handles_.extract(id);
+  return node.empty() ? nullptr : std::move(node.mapped());
+}
+
+void HandleTable::Clear() {
+  std::unordered_map<HandleId, std::shared_ptr<Handle>> dropped;  // closed outside the lock
+  std::lock_guard lock(mutex_);
+  dropped.swap(handles_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+PassthroughFs::PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd)
+    : config_(std::move(config)), proc_self_fd_(std::move(proc_self_fd)) {}
+
+Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig config) {
+  int root = ::open(config.shared_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) {
+    int err = errno;
+    spdlog::error("shared directory {}: {}", config.shared_dir, std::strerror(err));
+    return Err(err);
+  }
+  UniqueFd root_fd(root);
+  int proc = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (proc < 0) {
+    int err = errno;
+    spdlog::error("/proc/self/fd: {} (is /proc mounted?)", std::strerror(err));
+    return Err(err);
+  }
+  auto stx = StatxFd(root_fd.get());
+  if (!stx) return Err(stx.error());
+
+  // Create ops apply the guest's umask themselves (FUSE_DONT_MASK); the process umask would
+  // mask a second time. umask is per process, so this affects the whole daemon, which is fine:
+  // the daemon creates no other files.
+  ::umask(0);
+
+  std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), UniqueFd(proc)));
+
+  if (fs->config_.file_handles != InodeFileHandles::kNever) {
+    // Probe: can we make a handle of the root and open it again (needs CAP_DAC_READ_SEARCH)?
+    alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+    auto* fh = reinterpret_cast<struct file_handle*>(buf);
+    fh->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    int err = 0;
+    if (::name_to_handle_at(root_fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) != 0) {
+      err = errno;
+    } else {
+      int fd = ::open_by_handle_at(root_fd.get(), fh, O_PATH | O_CLOEXEC);
+      if (fd < 0) err = errno;
+      else ::close(fd);
+    }
+    if (err == 0) {
+      fs->use_file_handles_ = true;
+    } else if (fs->config_.file_handles == InodeFileHandles::kMandatory) {
+      spdlog::error("--inode-file-handles=mandatory but file handles do not work: {}",
+                    std::strerror(err));
+      return Err(err);
+    } else {
+      spdlog::info("file handles unavailable ({}), using O_PATH fds", std::strerror(err));
+    }
+  }
+
+  auto root_inode = std::make_shared<InodeData>();
+  root_inode->key = KeyOf(*stx);
+  root_inode->file_type = stx->stx_mode & S_IFMT;
+  root_inode->fd = std::move(root_fd);  // the root always keeps its fd
+  fs->inodes_.SetRoot(std::move(root_inode));
+  spdlog::debug("passthrough: sharing {} (cache {})", fs->config_.shared_dir,
+                CacheModeName(fs->config_.cache.mode()));
+  return fs;
+}
+
+uint64_t PassthroughFs::init(uint64_t offered) {
+  uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC |
+                  FUSE_DONT_MASK;
+  const CachePolicy& cache = config_.cache;
+  if (cache.readdirplus()) want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
+  if (cache.auto_inval_data()) want |= FUSE_AUTO_INVAL_DATA;
+  if (config_.posix_lock) want |= FUSE_POSIX_LOCKS;
+  if (config_.flock) want |= FUSE_FLOCK_LOCKS;
+  if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
+  if (config_.announce_submounts) want |= FUSE_SUBMOUNTS;
+  if (cache.mode() != CacheMode::kNone) want |= FUSE_CACHE_SYMLINKS;
+  return want & offered;
+}
+
+void PassthroughFs::destroy() {
+  handles_.Clear();
+  inodes_.Clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+Result<std::shared_ptr<InodeData>> PassthroughFs::GetInode(NodeId id) const {
+  auto inode = inodes_.Get(id);
+  if (!inode) return Err(EBADF);
+  return inode;
+}
+
+Result<std::shared_ptr<Handle>> PassthroughFs::GetHandle(HandleId id) const {
+  auto handle = handles_.Get(id);
+  if (!handle) return Err(EBADF);
+  return handle;
+}
+
+std::string PassthroughFs::FdName(int fd) { return std::to_string(fd); }
+
+Result<UniqueFd> PassthroughFs::Reopen(int path_fd, int flags) const {
+  // Through the magic link the already-resolved inode is opened: no path walk, no symlink
+  // following. O_NOFOLLOW would make the magic link itself fail, and O_CREAT is meaningless.
+  flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL);
+  int fd = ::openat(proc_self_fd_.get(), FdName(path_fd).c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return ErrnoErr();
+  return UniqueFd(fd);
+}
+
+Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const struct statx& stx) {
+  auto inode = std::make_shared<InodeData>();
+  inode->key = KeyOf(stx);
+  inode->file_type = stx.stx_mode & S_IFMT;
+  if (use_file_handles_) {
+    std::vector<unsigned char> buf(sizeof(struct file_handle) + MAX_HANDLE_SZ);
+    auto* fh = reinterpret_cast<struct file_handle*>(buf.data());
+    fh->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    if (::name_to_handle_at(fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) == 0) {
+      auto mount_fd = mount_fds_.Get(mount_id, fd.get());
+      if (!mount_fd) return Err(mount_fd.error());
+      buf.resize(sizeof(struct file_handle) + fh->handle_bytes);
+      inode->handle = FileHandle{mount_id, std::move(buf)};
+      inode->mount_fd = std::move(*mount_fd);
+      return inode;  // `fd` closes: the handle is enough to reopen the inode
+    }
+    if (config_.file_handles == InodeFileHandles::kMandatory) return ErrnoErr();
+  }
+  inode->fd = std::move(fd);
+  return inode;
+}
+
+Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
+                             uint64_t own_mnt_id) const {
+  Attr attr;
+  attr.st = StatFromStatx(stx);
+  attr.timeout_ns = config_.cache.attr_timeout_ns();
+  if (config_.announce_submounts && S_ISDIR(stx.stx_mode) && parent &&
+      parent->key.mnt_id != own_mnt_id) {
+    attr.flags |= FUSE_ATTR_SUBMOUNT;
+  }
+  return attr;
+}
+
+Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
+  auto stx = StatxFd(fd.get());
+  if (!stx) return Err(stx.error());
+  auto candidate = MakeInode(std::move(fd), *stx);
+  if (!candidate) return Err(candidate.error());
+  auto inode = inodes_.Acquire(std::move(*candidate));
+  Entry entry;
+  entry.node = inode->id;
+  entry.attr = MakeAttr(*stx, parent, MntId(*stx));
+  entry.entry_timeout_ns = config_.cache.entry_timeout_ns();
+  return entry;
+}
+
+Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view name) {
+  if (!ValidName(name)) return Err(EINVAL);
+  auto parent_fd = parent.path_fd();
+  if (!parent_fd) return Err(parent_fd.error());
+  int fd = ::openat(parent_fd->get(), std::string(name).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return ErrnoErr();
+  return EntryFromFd(UniqueFd(fd), &parent);
+}
+
+Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
+  auto fd = inode.path_fd();
+  if (!fd) return Err(fd.error());
+  auto stx = StatxFd(fd->get());
+  if (!stx) return Err(stx.error());
+  Attr attr;
+  attr.st = StatFromStatx(*stx);
+  attr.timeout_ns = config_.cache.attr_timeout_ns();
+  return attr;
+}
+
+int PassthroughFs::HostOpenFlags(uint32_t guest_flags, bool for_create) const {
+  int flags = static_cast<int>(guest_flags);
+  flags &= ~(O_NOCTTY | O_PATH | O_NOFOLLOW);
+  if (!for_create) flags &= ~(O_CREAT | O_EXCL | __O_TMPFILE);
+  if (config_.writeback) {
+    // The guest's page cache reads back partial pages before writing them, and appends are
+    // positioned by the guest, so the host fd must be readable and not O_APPEND.
+    if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+    flags &= ~O_APPEND;
+  }
+  if (!config_.allow_direct_io) flags &= ~O_DIRECT;
+  return flags | O_CLOEXEC;
+}
+
+uint32_t PassthroughFs::ReplyOpenFlags(uint32_t guest_flags) const {
+  return config_.cache.file_open_flags((guest_flags & O_DIRECT) && config_.allow_direct_io);
+}
+
+Result<Opened> PassthroughFs::AddHandle(NodeId node, UniqueFd fd, int host_flags, bool is_dir,
+                                        uint32_t guest_flags) {
+  auto handle = std::make_shared<Handle>();
+  handle->node = node;
+  handle->fd = std::move(fd);
+  handle->access_mode = host_flags & O_ACCMODE;
+  handle->is_dir = is_dir;
+  Opened opened;
+  opened.handle = handles_.Insert(std::move(handle));
+  opened.open_flags = is_dir ? config_.cache.dir_open_flags() : ReplyOpenFlags(guest_flags);
+  return opened;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookup and attributes
+
+Result<Entry> PassthroughFs::lookup(const Context&, NodeId parent, std::string_view name) {
+  if (!ValidName(name)) return Err(EINVAL);
+  auto dir = GetInode(parent);
+  if (!dir) return Err(dir.error());
+  // Runs with the daemon's credentials: the guest kernel (default_permissions) checks search
+  // permission itself, and file handles need CAP_DAC_READ_SEARCH.
+  auto entry = DoLookup(**dir, name);
+  if (!entry && entry.error() == ENOENT && config_.cache.mode() != CacheMode::kNone) {
+    Entry negative;
+    negative.entry_timeout_ns = config_.cache.negative_timeout_ns();
+    return negative;
+  }
+  return entry;
+}
+
+void PassthroughFs::forget(NodeId node, uint64_t count) { inodes_.Forget(node, count); }
+
+Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<HandleId>) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  return StatInode(**inode);
+}
+
+Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const SetattrArgs& args) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  constexpr uint32_t kModifying =
+      FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME;
+  if (config_.readonly && (args.valid & kModifying)) return Err(EROFS);
+  std::shared_ptr<Handle> handle;
+  if ((args.valid & FATTR_FH) && args.handle) {
+    auto h = GetHandle(*args.handle);
+    if (!h) return Err(h.error());
+    handle = std::move(*h);
+  }
+  auto path_fd = (*inode)->path_fd();
+  if (!path_fd) return Err(path_fd.error());
+  const std::string proc_name = FdName(path_fd->get());
+  const int proc = proc_self_fd_.get();
+
+  if (args.valid & FATTR_MODE) {
+    auto r = AsGuest(ctx, [&] { return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0); });
+    if (!r) return Err(r.error());
+  }
+  if (args.valid & (FATTR_UID | FATTR_GID)) {
+    uid_t uid = (args.valid & FATTR_UID) ? args.uid : static_cast<uid_t>(-1);
+    gid_t gid = (args.valid & FATTR_GID) ? args.gid : static_cast<gid_t>(-1);
+    auto r = AsGuest(ctx, [&] {
+      return ::fchownat(path_fd->get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    });
+    if (!r) return Err(r.error());
+  }
+  if (args.valid & FATTR_SIZE) {
+    auto size = static_cast<off_t>(args.size);
+    if (handle) {
+      if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
+    } else {
+      if (!(*inode)->is_regular()) return Err((*inode)->is_dir() ? EISDIR : EINVAL);
+      ScopedCredentials creds(ctx.uid, ctx.gid);  // write permission checked as the guest user
+      auto fd = Reopen(path_fd->get(), O_WRONLY | O_NONBLOCK);
+      if (!fd) return Err(fd.error());
+      if (::ftruncate(fd->get(), size) != 0) return ErrnoErr();
+    }
+  }
+  if (args.valid & (FATTR_ATIME | FATTR_MTIME)) {
+    struct timespec times[2];
+    times[0] = args.atime;
+    times[1] = args.mtime;
+    if (!(args.valid & FATTR_ATIME)) times[0].tv_nsec = UTIME_OMIT;
+    else if (args.valid & FATTR_ATIME_NOW) times[0].tv_nsec = UTIME_NOW;
+    if (!(args.valid & FATTR_MTIME)) times[1].tv_nsec = UTIME_OMIT;
+    else if (args.valid & FATTR_MTIME_NOW) times[1].tv_nsec = UTIME_NOW;
+    auto r = AsGuest(ctx, [&] { return ::utimensat(proc, proc_name.c_str(), times, 0); });
+    if (!r) return Err(r.error());
+  }
+  return StatInode(**inode);
+}
+
+Result<std::string> PassthroughFs::readlink(const Context&, NodeId node) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  if (!(*inode)->is_symlink()) return Err(EINVAL);
+  auto fd = (*inode)->path_fd();
+  if (!fd) return Err(fd.error());
+  std::string target(PATH_MAX, '\0');
+  ssize_t n = ::readlinkat(fd->get(), "", target.data(), target.size());
+  if (n < 0) return ErrnoErr();
+  target.resize(static_cast<size_t>(n));
+  return target;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespace operations
+
+template <typename F>
+Result<Entry> PassthroughFs::MakeNode(const Context& ctx, NodeId parent, std::string_view name,
+                                      F&& make) {
+  if (!ValidName(name)) return Err(EINVAL);
+  if (config_.readonly) return Err(EROFS);
+  auto dir = GetInode(parent);
+  if (!dir) return Err(dir.error());
+  auto dir_fd = (*dir)->path_fd();
+  if (!dir_fd) return Err(dir_fd.error());
+  const std::string cname(name);
+  auto r = AsGuest(ctx, [&] { return make(dir_fd->get(), cname.c_str()); });
+  if (!r) return Err(r.error());
+  return DoLookup(**dir, name);
+}
+
+Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target, NodeId parent,
+                                     std::string_view name) {
+  if (target.find('\0') != std::string_view::npos) return Err(EINVAL);
+  const std::string ctarget(target);
+  return MakeNode(ctx, parent, name, [&](int dir, const char* n) {
+    return ::symlinkat(ctarget.c_str(), dir, n);
+  });
+}
+
+Result<Entry> PassthroughFs::mknod(const Context& ctx, NodeId parent, std::string_view name,
+                                   uint32_t mode, uint32_t rdev, uint32_t umask) {
+  return MakeNode(ctx, parent, name, [&](int dir, const char* n) {
+    return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~umask), rdev);
+  });
+}
+
+Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::string_view name,
+                                   uint32_t mode, uint32_t umask) {
+  return MakeNode(ctx, parent, name, [&](int dir, const char* n) {
+    return ::mkdirat(dir, n, mode & 07777 & ~umask);
+  });
+}
+
+Status PassthroughFs::RemoveName(const Context& ctx, NodeId parent, std::string_view name,
+                                 int flags) {
+  if (!ValidName(name)) return Err(EINVAL);
+  if (config_.readonly) return Err(EROFS);
+  auto dir = GetInode(parent);
+  if (!dir) return Err(dir.error());
+  auto dir_fd = (*dir)->path_fd();
+  if (!dir_fd) return Err(dir_fd.error());
+  const std::string cname(name);
+  auto r = AsGuest(ctx, [&] { return ::unlinkat(dir_fd->get(), cname.c_str(), flags); });
+  if (!r) return Err(r.error());
+  return {};
+}
+
+Status PassthroughFs::unlink(const Context& ctx, NodeId parent, std::string_view name) {
+  return RemoveName(ctx, parent, name, 0);
+}
+
+Status PassthroughFs::rmdir(const Context& ctx, NodeId parent, std::string_view name) {
+  return RemoveName(ctx, parent, name, AT_REMOVEDIR);
+}
+
+Status PassthroughFs::rename(const Context& ctx, NodeId old_parent, std::string_view old_name,
+                             NodeId new_parent, std::string_view new_name, uint32_t flags) {
+  if (!ValidName(old_name) || !ValidName(new_name)) return Err(EINVAL);
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return Err(EINVAL);
+  if (config_.readonly) return Err(EROFS);
+  auto old_dir = GetInode(old_parent);
+  if (!old_dir) return Err(old_dir.error());
+  auto new_dir = GetInode(new_parent);
+  if (!new_dir) return Err(new_dir.error());
+  auto old_fd = (*old_dir)->path_fd();
+  if (!old_fd) return Err(old_fd.error());
+  auto new_fd = (*new_dir)->path_fd();
+  if (!new_fd) return Err(new_fd.error());
+  const std::string from(old_name), to(new_name);
+  // RENAME_WHITEOUT is passed on: the host refuses it (EINVAL/EPERM) where it cannot work.
+  auto r = AsGuest(ctx, [&] {
+    return ::renameat2(old_fd->get(), from.c_str(), new_fd->get(), to.c_str(), flags);
+  });
+  if (!r) return Err(r.error());
+  return {};
+}
+
+Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_parent,
+                                  std::string_view new_name) {
+  if (!ValidName(new_name)) return Err(EINVAL);
+  if (config_.readonly) return Err(EROFS);
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  auto fd = (*inode)->path_fd();
+  if (!fd) return Err(fd.error());
+  return MakeNode(ctx, new_parent, new_name, [&](int dir, const char* n) {
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which the guest's credentials lack; linking the
+    // /proc magic link (followed once, to the inode itself) works for everyone.
+    int r = ::linkat(fd->get(), "", dir, n, AT_EMPTY_PATH);
+    if (r != 0 && (errno == ENOENT || errno == EPERM) && !(*inode)->is_dir()) {
+      r = ::linkat(proc_self_fd_.get(), FdName(fd->get()).c_str(), dir, n, AT_SYMLINK_FOLLOW);
+    }
+    return r;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t flags) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  if ((*inode)->is_symlink()) return Err(ELOOP);
+  // The guest kernel opens fifos, sockets and devices itself and never sends OPEN for them;
+  // refusing keeps a hostile guest from opening host devices or blocking a worker on a fifo.
+  if (!(*inode)->is_regular() && !(*inode)->is_dir()) return Err(ENXIO);
+  int host_flags = HostOpenFlags(flags, false);
+  if (config_.readonly && WritesData(host_flags)) return Err(EROFS);
+  auto path_fd = (*inode)->path_fd();
+  if (!path_fd) return Err(path_fd.error());
+  Result<UniqueFd> fd;
+  {
+    ScopedCredentials creds(ctx.uid, ctx.gid);
+    fd = Reopen(path_fd->get(), host_flags);
+  }
+  if (!fd) return Err(fd.error());
+  return AddHandle(node, std::move(*fd), host_flags, (*inode)->is_dir(), flags);
+}
+
+Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const InodeData& parent,
+                                                        int host_flags, uint32_t guest_flags) {
+  // The entry comes from the opened file itself, not from its name, which may already have been
+  // renamed or replaced by someone else.
+  auto path_fd = Reopen(fd.get(), O_PATH);
+  if (!path_fd) return Err(path_fd.error());
+  auto entry = EntryFromFd(std::move(*path_fd), &parent);
+  if (!entry) return Err(entry.error());
+  auto opened = AddHandle(entry->node, std::move(fd), host_flags, false, guest_flags);
+  if (!opened) {
+    inodes_.Forget(entry->node, 1);
+    return Err(opened.error());
+  }
+  return EntryOpened{*entry, *opened};
+}
+
+Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std::string_view name,
+                                          uint32_t mode, uint32_t flags, uint32_t umask) {
+  if (!ValidName(name)) return Err(EINVAL);
+  if (config_.readonly) return Err(EROFS);
+  auto dir = GetInode(parent);
+  if (!dir) return Err(dir.error());
+  auto dir_fd = (*dir)->path_fd();
+  if (!dir_fd) return Err(dir_fd.error());
+  int host_flags = HostOpenFlags(flags, true) | O_CREAT | O_NOFOLLOW;
+  host_flags &= ~__O_TMPFILE;
+  const std::string cname(name);
+  auto fd = AsGuest(ctx, [&] {
+    return ::openat(dir_fd->get(), cname.c_str(), host_flags, (mode & 07777) & ~umask);
+  });
+  if (!fd) return Err(fd.error());
+  return CreateEntryAndHandle(UniqueFd(*fd), **dir, host_flags, flags);
+}
+
+Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, uint32_t mode,
+                                           uint32_t flags, uint32_t umask) {
+  if (config_.readonly) return Err(EROFS);
+  auto dir = GetInode(parent);
+  if (!dir) return Err(dir.error());
+  auto dir_fd = (*dir)->path_fd();
+  if (!dir_fd) return Err(dir_fd.error());
+  int host_flags = HostOpenFlags(flags, false) & ~(O_CREAT | O_EXCL | O_NOFOLLOW);
+  if ((host_flags & O_ACCMODE) == O_RDONLY) host_flags = (host_flags & ~O_ACCMODE) | O_RDWR;
+  host_flags |= O_TMPFILE;
+  auto fd = AsGuest(ctx, [&] {
+    return ::openat(dir_fd->get(), ".", host_flags, (mode & 07777) & ~umask);
+  });
+  if (!fd) return Err(fd.error());
+  return CreateEntryAndHandle(UniqueFd(*fd), **dir, host_flags, flags);
+}
+
+Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint64_t offset,
+                                   uint32_t size, ReadSink& sink) {
+  auto h = GetHandle(handle);  // the shared_ptr keeps the fd open during the read
+  if (!h) return Err(h.error());
+  if ((*h)->is_dir) return Err(EISDIR);
+  return sink.read_from((*h)->fd.get(), offset, size);
+}
+
+Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uint64_t offset,
+                                    WriteSource& data, uint32_t write_flags) {
+  if (config_.readonly) return Err(EROFS);
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  if ((*h)->is_dir) return Err(EISDIR);
+  int fd = (*h)->fd.get();
+  if (write_flags & FUSE_WRITE_KILL_SUIDGID) {
+    // Our writes run as root (CAP_FSETID), so the host kernel would keep the bits: drop them as
+    // it would for an unprivileged writer (setgid only when group-executable).
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) {
+      mode_t mode = st.st_mode & 07777 & ~S_ISUID;
+      if (st.st_mode & S_IXGRP) mode &= ~S_ISGID;
+      if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) != 0) return ErrnoErr();
+    }
+  }
+  return data.write_to(fd, offset);
+}
+
+Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lock_owner) {
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  std::shared_ptr<UniqueFd> lock_fd;  // closed (releasing the owner's locks) outside the lock
+  {
+    std::lock_guard lock((*h)->lock_mutex);
+    if (auto node = (*h)->lock_fds.extract(lock_owner); !node.empty()) lock_fd = node.mapped();
+  }
+  lock_fd.reset();
+  // close() of a duplicate gives the host filesystem its flush-on-close (e.g. NFS writeback).
+  int dup = ::fcntl((*h)->fd.get(), F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return ErrnoErr();
+  if (::close(dup) != 0 && errno != EINTR) return ErrnoErr();
+  return {};
+}
+
+Status PassthroughFs::release(const Context&, NodeId, HandleId handle, uint32_t,
+                              uint32_t release_flags, uint64_t) {
+  auto h = handles_.Remove(handle);
+  if (!h) return Err(EBADF);
+  if (release_flags & FUSE_RELEASE_FLOCK_UNLOCK) ::flock(h->fd.get(), LOCK_UN);
+  return {};
+}
+
+Status PassthroughFs::fsync(const Context&, NodeId, HandleId handle, bool datasync) {
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  int r = datasync ? ::fdatasync((*h)->fd.get()) : ::fsync((*h)->fd.get());
+  if (r != 0) return ErrnoErr();
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories
+
+Result<Opened> PassthroughFs::opendir(const Context& ctx, NodeId node, uint32_t) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  if (!(*inode)->is_dir()) return Err(ENOTDIR);
+  auto path_fd = (*inode)->path_fd();
+  if (!path_fd) return Err(path_fd.error());
+  Result<UniqueFd> fd;
+  {
+    ScopedCredentials creds(ctx.uid, ctx.gid);  // read permission on the directory
+    fd = Reopen(path_fd->get(), O_RDONLY | O_DIRECTORY);
+  }
+  if (!fd) return Err(fd.error());
+  return AddHandle(node, std::move(*fd), O_RDONLY, true, 0);
+}
+
+namespace {
+
+// The kernel's struct linux_dirent64 (not exported by glibc headers).
+struct LinuxDirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+}  // namespace
+
+Status PassthroughFs::readdir(const Context&, NodeId, HandleId handle, uint64_t offset, bool plus,
+                              DirSink& sink) {
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  Handle& dir = **h;
+  if (!dir.is_dir) return Err(ENOTDIR);
+  std::shared_ptr<InodeData> parent;
+  if (plus) {
+    auto inode = GetInode(dir.node);
+    if (!inode) return Err(inode.error());
+    parent = std::move(*inode);
+  }
+
+  // Lock order: dir_mutex, then (inside DoLookup) the InodeStore mutex.
+  std::lock_guard lock(dir.dir_mutex);
+  if (::lseek(dir.fd.get(), static_cast<off_t>(offset), SEEK_SET) < 0) return ErrnoErr();
+  alignas(LinuxDirent64) char buf[16 * 1024];
+  bool first = true;
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, dir.fd.get(), buf, sizeof(buf));
+    if (n < 0) return first ? Status(ErrnoErr()) : Status{};
+    if (n == 0) return {};
+    first = false;
+    for (long pos = 0; pos < n;) {
+      const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + pos);
+      pos += d->d_reclen;
+      std::string_view name(d->d_name);
+      DirEntry dirent{d->d_ino, static_cast<uint64_t>(d->d_off), d->d_type, name};
+      // Checked before the lookup so no reference is taken for an entry that is not sent.
+      if (!sink.has_room(name.size())) return {};
+      if (!plus) {
+        if (!sink.add(dirent, nullptr)) return {};
+        continue;
+      }
+      Entry entry;  // zeroed for "." and ".." and when the name vanished meanwhile
+      if (name != "." && name != "..") {
+        if (auto looked_up = DoLookup(*parent, name)) entry = *looked_up;
+      }
+      if (!sink.add(dirent, &entry)) {
+        if (entry.node != 0) inodes_.Forget(entry.node, 1);
+        return {};
+      }
+    }
+  }
+}
+
+Status PassthroughFs::releasedir(const Context&, NodeId, HandleId handle) {
+  if (!handles_.Remove(handle)) return Err(EBADF);
+  return {};
+}
+
+Status PassthroughFs::fsyncdir(const Context& ctx, NodeId node, HandleId handle, bool datasync) {
+  return fsync(ctx, node, handle, datasync);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filesystem-wide
+
+Result<struct statvfs> PassthroughFs::statfs(const Context&, NodeId node) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  auto fd = (*inode)->path_fd();
+  if (!fd) return Err(fd.error());
+  struct statvfs st {};
+  if (::fstatvfs(fd->get(), &st) != 0) return ErrnoErr();
+  return st;
+}
+
+Status PassthroughFs::access(const Context& ctx, NodeId node, uint32_t mask) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  auto fd = (*inode)->path_fd();
+  if (!fd) return Err(fd.error());
+  if (config_.readonly && (mask & W_OK)) return Err(EROFS);
+  const std::string proc_name = FdName(fd->get());
+  // AT_EACCESS checks with the fsuid/fsgid we switch to; without it faccessat uses the real
+  // uid (root). Raw syscall: glibc may emulate faccessat2 in userspace using the euid.
+  auto r = AsGuest(ctx, [&] {
+    return ::syscall(SYS_faccessat2, proc_self_fd_.get(), proc_name.c_str(), mask, AT_EACCESS);
+  });
+  if (!r) return Err(r.error());
+  return {};
+}
+
+Status PassthroughFs::syncfs(const Context&, NodeId node) {
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  auto path_fd = (*inode)->path_fd();
+  if (!path_fd) return Err(path_fd.error());
+  // syncfs does not accept O_PATH fds.
+  auto fd = Reopen(path_fd->get(), (*inode)->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK);
+  if (!fd) return Err(fd.error());
+  if (::syncfs(fd->get()) != 0) return ErrnoErr();
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extended attributes
+
+template <typename F>
+Result<ssize_t> PassthroughFs::XattrCall(const Context& ctx, NodeId node, F&& call) {
+  if (!config_.xattr) return Err(ENOSYS);
+  auto inode = GetInode(node);
+  if (!inode) return Err(inode.error());
+  auto path_fd = (*inode)->path_fd();
+  if (!path_fd) return Err(path_fd.error());
+  if ((*inode)->is_regular() || (*inode)->is_dir()) {
+    // Opened as root (setting an xattr does not need read permission); the xattr call itself
+    // runs as the guest so the host checks its permission.
+    auto fd = Reopen(path_fd->get(), O_RDONLY | O_NONBLOCK);
+    if (!fd) return Err(fd.error());
+    return AsGuest(ctx, [&] { return call(fd->get(), nullptr); });
+  }
+  // Symlinks and special files cannot be opened: use the path variant on the magic link, which
+  // resolves to the inode itself.
+  const std::string path = "/proc/self/fd/" + FdName(path_fd->get());
+  return AsGuest(ctx, [&] { return call(-1, path.c_str()); });
+}
+
+Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view name,
+                               std::span<const char> value, uint32_t flags) {
+  if (!config_.xattr) return Err(ENOSYS);
+  if (config_.readonly) return Err(EROFS);
+  const std::string cname(name);
+  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    return fd >= 0 ? ::fsetxattr(fd, cname.c_str(), value.data(), value.size(), flags)
+                   : ::setxattr(path, cname.c_str(), value.data(), value.size(), flags);
+  });
+  if (!r) return Err(r.error());
+  return {};
+}
+
+Result<std::vector<char>> PassthroughFs::getxattr(const Context& ctx, NodeId node,
+                                                  std::string_view name, uint32_t size) {
+  const std::string cname(name);
+  std::vector<char> value(size);
+  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    void* buf = size ? value.data() : nullptr;
+    return fd >= 0 ? ::fgetxattr(fd, cname.c_str(), buf, size)
+                   : ::getxattr(path, cname.c_str(), buf, size);
+  });
+  if (!r) return Err(r.error());
+  value.resize(static_cast<size_t>(*r));  // size 0: a vector of the value's length
+  return value;
+}
+
+Result<std::vector<char>> PassthroughFs::listxattr(const Context& ctx, NodeId node, uint32_t size) {
+  std::vector<char> list(size);
+  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    char* buf = size ? list.data() : nullptr;
+    return fd >= 0 ? ::flistxattr(fd, buf, size) : ::listxattr(path, buf, size);
+  });
+  if (!r) return Err(r.error());
+  list.resize(static_cast<size_t>(*r));
+  return list;
+}
+
+Status PassthroughFs::removexattr(const Context& ctx, NodeId node, std::string_view name) {
+  if (!config_.xattr) return Err(ENOSYS);
+  if (config_.readonly) return Err(EROFS);
+  const std::string cname(name);
+  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    return fd >= 0 ? ::fremovexattr(fd, cname.c_str()) : ::removexattr(path, cname.c_str());
+  });
+  if (!r) return Err(r.error());
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data operations
+
+Status PassthroughFs::fallocate(const Context&, NodeId, HandleId handle, uint32_t mode,
+                                uint64_t offset, uint64_t length) {
+  if (config_.readonly) return Err(EROFS);
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  if (::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
+                  static_cast<off_t>(length)) != 0) {
+    return ErrnoErr();
+  }
+  return {};
+}
+
+Result<uint64_t> PassthroughFs::lseek(const Context&, NodeId, HandleId handle, uint64_t offset,
+                                      uint32_t whence) {
+  if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END && whence != SEEK_DATA &&
+      whence != SEEK_HOLE) {
+    return Err(EINVAL);
+  }
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  off_t r = ::lseek((*h)->fd.get(), static_cast<off_t>(offset), static_cast<int>(whence));
+  if (r < 0) return ErrnoErr();
+  return static_cast<uint64_t>(r);
+}
+
+Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId handle_in,
+                                              uint64_t offset_in, NodeId, HandleId handle_out,
+                                              uint64_t offset_out, uint64_t length,
+                                              uint64_t flags) {
+  if (config_.readonly) return Err(EROFS);
+  auto in = GetHandle(handle_in);
+  if (!in) return Err(in.error());
+  auto out = GetHandle(handle_out);
+  if (!out) return Err(out.error());
+  loff_t off_in = static_cast<loff_t>(offset_in);
+  loff_t off_out = static_cast<loff_t>(offset_out);
+  ssize_t n = ::copy_file_range((*in)->fd.get(), &off_in, (*out)->fd.get(), &off_out, length,
+                                static_cast<unsigned>(flags));
+  if (n < 0) return ErrnoErr();
+  return static_cast<size_t>(n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locks
+
+Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(Handle& handle, uint64_t owner) {
+  std::lock_guard lock(handle.lock_mutex);
+  if (auto it = handle.lock_fds.find(owner); it != handle.lock_fds.end()) return it->second;
+  // A separate open file description per owner: OFD locks belong to the description, so owners
+  // never merge or release each other's locks.
+  auto fd = Reopen(handle.fd.get(), handle.access_mode | O_NONBLOCK);
+  if (!fd) return Err(fd.error());
+  auto shared = std::make_shared<UniqueFd>(std::move(*fd));
+  handle.lock_fds.emplace(owner, shared);
+  return shared;
+}
+
+Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, uint64_t owner,
+                                      const FileLock& lock) {
+  if (!config_.posix_lock) return Err(ENOSYS);
+  if (!ValidLockRange(lock)) return Err(EINVAL);
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+  auto fd = LockFd(**h, owner);
+  if (!fd) return Err(fd.error());
+  struct flock fl = ToFlock(lock);
+  if (::fcntl((*fd)->get(), F_OFD_GETLK, &fl) != 0) return ErrnoErr();
+  FileLock result;
+  result.type = static_cast<uint32_t>(fl.l_type);
+  if (fl.l_type == F_UNLCK) {
+    result.start = lock.start;
+    result.end = lock.end;
+    return result;
+  }
+  result.start = static_cast<uint64_t>(fl.l_start);
+  result.end = fl.l_len == 0 ? kOffsetMax : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
+  result.pid = 0;  // OFD locks have no owning process
+  return result;
+}
+
+Status PassthroughFs::setlk(const Context& ctx, NodeId, HandleId handle, uint64_t owner,
+                            const FileLock& lock, uint32_t lk_flags, bool wait) {
+  auto h = GetHandle(handle);
+  if (!h) return Err(h.error());
+
+  if (lk_flags & FUSE_LK_FLOCK) {
+    if (!config_.flock) return Err(ENOSYS);
+    int op = lock.type == F_RDLCK ? LOCK_SH : lock.type == F_WRLCK ? LOCK_EX : LOCK_UN;
+    if (!wait) op |= LOCK_NB;
+    for (;;) {
+      if (wait && ctx.is_interrupted()) return Err(EINTR);
+      if (::flock((*h)->fd.get(), op) == 0) return {};
+      if (errno != EINTR) return ErrnoErr();
+      if (ctx.is_interrupted()) return Err(EINTR);
+    }
+  }
+
+  if (!config_.posix_lock) return Err(ENOSYS);
+  if (!ValidLockRange(lock)) return Err(EINVAL);
+  if (lock.type == F_UNLCK) {
+    // Nothing to unlock if this owner never locked (don't open a description just for that).
+    std::lock_guard guard((*h)->lock_mutex);
+    if (!(*h)->lock_fds.contains(owner)) return {};
+  }
+  auto fd = LockFd(**h, owner);
+  if (!fd) return Err(fd.error());
+  struct flock fl = ToFlock(lock);
+  const int cmd = wait ? F_OFD_SETLKW : F_OFD_SETLK;
+  for (;;) {
+    if (wait && ctx.is_interrupted()) return Err(EINTR);
+    if (::fcntl((*fd)->get(), cmd, &fl) == 0) return {};
+    if (errno != EINTR) return ErrnoErr();
+    if (ctx.is_interrupted()) return Err(EINTR);
+  }
+}
+
+}  // namespace svfs::fs

@@ -1,0 +1,180 @@
+// The passthrough filesystem: serves a host directory to the guest.
+//
+// Security model: the guest is hostile. Every path resolution starts at an inode fd we hold and
+// walks a single validated name component with O_NOFOLLOW; inodes are reopened through
+// /proc/self/fd/N (which reopens the resolved inode without a path walk). Symlinks are never
+// followed on the host, so nothing outside shared_dir is reachable.
+#pragma once
+
+#include <fcntl.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "daemon/fs/credentials.h"
+#include "daemon/fs/filesystem.h"
+#include "daemon/fs/inode_store.h"
+#include "daemon/fs/passthrough_config.h"
+#include "daemon/util/result.h"
+#include "daemon/util/unique_fd.h"
+
+namespace svfs::fs {
+
+// An open file or directory (FUSE fh).
+struct Handle {
+  NodeId node = 0;
+  UniqueFd fd;
+  int access_mode = O_RDONLY;  // O_ACCMODE bits of the host open
+  bool is_dir = false;
+
+  // READDIR: the directory stream position is shared state (lseek + getdents64).
+  std::mutex dir_mutex;
+
+  // POSIX locks: one open file description per lock owner, so locks of different owners on the
+  // same handle never merge (OFD locks are owned by the file description).
+  // shared_ptr: a blocked SETLKW keeps its fd alive while FLUSH drops the owner's entry.
+  std::mutex lock_mutex;  // leaf lock (except that Reopen runs under it); guards lock_fds
+  std::map<uint64_t, std::shared_ptr<UniqueFd>> lock_fds;
+};
+
+// Handle id -> open handle. Lock order: `mutex_` is a leaf lock, held only for map access.
+class HandleTable {
+ public:
+  HandleId Insert(std::shared_ptr<Handle> handle);
+  std::shared_ptr<Handle> Get(HandleId id) const;
+  // Removes and returns the handle (nullptr if unknown); the fd closes when the last user drops it.
+  std::shared_ptr<Handle> Remove(HandleId id);
+  void Clear();
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<HandleId, std::shared_ptr<Handle>> handles_;  // guarded by mutex_
+  HandleId next_id_ = 1;                                           // guarded by mutex_
+};
+
+class PassthroughFs : public FileSystem {
+ public:
+  // Opens shared_dir; fails with ENOENT/ENOTDIR/... if it cannot be used.
+  static Result<std::unique_ptr<PassthroughFs>> Create(PassthroughConfig config);
+
+  uint64_t init(uint64_t offered) override;
+  void destroy() override;
+
+  Result<Entry> lookup(const Context&, NodeId parent, std::string_view name) override;
+  void forget(NodeId node, uint64_t count) override;
+
+  Result<Attr> getattr(const Context&, NodeId node, std::optional<HandleId> handle) override;
+  Result<Attr> setattr(const Context&, NodeId node, const SetattrArgs& args) override;
+  Result<std::string> readlink(const Context&, NodeId node) override;
+
+  Result<Entry> symlink(const Context&, std::string_view target, NodeId parent,
+                        std::string_view name) override;
+  Result<Entry> mknod(const Context&, NodeId parent, std::string_view name, uint32_t mode,
+                      uint32_t rdev, uint32_t umask) override;
+  Result<Entry> mkdir(const Context&, NodeId parent, std::string_view name, uint32_t mode,
+                      uint32_t umask) override;
+  Status unlink(const Context&, NodeId parent, std::string_view name) override;
+  Status rmdir(const Context&, NodeId parent, std::string_view name) override;
+  Status rename(const Context&, NodeId old_parent, std::string_view old_name, NodeId new_parent,
+                std::string_view new_name, uint32_t flags) override;
+  Result<Entry> link(const Context&, NodeId node, NodeId new_parent,
+                     std::string_view new_name) override;
+
+  Result<Opened> open(const Context&, NodeId node, uint32_t flags) override;
+  Result<EntryOpened> create(const Context&, NodeId parent, std::string_view name, uint32_t mode,
+                             uint32_t flags, uint32_t umask) override;
+  Result<EntryOpened> tmpfile(const Context&, NodeId parent, uint32_t mode, uint32_t flags,
+                              uint32_t umask) override;
+  Result<size_t> read(const Context&, NodeId node, HandleId handle, uint64_t offset, uint32_t size,
+                      ReadSink& sink) override;
+  Result<size_t> write(const Context&, NodeId node, HandleId handle, uint64_t offset,
+                       WriteSource& data, uint32_t write_flags) override;
+  Status flush(const Context&, NodeId node, HandleId handle, uint64_t lock_owner) override;
+  Status release(const Context&, NodeId node, HandleId handle, uint32_t open_flags,
+                 uint32_t release_flags, uint64_t lock_owner) override;
+  Status fsync(const Context&, NodeId node, HandleId handle, bool datasync) override;
+
+  Result<Opened> opendir(const Context&, NodeId node, uint32_t flags) override;
+  Status readdir(const Context&, NodeId node, HandleId handle, uint64_t offset, bool plus,
+                 DirSink& sink) override;
+  Status releasedir(const Context&, NodeId node, HandleId handle) override;
+  Status fsyncdir(const Context&, NodeId node, HandleId handle, bool datasync) override;
+
+  Result<struct statvfs> statfs(const Context&, NodeId node) override;
+  Status access(const Context&, NodeId node, uint32_t mask) override;
+
+  Status setxattr(const Context&, NodeId node, std::string_view name, std::span<const char> value,
+                  uint32_t flags) override;
+  Result<std::vector<char>> getxattr(const Context&, NodeId node, std::string_view name,
+                                     uint32_t size) override;
+  Result<std::vector<char>> listxattr(const Context&, NodeId node, uint32_t size) override;
+  Status removexattr(const Context&, NodeId node, std::string_view name) override;
+
+  Status fallocate(const Context&, NodeId node, HandleId handle, uint32_t mode, uint64_t offset,
+                   uint64_t length) override;
+  Result<uint64_t> lseek(const Context&, NodeId node, HandleId handle, uint64_t offset,
+                         uint32_t whence) override;
+  Result<size_t> copy_file_range(const Context&, NodeId node_in, HandleId handle_in,
+                                 uint64_t offset_in, NodeId node_out, HandleId handle_out,
+                                 uint64_t offset_out, uint64_t length, uint64_t flags) override;
+  Status syncfs(const Context&, NodeId node) override;
+
+  Result<FileLock> getlk(const Context&, NodeId node, HandleId handle, uint64_t owner,
+                         const FileLock& lock) override;
+  Status setlk(const Context&, NodeId node, HandleId handle, uint64_t owner, const FileLock& lock,
+               uint32_t lk_flags, bool wait) override;
+
+  // For tests: the inode store (lookup counts).
+  const InodeStore& inodes() const { return inodes_; }
+
+ private:
+  PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd);
+
+  Result<std::shared_ptr<InodeData>> GetInode(NodeId id) const;
+  Result<std::shared_ptr<Handle>> GetHandle(HandleId id) const;
+
+  // Resolves `name` under `parent` (O_PATH|O_NOFOLLOW), takes a lookup reference and fills an
+  // Entry. Runs with the daemon's credentials (the guest kernel checks permissions itself).
+  Result<Entry> DoLookup(const InodeData& parent, std::string_view name);
+  // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
+  Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent);
+  Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx);
+  Attr MakeAttr(const struct statx& stx, const InodeData* parent, uint64_t own_mnt_id) const;
+  Result<Attr> StatInode(const InodeData& inode) const;
+
+  // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
+  Result<UniqueFd> Reopen(int path_fd, int flags) const;
+  // Path "/proc/self/fd/N" relative to proc_self_fd_: the string "N".
+  static std::string FdName(int fd);
+
+  // Adjusts guest open flags for the host open (O_DIRECT, writeback widening, no O_CREAT...).
+  int HostOpenFlags(uint32_t flags, bool for_create) const;
+  uint32_t ReplyOpenFlags(uint32_t guest_flags) const;
+  Result<Opened> AddHandle(NodeId node, UniqueFd fd, int host_flags, bool is_dir,
+                           uint32_t guest_flags);
+
+  // Creates a name under `parent` with `make(dir_fd, name)` as the guest, then looks it up.
+  template <typename F>
+  Result<Entry> MakeNode(const Context& ctx, NodeId parent, std::string_view name, F&& make);
+  Status RemoveName(const Context& ctx, NodeId parent, std::string_view name, int flags);
+  // CREATE/TMPFILE: entry for the opened file `fd` plus a handle owning it.
+  Result<EntryOpened> CreateEntryAndHandle(UniqueFd fd, const InodeData& parent, int host_flags,
+                                           uint32_t guest_flags);
+  // Runs `call(fd, path)` as the guest on an fd (regular files, dirs) or /proc path (others).
+  template <typename F>
+  Result<ssize_t> XattrCall(const Context& ctx, NodeId node, F&& call);
+
+  // Lock fd for (handle, owner), created on first use.
+  Result<std::shared_ptr<UniqueFd>> LockFd(Handle& handle, uint64_t owner);
+
+  PassthroughConfig config_;
+  UniqueFd proc_self_fd_;
+  InodeStore inodes_;
+  HandleTable handles_;
+  MountFds mount_fds_;
+  bool use_file_handles_ = false;
+};
+
+}  // namespace svfs::fs
