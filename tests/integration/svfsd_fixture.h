@@ -23,7 +23,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -337,7 +341,7 @@ class SvfsdFixture : public ::testing::Test {
   virtual DaemonOptions Options() { return {}; }
 
   void SetUp() override {
-    ::alarm(150);  // watchdog: a hung request must not hang the suite forever.
+    ::alarm(170);  // last-resort watchdog (see also StartWatchdog).
     char tmpl[] = "/tmp/svfs-it-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
     base_ = tmpl;
@@ -392,22 +396,67 @@ class SvfsdFixture : public ::testing::Test {
     ::close(log_fd);
     daemon_pid_ = pid;
 
+    // Wait for the mount without ever blocking on it: first /proc/self/mountinfo
+    // (no FUSE request), then statfs in a killable child with a timeout, since a
+    // daemon that never answers FUSE_INIT would hang statfs forever.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     for (;;) {
-      struct statfs sfs {};
-      if (::statfs(mnt_.c_str(), &sfs) == 0 && static_cast<long>(sfs.f_type) == kFuseSuperMagic) break;
       int st = 0;
       if (::waitpid(daemon_pid_, &st, WNOHANG) == daemon_pid_) {
         daemon_pid_ = -1;
         FAIL() << "svfsd exited before mounting (status " << st << ")\ncmd: " << cmdline_ << "\n--- log ---\n"
                << ReadFileOrDie(log_path_);
       }
-      if (std::chrono::steady_clock::now() > deadline) {
+      auto now = std::chrono::steady_clock::now();
+      if (now > deadline) {
         FAIL() << "svfsd did not mount within 10 s\ncmd: " << cmdline_ << "\n--- log ---\n"
                << ReadFileOrDie(log_path_);
       }
+      if (IsMountPoint(mnt_)) {
+        int remaining = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());
+        const std::string mnt = mnt_;
+        Child probe([mnt](const Child::Channel&) {
+          struct statfs sfs {};
+          if (::statfs(mnt.c_str(), &sfs) != 0) return 2;
+          return static_cast<long>(sfs.f_type) == kFuseSuperMagic ? 0 : 1;
+        });
+        int rc = probe.Wait(std::max(remaining, 100));
+        if (rc == 0) break;
+        if (rc == -1) {
+          FAIL() << "svfsd mounted " << mnt_ << " but statfs on it did not return within 10 s "
+                 << "(daemon not answering FUSE_INIT/STATFS?)\ncmd: " << cmdline_ << "\n--- log ---\n"
+                 << ReadFileOrDie(log_path_);
+        }
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    StartWatchdog();
+  }
+
+  // Kills the daemon (SIGKILL aborts the FUSE connection, so any request stuck
+  // in the test process returns ENOTCONN) if a test runs for too long.
+  void StartWatchdog(int seconds = 100) {
+    watchdog_fired_ = false;
+    watchdog_stop_ = false;
+    pid_t pid = daemon_pid_;
+    watchdog_ = std::thread([this, pid, seconds] {
+      std::unique_lock lock(watchdog_mu_);
+      if (!watchdog_cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return watchdog_stop_; })) {
+        watchdog_fired_ = true;
+        std::fprintf(stderr, "svfs_it watchdog: test exceeded %d s; killing svfsd %d\n", seconds, pid);
+        ::kill(pid, SIGKILL);
+      }
+    });
+  }
+  void StopWatchdog() {
+    if (!watchdog_.joinable()) return;
+    {
+      std::lock_guard lock(watchdog_mu_);
+      watchdog_stop_ = true;
+    }
+    watchdog_cv_.notify_all();
+    watchdog_.join();
+    EXPECT_FALSE(watchdog_fired_) << "watchdog fired: svfsd was killed because the test hung";
   }
 
   // Sends SIGTERM and checks a clean exit + unmount. Returns the exit status.
@@ -440,6 +489,7 @@ class SvfsdFixture : public ::testing::Test {
 
   void TearDown() override {
     if (!NoDaemonMode()) {
+      StopWatchdog();
       StopDaemon();
       if (IsMountPoint(mnt_)) {
         ::umount2(mnt_.c_str(), MNT_DETACH);
@@ -465,6 +515,11 @@ class SvfsdFixture : public ::testing::Test {
 
   std::string base_, host_, src_, mnt_, mount_, log_path_, cmdline_;
   pid_t daemon_pid_ = -1;
+  std::thread watchdog_;
+  std::mutex watchdog_mu_;
+  std::condition_variable watchdog_cv_;
+  bool watchdog_stop_ = false;
+  std::atomic<bool> watchdog_fired_ = false;
 };
 
 // Fixture parameterized by cache mode.
