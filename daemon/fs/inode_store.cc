@@ -91,14 +91,15 @@ size_t InodeStore::size() const {
   return by_id_.size();
 }
 
-Result<std::shared_ptr<const UniqueFd>> MountFds::Get(int mount_id, int fd_on_mount) {
+Result<std::shared_ptr<const UniqueFd>> MountFds::Get(
+    int mount_id, const std::function<Result<UniqueFd>()>& open) {
   {
     std::lock_guard lock(mutex_);
     if (auto it = fds_.find(mount_id); it != fds_.end()) return it->second;
   }
-  int dup = ::fcntl(fd_on_mount, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return ErrnoErr();
-  auto fd = std::make_shared<const UniqueFd>(dup);
+  auto opened = open();
+  if (!opened) return Err(opened.error());
+  auto fd = std::make_shared<const UniqueFd>(std::move(*opened));
   std::lock_guard lock(mutex_);
   // A concurrent caller may have won; keep the first one (ours closes when `fd` goes away).
   auto [it, inserted] = fds_.emplace(mount_id, fd);

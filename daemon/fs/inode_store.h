@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -118,8 +119,10 @@ class InodeStore {
 // Descriptors used as mount_fd for open_by_handle_at, one per mount id.
 class MountFds {
  public:
-  // Returns the fd for `mount_id`, dup'ing `fd_on_mount` (an fd on that mount) the first time.
-  Result<std::shared_ptr<const UniqueFd>> Get(int mount_id, int fd_on_mount);
+  // Returns the fd for `mount_id`; the first time, `open` (called without the lock held) must
+  // return a non-O_PATH fd on that mount (open_by_handle_at refuses O_PATH mount fds).
+  Result<std::shared_ptr<const UniqueFd>> Get(int mount_id,
+                                              const std::function<Result<UniqueFd>()>& open);
 
  private:
   std::mutex mutex_;  // leaf lock; guards fds_

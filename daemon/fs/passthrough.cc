@@ -155,10 +155,13 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
     fh->handle_bytes = MAX_HANDLE_SZ;
     int mount_id = 0;
     int err = 0;
-    if (::name_to_handle_at(root_fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) != 0) {
+    auto mount_fd = fs->Reopen(root_fd.get(), O_RDONLY | O_DIRECTORY);
+    if (!mount_fd) {
+      err = mount_fd.error();
+    } else if (::name_to_handle_at(root_fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) != 0) {
       err = errno;
     } else {
-      int fd = ::open_by_handle_at(root_fd.get(), fh, O_PATH | O_CLOEXEC);
+      int fd = ::open_by_handle_at(mount_fd->get(), fh, O_PATH | O_CLOEXEC);
       if (fd < 0) err = errno;
       else ::close(fd);
     }
@@ -228,7 +231,22 @@ Result<UniqueFd> PassthroughFs::Reopen(int path_fd, int flags) const {
   return UniqueFd(fd);
 }
 
-Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const struct statx& stx) {
+Result<UniqueFd> PassthroughFs::OpenMountFd(int fd, mode_t file_type, uint64_t mnt_id,
+                                             const InodeData* parent) const {
+  if (file_type == S_IFDIR) return Reopen(fd, O_RDONLY | O_DIRECTORY);
+  if (file_type == S_IFREG) return Reopen(fd, O_RDONLY | O_NONBLOCK);
+  // Opening fifos or devices could block or have side effects: use the parent directory, which
+  // is on the same mount unless this inode is itself a mount point.
+  if (parent && parent->key.mnt_id == mnt_id) {
+    auto parent_fd = parent->path_fd();
+    if (!parent_fd) return Err(parent_fd.error());
+    return Reopen(parent_fd->get(), O_RDONLY | O_DIRECTORY);
+  }
+  return Err(EOPNOTSUPP);
+}
+
+Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const struct statx& stx,
+                                                            const InodeData* parent) {
   auto inode = std::make_shared<InodeData>();
   inode->key = KeyOf(stx);
   inode->file_type = stx.stx_mode & S_IFMT;
@@ -238,14 +256,19 @@ Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const s
     fh->handle_bytes = MAX_HANDLE_SZ;
     int mount_id = 0;
     if (::name_to_handle_at(fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) == 0) {
-      auto mount_fd = mount_fds_.Get(mount_id, fd.get());
-      if (!mount_fd) return Err(mount_fd.error());
-      buf.resize(sizeof(struct file_handle) + fh->handle_bytes);
-      inode->handle = FileHandle{mount_id, std::move(buf)};
-      inode->mount_fd = std::move(*mount_fd);
-      return inode;  // `fd` closes: the handle is enough to reopen the inode
+      auto mount_fd = mount_fds_.Get(mount_id, [&] {
+        return OpenMountFd(fd.get(), inode->file_type, inode->key.mnt_id, parent);
+      });
+      if (mount_fd) {
+        buf.resize(sizeof(struct file_handle) + fh->handle_bytes);
+        inode->handle = FileHandle{mount_id, std::move(buf)};
+        inode->mount_fd = std::move(*mount_fd);
+        return inode;  // `fd` closes: the handle is enough to reopen the inode
+      }
+      if (config_.file_handles == InodeFileHandles::kMandatory) return Err(mount_fd.error());
+    } else if (config_.file_handles == InodeFileHandles::kMandatory) {
+      return ErrnoErr();
     }
-    if (config_.file_handles == InodeFileHandles::kMandatory) return ErrnoErr();
   }
   inode->fd = std::move(fd);
   return inode;
@@ -266,7 +289,7 @@ Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
 Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
   auto stx = StatxFd(fd.get());
   if (!stx) return Err(stx.error());
-  auto candidate = MakeInode(std::move(fd), *stx);
+  auto candidate = MakeInode(std::move(fd), *stx, parent);
   if (!candidate) return Err(candidate.error());
   auto inode = inodes_.Acquire(std::move(*candidate));
   Entry entry;
@@ -276,13 +299,17 @@ Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
   return entry;
 }
 
-Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view name) {
+Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view name,
+                                      const Context* as) {
   if (!ValidName(name)) return Err(EINVAL);
-  auto parent_fd = parent.path_fd();
+  auto parent_fd = parent.path_fd();  // before switching: reopening a file handle is privileged
   if (!parent_fd) return Err(parent_fd.error());
-  int fd = ::openat(parent_fd->get(), std::string(name).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return ErrnoErr();
-  return EntryFromFd(UniqueFd(fd), &parent);
+  const std::string cname(name);
+  auto open_child = [&] { return ::openat(parent_fd->get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); };
+  auto fd = as ? AsGuest(*as, open_child) : Result<int>(open_child());
+  if (!fd) return Err(fd.error());
+  if (*fd < 0) return ErrnoErr();
+  return EntryFromFd(UniqueFd(*fd), &parent);
 }
 
 Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
@@ -330,13 +357,13 @@ Result<Opened> PassthroughFs::AddHandle(NodeId node, UniqueFd fd, int host_flags
 // ---------------------------------------------------------------------------------------------
 // Lookup and attributes
 
-Result<Entry> PassthroughFs::lookup(const Context&, NodeId parent, std::string_view name) {
+Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::string_view name) {
   if (!ValidName(name)) return Err(EINVAL);
   auto dir = GetInode(parent);
   if (!dir) return Err(dir.error());
-  // Runs with the daemon's credentials: the guest kernel (default_permissions) checks search
-  // permission itself, and file handles need CAP_DAC_READ_SEARCH.
-  auto entry = DoLookup(**dir, name);
+  // The mount has no default_permissions, so search permission on the parent is checked here,
+  // by walking the name as the guest user.
+  auto entry = DoLookup(**dir, name, &ctx);
   if (!entry && entry.error() == ENOENT && config_.cache.mode() != CacheMode::kNone) {
     Entry negative;
     negative.entry_timeout_ns = config_.cache.negative_timeout_ns();
@@ -690,7 +717,7 @@ struct LinuxDirent64 {
 
 }  // namespace
 
-Status PassthroughFs::readdir(const Context&, NodeId, HandleId handle, uint64_t offset, bool plus,
+Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint64_t offset, bool plus,
                               DirSink& sink) {
   auto h = GetHandle(handle);
   if (!h) return Err(h.error());
@@ -726,7 +753,8 @@ Status PassthroughFs::readdir(const Context&, NodeId, HandleId handle, uint64_t 
       }
       Entry entry;  // zeroed for "." and ".." and when the name vanished meanwhile
       if (name != "." && name != "..") {
-        if (auto looked_up = DoLookup(*parent, name)) entry = *looked_up;
+        // As the caller: a directory readable but not searchable must not leak attributes.
+        if (auto looked_up = DoLookup(*parent, name, &ctx)) entry = *looked_up;
       }
       if (!sink.add(dirent, &entry)) {
         if (entry.node != 0) inodes_.Forget(entry.node, 1);

@@ -136,11 +136,16 @@ class PassthroughFs : public FileSystem {
   Result<std::shared_ptr<Handle>> GetHandle(HandleId id) const;
 
   // Resolves `name` under `parent` (O_PATH|O_NOFOLLOW), takes a lookup reference and fills an
-  // Entry. Runs with the daemon's credentials (the guest kernel checks permissions itself).
-  Result<Entry> DoLookup(const InodeData& parent, std::string_view name);
+  // Entry. The walk runs with `as`'s credentials if given (search permission), else as root.
+  Result<Entry> DoLookup(const InodeData& parent, std::string_view name,
+                         const Context* as = nullptr);
   // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
   Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent);
-  Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx);
+  Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx,
+                                               const InodeData* parent);
+  // A readable fd on the mount of `fd` (for open_by_handle_at), never opening special files.
+  Result<UniqueFd> OpenMountFd(int fd, mode_t file_type, uint64_t mnt_id,
+                               const InodeData* parent) const;
   Attr MakeAttr(const struct statx& stx, const InodeData* parent, uint64_t own_mnt_id) const;
   Result<Attr> StatInode(const InodeData& inode) const;
 

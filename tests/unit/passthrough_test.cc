@@ -435,6 +435,14 @@ TEST_F(PassthroughTest, GuestCredentialsAreEnforced) {
   EXPECT_TRUE(fs.access(ctx_, e->node, R_OK).has_value());
   EXPECT_TRUE(fs.open(ctx_, e->node, O_RDONLY).has_value());
 
+  // No search permission on a directory: lookups inside it fail for the user.
+  ASSERT_EQ(::mkdir(Path("closed").c_str(), 0700), 0);
+  Touch("closed/inner");
+  auto closed = fs.lookup(ctx_, kRootNodeId, "closed");
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_EQ(fs.lookup(user, closed->node, "inner").error(), EACCES);
+  EXPECT_TRUE(fs.lookup(ctx_, closed->node, "inner").has_value());
+
   // New files belong to the guest user.
   ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
   auto created = fs.create(user, kRootNodeId, "mine", 0644, O_RDWR, 0);
@@ -473,6 +481,42 @@ TEST_F(PassthroughTest, InitFlagsFollowConfig) {
   EXPECT_FALSE(flags & FUSE_POSIX_ACL);
   EXPECT_FALSE(flags & FUSE_WRITEBACK_CACHE);
   EXPECT_EQ(fs.init(0), 0u);
+}
+
+TEST_F(PassthroughTest, FileHandlesMode) {
+  for (auto mode : {InodeFileHandles::kPrefer, InodeFileHandles::kMandatory}) {
+    Touch("f", "handle data");
+    ASSERT_EQ(::mkdir(Path("d").c_str(), 0755), 0);
+    Touch("d/inner");
+    PassthroughConfig config;
+    config.shared_dir = dir_;
+    config.file_handles = mode;
+    auto created = PassthroughFs::Create(config);
+    if (!created.has_value()) GTEST_SKIP() << "file handles unsupported: " << created.error();
+    auto& fs = **created;
+    auto e = fs.lookup(ctx_, kRootNodeId, "f");
+    ASSERT_TRUE(e.has_value());
+    auto inode = fs.inodes().Get(e->node);
+    ASSERT_NE(inode, nullptr);
+    EXPECT_TRUE(inode->handle.has_value());
+    EXPECT_FALSE(inode->fd.valid());
+    auto opened = fs.open(ctx_, e->node, O_RDONLY);
+    ASSERT_TRUE(opened.has_value()) << opened.error();
+    StringSink sink;
+    ASSERT_TRUE(fs.read(ctx_, e->node, opened->handle, 0, 100, sink).has_value());
+    EXPECT_EQ(sink.data, "handle data");
+    auto d = fs.lookup(ctx_, kRootNodeId, "d");
+    ASSERT_TRUE(d.has_value());
+    auto inner = fs.lookup(ctx_, d->node, "inner");
+    ASSERT_TRUE(inner.has_value());
+    EXPECT_NE(inner->node, 0u);
+    EXPECT_TRUE(fs.getattr(ctx_, inner->node, std::nullopt).has_value());
+    fs.forget(e->node, 1);
+    EXPECT_EQ(fs.inodes().Get(e->node), nullptr);
+    fs.release(ctx_, 0, opened->handle, 0, 0, 0);
+    ::unlink(Path("d/inner").c_str());
+    ::rmdir(Path("d").c_str());
+  }
 }
 
 TEST_F(PassthroughTest, TmpfileAndLseek) {
