@@ -459,13 +459,13 @@ class SvfsdFixture : public ::testing::Test {
     EXPECT_FALSE(watchdog_fired_) << "watchdog fired: svfsd was killed because the test hung";
   }
 
-  // Sends SIGTERM and checks a clean exit + unmount. Returns the exit status.
-  void StopDaemon() {
+  // Sends SIGTERM and checks a clean exit (status 0 within timeout_s) and unmount.
+  void StopDaemon(int timeout_s = 10) {
     if (daemon_pid_ <= 0) return;
     ASSERT_EQ(::kill(daemon_pid_, SIGTERM), 0);
     int st = 0;
     bool exited = false;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
     while (std::chrono::steady_clock::now() < deadline) {
       if (::waitpid(daemon_pid_, &st, WNOHANG) == daemon_pid_) {
         exited = true;
@@ -477,7 +477,7 @@ class SvfsdFixture : public ::testing::Test {
       ::kill(daemon_pid_, SIGKILL);
       ::waitpid(daemon_pid_, &st, 0);
       daemon_pid_ = -1;
-      ADD_FAILURE() << "svfsd did not exit within 10 s of SIGTERM (killed)";
+      ADD_FAILURE() << "svfsd did not exit within " << timeout_s << " s of SIGTERM (killed)";
       return;
     }
     daemon_pid_ = -1;
