@@ -201,6 +201,11 @@ uint64_t PassthroughFs::init(uint64_t offered) {
 }
 
 void PassthroughFs::destroy() {
+  {
+    std::map<std::pair<NodeId, uint64_t>, OwnerLocks> dropped;  // closed outside the lock
+    std::lock_guard lock(locks_mutex_);
+    dropped.swap(locks_);
+  }
   handles_.Clear();
   inodes_.Clear();
 }
@@ -657,12 +662,8 @@ Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uin
 Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lock_owner) {
   auto h = GetHandle(handle);
   if (!h) return Err(h.error());
-  std::shared_ptr<UniqueFd> lock_fd;  // closed (releasing the owner's locks) outside the lock
-  {
-    std::lock_guard lock((*h)->lock_mutex);
-    if (auto node = (*h)->lock_fds.extract(lock_owner); !node.empty()) lock_fd = node.mapped();
-  }
-  lock_fd.reset();
+  // Like close() on the host: the owner's POSIX locks on this inode go away.
+  DropOwnerLocks((*h)->node, lock_owner);
   // close() of a duplicate gives the host filesystem its flush-on-close (e.g. NFS writeback).
   int dup = ::fcntl((*h)->fd.get(), F_DUPFD_CLOEXEC, 0);
   if (dup < 0) return ErrnoErr();
@@ -671,9 +672,10 @@ Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lo
 }
 
 Status PassthroughFs::release(const Context&, NodeId, HandleId handle, uint32_t,
-                              uint32_t release_flags, uint64_t) {
+                              uint32_t release_flags, uint64_t lock_owner) {
   auto h = handles_.Remove(handle);
   if (!h) return Err(EBADF);
+  if (release_flags & FUSE_RELEASE_FLUSH) DropOwnerLocks(h->node, lock_owner);
   if (release_flags & FUSE_RELEASE_FLOCK_UNLOCK) ::flock(h->fd.get(), LOCK_UN);
   return {};
 }
@@ -934,17 +936,74 @@ Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId h
 // ---------------------------------------------------------------------------------------------
 // Locks
 
-Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(Handle& handle, uint64_t owner) {
-  std::lock_guard lock(handle.lock_mutex);
-  if (auto it = handle.lock_fds.find(owner); it != handle.lock_fds.end()) return it->second;
-  // A separate open file description per owner: OFD locks belong to the description, so owners
-  // never merge or release each other's locks.
-  auto fd = Reopen(handle.fd.get(), handle.access_mode | O_NONBLOCK);
+Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handle& handle,
+                                                        uint64_t owner,
+                                                        std::optional<uint32_t> pid) {
+  const auto key = std::make_pair(node, owner);
+  {
+    std::lock_guard lock(locks_mutex_);
+    if (auto it = locks_.find(key); it != locks_.end()) {
+      if (pid) it->second.pid = *pid;
+      return it->second.fd;
+    }
+  }
+  // Read-write when possible so the same description serves read and write locks of this owner
+  // from any of its handles (the access-mode check against the handle is done by the caller).
+  auto fd = Reopen(handle.fd.get(), O_RDWR | O_NONBLOCK);
+  if (!fd) fd = Reopen(handle.fd.get(), O_RDONLY | O_NONBLOCK);
   if (!fd) return Err(fd.error());
   auto shared = std::make_shared<UniqueFd>(std::move(*fd));
-  handle.lock_fds.emplace(owner, shared);
-  return shared;
+  std::lock_guard lock(locks_mutex_);
+  auto [it, inserted] = locks_.emplace(key, OwnerLocks{shared, pid.value_or(0)});
+  if (!inserted && pid) it->second.pid = *pid;
+  return it->second.fd;  // a concurrent caller may have won; ours closes unused
 }
+
+void PassthroughFs::DropOwnerLocks(NodeId node, uint64_t owner) {
+  std::shared_ptr<UniqueFd> fd;  // closed outside the lock
+  std::lock_guard lock(locks_mutex_);
+  if (auto entry = locks_.extract(std::make_pair(node, owner)); !entry.empty()) {
+    fd = std::move(entry.mapped().fd);
+  }
+}
+
+uint32_t PassthroughFs::LockHolderPid(NodeId node, uint64_t except,
+                                      const struct flock& conflict) {
+  std::vector<OwnerLocks> candidates;
+  {
+    std::lock_guard lock(locks_mutex_);
+    for (auto it = locks_.lower_bound({node, 0}); it != locks_.end() && it->first.first == node;
+         ++it) {
+      if (it->first.second != except) candidates.push_back(it->second);
+    }
+  }
+  // OFD GETLK does not name the holder. A description does not conflict with its own locks, so
+  // the holder is the candidate that does not see exactly this lock when asking for its range.
+  for (const auto& candidate : candidates) {
+    struct flock probe {};
+    probe.l_type = F_WRLCK;
+    probe.l_whence = SEEK_SET;
+    probe.l_start = conflict.l_start;
+    probe.l_len = conflict.l_len;
+    if (::fcntl(candidate.fd->get(), F_OFD_GETLK, &probe) != 0) continue;
+    if (probe.l_type != conflict.l_type || probe.l_start != conflict.l_start ||
+        probe.l_len != conflict.l_len) {
+      return candidate.pid;
+    }
+  }
+  return 0;
+}
+
+namespace {
+
+// POSIX: a read lock needs a readable fd, a write lock a writable one.
+bool LockAllowedByAccessMode(uint32_t type, int access_mode) {
+  if (type == F_RDLCK) return access_mode != O_WRONLY;
+  if (type == F_WRLCK) return access_mode != O_RDONLY;
+  return true;
+}
+
+}  // namespace
 
 Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, uint64_t owner,
                                       const FileLock& lock) {
@@ -952,7 +1011,8 @@ Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, u
   if (!ValidLockRange(lock)) return Err(EINVAL);
   auto h = GetHandle(handle);
   if (!h) return Err(h.error());
-  auto fd = LockFd(**h, owner);
+  const NodeId node = (*h)->node;
+  auto fd = LockFd(node, **h, owner, std::nullopt);
   if (!fd) return Err(fd.error());
   struct flock fl = ToFlock(lock);
   if (::fcntl((*fd)->get(), F_OFD_GETLK, &fl) != 0) return ErrnoErr();
@@ -965,7 +1025,9 @@ Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, u
   }
   result.start = static_cast<uint64_t>(fl.l_start);
   result.end = fl.l_len == 0 ? kOffsetMax : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
-  result.pid = 0;  // OFD locks have no owning process
+  // OFD locks report no pid; name the guest process of our owner holding it (0 if the holder
+  // is not one of ours, e.g. a process on the host).
+  result.pid = LockHolderPid(node, owner, fl);
   return result;
 }
 
@@ -988,12 +1050,14 @@ Status PassthroughFs::setlk(const Context& ctx, NodeId, HandleId handle, uint64_
 
   if (!config_.posix_lock) return Err(ENOSYS);
   if (!ValidLockRange(lock)) return Err(EINVAL);
+  const NodeId node = (*h)->node;
+  if (!LockAllowedByAccessMode(lock.type, (*h)->access_mode)) return Err(EBADF);
   if (lock.type == F_UNLCK) {
     // Nothing to unlock if this owner never locked (don't open a description just for that).
-    std::lock_guard guard((*h)->lock_mutex);
-    if (!(*h)->lock_fds.contains(owner)) return {};
+    std::lock_guard guard(locks_mutex_);
+    if (!locks_.contains({node, owner})) return {};
   }
-  auto fd = LockFd(**h, owner);
+  auto fd = LockFd(node, **h, owner, lock.pid);
   if (!fd) return Err(fd.error());
   struct flock fl = ToFlock(lock);
   const int cmd = wait ? F_OFD_SETLKW : F_OFD_SETLK;

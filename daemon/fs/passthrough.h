@@ -9,6 +9,8 @@
 #include <fcntl.h>
 
 #include <map>
+#include <optional>
+#include <utility>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -32,11 +34,6 @@ struct Handle {
   // READDIR: the directory stream position is shared state (lseek + getdents64).
   std::mutex dir_mutex;
 
-  // POSIX locks: one open file description per lock owner, so locks of different owners on the
-  // same handle never merge (OFD locks are owned by the file description).
-  // shared_ptr: a blocked SETLKW keeps its fd alive while FLUSH drops the owner's entry.
-  std::mutex lock_mutex;  // leaf lock (except that Reopen runs under it); guards lock_fds
-  std::map<uint64_t, std::shared_ptr<UniqueFd>> lock_fds;
 };
 
 // Handle id -> open handle. Lock order: `mutex_` is a leaf lock, held only for map access.
@@ -171,8 +168,20 @@ class PassthroughFs : public FileSystem {
   template <typename F>
   Result<ssize_t> XattrCall(const Context& ctx, NodeId node, F&& call);
 
-  // Lock fd for (handle, owner), created on first use.
-  Result<std::shared_ptr<UniqueFd>> LockFd(Handle& handle, uint64_t owner);
+  // POSIX record locks. The kernel's lock owner stands for a guest process (its files_struct),
+  // and POSIX locks belong to (process, inode), not to an open file: so there is one open file
+  // description per (node, owner), and OFD locks on it never merge with other owners' locks.
+  struct OwnerLocks {
+    std::shared_ptr<UniqueFd> fd;  // shared: a blocked SETLKW keeps it alive across FLUSH
+    uint32_t pid = 0;              // guest pid of the last SETLK, reported by GETLK
+  };
+  // The lock fd for (node, owner), opened from `handle` on first use.
+  Result<std::shared_ptr<UniqueFd>> LockFd(NodeId node, const Handle& handle, uint64_t owner,
+                                           std::optional<uint32_t> pid);
+  // Closes (node, owner)'s lock fd, releasing its locks as close() would on the host.
+  void DropOwnerLocks(NodeId node, uint64_t owner);
+  // Guest pid of the owner (other than `except`) that holds `conflict` on `node`; 0 if unknown.
+  uint32_t LockHolderPid(NodeId node, uint64_t except, const struct flock& conflict);
 
   PassthroughConfig config_;
   UniqueFd proc_self_fd_;
@@ -180,6 +189,9 @@ class PassthroughFs : public FileSystem {
   HandleTable handles_;
   MountFds mount_fds_;
   bool use_file_handles_ = false;
+
+  std::mutex locks_mutex_;  // leaf lock, never held across a syscall; guards locks_
+  std::map<std::pair<NodeId, uint64_t>, OwnerLocks> locks_;
 };
 
 }  // namespace svfs::fs

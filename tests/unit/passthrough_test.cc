@@ -340,7 +340,7 @@ TEST_F(PassthroughTest, PosixLocksOfDifferentOwnersConflict) {
   auto e = fs.lookup(ctx_, kRootNodeId, "f");
   auto opened = fs.open(ctx_, e->node, O_RDWR);
   ASSERT_TRUE(opened.has_value());
-  FileLock lock{0, 0x7fffffffffffffffULL, F_WRLCK, 0};
+  FileLock lock{0, 0x7fffffffffffffffULL, F_WRLCK, 4242};
   constexpr uint64_t kOwnerA = 0xa, kOwnerB = 0xb;
   ASSERT_TRUE(fs.setlk(ctx_, e->node, opened->handle, kOwnerA, lock, 0, false).has_value());
   // Owner A re-locking its own range is fine.
@@ -353,7 +353,7 @@ TEST_F(PassthroughTest, PosixLocksOfDifferentOwnersConflict) {
   EXPECT_EQ(conflict->type, static_cast<uint32_t>(F_WRLCK));
   EXPECT_EQ(conflict->start, 0u);
   EXPECT_EQ(conflict->end, 0x7fffffffffffffffULL);
-  EXPECT_EQ(conflict->pid, 0u);
+  EXPECT_EQ(conflict->pid, 4242u);  // the guest pid of owner A's SETLK
   // Owner A sees no conflict with itself.
   auto own = fs.getlk(ctx_, e->node, opened->handle, kOwnerA, lock);
   ASSERT_TRUE(own.has_value());
@@ -361,6 +361,21 @@ TEST_F(PassthroughTest, PosixLocksOfDifferentOwnersConflict) {
   // FLUSH for owner A releases its locks; B can lock now.
   ASSERT_TRUE(fs.flush(ctx_, e->node, opened->handle, kOwnerA).has_value());
   EXPECT_TRUE(fs.setlk(ctx_, e->node, opened->handle, kOwnerB, lock, 0, false).has_value());
+
+  // Locks belong to (inode, owner): owner B's lock is seen through another handle too, and a
+  // read-only handle cannot take a write lock.
+  auto ro = fs.open(ctx_, e->node, O_RDONLY);
+  ASSERT_TRUE(ro.has_value());
+  EXPECT_EQ(fs.setlk(ctx_, e->node, ro->handle, kOwnerA, lock, 0, false).error(), EBADF);
+  FileLock rd{10, 20, F_RDLCK, 7};
+  EXPECT_EQ(fs.setlk(ctx_, e->node, ro->handle, kOwnerA, rd, 0, false).error(), EAGAIN);
+  auto seen = fs.getlk(ctx_, e->node, ro->handle, kOwnerA, rd);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->type, static_cast<uint32_t>(F_WRLCK));
+  // Unlock by B through the read-only handle is allowed and releases it.
+  FileLock unlock{0, 0x7fffffffffffffffULL, F_UNLCK, 0};
+  EXPECT_TRUE(fs.setlk(ctx_, e->node, ro->handle, kOwnerB, unlock, 0, false).has_value());
+  EXPECT_TRUE(fs.setlk(ctx_, e->node, ro->handle, kOwnerA, rd, 0, false).has_value());
 }
 
 TEST_F(PassthroughTest, FlockOnSeparateOpensConflicts) {
