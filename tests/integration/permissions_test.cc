@@ -142,6 +142,22 @@ TEST_P(PermissionsTest, SupplementaryGroupsAreNotInheritedFromDaemon) {
   EXPECT_EQ(RunAs(kNobodyUid, 0, [&] { return OpenErrno(mpath, O_RDONLY); }), 0);
 }
 
+TEST_P(PermissionsTest, NoSearchPermissionInPrivateDir) {
+  // A root-owned 0700 directory: nobody cannot look up names inside it.
+  ASSERT_EQ(::mkdir(H("private").c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(H("private").c_str(), 0700), 0);
+  ASSERT_EQ(WriteFile(H("private/f"), "hidden"), 0);
+  ASSERT_EQ(::chmod(H("private/f").c_str(), 0644), 0);
+  const std::string mf = M("private/f"), hf = H("private/f"), md = M("private");
+  ASSERT_EQ(RunAs(kNobodyUid, kNobodyGid, [&] { return Stat(hf) ? 0 : errno; }), EACCES) << "host baseline";
+  EXPECT_EQ(RunAs(kNobodyUid, kNobodyGid, [&] { return Stat(mf) ? 0 : errno; }), EACCES);
+  EXPECT_EQ(RunAs(kNobodyUid, kNobodyGid, [&] { return OpenErrno(mf, O_RDONLY); }), EACCES);
+  EXPECT_EQ(RunAs(kNobodyUid, kNobodyGid, [&] { return OpenErrno(md, O_RDONLY | O_DIRECTORY); }), EACCES);
+  // Even after root has looked the name up (warm caches), nobody is refused.
+  ASSERT_TRUE(Stat(mf));
+  EXPECT_EQ(RunAs(kNobodyUid, kNobodyGid, [&] { return OpenErrno(mf, O_RDONLY); }), EACCES);
+}
+
 INSTANTIATE_TEST_SUITE_P(CacheModes, PermissionsTest, ::testing::Values("none", "auto"),
                          [](const auto& info) { return info.param; });
 
