@@ -47,8 +47,17 @@ ScopedCredentials::ScopedCredentials(uid_t uid, gid_t gid) {
   // gid first: once fsuid is non-zero we would still be allowed to change fsgid (setfsgid needs
   // CAP_SETGID, which is not a filesystem capability), but doing it first keeps the window in
   // which the thread has a mixed identity as small as possible.
-  if (gid != 0) switched_gid_ = SetFsGid(gid);
-  if (uid != 0) switched_uid_ = SetFsUid(uid);
+  // Restore whatever was switched even on partial failure: SetFsUid/SetFsGid(0) are harmless
+  // if the value never changed.
+  if (gid != 0) {
+    switched_gid_ = true;
+    ok_ = SetFsGid(gid);
+  }
+  if (uid != 0 && ok_) {
+    switched_uid_ = true;
+    ok_ = SetFsUid(uid);
+  }
+  if (!ok_) spdlog::error("cannot switch to fsuid {} fsgid {}", uid, gid);
 }
 
 ScopedCredentials::~ScopedCredentials() {

@@ -27,12 +27,15 @@ class ScopedCredentials {
  public:
   ScopedCredentials(uid_t uid, gid_t gid);
   ~ScopedCredentials();
+  // False if the switch did not take effect: the caller must not proceed with root's rights.
+  bool ok() const { return ok_; }
   ScopedCredentials(const ScopedCredentials&) = delete;
   ScopedCredentials& operator=(const ScopedCredentials&) = delete;
 
  private:
   bool switched_uid_ = false;
   bool switched_gid_ = false;
+  bool ok_ = true;
 };
 
 }  // namespace svfs::fs

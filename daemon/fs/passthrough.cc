@@ -67,6 +67,7 @@ struct stat StatFromStatx(const struct statx& stx) {
 template <typename F>
 auto AsGuest(const Context& ctx, F&& call) -> Result<decltype(call())> {
   ScopedCredentials creds(ctx.uid, ctx.gid);
+  if (!creds.ok()) return Err(EPERM);
   auto r = call();
   if (r < 0) return ErrnoErr();
   return r;
@@ -421,6 +422,7 @@ Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const Setat
     } else {
       if (!(*inode)->is_regular()) return Err((*inode)->is_dir() ? EISDIR : EINVAL);
       ScopedCredentials creds(ctx.uid, ctx.gid);  // write permission checked as the guest user
+      if (!creds.ok()) return Err(EPERM);
       auto fd = Reopen(path_fd->get(), O_WRONLY | O_NONBLOCK);
       if (!fd) return Err(fd.error());
       if (::ftruncate(fd->get(), size) != 0) return ErrnoErr();
@@ -574,7 +576,7 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
   Result<UniqueFd> fd;
   {
     ScopedCredentials creds(ctx.uid, ctx.gid);
-    fd = Reopen(path_fd->get(), host_flags);
+    fd = creds.ok() ? Reopen(path_fd->get(), host_flags) : Result<UniqueFd>(Err(EPERM));
   }
   if (!fd) return Err(fd.error());
   return AddHandle(node, std::move(*fd), host_flags, (*inode)->is_dir(), flags);
@@ -621,7 +623,8 @@ Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, ui
   if (!dir) return Err(dir.error());
   auto dir_fd = (*dir)->path_fd();
   if (!dir_fd) return Err(dir_fd.error());
-  int host_flags = HostOpenFlags(flags, false) & ~(O_CREAT | O_EXCL | O_NOFOLLOW);
+  // O_EXCL stays: with O_TMPFILE it means "never linkable".
+  int host_flags = (HostOpenFlags(flags, false) & ~(O_CREAT | O_NOFOLLOW)) | (flags & O_EXCL);
   if ((host_flags & O_ACCMODE) == O_RDONLY) host_flags = (host_flags & ~O_ACCMODE) | O_RDWR;
   host_flags |= O_TMPFILE;
   auto fd = AsGuest(ctx, [&] {
@@ -700,7 +703,7 @@ Result<Opened> PassthroughFs::opendir(const Context& ctx, NodeId node, uint32_t)
   Result<UniqueFd> fd;
   {
     ScopedCredentials creds(ctx.uid, ctx.gid);  // read permission on the directory
-    fd = Reopen(path_fd->get(), O_RDONLY | O_DIRECTORY);
+    fd = creds.ok() ? Reopen(path_fd->get(), O_RDONLY | O_DIRECTORY) : Result<UniqueFd>(Err(EPERM));
   }
   if (!fd) return Err(fd.error());
   return AddHandle(node, std::move(*fd), O_RDONLY, true, 0);

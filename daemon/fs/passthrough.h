@@ -4,6 +4,10 @@
 // walks a single validated name component with O_NOFOLLOW; inodes are reopened through
 // /proc/self/fd/N (which reopens the resolved inode without a path walk). Symlinks are never
 // followed on the host, so nothing outside shared_dir is reachable.
+//
+// Lock order (outer to inner): Handle::dir_mutex -> InodeStore's mutex / MountFds' mutex.
+// HandleTable's mutex and locks_mutex_ are leaves. Only dir_mutex is held across syscalls
+// (getdents64 and lookups of the listed names, for that one directory stream).
 #pragma once
 
 #include <fcntl.h>
