@@ -266,6 +266,15 @@ void Server::reply_parts(Call& call, std::span<iovec> payload) {
 }
 
 void Server::reply_error(Call& call, int error) {
+  // FORGET, BATCH_FORGET and INTERRUPT are never answered, not even when refused (length
+  // mismatch, before INIT): the kernel waits for no reply, and virtio-fs queues them on the
+  // hiprio queue without a device-writable buffer.
+  if (call.header.opcode == FUSE_FORGET || call.header.opcode == FUSE_BATCH_FORGET ||
+      call.header.opcode == FUSE_INTERRUPT) {
+    call.replied = true;
+    call.failed = true;
+    return;
+  }
   fuse_out_header out{};
   out.len = sizeof(out);
   out.error = -(error > 0 ? error : EIO);
