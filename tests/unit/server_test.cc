@@ -1400,6 +1400,33 @@ TEST_F(OpTest, WriteSizeMismatchRefused) {
   EXPECT_EQ(fake.calls.size(), before);
 }
 
+// FORGET, BATCH_FORGET and INTERRUPT are never answered: the kernel waits for no reply and
+// virtio-fs queues them without a device-writable buffer. That holds when they are refused too.
+std::vector<RequestBuilder> NoReplyRequests() {
+  RequestBuilder forget(FUSE_FORGET, kNode);
+  forget.add(fuse_forget_in{.nlookup = 1});
+  RequestBuilder batch(FUSE_BATCH_FORGET, 0);
+  batch.add(fuse_batch_forget_in{.count = 1}).add(fuse_forget_one{.nodeid = 10, .nlookup = 1});
+  RequestBuilder interrupt(FUSE_INTERRUPT, 0);
+  interrupt.add(fuse_interrupt_in{.unique = 1});
+  return {forget, batch, interrupt};
+}
+
+TEST_F(OpTest, NoReplyOpcodesUnansweredOnLengthMismatch) {
+  uint64_t malformed = server.stats().malformed();
+  for (const RequestBuilder& b : NoReplyRequests()) {
+    auto bytes = b.build();
+    EXPECT_TRUE(send_all(b.build_with_len(static_cast<uint32_t>(bytes.size() + 8))).empty());
+  }
+  EXPECT_TRUE(fake.forgets.empty());
+  EXPECT_EQ(server.stats().malformed(), malformed + 3);
+}
+
+TEST_F(ServerTest, NoReplyOpcodesUnansweredBeforeInit) {
+  for (const RequestBuilder& b : NoReplyRequests()) EXPECT_TRUE(send_all(b.build()).empty());
+  EXPECT_TRUE(fake.forgets.empty());
+}
+
 TEST_F(OpTest, BatchForgetCountBeyondEntriesForgetsNothing) {
   uint64_t malformed = server.stats().malformed();
   RequestBuilder b(FUSE_BATCH_FORGET, 0);
