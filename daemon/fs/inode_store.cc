@@ -35,7 +35,18 @@ std::shared_ptr<InodeData> InodeStore::Acquire(std::shared_ptr<InodeData> candid
   std::shared_ptr<InodeData> result;
   {
     std::lock_guard lock(mutex_);
-    if (auto key_it = by_key_.find(candidate->key); key_it != by_key_.end()) {
+    auto key_it = by_key_.find(candidate->key);
+    if (key_it != by_key_.end()) {
+      Slot& slot = by_id_.at(key_it->second);
+      // Inodes known only by file handle are not pinned, so the host may have reused the inode
+      // number for a new file: a different handle means a different inode.
+      if (slot.data->handle && candidate->handle &&
+          slot.data->handle->bytes != candidate->handle->bytes) {
+        by_key_.erase(key_it);  // the stale node lives on (by id) until forgotten
+        key_it = by_key_.end();
+      }
+    }
+    if (key_it != by_key_.end()) {
       Slot& slot = by_id_.at(key_it->second);
       if (key_it->second != kRootNodeId) ++slot.refs;
       result = slot.data;
@@ -62,7 +73,10 @@ void InodeStore::Forget(NodeId id, uint64_t count) {
     slot.refs = count >= slot.refs ? 0 : slot.refs - count;
     if (slot.refs > 0) return;
     freed = std::move(slot.data);
-    by_key_.erase(freed->key);
+    // The key may already name a newer node (see Acquire): erase it only if it is ours.
+    if (auto key_it = by_key_.find(freed->key); key_it != by_key_.end() && key_it->second == id) {
+      by_key_.erase(key_it);
+    }
     by_id_.erase(it);
   }
   spdlog::debug("inode {} freed", id);

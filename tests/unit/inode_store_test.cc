@@ -128,3 +128,30 @@ TEST_F(InodeStoreTest, ClearKeepsRoot) {
 
 }  // namespace
 }  // namespace svfs::fs
+
+namespace svfs::fs {
+namespace {
+
+TEST(InodeStoreHandles, DifferentHandleForSameKeyIsANewNode) {
+  InodeStore store;
+  auto root = std::make_shared<InodeData>();
+  root->key = InodeKey{1, 1, 1};
+  store.SetRoot(root);
+  auto make = [](unsigned char tag) {
+    auto inode = std::make_shared<InodeData>();
+    inode->key = InodeKey{1, 42, 1};
+    inode->handle = FileHandle{1, {tag}};
+    return inode;
+  };
+  NodeId old_id = store.Acquire(make(1))->id;
+  EXPECT_EQ(store.Acquire(make(1))->id, old_id);  // same handle: same node
+  NodeId new_id = store.Acquire(make(2))->id;     // inode number reused by a new file
+  EXPECT_NE(new_id, old_id);
+  store.Forget(old_id, 2);  // must not drop the key of the new node
+  EXPECT_EQ(store.Get(old_id), nullptr);
+  EXPECT_EQ(store.Acquire(make(2))->id, new_id);
+  EXPECT_EQ(store.RefCount(new_id), 2u);
+}
+
+}  // namespace
+}  // namespace svfs::fs
