@@ -266,11 +266,11 @@ void Server::reply_parts(Call& call, std::span<iovec> payload) {
 }
 
 void Server::reply_error(Call& call, int error) {
-  // FORGET, BATCH_FORGET and INTERRUPT are never answered, not even when refused (length
-  // mismatch, before INIT): the kernel waits for no reply, and virtio-fs queues them on the
-  // hiprio queue without a device-writable buffer.
+  // FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY are never answered, not even when refused
+  // (length mismatch, before INIT): the kernel waits for no reply, and virtio-fs queues forgets
+  // on the hiprio queue without a device-writable buffer.
   if (call.header.opcode == FUSE_FORGET || call.header.opcode == FUSE_BATCH_FORGET ||
-      call.header.opcode == FUSE_INTERRUPT) {
+      call.header.opcode == FUSE_INTERRUPT || call.header.opcode == FUSE_NOTIFY_REPLY) {
     call.replied = true;
     call.failed = true;
     return;
