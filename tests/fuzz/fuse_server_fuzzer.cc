@@ -1,7 +1,8 @@
 // libFuzzer harness for the FUSE dispatch layer: arbitrary request bytes go through
 // svfs::fuse::Server::handle against the recording fake filesystem, after a valid INIT. Every
 // reply is checked: its header length must equal the bytes sent and be at least a header, an
-// error reply must be a bare header, and the unique id must be the request's.
+// error reply must be a bare header, and the unique id must be the request's; every request gets
+// exactly one reply, except FORGET, BATCH_FORGET, INTERRUPT, NOTIFY_REPLY and header-less ones.
 //
 // Input format: a sequence of frames, each `u16 length (LE) | u8 mode | length bytes`, handled
 // in order on one session (so INIT/DESTROY/INTERRUPT sequences are reachable). Mode bits:
@@ -141,9 +142,20 @@ void Handle(svfs::fuse::Server& server, std::span<const uint8_t> bytes, bool ext
     std::vector<uint8_t> request(bytes.begin(), bytes.end());
     server.handle(request, nullptr, channel);
   }
-  if (bytes.size() < sizeof(fuse_in_header) && channel.replies != 0) {
-    Fail("reply to a request without a header", bytes.size(), 0);
+  // Exactly one reply per request, except: none without a header, none for the opcodes the
+  // kernel expects no reply to.
+  size_t expected = 1;
+  if (bytes.size() < sizeof(fuse_in_header)) {
+    expected = 0;
+  } else {
+    uint32_t opcode;
+    std::memcpy(&opcode, bytes.data() + offsetof(fuse_in_header, opcode), sizeof(opcode));
+    if (opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET || opcode == FUSE_INTERRUPT ||
+        opcode == FUSE_NOTIFY_REPLY) {
+      expected = 0;
+    }
   }
+  if (channel.replies != expected) Fail("wrong number of replies", channel.replies, expected);
 }
 
 // ---- seed corpus ----

@@ -972,6 +972,11 @@ TEST_F(OpTest, SetlkAndSetlkw) {
   EXPECT_EQ(fake.last().flags2, static_cast<uint32_t>(FUSE_LK_FLOCK));
 }
 
+TEST_F(OpTest, NotifyReplyHasNoReply) {
+  send_expect_no_reply(RequestBuilder(FUSE_NOTIFY_REPLY, kNode).add(fuse_notify_retrieve_in{}));
+  EXPECT_TRUE(fake.calls.empty());
+}
+
 TEST_F(OpTest, InterruptHasNoReply) {
   send_expect_no_reply(RequestBuilder(FUSE_INTERRUPT, 0).add(fuse_interrupt_in{.unique = 12345}));
   EXPECT_TRUE(fake.calls.empty());
@@ -1409,7 +1414,10 @@ std::vector<RequestBuilder> NoReplyRequests() {
   batch.add(fuse_batch_forget_in{.count = 1}).add(fuse_forget_one{.nodeid = 10, .nlookup = 1});
   RequestBuilder interrupt(FUSE_INTERRUPT, 0);
   interrupt.add(fuse_interrupt_in{.unique = 1});
-  return {forget, batch, interrupt};
+  // The kernel's answer to a retrieve notification (sent with noreply).
+  RequestBuilder notify_reply(FUSE_NOTIFY_REPLY, kNode);
+  notify_reply.add(fuse_notify_retrieve_in{}).raw("data");
+  return {forget, batch, interrupt, notify_reply};
 }
 
 TEST_F(OpTest, NoReplyOpcodesUnansweredOnLengthMismatch) {
@@ -1419,7 +1427,7 @@ TEST_F(OpTest, NoReplyOpcodesUnansweredOnLengthMismatch) {
     EXPECT_TRUE(send_all(b.build_with_len(static_cast<uint32_t>(bytes.size() + 8))).empty());
   }
   EXPECT_TRUE(fake.forgets.empty());
-  EXPECT_EQ(server.stats().malformed(), malformed + 3);
+  EXPECT_EQ(server.stats().malformed(), malformed + 4);
 }
 
 TEST_F(ServerTest, NoReplyOpcodesUnansweredBeforeInit) {
