@@ -4,10 +4,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -532,6 +534,28 @@ TEST_F(PassthroughTest, FileHandlesMode) {
     ::unlink(Path("d/inner").c_str());
     ::rmdir(Path("d").c_str());
   }
+}
+
+TEST_F(PassthroughTest, SubmountsAreAnnounced) {
+  ASSERT_EQ(::mkdir(Path("sub").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(Path("plain").c_str(), 0755), 0);
+  if (::mount("svfs-test", Path("sub").c_str(), "tmpfs", 0, "size=1m") != 0) {
+    GTEST_SKIP() << "cannot mount tmpfs: " << std::strerror(errno);
+  }
+  PassthroughConfig config;
+  config.shared_dir = dir_;
+  config.announce_submounts = true;
+  auto fs = PassthroughFs::Create(config);
+  ASSERT_TRUE(fs.has_value());
+  auto sub = (*fs)->lookup(ctx_, kRootNodeId, "sub");
+  auto plain = (*fs)->lookup(ctx_, kRootNodeId, "plain");
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_TRUE(sub->attr.flags & FUSE_ATTR_SUBMOUNT);
+  EXPECT_FALSE(plain->attr.flags & FUSE_ATTR_SUBMOUNT);
+  EXPECT_TRUE((*fs)->init(~0ULL) & FUSE_SUBMOUNTS);
+  fs->reset();
+  ::umount2(Path("sub").c_str(), MNT_DETACH);
 }
 
 TEST_F(PassthroughTest, TmpfileAndLseek) {
