@@ -321,7 +321,11 @@ Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view 
 Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
   auto fd = inode.path_fd();
   if (!fd) return Err(fd.error());
-  auto stx = StatxFd(fd->get());
+  return StatFd(fd->get());
+}
+
+Result<Attr> PassthroughFs::StatFd(int fd) const {
+  auto stx = StatxFd(fd);
   if (!stx) return Err(stx.error());
   Attr attr;
   attr.st = StatFromStatx(*stx);
@@ -380,7 +384,11 @@ Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::stri
 
 void PassthroughFs::forget(NodeId node, uint64_t count) { inodes_.Forget(node, count); }
 
-Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<HandleId>) {
+Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<HandleId> handle) {
+  if (handle) {
+    // fstat of an open file: works for unlinked files even when the inode is held by handle.
+    if (auto h = handles_.Get(*handle)) return StatFd(h->fd.get());
+  }
   auto inode = GetInode(node);
   if (!inode) return Err(inode.error());
   return StatInode(**inode);
@@ -398,7 +406,10 @@ Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const Setat
     if (!h) return Err(h.error());
     handle = std::move(*h);
   }
-  auto path_fd = (*inode)->path_fd();
+  // With a handle, operate on its fd: it stays valid for an unlinked file, where reopening a
+  // file handle would fail with ESTALE.
+  Result<InodeFd> path_fd = handle ? Result<InodeFd>(InodeFd(handle->fd.get()))
+                                   : (*inode)->path_fd();
   if (!path_fd) return Err(path_fd.error());
   const std::string proc_name = FdName(path_fd->get());
   const int proc = proc_self_fd_.get();

@@ -149,6 +149,7 @@ class PassthroughFs : public FileSystem {
                                const InodeData* parent) const;
   Attr MakeAttr(const struct statx& stx, const InodeData* parent, uint64_t own_mnt_id) const;
   Result<Attr> StatInode(const InodeData& inode) const;
+  Result<Attr> StatFd(int fd) const;
 
   // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
   Result<UniqueFd> Reopen(int path_fd, int flags) const;
