@@ -13,11 +13,11 @@
 #include <fcntl.h>
 
 #include <map>
-#include <optional>
-#include <utility>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "daemon/fs/credentials.h"
 #include "daemon/fs/filesystem.h"
@@ -37,7 +37,6 @@ struct Handle {
 
   // READDIR: the directory stream position is shared state (lseek + getdents64).
   std::mutex dir_mutex;
-
 };
 
 // Handle id -> open handle. Lock order: `mutex_` is a leaf lock, held only for map access.
