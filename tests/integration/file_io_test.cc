@@ -1,4 +1,6 @@
 // Basic file I/O through the mount, compared with the host directory.
+#include <sys/mman.h>
+
 #include "svfsd_fixture.h"
 
 namespace svfs_it {
@@ -154,6 +156,63 @@ TEST_P(FileIoTest, LargeFileChecksum) {
   const std::string data2 = PatternData(kSize - 777, 7);
   ASSERT_EQ(WriteFile(H("big2"), data2), 0);
   EXPECT_EQ(Fnv1a(ReadFileOrDie(M("big2"))), Fnv1a(data2));
+}
+
+TEST_P(FileIoTest, MmapSharedReadWrite) {
+  // Programs such as git and sqlite mmap files: MAP_SHARED must work in every
+  // cache mode, and msync'd stores must reach the host.
+  ASSERT_EQ(WriteFile(H("m"), std::string(8192, 'a')), 0);
+  Fd fd(::open(M("m").c_str(), O_RDWR));
+  ASSERT_TRUE(fd.ok()) << ErrnoName(errno);
+  void* p = ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  ASSERT_NE(p, MAP_FAILED) << "mmap(MAP_SHARED) through the mount: " << ErrnoName(errno);
+  char* c = static_cast<char*>(p);
+  EXPECT_EQ(c[0], 'a');
+  EXPECT_EQ(c[8191], 'a');
+  std::memcpy(c + 4096, "mapped write", 12);
+  ASSERT_EQ(::msync(p, 8192, MS_SYNC), 0) << ErrnoName(errno);
+  ::munmap(p, 8192);
+  fd.reset();
+  std::string host = ReadFileOrDie(H("m"));
+  ASSERT_EQ(host.size(), 8192u);
+  EXPECT_EQ(host.substr(4096, 12), "mapped write");
+  EXPECT_EQ(host.substr(0, 4096), std::string(4096, 'a'));
+  EXPECT_EQ(ReadFileOrDie(M("m")).substr(4096, 12), "mapped write");
+}
+
+TEST_P(FileIoTest, MmapPrivateRead) {
+  // Executables and shared libraries are mapped MAP_PRIVATE.
+  const std::string data = PatternData(3 * 4096 + 100, 9);
+  ASSERT_EQ(WriteFile(H("exe"), data), 0);
+  Fd fd(::open(M("exe").c_str(), O_RDONLY));
+  ASSERT_TRUE(fd.ok());
+  void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  ASSERT_NE(p, MAP_FAILED) << "mmap(MAP_PRIVATE) through the mount: " << ErrnoName(errno);
+  EXPECT_EQ(Fnv1a(std::string(static_cast<char*>(p), data.size())), Fnv1a(data));
+  ::munmap(p, data.size());
+}
+
+TEST_P(FileIoTest, ConcurrentWritersDisjointRanges) {
+  constexpr int kThreads = 4;
+  constexpr size_t kChunk = 256 * 1024;
+  Fd fd(::open(M("c").c_str(), O_CREAT | O_RDWR, 0644));
+  ASSERT_TRUE(fd.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> errors = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string d = PatternData(kChunk, 100 + t);
+      for (size_t off = 0; off < kChunk; off += 16384)
+        if (::pwrite(fd.get(), d.data() + off, 16384, static_cast<off_t>(t * kChunk + off)) != 16384) ++errors;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  fd.reset();
+  std::string expect;
+  for (int t = 0; t < kThreads; ++t) expect += PatternData(kChunk, 100 + t);
+  EXPECT_EQ(Fnv1a(ReadFileOrDie(H("c"))), Fnv1a(expect));
+  EXPECT_EQ(Fnv1a(ReadFileOrDie(M("c"))), Fnv1a(expect));
 }
 
 INSTANTIATE_TEST_SUITE_P(CacheModes, FileIoTest, ::testing::Values("none", "metadata", "auto", "always"),
