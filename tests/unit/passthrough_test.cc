@@ -2,6 +2,7 @@
 #include "daemon/fs/passthrough.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -9,10 +10,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -378,6 +381,46 @@ TEST_F(PassthroughTest, PosixLocksOfDifferentOwnersConflict) {
   FileLock unlock{0, 0x7fffffffffffffffULL, F_UNLCK, 0};
   EXPECT_TRUE(fs.setlk(ctx_, e->node, ro->handle, kOwnerB, unlock, 0, false).has_value());
   EXPECT_TRUE(fs.setlk(ctx_, e->node, ro->handle, kOwnerA, rd, 0, false).has_value());
+}
+
+TEST_F(PassthroughTest, BlockingSetlkIsInterruptible) {
+  Touch("f", "data");
+  auto& fs = Fs();
+  auto e = fs.lookup(ctx_, kRootNodeId, "f");
+  auto opened = fs.open(ctx_, e->node, O_RDWR);
+  ASSERT_TRUE(opened.has_value());
+  FileLock lock{0, 0x7fffffffffffffffULL, F_WRLCK, 1};
+  ASSERT_TRUE(fs.setlk(ctx_, e->node, opened->handle, 1, lock, 0, false).has_value());
+
+  // Already interrupted: refused before blocking.
+  std::atomic<bool> interrupted{true};
+  Context ctx = ctx_;
+  ctx.interrupted = &interrupted;
+  EXPECT_EQ(fs.setlk(ctx, e->node, opened->handle, 2, lock, 0, true).error(), EINTR);
+
+  // Interrupted while blocked: the server flags the request and signals the worker thread.
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: the blocked fcntl returns EINTR
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old), 0);
+  interrupted = false;
+  std::atomic<int> result{-1};
+  std::thread worker([&] {
+    auto r = fs.setlk(ctx, e->node, opened->handle, 2, lock, 0, true);
+    result = r.has_value() ? 0 : r.error();
+  });
+  ::usleep(100 * 1000);
+  EXPECT_EQ(result.load(), -1);  // still blocked
+  interrupted = true;
+  for (int i = 0; i < 50 && result.load() == -1; ++i) {
+    ::pthread_kill(worker.native_handle(), SIGUSR2);
+    ::usleep(10 * 1000);
+  }
+  worker.join();
+  EXPECT_EQ(result.load(), EINTR);
+  ::sigaction(SIGUSR2, &old, nullptr);
 }
 
 TEST_F(PassthroughTest, FlockOnSeparateOpensConflicts) {
