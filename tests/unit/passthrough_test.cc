@@ -2,8 +2,8 @@
 #include "daemon/fs/passthrough.h"
 
 #include <dirent.h>
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -15,8 +15,8 @@
 #include <filesystem>
 #include <map>
 #include <set>
-#include <thread>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
