@@ -20,6 +20,14 @@
 namespace svfs::fs {
 namespace {
 
+// FUSE 7.39 (newer than our linux/fuse.h): shared mmap of FOPEN_DIRECT_IO files, which the kernel
+// otherwise refuses with ENODEV. A flags2 bit, hence shifted by 32.
+#ifdef FUSE_DIRECT_IO_ALLOW_MMAP
+constexpr uint64_t kDirectIoAllowMmap = FUSE_DIRECT_IO_ALLOW_MMAP;
+#else
+constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
+#endif
+
 // fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
 constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
 
@@ -198,6 +206,9 @@ uint64_t PassthroughFs::init(uint64_t offered) {
   if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
   if (config_.announce_submounts) want |= FUSE_SUBMOUNTS;
   if (cache.mode() != CacheMode::kNone) want |= FUSE_CACHE_SYMLINKS;
+  // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
+  // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
+  want |= kDirectIoAllowMmap;
   return want & offered;
 }
 
