@@ -32,16 +32,12 @@ class RequestBuilder {
 
   template <typename T>
   RequestBuilder& add(const T& value) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&value);
-    bytes_.insert(bytes_.end(), p, p + sizeof(T));
-    return *this;
+    return append(&value, sizeof(T));
   }
   // The first `size` bytes of a struct (older protocol layouts, truncation tests).
   template <typename T>
   RequestBuilder& add_prefix(const T& value, size_t size) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&value);
-    bytes_.insert(bytes_.end(), p, p + std::min(size, sizeof(T)));
-    return *this;
+    return append(&value, std::min(size, sizeof(T)));
   }
   // A name followed by its NUL terminator.
   RequestBuilder& name(std::string_view s) {
@@ -50,10 +46,7 @@ class RequestBuilder {
     return *this;
   }
   // Bytes without a terminator.
-  RequestBuilder& raw(std::string_view s) {
-    bytes_.insert(bytes_.end(), s.begin(), s.end());
-    return *this;
-  }
+  RequestBuilder& raw(std::string_view s) { return append(s.data(), s.size()); }
 
   // Sets header.len to the bytes built plus `extra` (an external payload) and returns them.
   std::vector<uint8_t> build(size_t extra = 0) const {
@@ -70,6 +63,14 @@ class RequestBuilder {
   }
 
  private:
+  // resize + memcpy rather than vector::insert, which trips GCC 12's -Wstringop-overflow.
+  RequestBuilder& append(const void* data, size_t size) {
+    size_t at = bytes_.size();
+    bytes_.resize(at + size);
+    if (size) std::memcpy(bytes_.data() + at, data, size);
+    return *this;
+  }
+
   std::vector<uint8_t> bytes_;
 };
 
