@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 
 namespace svfs::transport {
 namespace {
+
+constexpr long kFuseCtlSuperMagic = 0x65735543;
 
 // One request's reply path on /dev/fuse. READ data is read into a per-thread buffer and written
 // together with the header in one writev (the kernel needs a reply in a single write).
@@ -69,22 +72,21 @@ Result<std::unique_ptr<FuseDevSession>> FuseDevSession::Mount(const std::string&
 
   UniqueFd device(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
   if (!device) return ErrnoErr();
-  // No default_permissions: the host checks permissions, because each request runs with the
+  // default_permissions, as the guest's virtiofs always mounts: the client checks mode bits
+  // against its cached attributes, and the host checks again because each request runs with the
   // caller's fsuid/fsgid. allow_other: the mount serves every local user, as a shared volume.
   std::string options = "fd=" + std::to_string(device.get()) +
-                        ",rootmode=40000,user_id=0,group_id=0,allow_other";
+                        ",rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions";
   if (::mount(source_name.c_str(), mountpoint.c_str(), "fuse.svfs", MS_NOSUID | MS_NODEV,
               options.c_str()) != 0) {
     return ErrnoErr();
   }
-  struct stat mounted {};
-  dev_t mount_dev = ::stat(mountpoint.c_str(), &mounted) == 0 ? mounted.st_dev : 0;
-  return std::unique_ptr<FuseDevSession>(
-      new FuseDevSession(std::move(device), mountpoint, mount_dev));
+  // Not stat() here: that would wait for INIT, which nobody reads until start().
+  return std::unique_ptr<FuseDevSession>(new FuseDevSession(std::move(device), mountpoint));
 }
 
-FuseDevSession::FuseDevSession(UniqueFd device, std::string mountpoint, dev_t mount_dev)
-    : device_(std::move(device)), mountpoint_(std::move(mountpoint)), mount_dev_(mount_dev) {}
+FuseDevSession::FuseDevSession(UniqueFd device, std::string mountpoint)
+    : device_(std::move(device)), mountpoint_(std::move(mountpoint)) {}
 
 FuseDevSession::~FuseDevSession() { stop(); }
 
@@ -98,6 +100,9 @@ void FuseDevSession::start(fuse::Server& server, unsigned threads,
     ++running_;
     workers_.emplace_back([this, &server, thread_init] { worker(server, thread_init); });
   }
+  // With workers answering INIT, the mount's device number (the connection's name) is readable.
+  struct stat mounted {};
+  if (::stat(mountpoint_.c_str(), &mounted) == 0) mount_dev_ = mounted.st_dev;
 }
 
 void FuseDevSession::worker(fuse::Server& server, const std::function<void()>& thread_init) {
@@ -110,6 +115,7 @@ void FuseDevSession::worker(fuse::Server& server, const std::function<void()>& t
     if (n < 0) {
       // EINTR: a signal (interrupt wake-up); ENOENT: the request was interrupted before we
       // read it; EAGAIN: spurious. ENODEV: the mount is gone.
+      if (errno == EINTR && stopping_.load(std::memory_order_acquire)) break;
       if (errno == EINTR || errno == ENOENT || errno == EAGAIN) continue;
       if (errno != ENODEV) spdlog::error("/dev/fuse: read failed: {}", std::strerror(errno));
       break;
@@ -124,7 +130,13 @@ void FuseDevSession::worker(fuse::Server& server, const std::function<void()>& t
 }
 
 void FuseDevSession::abort_connection() {
+  if (mount_dev_ == 0) return;
   // The fusectl file system names connections by the device minor of the mount.
+  constexpr const char* kFuseCtl = "/sys/fs/fuse/connections";
+  struct statfs fs_info {};
+  if (::statfs(kFuseCtl, &fs_info) == 0 && fs_info.f_type != kFuseCtlSuperMagic) {
+    ::mount("fusectl", kFuseCtl, "fusectl", 0, nullptr);
+  }
   std::string path = "/sys/fs/fuse/connections/" + std::to_string(minor(mount_dev_)) + "/abort";
   UniqueFd abort_fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (abort_fd && ::write(abort_fd.get(), "1", 1) == 1) return;
@@ -132,28 +144,27 @@ void FuseDevSession::abort_connection() {
 }
 
 void FuseDevSession::stop(std::chrono::milliseconds grace) {
-  if (mounted_) {
-    mounted_ = false;
-    if (::umount2(mountpoint_.c_str(), 0) != 0 && ::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 &&
-        errno != EINVAL) {
-      spdlog::warn("unmounting {} failed: {}", mountpoint_, std::strerror(errno));
-    }
+  if (stopped_) return;
+  stopped_ = true;
+  if (::umount2(mountpoint_.c_str(), 0) != 0 && errno != EINVAL &&
+      ::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL) {
+    spdlog::warn("unmounting {} failed: {}", mountpoint_, std::strerror(errno));
   }
-  {
+  auto wait_workers = [this](std::chrono::milliseconds timeout) {
     std::unique_lock lock(workers_mutex_);
-    if (!workers_done_.wait_for(lock, grace, [this] { return running_ == 0; })) {
-      lock.unlock();
-      abort_connection();
-      lock.lock();
-      workers_done_.wait_for(lock, grace, [this] { return running_ == 0; });
+    return workers_done_.wait_for(lock, timeout, [this] { return running_ == 0; });
+  };
+  // A busy mount was only detached: the kernel keeps the connection while files are open.
+  // Abort it (open files then fail with ENOTCONN, as after a daemon crash), and wake any worker
+  // still blocked in read() so it sees stopping_.
+  if (!wait_workers(grace)) {
+    abort_connection();
+    stopping_.store(true, std::memory_order_release);
+    while (!wait_workers(std::chrono::milliseconds(50))) {
+      for (auto& worker : workers_) pthread_kill(worker.native_handle(), fuse::kInterruptSignal);
     }
   }
-  for (auto& worker : workers_) {
-    // A worker that never returned is stuck in the kernel; leave it to process exit.
-    if (worker.joinable()) {
-      if (running_ == 0) worker.join(); else worker.detach();
-    }
-  }
+  for (auto& worker : workers_) worker.join();
   workers_.clear();
 }
 

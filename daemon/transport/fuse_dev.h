@@ -33,18 +33,19 @@ class FuseDevSession {
              std::function<void()> on_connection_lost);
 
   // Unmounts, then waits for the workers; if files are still open on a lazily detached mount,
-  // aborts the connection after `grace`. Idempotent.
-  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
+  // aborts the connection after `grace` and stops the workers. Idempotent.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(1000));
 
  private:
-  FuseDevSession(UniqueFd device, std::string mountpoint, dev_t mount_dev);
+  FuseDevSession(UniqueFd device, std::string mountpoint);
   void worker(fuse::Server& server, const std::function<void()>& thread_init);
   void abort_connection();
 
   UniqueFd device_;
   std::string mountpoint_;
-  dev_t mount_dev_;  // st_dev of the mount: names the connection under /sys/fs/fuse/connections
-  bool mounted_ = true;
+  dev_t mount_dev_ = 0;  // st_dev of the mount: names the connection under /sys/fs/fuse/connections
+  bool stopped_ = false;
+  std::atomic<bool> stopping_{false};  // set when workers must leave even without ENODEV
   std::function<void()> on_connection_lost_;
   std::once_flag lost_once_;
 

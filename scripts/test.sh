@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds svfs and runs every test suite: unit and integration tests (real /dev/fuse mounts), then
+# the same suites again in an AddressSanitizer+UndefinedBehaviorSanitizer build.
+# Needs root (installs packages, mounts FUSE). Usage: scripts/test.sh [--no-sanitizer]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+sanitizer=1
+[ "${1:-}" = "--no-sanitizer" ] && sanitizer=0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test: run as root: the tests install packages and mount FUSE file systems" >&2
+  exit 1
+fi
+
+"$root/scripts/build.sh" "$root/build"
+echo "test: running all tests (build)"
+(cd "$root/build" && ctest --output-on-failure -j1 --timeout 600)
+
+if [ "$sanitizer" = 1 ]; then
+  "$root/scripts/build.sh" "$root/build-asan" -DSVFS_SANITIZE=ON -DSVFS_BUILD_BENCHMARKS=OFF
+  echo "test: running all tests (ASan+UBSan build)"
+  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j1 --timeout 900)
+fi
+echo "test: all suites passed"
