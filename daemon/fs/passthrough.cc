@@ -382,8 +382,8 @@ Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::stri
   if (!ValidName(name)) return Err(EINVAL);
   auto dir = GetInode(parent);
   if (!dir) return Err(dir.error());
-  // The mount has no default_permissions, so search permission on the parent is checked here,
-  // by walking the name as the guest user.
+  // Walk the name as the guest user, so the host checks search permission on the parent too
+  // (the client's default_permissions check uses attributes that may be cached).
   auto entry = DoLookup(**dir, name, &ctx);
   if (!entry && entry.error() == ENOENT && config_.cache.mode() != CacheMode::kNone) {
     Entry negative;
