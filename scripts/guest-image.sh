@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Builds (once, cached) the guest used by the real-guest end-to-end tests: the Debian 12 kernel that
+# linux-image-amd64 depends on, and a busybox initramfs holding only the virtio/fuse/virtiofs
+# modules in load order plus an /init that mounts virtiofs, runs a workload and powers off.
+#
+# Usage: scripts/guest-image.sh [--force]
+# Prints, on stdout, shell assignments for the runner:
+#   SVFS_GUEST_KERNEL=<vmlinuz>  SVFS_GUEST_INITRD=<initramfs.cpio.gz>  SVFS_GUEST_KVER=<version>
+# Progress goes to stderr. Cache: $SVFS_GUEST_CACHE (default /var/cache/svfs-guest)/<kernel version>,
+# rebuilt only when missing, when this script changes, or with --force.
+#
+# Workloads are not baked in: the runner puts a small uncompressed cpio archive holding
+# /workload.sh and /workload.env in front of this one; the kernel unpacks concatenated archives.
+#
+# /init protocol on the serial console (ttyS0):
+#   SVFS-E2E-BOOTED uptime=<s>              modules loaded, about to mount
+#   SVFS-E2E-BEGIN tag=<tag> uptime=<s>     virtiofs mounted on /mnt, workload starting
+#   ... workload output ...
+#   SVFS-E2E-END rc=<rc> elapsed=<s>        workload exit status and guest elapsed seconds
+#   SVFS-E2E-UMOUNT rc=<rc>                 umount of the virtiofs mount
+#   SVFS-E2E-ERROR <what>                   setup failure (module load, mount)
+# Kernel command line: svfs.tag=TAG (default svfs), svfs.probe=1 (print SVFS-E2E-PROBE-OK after
+# module loading and power off without mounting: used to check that KVM actually runs guests).
+set -euo pipefail
+
+force=0
+[ "${1:-}" = "--force" ] && force=1
+log() { echo "guest-image: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "need root (installs packages, writes the cache)"
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "installing ${missing[*]} (this takes a minute)"
+  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+    { apt-get -o DPkg::Lock::Timeout=900 update -q >&2 &&
+      apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2; }
+}
+
+# The kernel image package linux-image-amd64 points at (e.g. linux-image-6.1.0-56-amd64).
+image_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+  sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
+if [ -z "$image_pkg" ]; then
+  apt-get -o DPkg::Lock::Timeout=900 update -q >&2
+  image_pkg=$(apt-cache depends linux-image-amd64 |
+    sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
+fi
+[ -n "$image_pkg" ] || { log "cannot resolve the kernel package behind linux-image-amd64"; exit 1; }
+kver=${image_pkg#linux-image-}
+
+apt_install "$image_pkg" busybox-static qemu-system-x86 qemu-system-common kmod cpio xz-utils gzip
+
+kernel=/boot/vmlinuz-$kver
+moddir=/lib/modules/$kver
+[ -r "$kernel" ] || { log "$kernel missing after installing $image_pkg"; exit 1; }
+[ -d "$moddir" ] || { log "$moddir missing after installing $image_pkg"; exit 1; }
+
+cache=${SVFS_GUEST_CACHE:-/var/cache/svfs-guest}/$kver
+initrd=$cache/initramfs.cpio.gz
+stamp_want=$(sha256sum "$0" | cut -d' ' -f1)
+if [ "$force" = 0 ] && [ -s "$initrd" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp_want" ]; then
+  echo "SVFS_GUEST_KERNEL=$kernel"
+  echo "SVFS_GUEST_INITRD=$initrd"
+  echo "SVFS_GUEST_KVER=$kver"
+  exit 0
+fi
+
+log "building initramfs for $kver in $cache"
+mkdir -p "$cache"
+stage=$(mktemp -d "$cache/stage.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage"/{bin,sbin,dev,proc,sys,mnt,tmp,lib/modules,etc}
+cp /bin/busybox "$stage/bin/busybox"
+# Applet links are created at boot by busybox --install; sh is needed before that.
+ln -s busybox "$stage/bin/sh"
+# The kernel opens /dev/console before running /init; without the node /init starts without
+# stdio (it re-opens the console after mounting devtmpfs, so this is only best effort).
+mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true
+
+# Module load order: the dependency closure of virtio_pci and virtiofs, as modprobe resolves it
+# from modules.dep (depmod). modprobe takes one module per call (further words are parameters).
+order=()
+for m in virtio_pci virtiofs; do
+  while read -r verb path _; do
+    [ "$verb" = insmod ] || continue
+    local_seen=0
+    for o in "${order[@]}"; do [ "$o" = "$path" ] && local_seen=1; done
+    [ "$local_seen" = 1 ] || order+=("$path")
+  done < <(modprobe -S "$kver" --show-depends "$m")
+done
+[ "${#order[@]}" -ge 3 ] || { log "unexpected module list: ${order[*]}"; exit 1; }
+: >"$stage/etc/modules.order"
+for path in "${order[@]}"; do
+  name=$(basename "$path")
+  case "$name" in
+    *.ko.xz) xz -dc "$path" >"$stage/lib/modules/${name%.xz}"; name=${name%.xz} ;;
+    *.ko.zst) zstd -dqc "$path" >"$stage/lib/modules/${name%.zst}"; name=${name%.zst} ;;
+    *.ko.gz) gzip -dc "$path" >"$stage/lib/modules/${name%.gz}"; name=${name%.gz} ;;
+    *) cp "$path" "$stage/lib/modules/$name" ;;
+  esac
+  echo "$name" >>"$stage/etc/modules.order"
+done
+log "modules: $(tr '\n' ' ' <"$stage/etc/modules.order")"
+
+cat >"$stage/init" <<'EOF'
+#!/bin/sh
+# svfs e2e guest init (generated by scripts/guest-image.sh)
+/bin/busybox mkdir -p /proc /sys /dev /mnt /tmp
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs tmpfs /tmp
+up() { cut -d' ' -f1 /proc/uptime; }
+finish() { sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; }
+
+tag=svfs
+probe=0
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    svfs.tag=*) tag=${word#svfs.tag=} ;;
+    svfs.probe=*) probe=${word#svfs.probe=} ;;
+  esac
+done
+
+for m in $(cat /etc/modules.order); do
+  if ! insmod /lib/modules/$m; then echo "SVFS-E2E-ERROR insmod $m"; finish; fi
+done
+echo "SVFS-E2E-BOOTED uptime=$(up)"
+if [ "$probe" = 1 ]; then echo "SVFS-E2E-PROBE-OK"; finish; fi
+
+if ! mount -t virtiofs "$tag" /mnt; then
+  echo "SVFS-E2E-ERROR mount -t virtiofs $tag /mnt failed"
+  dmesg | tail -n 20
+  finish
+fi
+[ -r /workload.env ] && . /workload.env
+if [ ! -r /workload.sh ]; then echo "SVFS-E2E-ERROR no /workload.sh"; finish; fi
+start=$(up)
+echo "SVFS-E2E-BEGIN tag=$tag uptime=$start"
+cd /mnt && sh /workload.sh /mnt
+rc=$?
+end=$(up)
+cd /
+echo "SVFS-E2E-END rc=$rc elapsed=$(echo "$end $start" | awk '{printf "%.2f", $1 - $2}')"
+umount /mnt
+echo "SVFS-E2E-UMOUNT rc=$?"
+finish
+EOF
+chmod 755 "$stage/init"
+
+log "packing $(du -sh "$stage" | cut -f1) into $initrd"
+(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
+  gzip -6 >"$initrd.tmp"
+mv "$initrd.tmp" "$initrd"
+echo "$stamp_want" >"$cache/stamp"
+log "done"
+echo "SVFS_GUEST_KERNEL=$kernel"
+echo "SVFS_GUEST_INITRD=$initrd"
+echo "SVFS_GUEST_KVER=$kver"

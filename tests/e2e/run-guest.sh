@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Real-guest end-to-end test: starts a virtio-fs daemon (svfsd or the C reference virtiofsd) on a
+# fresh shared directory, boots a Debian guest kernel with a busybox initramfs in QEMU
+# (vhost-user-fs-pci), runs a workload script in the guest on the virtiofs mount, and checks the
+# result from the serial log plus host-side checks the workload asks for (HOSTCHECK lines).
+#
+# Usage: tests/e2e/run-guest.sh [options]
+#   --daemon svfsd|virtiofsd   daemon under test (default svfsd)
+#   --svfsd PATH               svfsd binary (default $SVFSD or build/daemon/svfsd)
+#   --virtiofsd PATH           C virtiofsd (default /usr/lib/qemu/virtiofsd)
+#   --cache MODE               none|auto|always (svfsd also: never|metadata) (default auto)
+#   --queues N                 num-request-queues of vhost-user-fs-pci (default 1; C virtiofsd: 1)
+#   --workload FILE            guest script (default tests/e2e/workloads/posix.sh)
+#   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16
+#   --share DIR                share this directory instead of a fresh temporary one (kept)
+#   --timeout S                guest timeout in seconds (default 300)
+#   --accel auto|kvm|tcg       default auto: KVM only if a probe boot under KVM finishes
+#   --smp N  --memory MIB      guest CPUs (default 1) and RAM (default 512)
+#   --daemon-arg ARG           extra daemon argument (repeatable)
+#   --keep                     keep the work directory (serial log, daemon log)
+#   --quiet                    do not echo the workload output
+# Exit status: 0 all passed, 1 failure (workload, host check, boot, timeout), 77 skipped (daemon
+# lacks the vhost-user transport, not root, no QEMU), 2 usage error.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+daemon=svfsd
+svfsd=${SVFSD:-$repo/build/daemon/svfsd}
+virtiofsd=/usr/lib/qemu/virtiofsd
+cache=auto
+queues=1
+workload=$here/workloads/posix.sh
+envs=()
+share=
+timeout_s=300
+accel=${SVFS_E2E_ACCEL:-auto}
+smp=1
+mem=512
+daemon_args=()
+keep=0
+quiet=0
+
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --daemon) daemon=$2; shift 2 ;;
+    --svfsd) svfsd=$2; shift 2 ;;
+    --virtiofsd) virtiofsd=$2; shift 2 ;;
+    --cache) cache=$2; shift 2 ;;
+    --queues) queues=$2; shift 2 ;;
+    --workload) workload=$2; shift 2 ;;
+    --env) envs+=("$2"); shift 2 ;;
+    --share) share=$2; shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --accel) accel=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
+    --memory) mem=$2; shift 2 ;;
+    --daemon-arg) daemon_args+=("$2"); shift 2 ;;
+    --keep) keep=1; shift ;;
+    --quiet) quiet=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "run-guest: unknown argument $1" >&2; usage ;;
+  esac
+done
+
+say() { echo "run-guest: $*"; }
+skip() { say "SKIP: $*"; exit 77; }
+die() { say "FAIL: $*"; exit 1; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (vhost-user daemons, packages)"
+[ -r "$workload" ] || { say "no workload $workload"; exit 2; }
+case "$daemon" in
+  svfsd) [ -x "$svfsd" ] || die "svfsd binary $svfsd not found (build first or pass --svfsd)" ;;
+  virtiofsd)
+    [ -x "$virtiofsd" ] || skip "$virtiofsd missing (qemu-system-common)"
+    [ "$queues" = 1 ] || { say "the C virtiofsd serves one request queue only"; exit 2; } ;;
+  *) say "--daemon svfsd|virtiofsd"; exit 2 ;;
+esac
+
+# Guest image (cached; builds and installs packages on first use).
+image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh failed"
+eval "$image_vars"
+qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
+
+work=$(mktemp -d /tmp/svfs-e2e.XXXXXX)
+daemon_pid=
+qemu_pid=
+cleanup() {
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill "$daemon_pid" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$daemon_pid" 2>/dev/null
+  fi
+  if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Workload archive, prepended (uncompressed) to the cached gzip initramfs: the kernel unpacks
+# concatenated cpio archives in order, but cannot find the start of one that follows gzip data.
+mkdir -p "$work/payload"
+cp "$workload" "$work/payload/workload.sh"
+: >"$work/payload/workload.env"
+for e in "${envs[@]}"; do
+  printf 'export %s=%q\n' "${e%%=*}" "${e#*=}" >>"$work/payload/workload.env"
+done
+(cd "$work/payload" && printf '%s\n' workload.sh workload.env |
+  cpio -o -H newc -R 0:0 --quiet) >"$work/payload.cpio" || die "cpio"
+cat "$work/payload.cpio" "$SVFS_GUEST_INITRD" >"$work/initrd"
+
+# KVM: /dev/kvm exists on these hosts but guests may stall under it; use it only when a probe
+# boot (no virtio-fs device, powers off right after loading modules) finishes quickly.
+accel_probe() {
+  [ -w /dev/kvm ] || return 1
+  local cachef=/tmp/svfs-e2e-kvm-probe.$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+  if [ -r "$cachef" ]; then [ "$(cat "$cachef")" = ok ]; return; fi
+  (timeout 20 "$qemu" -accel kvm -cpu host -m 256 -smp 1 -nodefaults -display none -no-reboot \
+    -kernel "$SVFS_GUEST_KERNEL" -initrd "$SVFS_GUEST_INITRD" \
+    -append "console=ttyS0 panic=-1 quiet svfs.probe=1" \
+    -chardev file,id=ser,path="$work/probe.log" -serial chardev:ser) >/dev/null 2>&1
+  if grep -q SVFS-E2E-PROBE-OK "$work/probe.log" 2>/dev/null; then
+    echo ok >"$cachef"; return 0
+  fi
+  echo stall >"$cachef"; return 1
+}
+case "$accel" in
+  auto) if accel_probe; then accel=kvm; else accel=tcg; fi ;;
+  kvm|tcg) ;;
+  *) say "--accel auto|kvm|tcg"; exit 2 ;;
+esac
+cpu=()
+[ "$accel" = kvm ] && cpu=(-cpu host)
+
+# Shared directory and daemon.
+if [ -z "$share" ]; then
+  share=$work/share
+  mkdir -p "$share"
+fi
+sock=$work/vhost-fs.sock
+case "$daemon" in
+  svfsd) cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr) ;;
+  virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
+esac
+cmd+=("${daemon_args[@]}")
+say "daemon: ${cmd[*]}"
+"${cmd[@]}" >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 1 100); do
+  [ -S "$sock" ] && break
+  kill -0 "$daemon_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ ! -S "$sock" ]; then
+  wait "$daemon_pid" 2>/dev/null
+  rc=$?
+  daemon_pid=
+  sed 's/^/  daemon| /' "$work/daemon.log"
+  if grep -qi "not implemented" "$work/daemon.log"; then
+    skip "$daemon does not implement the vhost-user transport yet (exit $rc)"
+  fi
+  die "$daemon did not create $sock (exit $rc)"
+fi
+
+# Guest.
+serial=$work/serial.log
+qargs=(-accel "$accel" "${cpu[@]}" -machine q35 -smp "$smp" -m "$mem"
+  -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem
+  -chardev socket,id=vfs,path="$sock"
+  -device vhost-user-fs-pci,chardev=vfs,tag=svfs,num-request-queues="$queues"
+  -kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd"
+  -append "console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
+  -nodefaults -display none -no-reboot -monitor none
+  -chardev file,id=ser,path="$serial" -serial chardev:ser)
+say "guest: $SVFS_GUEST_KVER, accel $accel, $queues request queue(s), cache $cache, $(basename "$workload") ${envs[*]}"
+t_start=$(now)
+timeout "$timeout_s" "$qemu" "${qargs[@]}" >"$work/qemu.log" 2>&1 &
+qemu_pid=$!
+# Echo the workload output while it runs (progress for long workloads).
+shown=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  sleep 0.5
+  if [ "$quiet" = 0 ] && [ -r "$serial" ]; then
+    total=$(wc -l <"$serial")
+    if [ "$total" -gt "$shown" ]; then
+      sed -n "$((shown + 1)),${total}p" "$serial" | tr -d '\r' | grep -v '^\[' | sed 's/^/  guest| /'
+      shown=$total
+    fi
+  fi
+done
+wait "$qemu_pid"
+qemu_rc=$?
+qemu_pid=
+t_end=$(now)
+if [ "$quiet" = 0 ] && [ -r "$serial" ]; then
+  sed -n "$((shown + 1)),\$p" "$serial" | tr -d '\r' | grep -v '^\[' | sed 's/^/  guest| /'
+fi
+host_elapsed=$(secs "$t_start" "$t_end")
+
+# Daemon: vhost-user daemons exit when the frontend disconnects; give it a moment, then stop it.
+for _ in $(seq 1 20); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$daemon_pid" 2>/dev/null; then
+  kill "$daemon_pid" 2>/dev/null
+fi
+wait "$daemon_pid" 2>/dev/null
+daemon_rc=$?
+daemon_pid=
+
+log=$(tr -d '\r' <"$serial" 2>/dev/null)
+failures=0
+dump() {
+  echo "---- serial log ----"; echo "$log" | tail -n 60
+  echo "---- qemu (exit $qemu_rc) ----"; tail -n 20 "$work/qemu.log"
+  echo "---- daemon (exit $daemon_rc) ----"; tail -n 40 "$work/daemon.log"
+}
+if [ "$qemu_rc" = 124 ]; then
+  dump; die "guest timed out after ${timeout_s}s"
+fi
+if echo "$log" | grep -q '^SVFS-E2E-ERROR'; then
+  dump; die "guest setup: $(echo "$log" | grep '^SVFS-E2E-ERROR' | head -n1)"
+fi
+end_line=$(echo "$log" | grep '^SVFS-E2E-END' | tail -n1)
+[ -n "$end_line" ] || { dump; die "guest did not finish the workload (qemu exit $qemu_rc)"; }
+guest_rc=$(echo "$end_line" | sed -n 's/.*rc=\([0-9]*\).*/\1/p')
+guest_elapsed=$(echo "$end_line" | sed -n 's/.*elapsed=\([0-9.]*\).*/\1/p')
+boot_uptime=$(echo "$log" | sed -n 's/^SVFS-E2E-BEGIN .*uptime=\([0-9.]*\).*/\1/p' | head -n1)
+umount_rc=$(echo "$log" | sed -n 's/^SVFS-E2E-UMOUNT rc=\([0-9]*\).*/\1/p' | head -n1)
+
+# Host-side checks requested by the workload.
+host_pass=0
+while read -r _ kind want rel; do
+  target=$share/$rel
+  case "$kind" in
+    sha256)
+      got=$(sha256sum "$target" 2>/dev/null | cut -d' ' -f1)
+      if [ "$got" = "$want" ]; then echo "PASS host-sha256 $rel"; host_pass=$((host_pass + 1))
+      else echo "FAIL host-sha256 $rel: guest $want, host ${got:-missing}"; failures=$((failures + 1)); fi ;;
+    count)
+      got=$(find "$target" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+      if [ "$got" = "$want" ]; then echo "PASS host-count $rel"; host_pass=$((host_pass + 1))
+      else echo "FAIL host-count $rel: guest $want, host $got"; failures=$((failures + 1)); fi ;;
+    *) echo "FAIL host-check: unknown kind $kind"; failures=$((failures + 1)) ;;
+  esac
+done < <(echo "$log" | grep '^HOSTCHECK ')
+
+summary=$(echo "$log" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n1)
+[ "$guest_rc" = 0 ] || failures=$((failures + 1))
+[ "${umount_rc:-0}" = 0 ] || { echo "FAIL guest umount: rc $umount_rc"; failures=$((failures + 1)); }
+say "daemon $daemon, cache $cache, queues $queues, accel $accel: guest workload rc $guest_rc;" \
+  "guest: ${summary:-no summary}; host checks: $host_pass passed, $failures failed"
+say "times: boot to mount ${boot_uptime:-?} s (guest uptime), workload ${guest_elapsed:-?} s (guest)," \
+  "QEMU total ${host_elapsed} s (host wall clock)"
+if [ "$failures" -gt 0 ]; then
+  [ "$quiet" = 1 ] && dump
+  echo "---- daemon log (exit $daemon_rc) ----"; tail -n 20 "$work/daemon.log"
+  die "$failures failure(s)"
+fi
+say "PASS"
+exit 0
