@@ -80,11 +80,6 @@ case "$daemon" in
   *) say "--daemon svfsd|virtiofsd"; exit 2 ;;
 esac
 
-# Guest image (cached; builds and installs packages on first use).
-image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh failed"
-eval "$image_vars"
-qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
-
 work=$(mktemp -d /tmp/svfs-e2e.XXXXXX)
 daemon_pid=
 qemu_pid=
@@ -99,6 +94,41 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Shared directory and daemon.
+if [ -z "$share" ]; then
+  share=$work/share
+  mkdir -p "$share"
+fi
+sock=$work/vhost-fs.sock
+case "$daemon" in
+  svfsd) cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr) ;;
+  virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
+esac
+cmd+=("${daemon_args[@]}")
+say "daemon: ${cmd[*]}"
+"${cmd[@]}" >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 1 100); do
+  [ -S "$sock" ] && break
+  kill -0 "$daemon_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ ! -S "$sock" ]; then
+  wait "$daemon_pid" 2>/dev/null
+  rc=$?
+  daemon_pid=
+  sed 's/^/  daemon| /' "$work/daemon.log"
+  if grep -qi "not implemented" "$work/daemon.log"; then
+    skip "$daemon does not implement the vhost-user transport yet (exit $rc)"
+  fi
+  die "$daemon did not create $sock (exit $rc)"
+fi
+
+# Guest image (cached; builds and installs packages on first use).
+image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh failed"
+eval "$image_vars"
+qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 
 # Workload archive, prepended (uncompressed) to the cached gzip initramfs: the kernel unpacks
 # concatenated cpio archives in order, but cannot find the start of one that follows gzip data.
@@ -134,36 +164,6 @@ case "$accel" in
 esac
 cpu=()
 [ "$accel" = kvm ] && cpu=(-cpu host)
-
-# Shared directory and daemon.
-if [ -z "$share" ]; then
-  share=$work/share
-  mkdir -p "$share"
-fi
-sock=$work/vhost-fs.sock
-case "$daemon" in
-  svfsd) cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr) ;;
-  virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
-esac
-cmd+=("${daemon_args[@]}")
-say "daemon: ${cmd[*]}"
-"${cmd[@]}" >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 1 100); do
-  [ -S "$sock" ] && break
-  kill -0 "$daemon_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [ ! -S "$sock" ]; then
-  wait "$daemon_pid" 2>/dev/null
-  rc=$?
-  daemon_pid=
-  sed 's/^/  daemon| /' "$work/daemon.log"
-  if grep -qi "not implemented" "$work/daemon.log"; then
-    skip "$daemon does not implement the vhost-user transport yet (exit $rc)"
-  fi
-  die "$daemon did not create $sock (exit $rc)"
-fi
 
 # Guest.
 serial=$work/serial.log
