@@ -65,7 +65,8 @@ moddir=/lib/modules/$kver
 
 cache=${SVFS_GUEST_CACHE:-/var/cache/svfs-guest}/$kver
 initrd=$cache/initramfs.cpio.gz
-stamp_want=$(sha256sum "$0" | cut -d' ' -f1)
+tool_src=$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/guest/svfs-guest-tool.c
+stamp_want=$(cat "$0" "$tool_src" 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ "$force" = 0 ] && [ -s "$initrd" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp_want" ]; then
   echo "SVFS_GUEST_KERNEL=$kernel"
   echo "SVFS_GUEST_INITRD=$initrd"
@@ -81,6 +82,14 @@ mkdir -p "$stage"/{bin,sbin,dev,proc,sys,mnt,tmp,lib/modules,etc}
 cp /bin/busybox "$stage/bin/busybox"
 # Applet links are created at boot by busybox --install; sh is needed before that.
 ln -s busybox "$stage/bin/sh"
+# Static helper for what busybox lacks (xattr, flock, posix locks, shared mmap); optional.
+if [ -r "$tool_src" ] && command -v gcc >/dev/null 2>&1 &&
+  gcc -static -O2 -o "$stage/bin/svfs-guest-tool" "$tool_src" 2>"$stage/tool.log"; then
+  log "built svfs-guest-tool"
+else
+  log "svfs-guest-tool not built (no gcc or static libc?); xattr/lock checks will be skipped"
+fi
+rm -f "$stage/tool.log"
 # The kernel opens /dev/console before running /init; without the node /init starts without
 # stdio (it re-opens the console after mounting devtmpfs, so this is only best effort).
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true

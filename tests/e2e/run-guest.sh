@@ -11,7 +11,8 @@
 #   --cache MODE               none|auto|always (svfsd also: never|metadata) (default auto)
 #   --queues N                 num-request-queues of vhost-user-fs-pci (default 1; C virtiofsd: 1)
 #   --workload FILE            guest script (default tests/e2e/workloads/posix.sh)
-#   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16
+#   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16;
+#                              SVFS_DAEMON, SVFS_CACHE and SVFS_QUEUES are always exported
 #   --share DIR                share this directory instead of a fresh temporary one (kept)
 #   --timeout S                guest timeout in seconds (default 300)
 #   --accel auto|kvm|tcg       default auto: KVM only if a probe boot under KVM finishes
@@ -134,7 +135,8 @@ qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 # concatenated cpio archives in order, but cannot find the start of one that follows gzip data.
 mkdir -p "$work/payload"
 cp "$workload" "$work/payload/workload.sh"
-: >"$work/payload/workload.env"
+printf 'export SVFS_DAEMON=%s SVFS_CACHE=%s SVFS_QUEUES=%s\n' "$daemon" "$cache" "$queues" \
+  >"$work/payload/workload.env"
 for e in "${envs[@]}"; do
   printf 'export %s=%q\n' "${e%%=*}" "${e#*=}" >>"$work/payload/workload.env"
 done

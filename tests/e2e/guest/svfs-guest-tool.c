@@ -1,0 +1,135 @@
+// Static helper for the e2e guest (busybox has no xattr or lock applets). Built by
+// scripts/guest-image.sh with `gcc -static` and installed in the initramfs as /bin/svfs-guest-tool.
+//   svfs-guest-tool setxattr FILE NAME VALUE | getxattr FILE NAME | listxattr FILE |
+//                   removexattr FILE NAME
+//   svfs-guest-tool flock FILE    exclusive flock excludes a second open file description
+//   svfs-guest-tool posixlock FILE  F_SETLK write lock is seen by another process via F_GETLK
+//   svfs-guest-tool mmap FILE     MAP_SHARED write + msync is visible through read()
+// Exit 0 on success; on failure prints what went wrong to stderr and exits 1.
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+static int fail(const char* what) {
+  fprintf(stderr, "%s: %s\n", what, strerror(errno));
+  return 1;
+}
+
+static int child_status(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int do_flock(const char* path) {
+  int a = open(path, O_RDWR | O_CREAT, 0644);
+  if (a < 0) return fail("open");
+  if (flock(a, LOCK_EX) < 0) return fail("flock LOCK_EX");
+  pid_t pid = fork();
+  if (pid == 0) {
+    int b = open(path, O_RDWR);
+    if (b < 0) _exit(2);
+    if (flock(b, LOCK_EX | LOCK_NB) == 0) _exit(3);  // must conflict
+    if (errno != EWOULDBLOCK) _exit(4);
+    _exit(0);
+  }
+  int rc = child_status(pid);
+  if (rc != 0) {
+    fprintf(stderr, "second exclusive flock while held: child status %d (3 = not excluded)\n", rc);
+    return 1;
+  }
+  if (flock(a, LOCK_UN) < 0) return fail("flock LOCK_UN");
+  int b = open(path, O_RDWR);
+  if (b < 0) return fail("open 2");
+  if (flock(b, LOCK_EX | LOCK_NB) < 0) return fail("flock after unlock");
+  return 0;
+}
+
+static int do_posixlock(const char* path) {
+  int fd = open(path, O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return fail("open");
+  struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
+  if (fcntl(fd, F_SETLK, &lk) < 0) return fail("F_SETLK");
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd2 = open(path, O_RDWR);
+    if (fd2 < 0) _exit(2);
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 5};
+    if (fcntl(fd2, F_GETLK, &q) < 0) _exit(3);
+    if (q.l_type != F_WRLCK || q.l_pid != parent) _exit(4);
+    struct flock w = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 5};
+    if (fcntl(fd2, F_SETLK, &w) == 0) _exit(5);
+    _exit(0);
+  }
+  int rc = child_status(pid);
+  if (rc != 0) {
+    fprintf(stderr, "conflicting posix lock not seen: child status %d\n", rc);
+    return 1;
+  }
+  return 0;
+}
+
+static int do_mmap(const char* path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return fail("open");
+  if (ftruncate(fd, 8192) < 0) return fail("ftruncate");
+  char* p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return fail("mmap MAP_SHARED");
+  memcpy(p + 4096, "svfs-mmap", 9);
+  if (msync(p, 8192, MS_SYNC) < 0) return fail("msync");
+  munmap(p, 8192);
+  close(fd);
+  fd = open(path, O_RDONLY);
+  char buf[9];
+  if (pread(fd, buf, 9, 4096) != 9) return fail("pread");
+  if (memcmp(buf, "svfs-mmap", 9) != 0) {
+    fprintf(stderr, "read back differs from the mmap write\n");
+    return 1;
+  }
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: svfs-guest-tool CMD FILE [ARGS]\n");
+    return 2;
+  }
+  const char* cmd = argv[1];
+  const char* path = argv[2];
+  if (!strcmp(cmd, "setxattr") && argc == 5) {
+    if (setxattr(path, argv[3], argv[4], strlen(argv[4]), 0) < 0) return fail("setxattr");
+    return 0;
+  }
+  if (!strcmp(cmd, "getxattr") && argc == 4) {
+    char buf[4096];
+    ssize_t n = getxattr(path, argv[3], buf, sizeof buf);
+    if (n < 0) return fail("getxattr");
+    fwrite(buf, 1, (size_t)n, stdout);
+    putchar('\n');
+    return 0;
+  }
+  if (!strcmp(cmd, "listxattr") && argc == 3) {
+    char buf[65536];
+    ssize_t n = listxattr(path, buf, sizeof buf);
+    if (n < 0) return fail("listxattr");
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1) puts(buf + i);
+    return 0;
+  }
+  if (!strcmp(cmd, "removexattr") && argc == 4) {
+    if (removexattr(path, argv[3]) < 0) return fail("removexattr");
+    return 0;
+  }
+  if (!strcmp(cmd, "flock") && argc == 3) return do_flock(path);
+  if (!strcmp(cmd, "posixlock") && argc == 3) return do_posixlock(path);
+  if (!strcmp(cmd, "mmap") && argc == 3) return do_mmap(path);
+  fprintf(stderr, "svfs-guest-tool: bad command %s\n", cmd);
+  return 2;
+}
