@@ -1,18 +1,22 @@
-// svfsd: serves a host directory over FUSE (host /dev/fuse mount now; vhost-user next).
+// svfsd: serves a host directory over FUSE: to a VM through vhost-user-fs (--socket-path/--fd),
+// or on a host mount through /dev/fuse (--mount).
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "daemon/fs/credentials.h"
 #include "daemon/fs/passthrough.h"
 #include "daemon/fuse/server.h"
 #include "daemon/options.h"
 #include "daemon/transport/fuse_dev.h"
+#include "daemon/transport/vhost_user/backend.h"
 
 namespace {
 
@@ -33,6 +37,68 @@ bool SetupLogging(const svfs::Options& options) {
   logger->set_level(level);
   spdlog::set_default_logger(logger);
   return true;
+}
+
+// Serves a vhost-user frontend until it disconnects (exit 0, as virtiofsd) or SIGTERM/SIGINT.
+int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
+                 const sigset_t& signals) {
+  svfs::transport::vhost_user::BackendOptions backend_options{
+      .socket_path = options.socket_path,
+      .listen_fd = options.fd,
+      .socket_group = options.socket_group,
+      .tag = options.tag,
+      .thread_init = [] { svfs::fs::DropSupplementaryGroupsForThread(); }};
+  auto backend =
+      svfs::transport::vhost_user::VhostUserBackend::Create(server, std::move(backend_options));
+  if (!backend) {
+    if (options.fd >= 0) {
+      std::fprintf(stderr, "svfsd: --fd %d: %s\n", options.fd, std::strerror(backend.error()));
+    } else {
+      std::fprintf(stderr, "svfsd: --socket-path %s: %s\n", options.socket_path.c_str(),
+                   std::strerror(backend.error()));
+    }
+    return 1;
+  }
+  if (options.thread_pool_size) {
+    spdlog::debug("--thread-pool-size {}: vhost-user serves each queue in its own thread",
+                  options.thread_pool_size);
+  }
+  std::atomic<bool> finished{false};
+  svfs::Status status;
+  std::thread serving([&] {
+    status = (*backend)->run();
+    finished.store(true, std::memory_order_release);
+    kill(getpid(), SIGTERM);  // wakes the sigwait below
+  });
+  if (options.fd >= 0) {
+    spdlog::info("serving {} on vhost-user fd {} (cache={})", options.fs.shared_dir, options.fd,
+                 svfs::fs::CacheModeName(options.fs.cache.mode()));
+  } else {
+    spdlog::info("serving {} on vhost-user socket {} (cache={})", options.fs.shared_dir,
+                 options.socket_path, svfs::fs::CacheModeName(options.fs.cache.mode()));
+  }
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGUSR1) {
+      std::fputs(server.stats().format_table().c_str(), stderr);
+      std::fflush(stderr);
+      continue;
+    }
+    if (!finished.load(std::memory_order_acquire)) {
+      spdlog::info("signal {}: stopping", strsignal(sig));
+      (*backend)->stop();
+    }
+    break;
+  }
+  serving.join();
+  backend->reset();
+  if (!status) {
+    spdlog::error("vhost-user: {}", std::strerror(status.error()));
+    return 1;
+  }
+  spdlog::info("stopped after {} requests", server.stats().total());
+  return 0;
 }
 
 }  // namespace
@@ -66,6 +132,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   svfs::fuse::Server server(**filesystem);
+  if (options.mountpoint.empty()) return RunVhostUser(options, server, signals);
   auto session = svfs::transport::FuseDevSession::Mount(options.mountpoint, "svfs");
   if (!session) {
     std::fprintf(stderr, "svfsd: --mount %s: %s%s\n", options.mountpoint.c_str(),

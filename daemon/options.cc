@@ -18,8 +18,11 @@ C virtiofsd dialect (-o, comma-separated, repeatable):
 
 Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
 --posix-acl, --killpriv-v2, --modcaps, --translate-uid/--translate-gid, --uid-map/--gid-map,
---sandbox namespace|chroot, --seccomp kill|log|trap, and --socket-path/--fd (vhost-user transport
-still to come: serve through --mount meanwhile).)";
+--sandbox namespace|chroot, --seccomp kill|log|trap.
+
+Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
+vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
+frontend disconnects. --mount MOUNTPOINT serves the host's /dev/fuse instead.)";
 
 [[noreturn]] void Fail(const std::string& message) {
   throw CLI::ValidationError(message);
@@ -133,7 +136,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_option("--cache", cache_name, "Cache mode: never|none|metadata|auto|always (default auto)")
       ->type_name("MODE");
   app.add_option("--thread-pool-size", options.thread_pool_size,
-                 "Worker threads (0: one per queue / 4 for --mount)")
+                 "Worker threads for --mount (default 4); vhost-user always uses one thread per queue")
       ->type_name("N");
   app.add_option("--sandbox", sandbox, "Sandbox: none (namespace and chroot not implemented)")
       ->type_name("MODE");
@@ -223,9 +226,8 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();
     if (transports != 1) Fail("give exactly one of --socket-path, --fd or --mount");
-    if (!options.socket_path.empty() || options.fd >= 0) {
-      Unsupported(!options.socket_path.empty() ? "--socket-path" : "--fd",
-                  "the vhost-user transport is not implemented yet; use --mount MOUNTPOINT");
+    if (!options.socket_group.empty() && options.socket_path.empty()) {
+      Fail("--socket-group applies to --socket-path only");
     }
   } catch (const CLI::ParseError& error) {
     if (error.get_exit_code() == 0) {

@@ -1,0 +1,942 @@
+#include "daemon/transport/vhost_user/backend.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/fuse.h>
+#include <linux/virtio_fs.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "protocol/fuse_opcodes.h"
+
+namespace svfs::transport::vhost_user {
+namespace {
+
+constexpr size_t kHeaderSize = 12;
+constexpr uint32_t kMaxPayload = 4096;
+constexpr uint32_t kMaxSetMemTableRegions = 8;
+constexpr uint32_t kHiprioQueue = 0;
+
+struct VringState {
+  uint32_t index;
+  uint32_t num;
+};
+struct VringAddr {
+  uint32_t index;
+  uint32_t flags;
+  uint64_t desc;
+  uint64_t used;
+  uint64_t avail;
+  uint64_t log;
+};
+static_assert(sizeof(VringAddr) == 40);
+struct ConfigHeader {
+  uint32_t offset;
+  uint32_t size;
+  uint32_t flags;
+};
+
+const char* RequestName(uint32_t request) {
+  switch (request) {
+    case msg::kGetFeatures: return "GET_FEATURES";
+    case msg::kSetFeatures: return "SET_FEATURES";
+    case msg::kSetOwner: return "SET_OWNER";
+    case msg::kResetOwner: return "RESET_OWNER";
+    case msg::kSetMemTable: return "SET_MEM_TABLE";
+    case msg::kSetLogBase: return "SET_LOG_BASE";
+    case msg::kSetLogFd: return "SET_LOG_FD";
+    case msg::kSetVringNum: return "SET_VRING_NUM";
+    case msg::kSetVringAddr: return "SET_VRING_ADDR";
+    case msg::kSetVringBase: return "SET_VRING_BASE";
+    case msg::kGetVringBase: return "GET_VRING_BASE";
+    case msg::kSetVringKick: return "SET_VRING_KICK";
+    case msg::kSetVringCall: return "SET_VRING_CALL";
+    case msg::kSetVringErr: return "SET_VRING_ERR";
+    case msg::kGetProtocolFeatures: return "GET_PROTOCOL_FEATURES";
+    case msg::kSetProtocolFeatures: return "SET_PROTOCOL_FEATURES";
+    case msg::kGetQueueNum: return "GET_QUEUE_NUM";
+    case msg::kSetVringEnable: return "SET_VRING_ENABLE";
+    case msg::kSetBackendReqFd: return "SET_BACKEND_REQ_FD";
+    case msg::kGetConfig: return "GET_CONFIG";
+    case msg::kSetConfig: return "SET_CONFIG";
+    case msg::kResetDevice: return "RESET_DEVICE";
+    case msg::kGetMaxMemSlots: return "GET_MAX_MEM_SLOTS";
+    case msg::kAddMemReg: return "ADD_MEM_REG";
+    case msg::kRemMemReg: return "REM_MEM_REG";
+    default: return "UNKNOWN";
+  }
+}
+
+// Copies `len` bytes starting `offset` bytes into the iovecs to `dst`; returns the count copied.
+size_t GatherFrom(const std::vector<iovec>& iov, size_t offset, void* dst, size_t len) {
+  auto* out = static_cast<uint8_t*>(dst);
+  size_t done = 0;
+  for (const auto& seg : iov) {
+    if (done == len) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len - done);
+    std::memcpy(out + done, static_cast<uint8_t*>(seg.iov_base) + offset, n);
+    done += n;
+    offset = 0;
+  }
+  return done;
+}
+
+// Copies `len` bytes from `src` into the iovecs starting `offset` bytes in.
+size_t ScatterTo(const std::vector<iovec>& iov, size_t offset, const void* src, size_t len) {
+  auto* in = static_cast<const uint8_t*>(src);
+  size_t done = 0;
+  for (const auto& seg : iov) {
+    if (done == len) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len - done);
+    std::memcpy(static_cast<uint8_t*>(seg.iov_base) + offset, in + done, n);
+    done += n;
+    offset = 0;
+  }
+  return done;
+}
+
+// The iovecs covering [offset, offset + len) of `iov`.
+void SliceIov(const std::vector<iovec>& iov, size_t offset, size_t len, std::vector<iovec>& out) {
+  out.clear();
+  for (const auto& seg : iov) {
+    if (len == 0) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len);
+    out.push_back({static_cast<uint8_t*>(seg.iov_base) + offset, n});
+    len -= n;
+    offset = 0;
+  }
+}
+
+// WRITE payload straight from guest memory.
+class GuestWriteSource final : public fs::WriteSource {
+ public:
+  GuestWriteSource(std::vector<iovec> iov, size_t size) : iov_(std::move(iov)), size_(size) {}
+  size_t size() const override { return size_; }
+  Result<size_t> write_to(int fd, uint64_t offset) override {
+    size_t total = 0;
+    size_t first = 0;
+    std::vector<iovec> iov = iov_;  // adjusted on short writes
+    while (first < iov.size()) {
+      int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+      ssize_t n = ::pwritev(fd, &iov[first], count, static_cast<off_t>(offset + total));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (total > 0) break;
+        return ErrnoErr();
+      }
+      if (n == 0) break;
+      total += static_cast<size_t>(n);
+      size_t left = static_cast<size_t>(n);
+      while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+      if (left > 0) {
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+      }
+    }
+    return total;
+  }
+
+ private:
+  std::vector<iovec> iov_;
+  size_t size_;
+};
+
+// One request's reply path into the chain's writable buffers.
+class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
+ public:
+  ChainReplyChannel(const Chain& chain, uint64_t unique) : chain_(chain), unique_(unique) {}
+
+  size_t written() const { return written_; }
+
+  void send(std::span<const iovec> parts) override {
+    size_t total = 0;
+    for (const auto& part : parts) total += part.iov_len;
+    if (total > chain_.writable_bytes) return too_large(total);
+    size_t offset = 0;
+    for (const auto& part : parts) {
+      offset += ScatterTo(chain_.writable, offset, part.iov_base, part.iov_len);
+    }
+    written_ = offset;
+  }
+
+  fs::ReadSink& data_sink(size_t max_length) override {
+    size_t room = chain_.writable_bytes > sizeof(fuse_out_header)
+                      ? chain_.writable_bytes - sizeof(fuse_out_header)
+                      : 0;
+    limit_ = std::min(max_length, room);
+    filled_ = 0;
+    return *this;
+  }
+
+  Result<size_t> read_from(int fd, uint64_t offset, size_t length) override {
+    length = std::min(length, limit_ - filled_);
+    if (length == 0) return size_t{0};
+    SliceIov(chain_.writable, sizeof(fuse_out_header) + filled_, length, slice_);
+    size_t total = 0;
+    size_t first = 0;
+    while (first < slice_.size()) {
+      int count = static_cast<int>(std::min<size_t>(slice_.size() - first, IOV_MAX));
+      ssize_t n = ::preadv(fd, &slice_[first], count, static_cast<off_t>(offset + total));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (total > 0) break;
+        return ErrnoErr();
+      }
+      total += static_cast<size_t>(n);
+      size_t batch = 0;
+      for (int i = 0; i < count; ++i) batch += slice_[first + i].iov_len;
+      if (static_cast<size_t>(n) < batch) break;  // end of file or short read
+      first += static_cast<size_t>(count);
+    }
+    filled_ += total;
+    return total;
+  }
+
+  void send_data(const fuse_out_header& header) override {
+    if (header.len > chain_.writable_bytes || header.len < sizeof(header) ||
+        header.len - sizeof(header) > filled_) {
+      return too_large(header.len);
+    }
+    ScatterTo(chain_.writable, 0, &header, sizeof(header));
+    written_ = header.len;
+  }
+
+  // An error reply (no payload).
+  void send_error(int error) {
+    fuse_out_header out{};
+    out.len = sizeof(out);
+    out.error = -error;
+    out.unique = unique_;
+    if (chain_.writable_bytes < sizeof(out)) {
+      written_ = 0;
+      return;
+    }
+    ScatterTo(chain_.writable, 0, &out, sizeof(out));
+    written_ = sizeof(out);
+  }
+
+ private:
+  void too_large(size_t total) {
+    spdlog::warn("vhost-user: reply of {} bytes does not fit the guest's {}-byte buffer",
+                 total, chain_.writable_bytes);
+    send_error(EIO);
+  }
+
+  const Chain& chain_;
+  uint64_t unique_;
+  size_t written_ = 0;
+  size_t limit_ = 0;
+  size_t filled_ = 0;
+  std::vector<iovec> slice_;
+};
+
+}  // namespace
+
+struct VhostUserBackend::Queue {
+  Virtqueue vq;
+  UniqueFd kick;
+  UniqueFd call;
+  UniqueFd err;
+  bool started = false;  // kick fd received, not stopped by GET_VRING_BASE
+  bool enabled = false;
+  bool broken = false;
+  std::thread thread;
+  UniqueFd stop{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  // Counter the control thread reads after join (for logs).
+  uint64_t served = 0;
+};
+
+struct VhostUserBackend::Message {
+  uint32_t request = 0;
+  uint32_t flags = 0;
+  uint32_t size = 0;
+  uint8_t payload[kMaxPayload];
+  std::vector<UniqueFd> fds;
+
+  bool need_reply() const { return flags & msg::kNeedReplyFlag; }
+  template <typename T>
+  T read(size_t offset = 0) const {
+    T value;
+    std::memcpy(&value, payload + offset, sizeof(T));
+    return value;
+  }
+  UniqueFd take_fd() {
+    if (fds.empty()) return UniqueFd();
+    UniqueFd fd = std::move(fds.front());
+    fds.erase(fds.begin());
+    return fd;
+  }
+};
+
+VhostUserBackend::VhostUserBackend(fuse::Server& server, BackendOptions options)
+    : server_(server), options_(std::move(options)) {
+  for (uint32_t i = 0; i < kMaxQueues; ++i) queues_.push_back(std::make_unique<Queue>());
+}
+
+Result<std::unique_ptr<VhostUserBackend>> VhostUserBackend::Create(fuse::Server& server,
+                                                                   BackendOptions options) {
+  std::unique_ptr<VhostUserBackend> backend(new VhostUserBackend(server, std::move(options)));
+  backend->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!backend->stop_fd_) return ErrnoErr();
+  for (auto& queue : backend->queues_) {
+    if (!queue->stop) return ErrnoErr();
+  }
+  if (auto status = backend->listen(); !status) return std::unexpected(status.error());
+  return backend;
+}
+
+Status VhostUserBackend::listen() {
+  if (options_.listen_fd >= 0) {
+    struct stat st {};
+    if (::fstat(options_.listen_fd, &st) != 0) return ErrnoErr();
+    if (!S_ISSOCK(st.st_mode)) return Err(ENOTSOCK);
+    listen_fd_ = UniqueFd(options_.listen_fd);
+    ::fcntl(listen_fd_.get(), F_SETFD, FD_CLOEXEC);
+    return {};
+  }
+  const std::string& path = options_.socket_path;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) return Err(ENAMETOOLONG);
+  std::memcpy(address.sun_path, path.data(), path.size());
+
+  // The lock file beside the socket: a second daemon on the same path fails instead of stealing
+  // the socket of a running one.
+  lock_path_ = path + ".pid";
+  lock_fd_ = UniqueFd(::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd_) return ErrnoErr();
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    int error = errno == EWOULDBLOCK ? EADDRINUSE : errno;
+    spdlog::error("{} is locked: another daemon serves {}", lock_path_, path);
+    lock_fd_.reset();
+    lock_path_.clear();
+    return Err(error);
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_.get(), 0) != 0 ||
+      ::pwrite(lock_fd_.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    spdlog::warn("could not write {}: {}", lock_path_, std::strerror(errno));
+  }
+
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoErr();
+  listen_fd_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listen_fd_) return ErrnoErr();
+  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return ErrnoErr();
+  }
+  own_socket_path_ = true;
+  if (!options_.socket_group.empty()) {
+    group* entry = ::getgrnam(options_.socket_group.c_str());
+    if (entry == nullptr) {
+      spdlog::error("--socket-group {}: no such group", options_.socket_group);
+      return Err(EINVAL);
+    }
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), entry->gr_gid) != 0 ||
+        ::chmod(path.c_str(), 0660) != 0) {
+      return ErrnoErr();
+    }
+  }
+  if (::listen(listen_fd_.get(), 1) != 0) return ErrnoErr();
+  return {};
+}
+
+VhostUserBackend::~VhostUserBackend() {
+  stop_all_queues();
+  if (own_socket_path_) ::unlink(options_.socket_path.c_str());
+  if (!lock_path_.empty()) ::unlink(lock_path_.c_str());
+}
+
+void VhostUserBackend::stop() {
+  uint64_t one = 1;
+  if (::write(stop_fd_.get(), &one, sizeof(one)) < 0) {
+    spdlog::warn("vhost-user: could not signal stop: {}", std::strerror(errno));
+  }
+}
+
+uint64_t VhostUserBackend::features_offered() const {
+  return msg::kFeatureVersion1 | msg::kFeatureIndirectDesc | msg::kFeatureEventIdx |
+         msg::kFeatureProtocolFeatures;
+}
+
+uint64_t VhostUserBackend::protocol_features_offered() const {
+  uint64_t features = msg::kProtocolMq | msg::kProtocolReplyAck | msg::kProtocolBackendReq |
+                      msg::kProtocolBackendSendFd | msg::kProtocolResetDevice |
+                      msg::kProtocolConfigureMemSlots;
+  if (!options_.tag.empty()) features |= msg::kProtocolConfig;
+  return features;
+}
+
+Status VhostUserBackend::run() {
+  int connection_fd = -1;
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoErr();
+    }
+    if (fds[1].revents) return {};
+    connection_fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (connection_fd < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED) continue;
+      return ErrnoErr();
+    }
+    break;
+  }
+  UniqueFd connection(connection_fd);
+  // One frontend only: later connection attempts are refused.
+  listen_fd_.reset();
+  spdlog::info("vhost-user: frontend connected");
+  fuse::InstallInterruptSignalHandler();
+  serve(connection.get());
+  stop_all_queues();
+  for (auto& queue : queues_) {
+    queue->kick.reset();
+    queue->call.reset();
+    queue->err.reset();
+  }
+  memory_.clear();
+  backend_req_fd_.reset();
+  return {};
+}
+
+void VhostUserBackend::serve(int connection) {
+  auto message = std::make_unique<Message>();
+  for (;;) {
+    pollfd fds[2] = {{connection, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("vhost-user: poll: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[1].revents) {
+      spdlog::info("vhost-user: stopping");
+      return;
+    }
+    // The header, with any fds.
+    uint8_t header[kHeaderSize];
+    iovec iov{header, sizeof(header)};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+    ssize_t n = ::recvmsg(connection, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    if (n < 0 && errno == EINTR) continue;
+    message->fds.clear();
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        message->fds.emplace_back(fd);
+      }
+    }
+    if (n == 0) {
+      spdlog::info("vhost-user: frontend disconnected");
+      return;
+    }
+    if (n < 0) {
+      spdlog::error("vhost-user: receiving a message failed: {}", std::strerror(errno));
+      return;
+    }
+    if (static_cast<size_t>(n) < kHeaderSize || (mh.msg_flags & MSG_CTRUNC)) {
+      spdlog::error("vhost-user: truncated message header or too many fds; disconnecting");
+      return;
+    }
+    std::memcpy(&message->request, header, 4);
+    std::memcpy(&message->flags, header + 4, 4);
+    std::memcpy(&message->size, header + 8, 4);
+    if ((message->flags & msg::kVersionMask) != msg::kVersion) {
+      spdlog::error("vhost-user: message with version {} (expected 1); disconnecting",
+                    message->flags & msg::kVersionMask);
+      return;
+    }
+    if (message->size > kMaxPayload) {
+      spdlog::error("vhost-user: {} with a {}-byte payload (at most {}); disconnecting",
+                    RequestName(message->request), message->size, kMaxPayload);
+      return;
+    }
+    size_t got = 0;
+    while (got < message->size) {
+      ssize_t m = ::recv(connection, message->payload + got, message->size - got, MSG_WAITALL);
+      if (m < 0 && errno == EINTR) continue;
+      if (m <= 0) {
+        spdlog::error("vhost-user: connection lost inside a message");
+        return;
+      }
+      got += static_cast<size_t>(m);
+    }
+    bool keep = handle(connection, *message);
+    message->fds.clear();  // fds the message did not use are closed
+    if (!keep) return;
+  }
+}
+
+bool VhostUserBackend::reply(int connection, const Message& message, const void* payload,
+                             uint32_t size) {
+  uint32_t header[3] = {message.request, msg::kVersion | msg::kReplyFlag, size};
+  iovec iov[2] = {{header, sizeof(header)}, {const_cast<void*>(payload), size}};
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = size ? 2 : 1;
+  ssize_t n;
+  do {
+    n = ::sendmsg(connection, &mh, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(header) + size)) {
+    spdlog::error("vhost-user: sending the {} reply failed: {}", RequestName(message.request),
+                  n < 0 ? std::strerror(errno) : "short write");
+    return false;
+  }
+  return true;
+}
+
+bool VhostUserBackend::handle(int connection, Message& m) {
+  spdlog::debug("vhost-user: {} ({}) size {} fds {}", RequestName(m.request), m.request, m.size,
+                m.fds.size());
+  const bool reply_ack = acked_protocol_features_ & msg::kProtocolReplyAck;
+  // Result of a message without its own reply: 0 success, else failure (REPLY_ACK).
+  auto ack = [&](bool ok) -> bool {
+    if (reply_ack && m.need_reply()) {
+      uint64_t value = ok ? 0 : 1;
+      return reply(connection, m, &value, sizeof(value));
+    }
+    return true;
+  };
+  auto reply_u64 = [&](uint64_t value) { return reply(connection, m, &value, sizeof(value)); };
+  auto bad_size = [&](uint32_t expected) {
+    spdlog::error("vhost-user: {} with a {}-byte payload (expected {})", RequestName(m.request),
+                  m.size, expected);
+    return ack(false);
+  };
+  auto queue_index = [&](uint64_t index) -> Queue* {
+    if (index >= kMaxQueues) {
+      spdlog::error("vhost-user: {} for queue {} (at most {} queues)", RequestName(m.request),
+                    index, kMaxQueues);
+      return nullptr;
+    }
+    return queues_[index].get();
+  };
+
+  switch (m.request) {
+    case msg::kGetFeatures:
+      return reply_u64(features_offered());
+
+    case msg::kSetFeatures: {
+      if (m.size != 8) return bad_size(8);
+      uint64_t features = m.read<uint64_t>();
+      if (features & ~features_offered()) {
+        spdlog::error("vhost-user: SET_FEATURES {:#x} includes features not offered ({:#x})",
+                      features, features_offered());
+        return ack(false);
+      }
+      stop_all_queues();
+      acked_features_ = features;
+      for (auto& queue : queues_) queue->vq.set_event_idx(features & msg::kFeatureEventIdx);
+      update_all_queues();
+      return ack(true);
+    }
+
+    case msg::kSetOwner:
+      return ack(true);
+
+    case msg::kResetOwner:
+    case msg::kResetDevice:
+      stop_all_queues();
+      for (auto& queue : queues_) {
+        queue->vq.reset();
+        queue->kick.reset();
+        queue->call.reset();
+        queue->err.reset();
+        queue->started = queue->enabled = queue->broken = false;
+      }
+      acked_features_ = 0;
+      return ack(true);
+
+    case msg::kGetProtocolFeatures:
+      return reply_u64(protocol_features_offered());
+
+    case msg::kSetProtocolFeatures: {
+      if (m.size != 8) return bad_size(8);
+      uint64_t features = m.read<uint64_t>();
+      if (features & ~protocol_features_offered()) {
+        spdlog::error("vhost-user: SET_PROTOCOL_FEATURES {:#x} includes features not offered",
+                      features);
+        acked_protocol_features_ = features & protocol_features_offered();
+        return ack(false);
+      }
+      acked_protocol_features_ = features;
+      // REPLY_ACK applies from this message's own reply on (the frontend knows what it set).
+      if ((features & msg::kProtocolReplyAck) && m.need_reply()) {
+        uint64_t zero = 0;
+        return reply(connection, m, &zero, sizeof(zero));
+      }
+      return true;
+    }
+
+    case msg::kGetQueueNum:
+      return reply_u64(kMaxQueues);
+
+    case msg::kGetMaxMemSlots:
+      return reply_u64(GuestMemory::kMaxRegions);
+
+    case msg::kSetMemTable: {
+      if (m.size < 8) return bad_size(8);
+      uint32_t count = m.read<uint32_t>();
+      if (count > kMaxSetMemTableRegions || m.size < 8 + 32 * count) {
+        return bad_size(8 + 32 * std::min(count, kMaxSetMemTableRegions));
+      }
+      if (m.fds.size() != count) {
+        spdlog::error("vhost-user: SET_MEM_TABLE with {} regions but {} fds", count, m.fds.size());
+        return ack(false);
+      }
+      stop_all_queues();
+      memory_.clear();
+      bool ok = true;
+      for (uint32_t i = 0; i < count; ++i) {
+        auto desc = m.read<RegionDesc>(8 + 32 * i);
+        if (auto status = memory_.add(desc, m.fds[i].get()); !status) {
+          spdlog::error("vhost-user: mapping region {:#x}+{:#x}: {}", desc.guest_phys_addr,
+                        desc.memory_size, std::strerror(status.error()));
+          ok = false;
+        }
+      }
+      m.fds.clear();  // the mappings stay valid without the fds
+      update_all_queues();
+      return ack(ok);
+    }
+
+    case msg::kAddMemReg: {
+      if (m.size != 40) return bad_size(40);
+      if (m.fds.size() != 1) {
+        spdlog::error("vhost-user: ADD_MEM_REG with {} fds", m.fds.size());
+        return ack(false);
+      }
+      auto desc = m.read<RegionDesc>(8);
+      stop_all_queues();
+      auto status = memory_.add(desc, m.fds[0].get());
+      if (!status) {
+        spdlog::error("vhost-user: ADD_MEM_REG {:#x}+{:#x}: {}", desc.guest_phys_addr,
+                      desc.memory_size, std::strerror(status.error()));
+      }
+      update_all_queues();
+      return ack(status.has_value());
+    }
+
+    case msg::kRemMemReg: {
+      if (m.size != 40) return bad_size(40);
+      auto desc = m.read<RegionDesc>(8);
+      stop_all_queues();
+      auto status = memory_.remove(desc);
+      if (!status) {
+        spdlog::error("vhost-user: REM_MEM_REG {:#x}+{:#x}: no such region", desc.guest_phys_addr,
+                      desc.memory_size);
+      }
+      update_all_queues();
+      return ack(status.has_value());
+    }
+
+    case msg::kSetVringNum: {
+      if (m.size != 8) return bad_size(8);
+      auto state = m.read<VringState>();
+      Queue* queue = queue_index(state.index);
+      if (queue == nullptr) return ack(false);
+      stop_queue(*queue);
+      bool ok = queue->vq.set_size(state.num);
+      if (!ok) spdlog::error("vhost-user: queue {}: invalid size {}", state.index, state.num);
+      update_queue(state.index);
+      return ack(ok);
+    }
+
+    case msg::kSetVringAddr: {
+      if (m.size != 40) return bad_size(40);
+      auto addr = m.read<VringAddr>();
+      Queue* queue = queue_index(addr.index);
+      if (queue == nullptr) return ack(false);
+      stop_queue(*queue);
+      queue->vq.set_addresses(addr.desc, addr.avail, addr.used);
+      queue->broken = false;
+      update_queue(addr.index);
+      return ack(true);
+    }
+
+    case msg::kSetVringBase: {
+      if (m.size != 8) return bad_size(8);
+      auto state = m.read<VringState>();
+      Queue* queue = queue_index(state.index);
+      if (queue == nullptr || state.num > 0xffff) return ack(false);
+      stop_queue(*queue);
+      queue->vq.set_base(static_cast<uint16_t>(state.num));
+      queue->broken = false;
+      update_queue(state.index);
+      return ack(true);
+    }
+
+    case msg::kGetVringBase: {
+      if (m.size != 8) {
+        bad_size(8);
+        VringState zero{0, 0};
+        return reply(connection, m, &zero, sizeof(zero));
+      }
+      auto state = m.read<VringState>();
+      Queue* queue = queue_index(state.index);
+      VringState out{state.index, 0};
+      if (queue != nullptr) {
+        stop_queue(*queue);
+        queue->started = false;
+        queue->kick.reset();
+        out.num = queue->vq.last_avail();
+        spdlog::debug("vhost-user: queue {} stopped at avail {} after {} requests", state.index,
+                      out.num, queue->served);
+      }
+      return reply(connection, m, &out, sizeof(out));
+    }
+
+    case msg::kSetVringKick:
+    case msg::kSetVringCall:
+    case msg::kSetVringErr: {
+      if (m.size != 8) return bad_size(8);
+      uint64_t value = m.read<uint64_t>();
+      Queue* queue = queue_index(value & msg::kVringIndexMask);
+      if (queue == nullptr) return ack(false);
+      UniqueFd fd;
+      if (!(value & msg::kVringNoFd)) {
+        if (m.fds.size() != 1) {
+          spdlog::error("vhost-user: {} without an fd", RequestName(m.request));
+          return ack(false);
+        }
+        fd = m.take_fd();
+      }
+      uint32_t index = static_cast<uint32_t>(value & msg::kVringIndexMask);
+      stop_queue(*queue);
+      if (m.request == msg::kSetVringKick) {
+        if (!fd) {
+          // Polling mode (no kick fd) is not supported: the queue stays stopped.
+          spdlog::error("vhost-user: queue {}: SET_VRING_KICK without fd is not supported", index);
+          queue->kick.reset();
+          queue->started = false;
+          update_queue(index);
+          return ack(false);
+        }
+        queue->kick = std::move(fd);
+        queue->started = true;
+        queue->broken = false;
+        // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled.
+        if (!(acked_features_ & msg::kFeatureProtocolFeatures)) queue->enabled = true;
+      } else if (m.request == msg::kSetVringCall) {
+        queue->call = std::move(fd);
+      } else {
+        queue->err = std::move(fd);
+      }
+      update_queue(index);
+      return ack(true);
+    }
+
+    case msg::kSetVringEnable: {
+      if (m.size != 8) return bad_size(8);
+      auto state = m.read<VringState>();
+      Queue* queue = queue_index(state.index);
+      if (queue == nullptr || state.num > 1) return ack(false);
+      stop_queue(*queue);
+      queue->enabled = state.num == 1;
+      update_queue(state.index);
+      return ack(true);
+    }
+
+    case msg::kSetBackendReqFd:
+      if (m.fds.size() != 1) {
+        spdlog::error("vhost-user: SET_BACKEND_REQ_FD with {} fds", m.fds.size());
+        return ack(false);
+      }
+      backend_req_fd_ = m.take_fd();
+      return ack(true);
+
+    case msg::kGetConfig: {
+      virtio_fs_config config{};
+      std::memcpy(config.tag, options_.tag.data(), std::min(options_.tag.size(), sizeof(config.tag)));
+      config.num_request_queues = options_.config_request_queues;
+      uint8_t out[sizeof(ConfigHeader) + sizeof(config)] = {};
+      if (m.size < sizeof(ConfigHeader)) {
+        bad_size(sizeof(ConfigHeader));
+        return reply(connection, m, out, sizeof(ConfigHeader));
+      }
+      auto header = m.read<ConfigHeader>();
+      if (header.offset > sizeof(config) || header.size > sizeof(config) - header.offset ||
+          m.size != sizeof(ConfigHeader) + header.size) {
+        spdlog::error("vhost-user: GET_CONFIG offset {} size {} (config is {} bytes)",
+                      header.offset, header.size, sizeof(config));
+        ConfigHeader empty{header.offset, 0, header.flags};
+        std::memcpy(out, &empty, sizeof(empty));
+        return reply(connection, m, out, sizeof(ConfigHeader));
+      }
+      std::memcpy(out, &header, sizeof(header));
+      std::memcpy(out + sizeof(header), reinterpret_cast<uint8_t*>(&config) + header.offset,
+                  header.size);
+      return reply(connection, m, out, static_cast<uint32_t>(sizeof(header) + header.size));
+    }
+
+    case msg::kSetConfig:
+      spdlog::warn("vhost-user: SET_CONFIG refused: the virtio-fs config is read-only");
+      return ack(false);
+
+    case msg::kSetLogBase:
+    case msg::kSetLogFd:
+      spdlog::error("vhost-user: {} received, but dirty logging (LOG_ALL / LOG_SHMFD) is not "
+                    "offered; live migration is not supported",
+                    RequestName(m.request));
+      return ack(false);
+
+    default:
+      spdlog::warn("vhost-user: unsupported request {} ({} bytes, {} fds) ignored{}", m.request,
+                   m.size, m.fds.size(), m.need_reply() ? "; replying failure" : "");
+      if (m.need_reply()) {
+        uint64_t failure = 1;
+        return reply(connection, m, &failure, sizeof(failure));
+      }
+      return true;
+  }
+}
+
+void VhostUserBackend::stop_queue(Queue& queue) {
+  if (!queue.thread.joinable()) return;
+  uint64_t one = 1;
+  if (::write(queue.stop.get(), &one, sizeof(one)) < 0) {
+    spdlog::error("vhost-user: could not signal a queue thread: {}", std::strerror(errno));
+  }
+  queue.thread.join();
+  uint64_t drained;
+  while (::read(queue.stop.get(), &drained, sizeof(drained)) > 0) {
+  }
+}
+
+void VhostUserBackend::update_queue(uint32_t index) {
+  Queue& queue = *queues_[index];
+  stop_queue(queue);
+  if (!queue.started || !queue.enabled || queue.broken) return;
+  if (!queue.vq.map(memory_)) {
+    // Addresses may be set before the memory table arrives; only a started ring is broken.
+    // Not marked broken: a later memory table or address change may make it valid.
+    spdlog::error("vhost-user: queue {} cannot start: {}", index, queue.vq.broken_reason());
+    if (queue.err) {
+      uint64_t one = 1;
+      (void)!::write(queue.err.get(), &one, sizeof(one));
+    }
+    return;
+  }
+  queue.thread = std::thread([this, index] { queue_thread(index); });
+}
+
+void VhostUserBackend::stop_all_queues() {
+  for (auto& queue : queues_) stop_queue(*queue);
+}
+
+void VhostUserBackend::update_all_queues() {
+  for (uint32_t i = 0; i < kMaxQueues; ++i) update_queue(i);
+}
+
+void VhostUserBackend::queue_thread(uint32_t index) {
+  if (options_.thread_init) options_.thread_init();
+  Queue& queue = *queues_[index];
+  Virtqueue& vq = queue.vq;
+  std::vector<uint8_t> request(protocol::kMaxRequestSize);
+  Chain chain;
+  std::vector<iovec> payload;
+  constexpr size_t kWriteHeaders = sizeof(fuse_in_header) + sizeof(fuse_write_in);
+
+  auto complete = [&](uint32_t len) {
+    vq.push(chain.head, len);
+    ++queue.served;
+    if (queue.call && vq.should_notify()) {
+      uint64_t one = 1;
+      if (::write(queue.call.get(), &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        spdlog::warn("vhost-user: queue {}: call eventfd: {}", index, std::strerror(errno));
+      }
+    }
+  };
+
+  auto handle_chain = [&]() {
+    fuse_in_header in{};
+    bool has_header = chain.readable_bytes >= sizeof(in);
+    if (has_header) GatherFrom(chain.readable, 0, &in, sizeof(in));
+    ChainReplyChannel channel(chain, in.unique);
+    if (!chain.error.empty()) {
+      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}", index, chain.head,
+                   chain.error);
+      if (has_header) channel.send_error(EIO);
+      return complete(static_cast<uint32_t>(channel.written()));
+    }
+    if (has_header && in.opcode == FUSE_WRITE && chain.readable_bytes >= kWriteHeaders) {
+      // Zero copy: only the headers are copied; the data goes from guest memory to the file.
+      GatherFrom(chain.readable, 0, request.data(), kWriteHeaders);
+      SliceIov(chain.readable, kWriteHeaders, chain.readable_bytes - kWriteHeaders, payload);
+      GuestWriteSource source(payload, chain.readable_bytes - kWriteHeaders);
+      server_.handle(std::span<const uint8_t>(request.data(), kWriteHeaders), &source, channel);
+    } else if (chain.readable_bytes > request.size()) {
+      spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index,
+                   chain.readable_bytes, request.size());
+      if (has_header) channel.send_error(EIO);
+    } else {
+      size_t n = GatherFrom(chain.readable, 0, request.data(), chain.readable_bytes);
+      server_.handle(std::span<const uint8_t>(request.data(), n), nullptr, channel);
+    }
+    complete(static_cast<uint32_t>(channel.written()));
+  };
+
+  for (;;) {
+    // Drain what is available (also on start: kicks may have come while the thread was stopped).
+    for (;;) {
+      Virtqueue::Pop result = vq.pop(chain);
+      if (result == Virtqueue::Pop::kEmpty) break;
+      if (result == Virtqueue::Pop::kBroken) {
+        spdlog::error("vhost-user: queue {} is broken and stops: {}", index, vq.broken_reason());
+        queue.broken = true;  // read by the control thread only after join
+        if (queue.err) {
+          uint64_t one = 1;
+          (void)!::write(queue.err.get(), &one, sizeof(one));
+        }
+        return;
+      }
+      handle_chain();
+    }
+    pollfd fds[2] = {{queue.kick.get(), POLLIN, 0}, {queue.stop.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("vhost-user: queue {}: poll: {}", index, std::strerror(errno));
+      return;
+    }
+    if (fds[1].revents) return;
+    if (fds[0].revents & POLLIN) {
+      uint64_t kicks;
+      (void)!::read(queue.kick.get(), &kicks, sizeof(kicks));
+    } else if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      spdlog::error("vhost-user: queue {}: kick fd failed", index);
+      return;
+    }
+  }
+}
+
+}  // namespace svfs::transport::vhost_user

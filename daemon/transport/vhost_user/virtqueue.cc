@@ -1,0 +1,242 @@
+#include "daemon/transport/vhost_user/virtqueue.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <bit>
+#include <cstring>
+#include <limits>
+
+namespace svfs::transport::vhost_user {
+
+static_assert(std::endian::native == std::endian::little,
+              "the vring is little-endian; svfsd does not byte-swap");
+
+namespace {
+
+size_t DescBytes(uint32_t size) { return 16 * static_cast<size_t>(size); }
+size_t AvailBytes(uint32_t size) { return 4 + 2 * static_cast<size_t>(size) + 2; }
+size_t UsedBytes(uint32_t size) { return 4 + 8 * static_cast<size_t>(size) + 2; }
+
+// vring_need_event from the virtio spec: whether event_idx lies in (old, new].
+bool NeedEvent(uint16_t event_idx, uint16_t new_idx, uint16_t old_idx) {
+  return static_cast<uint16_t>(new_idx - event_idx - 1) < static_cast<uint16_t>(new_idx - old_idx);
+}
+
+}  // namespace
+
+void Virtqueue::reset() { *this = Virtqueue(); }
+
+bool Virtqueue::set_size(uint32_t size) {
+  if (size == 0 || size > kMaxQueueSize || !std::has_single_bit(size)) return false;
+  size_ = size;
+  desc_ = nullptr;
+  return true;
+}
+
+void Virtqueue::set_addresses(uint64_t desc, uint64_t avail, uint64_t used) {
+  desc_addr_ = desc;
+  avail_addr_ = avail;
+  used_addr_ = used;
+  addresses_set_ = true;
+  desc_ = nullptr;
+}
+
+void Virtqueue::set_base(uint16_t last_avail) {
+  last_avail_ = last_avail;
+  signalled_used_valid_ = false;
+}
+
+bool Virtqueue::map(const GuestMemory& memory) {
+  desc_ = nullptr;
+  avail_ = used_ = nullptr;
+  memory_ = &memory;
+  if (size_ == 0 || !addresses_set_) {
+    broken_reason_ = "ring size or addresses not set";
+    return false;
+  }
+  if (desc_addr_ % 16 != 0 || avail_addr_ % 2 != 0 || used_addr_ % 4 != 0) {
+    broken_reason_ = "misaligned ring address";
+    return false;
+  }
+  auto* desc = memory.frontend_to_host(desc_addr_, DescBytes(size_));
+  auto* avail = memory.frontend_to_host(avail_addr_, AvailBytes(size_));
+  auto* used = memory.frontend_to_host(used_addr_, UsedBytes(size_));
+  if (desc == nullptr || avail == nullptr || used == nullptr) {
+    broken_reason_ = fmt::format("ring addresses outside guest memory (desc {:#x} avail {:#x} used {:#x})",
+                                 desc_addr_, avail_addr_, used_addr_);
+    return false;
+  }
+  map_host(desc, avail, used, memory);
+  return true;
+}
+
+void Virtqueue::map_host(void* desc, void* avail, void* used, const GuestMemory& memory) {
+  memory_ = &memory;
+  desc_ = static_cast<VringDesc*>(desc);
+  avail_ = static_cast<uint16_t*>(avail);
+  used_ = static_cast<uint16_t*>(used);
+  // The driver's view of used->idx is what we resume from (after SET_VRING_BASE on reconnect
+  // the used index equals last_avail once in-flight requests completed).
+  used_idx_ = std::atomic_ref<uint16_t>(used_[1]).load(std::memory_order_acquire);
+  broken_reason_.clear();
+}
+
+uint16_t Virtqueue::load_avail_idx() const {
+  return std::atomic_ref<uint16_t>(avail_[1]).load(std::memory_order_acquire);
+}
+
+void Virtqueue::set_avail_event(uint16_t value) {
+  // avail_event follows the used ring's entries.
+  auto* slot = reinterpret_cast<uint16_t*>(reinterpret_cast<uint8_t*>(used_) + 4 + 8 * size_);
+  std::atomic_ref<uint16_t>(*slot).store(value, std::memory_order_relaxed);
+}
+
+Virtqueue::Pop Virtqueue::pop(Chain& chain) {
+  chain.readable.clear();
+  chain.writable.clear();
+  chain.readable_bytes = chain.writable_bytes = 0;
+  chain.error.clear();
+  if (desc_ == nullptr) return Pop::kEmpty;
+  uint16_t avail_idx = load_avail_idx();
+  if (static_cast<uint16_t>(avail_idx - last_avail_) > size_) {
+    broken_reason_ = fmt::format("avail idx {} is more than the queue size {} ahead of {}",
+                                 avail_idx, size_, last_avail_);
+    return Pop::kBroken;
+  }
+  if (avail_idx == last_avail_) {
+    if (!event_idx_) return Pop::kEmpty;
+    // Ask for a kick at the next entry, then look again: the driver may have added one before
+    // it saw the new avail_event.
+    set_avail_event(last_avail_);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    avail_idx = load_avail_idx();
+    if (avail_idx == last_avail_) return Pop::kEmpty;
+    if (static_cast<uint16_t>(avail_idx - last_avail_) > size_) {
+      broken_reason_ = "avail idx jumped more than the queue size";
+      return Pop::kBroken;
+    }
+  }
+  uint16_t head = std::atomic_ref<uint16_t>(avail_[2 + last_avail_ % size_])
+                      .load(std::memory_order_relaxed);
+  if (head >= size_) {
+    broken_reason_ = fmt::format("avail ring names descriptor {} of a {}-entry queue", head, size_);
+    return Pop::kBroken;
+  }
+  ++last_avail_;
+  if (event_idx_) set_avail_event(last_avail_);
+  chain.head = head;
+  walk(chain);
+  return Pop::kChain;
+}
+
+bool Virtqueue::add_segment(Chain& chain, const VringDesc& desc) {
+  uint8_t* host = memory_->guest_to_host(desc.addr, desc.len);
+  if (host == nullptr) {
+    chain.error = fmt::format("descriptor buffer {:#x}+{} outside guest memory", desc.addr, desc.len);
+    return false;
+  }
+  size_t total = chain.readable_bytes + chain.writable_bytes;
+  if (desc.len > std::numeric_limits<uint32_t>::max() - total) {
+    chain.error = "chain length overflows 32 bits";
+    return false;
+  }
+  if (desc.flags & kDescWrite) {
+    if (desc.len > 0) chain.writable.push_back({host, desc.len});
+    chain.writable_bytes += desc.len;
+  } else {
+    if (!chain.writable.empty() || chain.writable_bytes > 0) {
+      chain.error = "readable descriptor after a writable one";
+      return false;
+    }
+    if (desc.len > 0) chain.readable.push_back({host, desc.len});
+    chain.readable_bytes += desc.len;
+  }
+  return true;
+}
+
+void Virtqueue::walk(Chain& chain) {
+  const VringDesc* table = desc_;
+  uint32_t table_size = size_;
+  bool indirect = false;
+  uint32_t index = chain.head;
+  uint32_t count = 0;
+  // Zero-length writable descriptors still count for the order check.
+  bool seen_writable = false;
+  for (;;) {
+    if (++count > table_size) {
+      chain.error = "descriptor chain longer than its table (loop?)";
+      return;
+    }
+    VringDesc desc;
+    std::memcpy(&desc, &table[index], sizeof(desc));
+    if (desc.flags & kDescIndirect) {
+      if (indirect) {
+        chain.error = "nested indirect descriptor table";
+        return;
+      }
+      if (desc.flags & kDescNext) {
+        chain.error = "indirect descriptor with NEXT";
+        return;
+      }
+      if (desc.len == 0 || desc.len % sizeof(VringDesc) != 0 ||
+          desc.len / sizeof(VringDesc) > kMaxQueueSize) {
+        chain.error = fmt::format("indirect table length {} invalid", desc.len);
+        return;
+      }
+      auto* host = memory_->guest_to_host(desc.addr, desc.len);
+      if (host == nullptr) {
+        chain.error = fmt::format("indirect table {:#x}+{} outside guest memory", desc.addr, desc.len);
+        return;
+      }
+      table = reinterpret_cast<const VringDesc*>(host);
+      table_size = desc.len / sizeof(VringDesc);
+      indirect = true;
+      index = 0;
+      count = 0;
+      continue;
+    }
+    if (!(desc.flags & kDescWrite) && seen_writable) {
+      chain.error = "readable descriptor after a writable one";
+      return;
+    }
+    if (desc.flags & kDescWrite) seen_writable = true;
+    if (!add_segment(chain, desc)) return;
+    if (!(desc.flags & kDescNext)) return;
+    index = desc.next;
+    if (index >= table_size) {
+      chain.error = fmt::format("next index {} outside a {}-entry table", index, table_size);
+      return;
+    }
+  }
+}
+
+void Virtqueue::push(uint16_t head, uint32_t len) {
+  if (used_ == nullptr) return;
+  auto* ring = reinterpret_cast<uint32_t*>(used_ + 2);
+  uint32_t slot = used_idx_ % size_;
+  std::atomic_ref<uint32_t>(ring[2 * slot]).store(head, std::memory_order_relaxed);
+  std::atomic_ref<uint32_t>(ring[2 * slot + 1]).store(len, std::memory_order_relaxed);
+  ++used_idx_;
+  // The entry must be visible before the index that publishes it.
+  std::atomic_thread_fence(std::memory_order_release);
+  std::atomic_ref<uint16_t>(used_[1]).store(used_idx_, std::memory_order_relaxed);
+}
+
+bool Virtqueue::should_notify() {
+  if (avail_ == nullptr) return false;
+  // Order the used idx store before reading the driver's flags / used_event.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!event_idx_) {
+    uint16_t flags = std::atomic_ref<uint16_t>(avail_[0]).load(std::memory_order_relaxed);
+    return !(flags & kAvailNoInterrupt);
+  }
+  bool valid = signalled_used_valid_;
+  uint16_t old_idx = signalled_used_;
+  signalled_used_valid_ = true;
+  signalled_used_ = used_idx_;
+  uint16_t used_event = std::atomic_ref<uint16_t>(avail_[2 + size_]).load(std::memory_order_relaxed);
+  return !valid || NeedEvent(used_event, used_idx_, old_idx);
+}
+
+}  // namespace svfs::transport::vhost_user
