@@ -183,6 +183,7 @@ timeout "$timeout_s" "$qemu" "${qargs[@]}" >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
 # Echo the workload output while it runs (progress for long workloads).
 shown=0
+daemon_gone=
 while kill -0 "$qemu_pid" 2>/dev/null; do
   sleep 0.5
   if [ "$quiet" = 0 ] && [ -r "$serial" ]; then
@@ -191,6 +192,15 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
       sed -n "$((shown + 1)),${total}p" "$serial" | tr -d '\r' | grep -v '^\[' | sed 's/^/  guest| /'
       shown=$total
     fi
+  fi
+  # A daemon that dies under a running guest leaves its FUSE requests hanging until the timeout:
+  # give QEMU a few seconds to finish by itself (it may be powering off), then stop it.
+  if [ -z "$daemon_gone" ] && ! kill -0 "$daemon_pid" 2>/dev/null; then daemon_gone=$SECONDS; fi
+  if [ -n "$daemon_gone" ] && [ $((SECONDS - daemon_gone)) -ge 5 ]; then
+    say "daemon exited while the guest was running; stopping QEMU"
+    echo "FAIL daemon: exited while the guest was running" >>"$work/early-failures"
+    kill "$qemu_pid" 2>/dev/null
+    break
   fi
 done
 wait "$qemu_pid"
@@ -203,9 +213,15 @@ fi
 host_elapsed=$(secs "$t_start" "$t_end")
 
 # Daemon: vhost-user daemons exit when the frontend disconnects; give it a moment, then stop it.
-for _ in $(seq 1 20); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+# An exit of its own must be clean (status 0); SIGTERM from here is fine (the sanitizer and crash
+# checks below still apply).
+daemon_self_exit=1
+for _ in $(seq 1 30); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$daemon_pid" 2>/dev/null; then
+  daemon_self_exit=0
   kill "$daemon_pid" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$daemon_pid" 2>/dev/null && { say "daemon ignores SIGTERM, killing it"; kill -9 "$daemon_pid"; }
 fi
 wait "$daemon_pid" 2>/dev/null
 daemon_rc=$?
@@ -218,6 +234,9 @@ dump() {
   echo "---- qemu (exit $qemu_rc) ----"; tail -n 20 "$work/qemu.log"
   echo "---- daemon (exit $daemon_rc) ----"; tail -n 40 "$work/daemon.log"
 }
+if [ -s "$work/early-failures" ] && ! echo "$log" | grep -q '^SVFS-E2E-END'; then
+  dump; die "daemon $daemon exited (status $daemon_rc) while the guest was running"
+fi
 if [ "$qemu_rc" = 124 ]; then
   dump; die "guest timed out after ${timeout_s}s"
 fi
@@ -248,11 +267,23 @@ while read -r _ kind want rel; do
   esac
 done < <(echo "$log" | grep '^HOSTCHECK ')
 
+if [ -s "$work/early-failures" ]; then
+  cat "$work/early-failures"; failures=$((failures + $(wc -l <"$work/early-failures")))
+fi
+if [ "$daemon_self_exit" = 1 ] && [ "$daemon_rc" != 0 ]; then
+  echo "FAIL daemon: exited with status $daemon_rc"; failures=$((failures + 1))
+elif [ "$daemon_self_exit" = 0 ] && [ "$daemon_rc" != 143 ] && [ "$daemon_rc" != 0 ]; then
+  echo "FAIL daemon: status $daemon_rc after SIGTERM"; failures=$((failures + 1))
+fi
+if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/daemon.log"; then
+  echo "FAIL daemon: sanitizer report in its log"; failures=$((failures + 1))
+fi
+
 summary=$(echo "$log" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n1)
 [ "$guest_rc" = 0 ] || failures=$((failures + 1))
 [ "${umount_rc:-0}" = 0 ] || { echo "FAIL guest umount: rc $umount_rc"; failures=$((failures + 1)); }
 say "daemon $daemon, cache $cache, queues $queues, accel $accel: guest workload rc $guest_rc;" \
-  "guest: ${summary:-no summary}; host checks: $host_pass passed, $failures failed"
+  "guest: ${summary:-no summary}; host checks passed: $host_pass; failures: $failures"
 say "times: boot to mount ${boot_uptime:-?} s (guest uptime), workload ${guest_elapsed:-?} s (guest)," \
   "QEMU total ${host_elapsed} s (host wall clock)"
 if [ "$failures" -gt 0 ]; then
