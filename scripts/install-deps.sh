@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev libcap-ng-dev libcli11-dev
   attr acl util-linux procps
+  qemu-system-common
 )
 
 missing=()
