@@ -59,6 +59,10 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
     }
     return 1;
   }
+  if (!options.socket_group.empty() && options.socket_path.empty()) {
+    spdlog::warn("--socket-group {} ignored: it applies to --socket-path only",
+                 options.socket_group);
+  }
   if (options.thread_pool_size) {
     spdlog::debug("--thread-pool-size {}: vhost-user serves each queue in its own thread",
                   options.thread_pool_size);

@@ -226,9 +226,6 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();
     if (transports != 1) Fail("give exactly one of --socket-path, --fd or --mount");
-    if (!options.socket_group.empty() && options.socket_path.empty()) {
-      Fail("--socket-group applies to --socket-path only");
-    }
   } catch (const CLI::ParseError& error) {
     if (error.get_exit_code() == 0) {
       app.exit(error);

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <limits>
 
@@ -75,6 +77,22 @@ const char* RequestName(uint32_t request) {
     case msg::kRemMemReg: return "REM_MEM_REG";
     default: return "UNKNOWN";
   }
+}
+
+// A guest can send malformed chains in a loop: log at most a burst of them per second
+// (process-wide).
+bool MayLogGuestError() {
+  static std::atomic<int64_t> window{0};
+  static std::atomic<uint32_t> count{0};
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count();
+  int64_t start = window.load(std::memory_order_relaxed);
+  if (now != start && window.compare_exchange_strong(start, now, std::memory_order_relaxed)) {
+    uint32_t dropped = count.exchange(0, std::memory_order_relaxed);
+    if (dropped > 10) spdlog::warn("vhost-user: {} guest errors not logged", dropped - 10);
+  }
+  return count.fetch_add(1, std::memory_order_relaxed) < 10;
 }
 
 // Copies `len` bytes starting `offset` bytes into the iovecs to `dst`; returns the count copied.
@@ -239,8 +257,10 @@ class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
 
  private:
   void too_large(size_t total) {
-    spdlog::warn("vhost-user: reply of {} bytes does not fit the guest's {}-byte buffer",
-                 total, chain_.writable_bytes);
+    if (MayLogGuestError()) {
+      spdlog::warn("vhost-user: reply of {} bytes does not fit the guest's {}-byte buffer (EIO)",
+                   total, chain_.writable_bytes);
+    }
     send_error(EIO);
   }
 
@@ -884,8 +904,10 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     if (has_header) GatherFrom(chain.readable, 0, &in, sizeof(in));
     ChainReplyChannel channel(chain, in.unique);
     if (!chain.error.empty()) {
-      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}", index, chain.head,
-                   chain.error);
+      if (MayLogGuestError()) {
+        spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}{}", index,
+                     chain.head, chain.error, has_header ? " (EIO reply)" : "");
+      }
       if (has_header) channel.send_error(EIO);
       return complete(static_cast<uint32_t>(channel.written()));
     }
@@ -896,8 +918,10 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       GuestWriteSource source(payload, chain.readable_bytes - kWriteHeaders);
       server_.handle(std::span<const uint8_t>(request.data(), kWriteHeaders), &source, channel);
     } else if (chain.readable_bytes > request.size()) {
-      spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index,
-                   chain.readable_bytes, request.size());
+      if (MayLogGuestError()) {
+        spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index,
+                     chain.readable_bytes, request.size());
+      }
       if (has_header) channel.send_error(EIO);
     } else {
       size_t n = GatherFrom(chain.readable, 0, request.data(), chain.readable_bytes);
