@@ -47,6 +47,7 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
       .listen_fd = options.fd,
       .socket_group = options.socket_group,
       .tag = options.tag,
+      .pool_threads = options.thread_pool_size,
       .thread_init = [] { svfs::fs::DropSupplementaryGroupsForThread(); }};
   auto backend =
       svfs::transport::vhost_user::VhostUserBackend::Create(server, std::move(backend_options));
@@ -62,10 +63,6 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
   if (!options.socket_group.empty() && options.socket_path.empty()) {
     spdlog::warn("--socket-group {} ignored: it applies to --socket-path only",
                  options.socket_group);
-  }
-  if (options.thread_pool_size) {
-    spdlog::debug("--thread-pool-size {}: vhost-user serves each queue in its own thread",
-                  options.thread_pool_size);
   }
   std::atomic<bool> finished{false};
   svfs::Status status;

@@ -136,7 +136,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_option("--cache", cache_name, "Cache mode: never|none|metadata|auto|always (default auto)")
       ->type_name("MODE");
   app.add_option("--thread-pool-size", options.thread_pool_size,
-                 "Worker threads for --mount (default 4); vhost-user always uses one thread per queue")
+                 "Worker threads (--mount: default 4; vhost-user: 0, each queue's thread serves its requests)")
       ->type_name("N");
   app.add_option("--sandbox", sandbox, "Sandbox: none (namespace and chroot not implemented)")
       ->type_name("MODE");

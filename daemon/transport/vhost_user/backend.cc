@@ -16,6 +16,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <cstring>
 #include <limits>
 
@@ -274,6 +277,60 @@ class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
 
 }  // namespace
 
+// Per-thread buffers for serving chains.
+struct VhostUserBackend::Buffers {
+  std::vector<uint8_t> request = std::vector<uint8_t>(protocol::kMaxRequestSize);
+  std::vector<iovec> payload;
+};
+
+// Workers that serve request-queue chains when --thread-pool-size is given, so one request
+// blocking (a lock wait) does not stall its whole queue.
+class VhostUserBackend::WorkerPool {
+ public:
+  using Job = std::function<void(Buffers&)>;
+  WorkerPool(unsigned threads, const std::function<void()>& thread_init) {
+    for (unsigned i = 0; i < threads; ++i) {
+      threads_.emplace_back([this, thread_init] {
+        if (thread_init) thread_init();
+        Buffers buffers;
+        for (;;) {
+          Job job;
+          {
+            std::unique_lock lock(mutex_);
+            ready_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+            if (jobs_.empty()) return;  // stopping, and nothing left
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
+          }
+          job(buffers);
+        }
+      });
+    }
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    for (auto& thread : threads_) thread.join();
+  }
+  void submit(Job job) {
+    {
+      std::lock_guard lock(mutex_);
+      jobs_.push_back(std::move(job));
+    }
+    ready_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
 struct VhostUserBackend::Queue {
   Virtqueue vq;
   UniqueFd kick;
@@ -284,8 +341,13 @@ struct VhostUserBackend::Queue {
   bool broken = false;
   std::thread thread;
   UniqueFd stop{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
-  // Counter the control thread reads after join (for logs).
-  uint64_t served = 0;
+  std::atomic<uint64_t> served{0};
+  // Serializes push/notify between pool workers.
+  std::mutex used_mutex;
+  // Chains handed to the worker pool and not yet completed.
+  std::mutex inflight_mutex;
+  std::condition_variable inflight_cv;
+  unsigned inflight = 0;
 };
 
 struct VhostUserBackend::Message {
@@ -429,8 +491,12 @@ Status VhostUserBackend::run() {
   listen_fd_.reset();
   spdlog::info("vhost-user: frontend connected");
   fuse::InstallInterruptSignalHandler();
+  if (options_.pool_threads > 0) {
+    pool_ = std::make_unique<WorkerPool>(options_.pool_threads, options_.thread_init);
+  }
   serve(connection.get());
   stop_all_queues();
+  pool_.reset();
   for (auto& queue : queues_) {
     queue->kick.reset();
     queue->call.reset();
@@ -731,7 +797,7 @@ bool VhostUserBackend::handle(int connection, Message& m) {
         queue->kick.reset();
         out.num = queue->vq.last_avail();
         spdlog::debug("vhost-user: queue {} stopped at avail {} after {} requests", state.index,
-                      out.num, queue->served);
+                      out.num, queue->served.load());
       }
       return reply(connection, m, &out, sizeof(out));
     }
@@ -848,6 +914,11 @@ void VhostUserBackend::stop_queue(Queue& queue) {
     spdlog::error("vhost-user: could not signal a queue thread: {}", std::strerror(errno));
   }
   queue.thread.join();
+  {
+    // Chains the pool still serves must complete before the ring or the memory changes.
+    std::unique_lock lock(queue.inflight_mutex);
+    queue.inflight_cv.wait(lock, [&] { return queue.inflight == 0; });
+  }
   uint64_t drained;
   while (::read(queue.stop.get(), &drained, sizeof(drained)) > 0) {
   }
@@ -878,18 +949,18 @@ void VhostUserBackend::update_all_queues() {
   for (uint32_t i = 0; i < kMaxQueues; ++i) update_queue(i);
 }
 
-void VhostUserBackend::queue_thread(uint32_t index) {
-  if (options_.thread_init) options_.thread_init();
+void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& buffers) {
   Queue& queue = *queues_[index];
   Virtqueue& vq = queue.vq;
-  std::vector<uint8_t> request(protocol::kMaxRequestSize);
-  Chain chain;
-  std::vector<iovec> payload;
+  std::vector<uint8_t>& request = buffers.request;
   constexpr size_t kWriteHeaders = sizeof(fuse_in_header) + sizeof(fuse_write_in);
 
   auto complete = [&](uint32_t len) {
+    // pop() runs concurrently in the queue thread but touches none of what push() and
+    // should_notify() use; pushes from pool workers are serialized here.
+    std::lock_guard lock(queue.used_mutex);
     vq.push(chain.head, len);
-    ++queue.served;
+    queue.served.fetch_add(1, std::memory_order_relaxed);
     if (queue.call && vq.should_notify()) {
       uint64_t one = 1;
       if (::write(queue.call.get(), &one, sizeof(one)) < 0 && errno != EAGAIN) {
@@ -898,36 +969,60 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     }
   };
 
+  fuse_in_header in{};
+  bool has_header = chain.readable_bytes >= sizeof(in);
+  if (has_header) GatherFrom(chain.readable, 0, &in, sizeof(in));
+  ChainReplyChannel channel(chain, in.unique);
+  if (!chain.error.empty()) {
+    if (MayLogGuestError()) {
+      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}{}", index, chain.head,
+                   chain.error, has_header ? " (EIO reply)" : "");
+    }
+    if (has_header) channel.send_error(EIO);
+    return complete(static_cast<uint32_t>(channel.written()));
+  }
+  if (has_header && in.opcode == FUSE_WRITE && chain.readable_bytes >= kWriteHeaders) {
+    // Zero copy: only the headers are copied; the data goes from guest memory to the file.
+    GatherFrom(chain.readable, 0, request.data(), kWriteHeaders);
+    SliceIov(chain.readable, kWriteHeaders, chain.readable_bytes - kWriteHeaders, buffers.payload);
+    GuestWriteSource source(buffers.payload, chain.readable_bytes - kWriteHeaders);
+    server_.handle(std::span<const uint8_t>(request.data(), kWriteHeaders), &source, channel);
+  } else if (chain.readable_bytes > request.size()) {
+    if (MayLogGuestError()) {
+      spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index,
+                   chain.readable_bytes, request.size());
+    }
+    if (has_header) channel.send_error(EIO);
+  } else {
+    size_t n = GatherFrom(chain.readable, 0, request.data(), chain.readable_bytes);
+    server_.handle(std::span<const uint8_t>(request.data(), n), nullptr, channel);
+  }
+  complete(static_cast<uint32_t>(channel.written()));
+}
+
+void VhostUserBackend::queue_thread(uint32_t index) {
+  if (options_.thread_init) options_.thread_init();
+  Queue& queue = *queues_[index];
+  Virtqueue& vq = queue.vq;
+  // The hiprio queue is always served inline: FORGET is quick, and INTERRUPT must not wait
+  // behind requests blocked in the pool.
+  WorkerPool* pool = index == kHiprioQueue ? nullptr : pool_.get();
+  Buffers buffers;
+  Chain chain;
   auto handle_chain = [&]() {
-    fuse_in_header in{};
-    bool has_header = chain.readable_bytes >= sizeof(in);
-    if (has_header) GatherFrom(chain.readable, 0, &in, sizeof(in));
-    ChainReplyChannel channel(chain, in.unique);
-    if (!chain.error.empty()) {
-      if (MayLogGuestError()) {
-        spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}{}", index,
-                     chain.head, chain.error, has_header ? " (EIO reply)" : "");
-      }
-      if (has_header) channel.send_error(EIO);
-      return complete(static_cast<uint32_t>(channel.written()));
+    if (pool == nullptr) return serve_chain(index, chain, buffers);
+    {
+      std::lock_guard lock(queue.inflight_mutex);
+      ++queue.inflight;
     }
-    if (has_header && in.opcode == FUSE_WRITE && chain.readable_bytes >= kWriteHeaders) {
-      // Zero copy: only the headers are copied; the data goes from guest memory to the file.
-      GatherFrom(chain.readable, 0, request.data(), kWriteHeaders);
-      SliceIov(chain.readable, kWriteHeaders, chain.readable_bytes - kWriteHeaders, payload);
-      GuestWriteSource source(payload, chain.readable_bytes - kWriteHeaders);
-      server_.handle(std::span<const uint8_t>(request.data(), kWriteHeaders), &source, channel);
-    } else if (chain.readable_bytes > request.size()) {
-      if (MayLogGuestError()) {
-        spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index,
-                     chain.readable_bytes, request.size());
-      }
-      if (has_header) channel.send_error(EIO);
-    } else {
-      size_t n = GatherFrom(chain.readable, 0, request.data(), chain.readable_bytes);
-      server_.handle(std::span<const uint8_t>(request.data(), n), nullptr, channel);
-    }
-    complete(static_cast<uint32_t>(channel.written()));
+    auto job = std::make_shared<Chain>(std::move(chain));
+    chain = Chain();
+    pool->submit([this, index, job](Buffers& worker_buffers) {
+      serve_chain(index, *job, worker_buffers);
+      Queue& q = *queues_[index];
+      std::lock_guard lock(q.inflight_mutex);
+      if (--q.inflight == 0) q.inflight_cv.notify_all();
+    });
   };
 
   for (;;) {

@@ -5,8 +5,11 @@
 //
 // Threading: the control loop (run()) owns all configuration. Before it changes anything a
 // queue thread reads (the memory table, ring addresses, eventfds, features) it stops that queue
-// thread (stop eventfd + join) and starts it again afterwards; a queue thread therefore never sees
-// the memory table change under it, and needs no lock per request.
+// thread (stop eventfd + join), waits until the worker pool (if any) has completed every chain of
+// that queue, and starts the thread again afterwards; queue and pool threads therefore never see
+// the memory table change under them, and need no lock per request. With a pool, the queue
+// thread pops chains and pool workers serve them, pushing used entries under a per-queue mutex.
+// Known limit: a request blocked in a lock wait (SETLKW) delays such a stop until it ends.
 #pragma once
 
 #include <atomic>
@@ -32,7 +35,10 @@ struct BackendOptions {
   std::string tag;           // GET_CONFIG tag (CONFIG protocol feature offered when set)
   // num_request_queues reported by GET_CONFIG (the frontend decides how many it sets up).
   uint32_t config_request_queues = 1;
-  // Runs first in every queue thread (per-thread credential setup).
+  // Worker threads shared by the request queues (--thread-pool-size); 0: each request queue's
+  // thread serves its requests itself, one at a time (as virtiofsd without a pool).
+  unsigned pool_threads = 0;
+  // Runs first in every queue and worker thread (per-thread credential setup).
   std::function<void()> thread_init;
 };
 
@@ -112,6 +118,8 @@ class VhostUserBackend {
  private:
   struct Queue;
   struct Message;
+  struct Buffers;
+  class WorkerPool;
 
   VhostUserBackend(fuse::Server& server, BackendOptions options);
   Status listen();
@@ -126,6 +134,8 @@ class VhostUserBackend {
   void stop_all_queues();
   void update_all_queues();
   void queue_thread(uint32_t index);
+  // Serves one chain: runs the request and pushes it used (queue or pool thread).
+  void serve_chain(uint32_t index, const Chain& chain, Buffers& buffers);
 
   fuse::Server& server_;
   BackendOptions options_;
@@ -140,6 +150,7 @@ class VhostUserBackend {
   uint64_t acked_features_ = 0;
   uint64_t acked_protocol_features_ = 0;
   UniqueFd backend_req_fd_;
+  std::unique_ptr<WorkerPool> pool_;  // during run(), if options_.pool_threads
 };
 
 }  // namespace svfs::transport::vhost_user
