@@ -137,6 +137,26 @@ std::uint16_t Virtqueue::add_chain(std::span<const Buffer> readable, std::span<c
   return head;
 }
 
+std::uint16_t Virtqueue::add_indirect_chain(std::span<const Buffer> readable,
+                                            std::span<const Buffer> writable) {
+  std::size_t n = readable.size() + writable.size();
+  if (n == 0 || free_.empty()) throw std::runtime_error("virtqueue: no free descriptor");
+  std::uint64_t table_gpa = mem_.alloc(sizeof(VirtqDesc) * n, 16);
+  auto* table = reinterpret_cast<VirtqDesc*>(mem_.ptr(table_gpa, sizeof(VirtqDesc) * n));
+  for (std::size_t i = 0; i < n; ++i) {
+    const Buffer& b = i < readable.size() ? readable[i] : writable[i - readable.size()];
+    std::uint16_t flags = i < readable.size() ? 0 : kDescWrite;
+    if (i + 1 < n) flags |= kDescNext;
+    table[i] = VirtqDesc{b.gpa, b.len, flags, static_cast<std::uint16_t>(i + 1 < n ? i + 1 : 0)};
+  }
+  std::uint16_t head = free_.back();
+  free_.pop_back();
+  set_desc(head, table_gpa, static_cast<std::uint32_t>(sizeof(VirtqDesc) * n), kDescIndirect);
+  chains_[head] = {head};
+  push_avail(head);
+  return head;
+}
+
 void Virtqueue::kick() {
   std::uint64_t one = 1;
   if (::write(kick_.get(), &one, sizeof(one)) != sizeof(one)) ThrowErrno("kick");

@@ -117,6 +117,9 @@ class Virtqueue {
   // Builds a chain: readable buffers first, then writable ones (the order virtio requires), makes it
   // available and returns its head. Does not kick. Throws if not enough descriptors are free.
   std::uint16_t add_chain(std::span<const Buffer> readable, std::span<const Buffer> writable);
+  // Same, but the chain goes into an indirect table allocated in guest memory; the ring holds one
+  // descriptor (needs VIRTIO_RING_F_INDIRECT_DESC).
+  std::uint16_t add_indirect_chain(std::span<const Buffer> readable, std::span<const Buffer> writable);
   // Notifies the backend through the kick eventfd.
   void kick();
   // Returns used entries that appeared since the last call, waiting on the call eventfd until at

@@ -61,13 +61,23 @@ std::vector<FuseReply> FuseClient::transact(std::span<const FuseRequest> request
     replies[i].unique = h.unique;
     std::uint64_t req_gpa = mem.alloc(r.bytes.size());
     std::memcpy(mem.ptr(req_gpa, r.bytes.size()), r.bytes.data(), r.bytes.size());
-    Buffer readable{req_gpa, static_cast<std::uint32_t>(r.bytes.size())};
+    // Each direction is one contiguous allocation, possibly described by several descriptors, so
+    // the reply can be read back from one place.
+    auto split = [&](std::uint64_t gpa, std::uint32_t len) {
+      std::vector<Buffer> v;
+      std::uint32_t seg = r.segment == 0 ? len : r.segment;
+      for (std::uint32_t off = 0; off < len; off += seg) v.push_back({gpa + off, std::min(seg, len - off)});
+      return v;
+    };
+    std::vector<Buffer> readable = split(req_gpa, static_cast<std::uint32_t>(r.bytes.size()));
     std::vector<Buffer> writable;
     if (r.reply_capacity > 0) {
       reply_gpa[i] = mem.alloc(r.reply_capacity);
-      writable.push_back({reply_gpa[i], r.reply_capacity});
+      writable = split(reply_gpa[i], r.reply_capacity);
     }
-    std::uint16_t head = fe_.queue(r.queue).add_chain(std::span(&readable, 1), writable);
+    Virtqueue& q = fe_.queue(r.queue);
+    std::uint16_t head = r.indirect ? q.add_indirect_chain(readable, writable)
+                                    : q.add_chain(readable, writable);
     by_head[{r.queue, head}] = i;
     ++pending[r.queue];
   }

@@ -24,6 +24,11 @@ struct FuseRequest {
   unsigned queue = 1;
   std::vector<std::uint8_t> bytes;  // fuse_in_header + body
   std::uint32_t reply_capacity = 0;  // 0: no writable descriptor (FORGET, BATCH_FORGET)
+  // How the buffers are laid out, to exercise a backend's scatter-gather handling the way a guest
+  // kernel does (header and pages in separate descriptors): 0 puts each direction in one
+  // descriptor, otherwise each direction is cut into descriptors of at most `segment` bytes.
+  std::uint32_t segment = 0;
+  bool indirect = false;  // put the chain in an indirect descriptor table
 };
 
 struct FuseReply {
