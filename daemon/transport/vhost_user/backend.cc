@@ -342,7 +342,8 @@ struct VhostUserBackend::Queue {
   std::thread thread;
   UniqueFd stop{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   std::atomic<uint64_t> served{0};
-  // Serializes push/notify between pool workers.
+  // Serializes push/notify between pool workers, and guards `call` and `err`, which the
+  // control thread swaps while the queue runs.
   std::mutex used_mutex;
   // Chains handed to the worker pool and not yet completed.
   std::mutex inflight_mutex;
@@ -818,26 +819,28 @@ bool VhostUserBackend::handle(int connection, Message& m) {
         fd = m.take_fd();
       }
       uint32_t index = static_cast<uint32_t>(value & msg::kVringIndexMask);
-      stop_queue(*queue);
-      if (m.request == msg::kSetVringKick) {
-        if (!fd) {
-          // Polling mode (no kick fd) is not supported: the queue stays stopped.
-          spdlog::error("vhost-user: queue {}: SET_VRING_KICK without fd is not supported", index);
-          queue->kick.reset();
-          queue->started = false;
-          update_queue(index);
-          return ack(false);
-        }
-        queue->kick = std::move(fd);
-        queue->started = true;
-        queue->broken = false;
-        // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled.
-        if (!(acked_features_ & msg::kFeatureProtocolFeatures)) queue->enabled = true;
-      } else if (m.request == msg::kSetVringCall) {
-        queue->call = std::move(fd);
-      } else {
-        queue->err = std::move(fd);
+      if (m.request != msg::kSetVringKick) {
+        // The frontend swaps the call fd whenever the guest masks or unmasks the queue's
+        // interrupt: swap it under the lock that guards notifications, without stopping the
+        // queue (which would wait for requests in flight).
+        std::lock_guard lock(queue->used_mutex);
+        (m.request == msg::kSetVringCall ? queue->call : queue->err) = std::move(fd);
+        return ack(true);
       }
+      stop_queue(*queue);
+      if (!fd) {
+        // Polling mode (no kick fd) is not supported: the queue stays stopped.
+        spdlog::error("vhost-user: queue {}: SET_VRING_KICK without fd is not supported", index);
+        queue->kick.reset();
+        queue->started = false;
+        update_queue(index);
+        return ack(false);
+      }
+      queue->kick = std::move(fd);
+      queue->started = true;
+      queue->broken = false;
+      // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled.
+      if (!(acked_features_ & msg::kFeatureProtocolFeatures)) queue->enabled = true;
       update_queue(index);
       return ack(true);
     }
@@ -1033,6 +1036,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       if (result == Virtqueue::Pop::kBroken) {
         spdlog::error("vhost-user: queue {} is broken and stops: {}", index, vq.broken_reason());
         queue.broken = true;  // read by the control thread only after join
+        std::lock_guard lock(queue.used_mutex);
         if (queue.err) {
           uint64_t one = 1;
           (void)!::write(queue.err.get(), &one, sizeof(one));
