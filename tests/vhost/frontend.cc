@@ -358,6 +358,25 @@ void VhostUserFrontend::handshake() {
     set_u64(msg::kSetProtocolFeatures, acked);
     acked_protocol_features_ = acked;
   }
+  if (acked_protocol_features_ & protocol_feature::kConfig) {
+    // GET_CONFIG payload: u32 offset, u32 size, u32 flags, then `size` bytes (the reply carries the
+    // same header with the bytes filled in). virtio-fs config: char tag[36]; le32
+    // num_request_queues.
+    constexpr std::uint32_t kConfigSize = 40;
+    std::vector<std::uint8_t> p;
+    Append(p, std::uint32_t{0});
+    Append(p, kConfigSize);
+    Append(p, std::uint32_t{0});
+    p.resize(p.size() + kConfigSize);
+    send_message(msg::kGetConfig, p);
+    Reply r = receive_reply(msg::kGetConfig);
+    if (r.payload.size() >= 12 + kConfigSize) {
+      const char* tag = reinterpret_cast<const char*>(r.payload.data() + 12);
+      FsConfig c{std::string(tag, strnlen(tag, 36)), 0};
+      std::memcpy(&c.num_request_queues, r.payload.data() + 12 + 36, sizeof(std::uint32_t));
+      fs_config_ = c;
+    }
+  }
   unsigned request_queues = std::max(1u, options_.request_queues);
   if (acked_protocol_features_ & protocol_feature::kMq) {
     backend_queue_num_ = get_u64(msg::kGetQueueNum);
@@ -365,8 +384,10 @@ void VhostUserFrontend::handshake() {
       request_queues = std::min<std::uint64_t>(request_queues, backend_queue_num_ - 1);
     else
       request_queues = 1;
+  } else if (fs_config_ && fs_config_->num_request_queues >= 1) {
+    request_queues = std::min(request_queues, fs_config_->num_request_queues);
   } else {
-    request_queues = 1;  // without MQ only the single request queue can be assumed
+    request_queues = 1;  // without MQ or config only the single request queue can be assumed
   }
 
   set_u64(msg::kSetFeatures, acked_features_);

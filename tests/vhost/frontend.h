@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -193,6 +194,14 @@ class VhostUserFrontend {
   // GET_QUEUE_NUM's answer, or 0 if the backend did not offer the MQ protocol feature.
   std::uint64_t backend_queue_num() const { return backend_queue_num_; }
 
+  // virtio-fs device configuration space (virtio spec 5.11.4), read with GET_CONFIG; only
+  // available when the backend offered the CONFIG protocol feature (Rust virtiofsd: with --tag).
+  struct FsConfig {
+    std::string tag;
+    std::uint32_t num_request_queues;
+  };
+  std::optional<FsConfig> fs_config() const { return fs_config_; }
+
  private:
   struct Reply {
     std::uint32_t request, flags;
@@ -216,6 +225,7 @@ class VhostUserFrontend {
   std::uint64_t backend_features_ = 0, acked_features_ = 0;
   std::uint64_t backend_protocol_features_ = 0, acked_protocol_features_ = 0;
   std::uint64_t backend_queue_num_ = 0;
+  std::optional<FsConfig> fs_config_;
 };
 
 // vhost-user message ids (front-end → back-end) and feature bits used here.
@@ -224,7 +234,8 @@ inline constexpr std::uint32_t kGetFeatures = 1, kSetFeatures = 2, kSetOwner = 3
                                kSetMemTable = 5, kSetVringNum = 8, kSetVringAddr = 9,
                                kSetVringBase = 10, kGetVringBase = 11, kSetVringKick = 12,
                                kSetVringCall = 13, kSetVringErr = 14, kGetProtocolFeatures = 15,
-                               kSetProtocolFeatures = 16, kGetQueueNum = 17, kSetVringEnable = 18;
+                               kSetProtocolFeatures = 16, kGetQueueNum = 17, kSetVringEnable = 18,
+                               kGetConfig = 24;
 inline constexpr std::uint32_t kFlagVersion = 0x1, kFlagReply = 0x4, kFlagNeedReply = 0x8;
 }  // namespace msg
 namespace feature {

@@ -145,13 +145,19 @@ class BackendProcess {
 std::string ReferencePath() { return EnvOr("SVFS_VHOST_VIRTIOFSD", "/usr/lib/qemu/virtiofsd"); }
 std::string SvfsdPath() { return EnvOr("SVFS_VHOST_SVFSD_PATH", SVFSD_PATH); }
 
-std::vector<std::string> BackendCommand(Backend b, const fs::path& socket, const fs::path& dir) {
-  if (b == Backend::kSvfsd)
-    return {SvfsdPath(), "--socket-path", socket.string(), "--shared-dir", dir.string(), "--cache",
-            "auto"};
-  // sandbox=chroot: the default namespace sandbox needs privileges containers rarely grant.
-  return {ReferencePath(), "--socket-path=" + socket.string(), "-o", "source=" + dir.string(), "-o",
-          "cache=auto", "-o", "sandbox=chroot"};
+std::vector<std::string> BackendCommand(Backend b, const fs::path& socket, const fs::path& dir,
+                                        const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> cmd;
+  if (b == Backend::kSvfsd) {
+    cmd = {SvfsdPath(), "--socket-path", socket.string(), "--shared-dir", dir.string(), "--cache",
+           "auto"};
+  } else {
+    // sandbox=chroot: the default namespace sandbox needs privileges containers rarely grant.
+    cmd = {ReferencePath(), "--socket-path=" + socket.string(), "-o", "source=" + dir.string(),
+           "-o", "cache=auto", "-o", "sandbox=chroot"};
+  }
+  cmd.insert(cmd.end(), extra.begin(), extra.end());
+  return cmd;
 }
 
 bool WaitForSocket(BackendProcess& p, const fs::path& socket, std::chrono::milliseconds timeout) {
@@ -205,10 +211,11 @@ Availability Check(Backend b) {
 // has completed INIT.
 class Session {
  public:
-  Session(Backend b, const TempDir& tmp, FrontendOptions opts)
+  Session(Backend b, const TempDir& tmp, FrontendOptions opts,
+          const std::vector<std::string>& extra_args = {})
       : shared_(tmp.path() / "shared"), socket_(tmp.path() / "vhost.sock") {
     fs::create_directory(shared_);
-    process_.emplace(BackendCommand(b, socket_, shared_), tmp.path() / "backend.log");
+    process_.emplace(BackendCommand(b, socket_, shared_, extra_args), tmp.path() / "backend.log");
     if (!WaitForSocket(*process_, socket_, 10s))
       throw std::runtime_error("backend did not create its socket (" + process_->exit_description() +
                                "): " + process_->log());
@@ -505,6 +512,24 @@ TEST_P(VhostFsTest, EventIdxAndSmallQueue) {
     }
   }
   EXPECT_EQ(s.fe().queue(1).in_flight(), 0u);
+}
+
+TEST_P(VhostFsTest, ConfigSpaceWithTag) {
+  if (GetParam() == Backend::kReferenceVirtiofsd)
+    GTEST_SKIP() << "the C virtiofsd has no --tag and no CONFIG protocol feature";
+  session_.reset();
+  TempDir tmp;
+  FrontendOptions opts;
+  opts.memory_size = 16u << 20;
+  opts.request_queues = 2;
+  Session s(GetParam(), tmp, opts, {"--tag", "svfs-test-tag"});
+  ASSERT_TRUE(s.fe().acked_protocol_features() & protocol_feature::kConfig);
+  auto config = s.fe().fs_config();
+  ASSERT_TRUE(config);
+  EXPECT_EQ(config->tag, "svfs-test-tag");
+  EXPECT_GE(config->num_request_queues, 1u);
+  ASSERT_EQ(s.client().init().error(), 0);
+  EXPECT_TRUE(s.client().getattr(FUSE_ROOT_ID).well_formed());
 }
 
 std::string ParamName(const ::testing::TestParamInfo<Backend>& info) {
