@@ -12,7 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev libcap-ng-dev libcli11-dev
   attr acl util-linux procps
-  qemu-system-common
+  qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
 )
 
 missing=()
