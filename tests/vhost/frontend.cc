@@ -262,8 +262,48 @@ VhostUserFrontend::~VhostUserFrontend() = default;
 
 void VhostUserFrontend::send_message(std::uint32_t request, std::span<const std::uint8_t> payload,
                                      std::span<const int> fds, bool need_reply) {
-  MessageHeader hdr{request, msg::kFlagVersion | (need_reply ? msg::kFlagNeedReply : 0u),
-                    static_cast<std::uint32_t>(payload.size())};
+  send_header(request, msg::kFlagVersion | (need_reply ? msg::kFlagNeedReply : 0u),
+              static_cast<std::uint32_t>(payload.size()), payload, fds);
+}
+
+void VhostUserFrontend::send_raw(std::uint32_t request, std::uint32_t flags,
+                                 std::span<const std::uint8_t> payload, std::span<const int> fds,
+                                 std::optional<std::uint32_t> declared_size) {
+  send_header(request, flags, declared_size.value_or(static_cast<std::uint32_t>(payload.size())),
+              payload, fds);
+}
+
+std::optional<std::vector<std::uint8_t>> VhostUserFrontend::wait_reply(
+    std::uint32_t request, std::chrono::milliseconds timeout) {
+  pollfd pfd{sock_.get(), POLLIN, 0};
+  if (::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
+  char probe;
+  if (::recv(sock_.get(), &probe, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) return std::nullopt;  // closed
+  try {
+    return receive_reply(request).payload;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+bool VhostUserFrontend::connection_closed(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    pollfd pfd{sock_.get(), POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (::poll(&pfd, 1, static_cast<int>(std::max<long long>(left.count(), 0))) <= 0) return false;
+    if (pfd.revents & (POLLHUP | POLLERR)) return true;
+    char buf[256];
+    ssize_t n = ::recv(sock_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    // Unexpected bytes (a stray reply) are discarded; keep waiting for EOF.
+  }
+}
+
+void VhostUserFrontend::send_header(std::uint32_t request, std::uint32_t flags, std::uint32_t size,
+                                    std::span<const std::uint8_t> payload, std::span<const int> fds) {
+  MessageHeader hdr{request, flags, size};
   iovec iov[2] = {{&hdr, sizeof(hdr)},
                   {const_cast<std::uint8_t*>(payload.data()), payload.size()}};
   msghdr mh{};

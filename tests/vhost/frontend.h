@@ -202,6 +202,17 @@ class VhostUserFrontend {
   };
   std::optional<FsConfig> fs_config() const { return fs_config_; }
 
+  // ---- Raw control messages for hostile tests. send_raw sends a header {request, flags,
+  // declared_size} followed by `payload` (declared_size defaults to payload.size() but may lie)
+  // with `fds` attached. wait_reply returns the payload of the next reply, or nullopt if none
+  // arrived within `timeout` or the backend closed the connection (see connection_closed()).
+  void send_raw(std::uint32_t request, std::uint32_t flags, std::span<const std::uint8_t> payload,
+                std::span<const int> fds = {}, std::optional<std::uint32_t> declared_size = {});
+  std::optional<std::vector<std::uint8_t>> wait_reply(std::uint32_t request,
+                                                      std::chrono::milliseconds timeout);
+  // True once the backend has closed its end (waits up to `timeout` for that to happen).
+  bool connection_closed(std::chrono::milliseconds timeout);
+
  private:
   struct Reply {
     std::uint32_t request, flags;
@@ -209,6 +220,8 @@ class VhostUserFrontend {
   };
   void send_message(std::uint32_t request, std::span<const std::uint8_t> payload,
                     std::span<const int> fds = {}, bool need_reply = false);
+  void send_header(std::uint32_t request, std::uint32_t flags, std::uint32_t size,
+                   std::span<const std::uint8_t> payload, std::span<const int> fds);
   Reply receive_reply(std::uint32_t request);
   std::uint64_t get_u64(std::uint32_t request);
   // Sends a "set" message and, when REPLY_ACK was negotiated, waits for its ack so the backend has

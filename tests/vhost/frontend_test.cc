@@ -129,6 +129,7 @@ class BackendProcess {
     }
   }
   std::string log() const { return ReadFile(log_); }
+  bool killed_by_signal() const { return exited_ && WIFSIGNALED(status_); }
   std::string exit_description() const {
     if (!exited_) return "running";
     if (WIFSIGNALED(status_)) return "killed by signal " + std::to_string(WTERMSIG(status_));
@@ -801,6 +802,155 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<HostileParam>& info) {
       return BackendName(std::get<0>(info.param)) + "_" +
              HostileCases().at(std::get<1>(info.param)).name;
+    });
+
+}  // namespace
+}  // namespace svfs::vhost
+
+namespace svfs::vhost {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Hostile control messages: malformed vhost-user messages after a completed handshake. The
+// backend may refuse them (REPLY_ACK with a non-zero status), ignore them, or drop the connection
+// (then it must exit cleanly, not by a signal); if it keeps the connection it must keep serving.
+
+struct ControlCase {
+  const char* name;
+  std::uint32_t request;
+  // Sends the message; `victim` is the ring index the case may damage.
+  std::function<void(VhostUserFrontend&, std::uint32_t request, std::uint32_t victim)> send;
+};
+
+constexpr std::uint32_t kNeedReply = msg::kFlagVersion | msg::kFlagNeedReply;
+
+template <typename... T>
+std::vector<std::uint8_t> Payload(const T&... values) {
+  std::vector<std::uint8_t> p;
+  (
+      [&] {
+        auto b = Bytes(values);
+        p.insert(p.end(), b.begin(), b.end());
+      }(),
+      ...);
+  return p;
+}
+
+std::vector<ControlCase> ControlCases() {
+  return {
+      {"UnknownRequest", 999,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t) {
+         fe.send_raw(req, kNeedReply, Payload(std::uint64_t{0}));
+       }},
+      {"BadVersionFlags", msg::kGetFeatures,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t) { fe.send_raw(req, 0x3, {}); }},
+      {"VringNumZero", msg::kSetVringNum,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         fe.send_raw(req, kNeedReply, Payload(v, std::uint32_t{0}));
+       }},
+      {"VringNumNotPowerOfTwo", msg::kSetVringNum,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         fe.send_raw(req, kNeedReply, Payload(v, std::uint32_t{100}));
+       }},
+      {"VringNumTooLarge", msg::kSetVringNum,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         fe.send_raw(req, kNeedReply, Payload(v, std::uint32_t{65536}));
+       }},
+      {"VringIndexOutOfRange", msg::kSetVringNum,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t) {
+         fe.send_raw(req, kNeedReply, Payload(std::uint32_t{4000}, std::uint32_t{256}));
+       }},
+      {"VringAddrOutsideMemory", msg::kSetVringAddr,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         std::uint64_t out = fe.memory().user_addr(fe.memory().size()) + (1u << 20);
+         fe.send_raw(req, kNeedReply,
+                     Payload(v, std::uint32_t{0}, out, out + 8192, out + 4096, std::uint64_t{0}));
+       }},
+      {"ShortPayload", msg::kSetVringNum,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         fe.send_raw(req, kNeedReply, Payload(v));  // 4 bytes where 8 are due
+       }},
+      {"OversizedPayload", msg::kSetVringBase,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         std::vector<std::uint8_t> p = Payload(v, std::uint32_t{0});
+         p.resize(4096, 0xee);
+         fe.send_raw(req, kNeedReply, p);
+       }},
+      {"MemTableTooManyRegions", msg::kSetMemTable,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t) {
+         fe.send_raw(req, kNeedReply, Payload(std::uint32_t{1000}, std::uint32_t{0}));
+       }},
+      {"MemTableWithoutFd", msg::kSetMemTable,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t) {
+         std::uint64_t region[4] = {0, 1u << 20, fe.memory().user_addr(0), 0};
+         fe.send_raw(req, kNeedReply, Payload(std::uint32_t{1}, std::uint32_t{0}, region));
+       }},
+      {"VringKickWithoutFd", msg::kSetVringKick,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t v) {
+         fe.send_raw(req, kNeedReply, Payload(std::uint64_t{v}));  // no fd, no "invalid fd" bit
+       }},
+      {"UnexpectedFds", msg::kGetFeatures,
+       [](VhostUserFrontend& fe, std::uint32_t req, std::uint32_t) {
+         int fds[3] = {fe.memory().fd(), fe.memory().fd(), fe.memory().fd()};
+         fe.send_raw(req, msg::kFlagVersion, {}, fds);
+       }},
+  };
+}
+
+class VhostControlHostileTest : public VhostBackendTestBase,
+                                public ::testing::TestWithParam<HostileParam> {
+ protected:
+  void SetUp() override {
+    Backend b = std::get<0>(GetParam());
+    if (b == Backend::kReferenceVirtiofsd && EnvOr("SVFS_VHOST_HOSTILE_REFERENCE", "0") != "1")
+      GTEST_SKIP() << "hostile messages are only sent to svfsd; set SVFS_VHOST_HOSTILE_REFERENCE=1";
+    Start(b);
+  }
+  void TearDown() override { Stop(); }
+};
+
+TEST_P(VhostControlHostileTest, NoCrashAndServingOrCleanExit) {
+  const ControlCase cc = ControlCases().at(std::get<1>(GetParam()));
+  bool two_request_queues = fe().queue_count() >= 3;
+  std::uint32_t victim = two_request_queues ? 1 : 0;
+  unsigned witness = two_request_queues ? 2 : 1;
+
+  cc.send(fe(), cc.request, victim);
+  auto reply = fe().wait_reply(cc.request, 1000ms);
+  std::string outcome = "no reply";
+  if (reply) {
+    outcome = "reply of " + std::to_string(reply->size()) + " bytes";
+    if (reply->size() == sizeof(std::uint64_t)) {
+      std::uint64_t v;
+      std::memcpy(&v, reply->data(), sizeof(v));
+      outcome += ", u64 " + std::to_string(v);
+    }
+  }
+  // Poke the victim ring too: a backend that accepted e.g. ring addresses outside guest memory
+  // must not fault when it next looks at that ring.
+  fe().queue(victim).kick();
+  BackendProcess& p = session_->process();
+  if (fe().connection_closed(300ms)) {
+    outcome += "; connection closed";
+    p.wait_exit(3s);
+    EXPECT_FALSE(p.killed_by_signal()) << p.exit_description() << "\n" << p.log();
+  } else {
+    ASSERT_TRUE(p.alive()) << p.exit_description() << "\n" << p.log();
+    FuseReply r = client().send(client().getattr_request(FUSE_ROOT_ID, witness), 3000ms);
+    EXPECT_TRUE(r.well_formed()) << "no answer on queue " << witness << " after " << cc.name;
+    outcome += "; still serving";
+  }
+  RecordProperty("outcome", outcome);
+  std::cerr << "[" << cc.name << "] " << outcome << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, VhostControlHostileTest,
+    ::testing::Combine(::testing::Values(Backend::kSvfsd, Backend::kReferenceVirtiofsd),
+                       ::testing::Range<std::size_t>(0, ControlCases().size())),
+    [](const ::testing::TestParamInfo<HostileParam>& info) {
+      return BackendName(std::get<0>(info.param)) + "_" +
+             ControlCases().at(std::get<1>(info.param)).name;
     });
 
 }  // namespace
