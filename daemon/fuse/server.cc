@@ -735,6 +735,14 @@ void Server::do_interrupt(Call& call) {
   pthread_kill(it->second.thread, kInterruptSignal);
 }
 
+void Server::interrupt_blocked_requests() {
+  std::lock_guard lock(blocking_mutex_);
+  for (auto& [unique, blocking] : blocking_) {
+    blocking.interrupted->store(true, std::memory_order_release);
+    pthread_kill(blocking.thread, kInterruptSignal);
+  }
+}
+
 void Server::register_blocking(uint64_t unique, std::atomic<bool>* flag) {
   std::lock_guard lock(blocking_mutex_);
   blocking_[unique] = Blocking{flag, pthread_self()};

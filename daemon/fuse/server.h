@@ -52,6 +52,10 @@ class Server {
               ReplyChannel& channel);
 
   const RequestStats& stats() const { return stats_; }
+
+  // Wakes every request blocked in a lock wait; each fails with EINTR. Used when a queue stops
+  // (device reset, disconnect), where waiting for the lock holder could take forever.
+  void interrupt_blocked_requests();
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }
   // The protocol minor agreed in INIT (0 before).
   uint32_t negotiated_minor() const { return negotiated_.minor; }

@@ -918,9 +918,14 @@ void VhostUserBackend::stop_queue(Queue& queue) {
   }
   queue.thread.join();
   {
-    // Chains the pool still serves must complete before the ring or the memory changes.
+    // Chains still served off the queue thread must complete before the ring or the memory
+    // changes. Lock waits among them would never end by themselves: they are interrupted
+    // (EINTR to the guest), again in case one had not started waiting yet.
     std::unique_lock lock(queue.inflight_mutex);
-    queue.inflight_cv.wait(lock, [&] { return queue.inflight == 0; });
+    while (!queue.inflight_cv.wait_for(lock, std::chrono::milliseconds(50),
+                                       [&] { return queue.inflight == 0; })) {
+      server_.interrupt_blocked_requests();
+    }
   }
   uint64_t drained;
   while (::read(queue.stop.get(), &drained, sizeof(drained)) > 0) {
@@ -1003,6 +1008,17 @@ void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& 
   complete(static_cast<uint32_t>(channel.written()));
 }
 
+namespace {
+
+bool IsLockWait(const Chain& chain) {
+  fuse_in_header in{};
+  if (!chain.error.empty() || chain.readable_bytes < sizeof(in)) return false;
+  GatherFrom(chain.readable, 0, &in, sizeof(in));
+  return in.opcode == FUSE_SETLKW;
+}
+
+}  // namespace
+
 void VhostUserBackend::queue_thread(uint32_t index) {
   if (options_.thread_init) options_.thread_init();
   Queue& queue = *queues_[index];
@@ -1012,19 +1028,34 @@ void VhostUserBackend::queue_thread(uint32_t index) {
   WorkerPool* pool = index == kHiprioQueue ? nullptr : pool_.get();
   Buffers buffers;
   Chain chain;
+  auto finish_off_thread = [this, index] {
+    Queue& q = *queues_[index];
+    std::lock_guard lock(q.inflight_mutex);
+    if (--q.inflight == 0) q.inflight_cv.notify_all();
+  };
   auto handle_chain = [&]() {
-    if (pool == nullptr) return serve_chain(index, chain, buffers);
+    // A lock wait (SETLKW) may block until another request unlocks: it gets a thread of its
+    // own, so neither this queue nor the pool can deadlock behind it.
+    bool may_block = index != kHiprioQueue && IsLockWait(chain);
+    if (pool == nullptr && !may_block) return serve_chain(index, chain, buffers);
     {
       std::lock_guard lock(queue.inflight_mutex);
       ++queue.inflight;
     }
     auto job = std::make_shared<Chain>(std::move(chain));
     chain = Chain();
-    pool->submit([this, index, job](Buffers& worker_buffers) {
+    if (may_block) {
+      std::thread([this, index, job, finish_off_thread] {
+        if (options_.thread_init) options_.thread_init();
+        Buffers waiter_buffers;
+        serve_chain(index, *job, waiter_buffers);
+        finish_off_thread();
+      }).detach();
+      return;
+    }
+    pool->submit([this, index, job, finish_off_thread](Buffers& worker_buffers) {
       serve_chain(index, *job, worker_buffers);
-      Queue& q = *queues_[index];
-      std::lock_guard lock(q.inflight_mutex);
-      if (--q.inflight == 0) q.inflight_cv.notify_all();
+      finish_off_thread();
     });
   };
 
