@@ -40,6 +40,12 @@ bool SetupLogging(const svfs::Options& options) {
 }
 
 // Serves a vhost-user frontend until it disconnects (exit 0, as virtiofsd) or SIGTERM/SIGINT.
+// The per-opcode table, on SIGUSR1 and once more at exit (demos and benchmarks read it).
+void PrintStats(const svfs::fuse::Server& server) {
+  std::fputs(server.stats().format_table().c_str(), stderr);
+  std::fflush(stderr);
+}
+
 int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
                  const sigset_t& signals) {
   svfs::transport::vhost_user::BackendOptions backend_options{
@@ -82,8 +88,7 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGUSR1) {
-      std::fputs(server.stats().format_table().c_str(), stderr);
-      std::fflush(stderr);
+      PrintStats(server);
       continue;
     }
     if (!finished.load(std::memory_order_acquire)) {
@@ -99,6 +104,7 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
     return 1;
   }
   spdlog::info("stopped after {} requests", server.stats().total());
+  PrintStats(server);
   return 0;
 }
 
@@ -151,8 +157,7 @@ int main(int argc, char** argv) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGUSR1) {
-      std::fputs(server.stats().format_table().c_str(), stderr);
-      std::fflush(stderr);
+      PrintStats(server);
       continue;
     }
     spdlog::info("signal {}: unmounting {}", strsignal(sig), options.mountpoint);
@@ -160,5 +165,6 @@ int main(int argc, char** argv) {
   }
   (*session)->stop();
   spdlog::info("stopped after {} requests", server.stats().total());
+  PrintStats(server);
   return 0;
 }
