@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Benchmarks svfsd against the C virtiofsd through the vhost-user frontend in tests/vhost (no guest,
+# no QEMU): for each backend x depth {1,16} x request queues {1,2} (virtiofsd: 1 queue only) it starts
+# the daemon on a fresh temporary tree, runs svfs_vhost_bench, stops the daemon; then measures the
+# bare-syscall floor (svfs_vhost_bench --floor) and prints one table.
+#
+#   tests/bench/run-vhost-bench.sh [--seconds S] [--no-build] [--out FILE]
+#
+# Environment: BUILD_DIR (default <repo>/build), SVFS_VHOST_VIRTIOFSD (default
+# /usr/lib/qemu/virtiofsd), BENCH_DEPTHS ("1 16"), BENCH_QUEUES ("1 2"), BENCH_DIR_ENTRIES (1000),
+# BENCH_TMP (parent of the temporary trees, default $TMPDIR or /tmp; pick the file system you want
+# measured). Default run: 2 s per row, about 2-3 minutes.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build=${BUILD_DIR:-$repo/build}
+virtiofsd=${SVFS_VHOST_VIRTIOFSD:-/usr/lib/qemu/virtiofsd}
+depths=${BENCH_DEPTHS:-1 16}
+queues_list=${BENCH_QUEUES:-1 2}
+entries=${BENCH_DIR_ENTRIES:-1000}
+seconds=2
+do_build=1
+out=
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --seconds) seconds=$2; shift 2 ;;
+    --no-build) do_build=0; shift ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds S] [--no-build] [--out FILE]" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[bench $(date +%T)] $*" >&2; }
+
+if [[ $do_build == 1 ]]; then
+  log "building svfsd and svfs_vhost_bench in $build (-j2)"
+  cmake --build "$build" -j2 --target svfsd svfs_vhost_bench >&2
+fi
+svfsd=$build/daemon/svfsd
+bench=$build/tests/svfs_vhost_bench
+[[ -x $svfsd && -x $bench ]] || { echo "missing $svfsd or $bench" >&2; exit 1; }
+have_c=1
+[[ -x $virtiofsd ]] || { log "no C virtiofsd at $virtiofsd: its columns stay empty"; have_c=0; }
+
+work=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/svfs-vhost-bench.XXXXXX")
+daemon_pid=
+cleanup() {
+  if [[ -n $daemon_pid ]]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# run_cell BACKEND DEPTH QUEUES: results in $work/BACKEND-dDEPTH-qQUEUES.tsv
+run_cell() {
+  local backend=$1 depth=$2 q=$3
+  local cell=$work/$backend-d$depth-q$q
+  mkdir -p "$cell/shared"
+  case $backend in
+    svfsd) "$svfsd" --socket-path "$cell/sock" --shared-dir "$cell/shared" --cache auto >"$cell/daemon.log" 2>&1 & ;;
+    virtiofsd) "$virtiofsd" --socket-path="$cell/sock" -o source="$cell/shared" -o cache=auto \
+                 -o sandbox=chroot >"$cell/daemon.log" 2>&1 & ;;
+  esac
+  daemon_pid=$!
+  for _ in $(seq 100); do [[ -S $cell/sock ]] && break; sleep 0.05; done
+  log "$backend depth $depth queues $q: running ($seconds s per row)"
+  if ! "$bench" --socket "$cell/sock" --seconds "$seconds" --depth "$depth" --queues "$q" \
+        --dir-entries "$entries" --tsv >"$cell/out" 2>"$cell/err"; then
+    log "$backend depth $depth queues $q: FAILED: $(tail -1 "$cell/err")"
+  fi
+  grep -v '^ROW\|^ENTRIES' "$cell/out" | sed "s/^/    /" >&2 || true
+  grep '^ROW' "$cell/out" | cut -f2- >"$cell.tsv" || true
+  grep '^ENTRIES' "$cell/out" | cut -f2 >"$work/entries" 2>/dev/null || true
+  kill "$daemon_pid" 2>/dev/null || true
+  wait "$daemon_pid" 2>/dev/null || true
+  daemon_pid=
+  rm -rf "$cell"
+}
+
+for d in $depths; do
+  for q in $queues_list; do run_cell svfsd "$d" "$q"; done
+  if [[ $have_c == 1 ]]; then run_cell virtiofsd "$d" 1; fi
+done
+
+readdir_entries=$(cat "$work/entries" 2>/dev/null || echo 0)
+log "syscall floor (single thread, $seconds s per row, READDIRPLUS = $readdir_entries entries)"
+mkdir -p "$work/floor"
+"$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
+  --readdir-entries "$readdir_entries" --tsv >"$work/floor.out"
+grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2
+grep '^ROW' "$work/floor.out" | cut -f2- >"$work/floor.tsv"
+
+table() {
+  echo "Host-only vhost-user benchmark ($(nproc) cores, $(uname -r)), $seconds s per row, directory of $entries entries"
+  echo "(READDIRPLUS op = one 64 KiB reply = $readdir_entries entries). Latency = p50/p99 of one batch round trip"
+  echo "(depth requests per queue in flight; CREATE+UNLINK: one create/release/unlink/forget cycle); floor = bare"
+  echo "syscalls, one thread, per-op latency."
+  echo
+  printf '| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n' \
+    row depth queues "svfsd req/s" "svfsd p50/p99 us" "virtiofsd req/s" "vfsd p50/p99 us" "svfsd/vfsd" "floor ops/s" "svfsd/floor"
+  echo '|---------------|------:|-------:|-------------:|------------------:|----------------:|------------------:|----------:|------------:|------------:|'
+  for row in LOOKUP GETATTR READDIRPLUS CREATE+UNLINK "READ 4K" "WRITE 4K"; do
+    for d in $depths; do
+      for q in $queues_list; do
+        awk -F'\t' -v row="$row" -v d="$d" -v q="$q" '
+          FILENAME ~ /floor.tsv$/ { if ($1 == row) { fl = $2 } ; next }
+          FILENAME ~ /virtiofsd/  { if ($1 == row) { c = $2; cl = sprintf("%.0f/%.0f", $3, $4) } ; next }
+          { if ($1 == row) { s = $2; sl = sprintf("%.0f/%.0f", $3, $4) } }
+          END {
+            printf "| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n", row, d, q,
+              s == "" ? "-" : s, sl == "" ? "-" : sl, c == "" ? "-" : c, cl == "" ? "-" : cl,
+              (s != "" && c != "") ? sprintf("%.2fx", s / c) : "-",
+              fl == "" ? "-" : fl, (s != "" && fl != "") ? sprintf("%.2f", s / fl) : "-"
+          }' "$work/svfsd-d$d-q$q.tsv" \
+             $( [[ -f $work/virtiofsd-d$d-q1.tsv ]] && echo "$work/virtiofsd-d$d-q1.tsv" ) \
+             "$work/floor.tsv"
+      done
+    done
+  done
+}
+
+if [[ -n $out ]]; then table | tee "$out"; else table; fi
