@@ -480,19 +480,29 @@ Result<std::string> PassthroughFs::readlink(const Context&, NodeId node) {
 // ---------------------------------------------------------------------------------------------
 // Namespace operations
 
-template <typename F>
-Result<Entry> PassthroughFs::MakeNode(const Context& ctx, NodeId parent, std::string_view name,
-                                      F&& make) {
+// The directory a name is created in or removed from: the name checked, the share writable,
+// the parent's inode and an O_PATH fd on it.
+Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> PassthroughFs::DirForNameChange(
+    NodeId parent, std::string_view name) const {
   if (!ValidName(name)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
   auto dir = GetInode(parent);
   if (!dir) return Err(dir.error());
   auto dir_fd = (*dir)->path_fd();
   if (!dir_fd) return Err(dir_fd.error());
+  return std::pair{std::move(*dir), std::move(*dir_fd)};
+}
+
+template <typename F>
+Result<Entry> PassthroughFs::MakeNode(const Context& ctx, NodeId parent, std::string_view name,
+                                      F&& make) {
+  auto target = DirForNameChange(parent, name);
+  if (!target) return Err(target.error());
+  auto& [dir, dir_fd] = *target;
   const std::string cname(name);
-  auto r = AsGuest(ctx, [&] { return make(dir_fd->get(), cname.c_str()); });
+  auto r = AsGuest(ctx, [&] { return make(dir_fd.get(), cname.c_str()); });
   if (!r) return Err(r.error());
-  return DoLookup(**dir, name);
+  return DoLookup(*dir, name);
 }
 
 Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target, NodeId parent,
@@ -520,14 +530,11 @@ Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::strin
 
 Status PassthroughFs::RemoveName(const Context& ctx, NodeId parent, std::string_view name,
                                  int flags) {
-  if (!ValidName(name)) return Err(EINVAL);
-  if (config_.readonly) return Err(EROFS);
-  auto dir = GetInode(parent);
-  if (!dir) return Err(dir.error());
-  auto dir_fd = (*dir)->path_fd();
-  if (!dir_fd) return Err(dir_fd.error());
+  auto target = DirForNameChange(parent, name);
+  if (!target) return Err(target.error());
+  auto& [dir, dir_fd] = *target;
   const std::string cname(name);
-  auto r = AsGuest(ctx, [&] { return ::unlinkat(dir_fd->get(), cname.c_str(), flags); });
+  auto r = AsGuest(ctx, [&] { return ::unlinkat(dir_fd.get(), cname.c_str(), flags); });
   if (!r) return Err(r.error());
   return {};
 }
@@ -622,20 +629,17 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
 
 Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std::string_view name,
                                           uint32_t mode, uint32_t flags, uint32_t umask) {
-  if (!ValidName(name)) return Err(EINVAL);
-  if (config_.readonly) return Err(EROFS);
-  auto dir = GetInode(parent);
-  if (!dir) return Err(dir.error());
-  auto dir_fd = (*dir)->path_fd();
-  if (!dir_fd) return Err(dir_fd.error());
+  auto target = DirForNameChange(parent, name);
+  if (!target) return Err(target.error());
+  auto& [dir, dir_fd] = *target;
   int host_flags = HostOpenFlags(flags, true) | O_CREAT | O_NOFOLLOW;
   host_flags &= ~__O_TMPFILE;
   const std::string cname(name);
   auto fd = AsGuest(ctx, [&] {
-    return ::openat(dir_fd->get(), cname.c_str(), host_flags, (mode & 07777) & ~umask);
+    return ::openat(dir_fd.get(), cname.c_str(), host_flags, (mode & 07777) & ~umask);
   });
   if (!fd) return Err(fd.error());
-  return CreateEntryAndHandle(UniqueFd(*fd), **dir, host_flags, flags);
+  return CreateEntryAndHandle(UniqueFd(*fd), *dir, host_flags, flags);
 }
 
 Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, uint32_t mode,

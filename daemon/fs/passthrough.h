@@ -165,6 +165,8 @@ class PassthroughFs : public FileSystem {
   template <typename F>
   Result<Entry> MakeNode(const Context& ctx, NodeId parent, std::string_view name, F&& make);
   Status RemoveName(const Context& ctx, NodeId parent, std::string_view name, int flags);
+  Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> DirForNameChange(
+      NodeId parent, std::string_view name) const;
   // CREATE/TMPFILE: entry for the opened file `fd` plus a handle owning it.
   Result<EntryOpened> CreateEntryAndHandle(UniqueFd fd, const InodeData& parent, int host_flags,
                                            uint32_t guest_flags);
