@@ -11,7 +11,8 @@ namespace {
 
 constexpr const char* kFooter = R"(
 C virtiofsd dialect (-o, comma-separated, repeatable):
-  source=DIR  cache=none|auto|always  timeout=SECONDS  xattr|no_xattr  flock|no_flock
+  source=DIR  cache=none|auto|always|shared  versiond_socket=PATH  timeout=SECONDS
+  xattr|no_xattr  flock|no_flock
   posix_lock|no_posix_lock  writeback|no_writeback  announce_submounts  readdirplus
   allow_direct_io|no_allow_direct_io  log_level=debug|info|warn|err  sandbox=none
   -f (foreground; always the case)  -d (debug logging)
@@ -22,7 +23,11 @@ Refused because svfsd does not implement them yet (never silently ignored): --xa
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
-frontend disconnects. --mount MOUNTPOINT serves the host's /dev/fuse instead.)";
+frontend disconnects. --mount MOUNTPOINT serves the host's /dev/fuse instead.
+
+Shared versions (--cache shared): svfsd attaches to svfs-versiond (--versiond-socket), tags
+replies with version-table slots for a guest that negotiates them and serves any other guest as
+cache=none. Without versiond it keeps serving, unversioned, and re-attaches when it returns.)";
 
 [[noreturn]] void Fail(const std::string& message) {
   throw CLI::ValidationError(message);
@@ -47,7 +52,9 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
     options.fs.shared_dir = std::string(value);
   } else if (key == "cache") {
     cache = fs::ParseCacheMode(value);
-    if (!cache) Fail(fmt::format("-o cache={}: expected none, auto or always", value));
+    if (!cache) Fail(fmt::format("-o cache={}: expected none, auto, always or shared", value));
+  } else if (key == "versiond_socket") {
+    options.versiond_socket = std::string(value);
   } else if (key == "timeout") {
     char* end = nullptr;
     std::string text(value);
@@ -133,8 +140,15 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       ->type_name("GROUP");
   app.add_option("--tag", options.tag, "virtio-fs tag reported in the device config")
       ->type_name("TAG");
-  app.add_option("--cache", cache_name, "Cache mode: never|none|metadata|auto|always (default auto)")
+  app.add_option("--cache", cache_name,
+                 "Cache mode: never|none|metadata|auto|always|shared (default auto)")
       ->type_name("MODE");
+  bool shared_versions = false;
+  app.add_flag("--shared-versions", shared_versions,
+               "Shared versions with svfs-versiond (same as --cache shared)");
+  app.add_option("--versiond-socket", options.versiond_socket,
+                 "svfs-versiond socket for --cache shared (default /run/svfs/versiond.sock)")
+      ->type_name("PATH");
   app.add_option("--thread-pool-size", options.thread_pool_size,
                  "Worker threads (--mount: default 4; vhost-user: 0, each queue's thread serves its requests)")
       ->type_name("N");
@@ -200,7 +214,16 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     }
     if (!cache_name.empty()) {
       cache = fs::ParseCacheMode(cache_name);
-      if (!cache) Fail(fmt::format("--cache {}: expected never, metadata, auto or always", cache_name));
+      if (!cache) {
+        Fail(fmt::format("--cache {}: expected never, metadata, auto, always or shared", cache_name));
+      }
+    }
+    if (shared_versions) {
+      if (cache && *cache != fs::CacheMode::kShared) {
+        Fail(fmt::format("--shared-versions conflicts with cache mode {}",
+                         fs::CacheModeName(*cache)));
+      }
+      cache = fs::CacheMode::kShared;
     }
     std::optional<uint64_t> timeout_ns;
     if (timeout_s) timeout_ns = static_cast<uint64_t>(*timeout_s * 1e9);

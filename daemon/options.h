@@ -19,6 +19,9 @@ struct Options {
   int fd = -1;
   std::string mountpoint;  // svfs: serve through the host's /dev/fuse on this directory
 
+  // --cache shared: where svfs-versiond listens.
+  std::string versiond_socket = "/run/svfs/versiond.sock";
+
   std::string socket_group;
   std::string tag;
   unsigned thread_pool_size = 0;

@@ -7,7 +7,8 @@ constexpr uint64_t kSecond = 1'000'000'000ULL;
 
 uint64_t DefaultTimeoutNs(CacheMode mode) {
   switch (mode) {
-    case CacheMode::kNone: return 0;
+    case CacheMode::kNone:
+    case CacheMode::kShared: return 0;
     case CacheMode::kAuto: return 1 * kSecond;
     case CacheMode::kMetadata:
     case CacheMode::kAlways: return 86400 * kSecond;
@@ -22,6 +23,7 @@ std::optional<CacheMode> ParseCacheMode(std::string_view name) {
   if (name == "metadata") return CacheMode::kMetadata;
   if (name == "auto") return CacheMode::kAuto;
   if (name == "always") return CacheMode::kAlways;
+  if (name == "shared") return CacheMode::kShared;
   return std::nullopt;
 }
 
@@ -31,16 +33,21 @@ std::string_view CacheModeName(CacheMode mode) {
     case CacheMode::kMetadata: return "metadata";
     case CacheMode::kAuto: return "auto";
     case CacheMode::kAlways: return "always";
+    case CacheMode::kShared: return "shared";
   }
   return "?";
 }
 
 CachePolicy::CachePolicy(CacheMode mode, std::optional<uint64_t> timeout_override_ns)
-    : mode_(mode), timeout_ns_(timeout_override_ns.value_or(DefaultTimeoutNs(mode))) {}
+    : mode_(mode),
+      // An unnegotiated shared-mode session must stay exactly cache=none, whatever -o timeout says.
+      timeout_ns_(mode == CacheMode::kShared ? 0
+                                             : timeout_override_ns.value_or(DefaultTimeoutNs(mode))) {}
 
 uint32_t CachePolicy::file_open_flags(bool direct_io_requested) const {
   switch (mode_) {
     case CacheMode::kNone:
+    case CacheMode::kShared:
     case CacheMode::kMetadata: return FOPEN_DIRECT_IO;
     case CacheMode::kAuto: return direct_io_requested ? FOPEN_DIRECT_IO : 0;
     case CacheMode::kAlways: return direct_io_requested ? FOPEN_DIRECT_IO : FOPEN_KEEP_CACHE;
@@ -53,6 +60,7 @@ uint32_t CachePolicy::dir_open_flags() const {
     case CacheMode::kMetadata:
     case CacheMode::kAlways: return FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE;
     case CacheMode::kNone:
+    case CacheMode::kShared:
     case CacheMode::kAuto: return 0;
   }
   return 0;

@@ -9,7 +9,10 @@
 
 namespace svfs::fs {
 
-enum class CacheMode { kNone, kMetadata, kAuto, kAlways };
+// kShared: shared versions (docs/protocol.md). Its policy here is what a guest that did not
+// negotiate them gets, exactly cache=none; PassthroughFs switches to versioned replies when the
+// INIT flag is agreed.
+enum class CacheMode { kNone, kMetadata, kAuto, kAlways, kShared };
 
 // Accepts the Rust virtiofsd names (never|metadata|auto|always) and the C dialect's "none".
 std::optional<CacheMode> ParseCacheMode(std::string_view name);
@@ -31,7 +34,7 @@ class CachePolicy {
   uint32_t file_open_flags(bool direct_io_requested) const;
   uint32_t dir_open_flags() const;
   // none disables READDIRPLUS (every lookup goes to the daemon anyway).
-  bool readdirplus() const { return mode_ != CacheMode::kNone; }
+  bool readdirplus() const { return mode_ != CacheMode::kNone && mode_ != CacheMode::kShared; }
   // The kernel drops cached pages when size or mtime changed (FUSE_AUTO_INVAL_DATA): auto only.
   bool auto_inval_data() const { return mode_ == CacheMode::kAuto; }
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -40,14 +41,23 @@ struct Context {
   bool is_interrupted() const { return interrupted && interrupted->load(std::memory_order_acquire); }
 };
 
+// A shared-version tag (docs/protocol.md, "Shared versions"): the slot of the host inode in the
+// version table and the slot's value sampled before the metadata was read. index 0: none.
+struct Version {
+  uint64_t index = 0;
+  uint64_t value = 0;
+};
+
 // Attributes of an inode plus the cache lifetime the reply gives them.
 struct Attr {
   struct stat st {};
   uint32_t flags = 0;          // FUSE_ATTR_SUBMOUNT, FUSE_ATTR_DAX
   uint64_t timeout_ns = 0;     // attr_valid
+  Version version;             // sent only when shared versions were negotiated
 };
 
-// A LOOKUP-style reply. node == 0 is a negative entry (cacheable for entry_timeout_ns).
+// A LOOKUP-style reply. node == 0 is a negative entry (cacheable for entry_timeout_ns). With
+// shared versions, attr.version tags the entry (for a negative entry it is zero).
 struct Entry {
   NodeId node = 0;
   uint64_t generation = 0;
@@ -129,9 +139,19 @@ struct Negotiated {
   uint32_t max_write = 0;
 };
 
+// The version table a filesystem in shared-versions mode announces in the INIT reply.
+struct VersionTableId {
+  std::array<uint8_t, 16> uuid{};
+  uint64_t generation = 0;
+};
+
 class FileSystem {
  public:
   virtual ~FileSystem() = default;
+
+  // The table behind the versions this filesystem would send, asked during INIT after init()
+  // returned protocol::kInitSharedVersions; nullopt withdraws the flag.
+  virtual std::optional<VersionTableId> version_table() const { return std::nullopt; }
 
   // INIT: `offered` are the kernel's flags (flags2 << 32 | flags). Returns the flags the
   // filesystem wants enabled; the server masks them with what the kernel offered.

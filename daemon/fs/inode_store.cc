@@ -31,6 +31,13 @@ std::shared_ptr<InodeData> InodeStore::Get(NodeId id) const {
   return it == by_id_.end() ? nullptr : it->second.data;
 }
 
+std::shared_ptr<InodeData> InodeStore::Find(const InodeKey& key) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return nullptr;
+  return by_id_.at(it->second).data;
+}
+
 std::shared_ptr<InodeData> InodeStore::Acquire(std::shared_ptr<InodeData> candidate) {
   std::shared_ptr<InodeData> result;
   {
@@ -79,19 +86,33 @@ void InodeStore::Forget(NodeId id, uint64_t count) {
     }
     by_id_.erase(it);
   }
+  if (on_evict_) on_evict_(*freed);
   spdlog::debug("inode {} freed", id);
 }
 
 void InodeStore::Clear() {
   std::unordered_map<NodeId, Slot> dropped;  // destroyed after the lock is released
-  std::lock_guard lock(mutex_);
-  auto root = by_id_.extract(kRootNodeId);
-  dropped.swap(by_id_);
-  by_key_.clear();
-  if (!root.empty()) {
-    by_key_[root.mapped().data->key] = kRootNodeId;
-    by_id_.insert(std::move(root));
+  {
+    std::lock_guard lock(mutex_);
+    auto root = by_id_.extract(kRootNodeId);
+    dropped.swap(by_id_);
+    by_key_.clear();
+    if (!root.empty()) {
+      by_key_[root.mapped().data->key] = kRootNodeId;
+      by_id_.insert(std::move(root));
+    }
   }
+  if (on_evict_) {
+    for (auto& [id, slot] : dropped) on_evict_(*slot.data);
+  }
+}
+
+std::vector<std::shared_ptr<InodeData>> InodeStore::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::shared_ptr<InodeData>> all;
+  all.reserve(by_id_.size());
+  for (const auto& [id, slot] : by_id_) all.push_back(slot.data);
+  return all;
 }
 
 uint64_t InodeStore::RefCount(NodeId id) const {

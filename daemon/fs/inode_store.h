@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -57,6 +58,10 @@ struct InodeData {
   UniqueFd fd;           // O_PATH|O_NOFOLLOW; invalid when `handle` is set
   std::optional<FileHandle> handle;
   std::shared_ptr<const UniqueFd> mount_fd;  // for open_by_handle_at; set with `handle`
+  // Shared-versions bookkeeping, owned by the VersionTracker (daemon/fs/version_tracker.h): the
+  // inode's slot in the version table and the versiond session that granted it. The one mutable
+  // field, hence atomic.
+  mutable std::atomic<uint64_t> version_ref{0};
 
   // An O_PATH fd for this inode: the held fd, or the file handle reopened.
   Result<InodeFd> path_fd() const;
@@ -86,6 +91,8 @@ class InodeStore {
 
   // Returns the inode for `id`, or nullptr if unknown.
   std::shared_ptr<InodeData> Get(NodeId id) const;
+  // Returns the inode with `key`, or nullptr if the store has none.
+  std::shared_ptr<InodeData> Find(const InodeKey& key) const;
 
   // Takes one lookup reference on the inode with `candidate->key`: if the store already has one,
   // that inode is returned (and `candidate` is discarded); otherwise `candidate` gets a fresh
@@ -98,6 +105,12 @@ class InodeStore {
 
   // Drops every node but the root (DESTROY: the kernel forgets everything).
   void Clear();
+
+  // Called (outside the lock) for every node that leaves the store: FORGET to zero and Clear.
+  // Set once, before the store is shared between threads.
+  void SetEvictionHook(std::function<void(const InodeData&)> hook) { on_evict_ = std::move(hook); }
+  // Every node currently in the store, root included.
+  std::vector<std::shared_ptr<InodeData>> Snapshot() const;
 
   // Current lookup count of `id` (0 if unknown); for tests and debugging.
   uint64_t RefCount(NodeId id) const;
@@ -114,6 +127,7 @@ class InodeStore {
   std::unordered_map<NodeId, Slot> by_id_;   // guarded by mutex_
   std::map<InodeKey, NodeId> by_key_;        // guarded by mutex_
   NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
+  std::function<void(const InodeData&)> on_evict_;
 };
 
 // Descriptors used as mount_fd for open_by_handle_at, one per mount id.

@@ -1,5 +1,7 @@
 #include "daemon/fs/passthrough.h"
 
+#include "protocol/shared_versions.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -27,6 +29,10 @@ constexpr uint64_t kDirectIoAllowMmap = FUSE_DIRECT_IO_ALLOW_MMAP;
 #else
 constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
 #endif
+
+// With shared versions the guest checks a reply's version instead of its age: attributes tagged
+// with a slot may be cached this long (they are dropped as soon as the slot moves).
+constexpr uint64_t kVersionedTimeoutNs = 86400ULL * 1'000'000'000ULL;
 
 // fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
 constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
@@ -133,7 +139,8 @@ void HandleTable::Clear() {
 PassthroughFs::PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd)
     : config_(std::move(config)), proc_self_fd_(std::move(proc_self_fd)) {}
 
-Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig config) {
+Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig config,
+                                                             VersionTracker* versions) {
   int root = ::open(config.shared_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root < 0) {
     int err = errno;
@@ -156,6 +163,11 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   ::umask(0);
 
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), UniqueFd(proc)));
+  if (versions) {
+    fs->versions_ = versions;
+    // A node the kernel forgot no longer needs its slot.
+    fs->inodes_.SetEvictionHook([versions](const InodeData& inode) { versions->untrack(inode); });
+  }
 
   if (fs->config_.file_handles != InodeFileHandles::kNever) {
     // Probe: can we make a handle of the root and open it again (needs CAP_DAC_READ_SEARCH)?
@@ -189,6 +201,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   root_inode->key = KeyOf(*stx);
   root_inode->file_type = stx->stx_mode & S_IFMT;
   root_inode->fd = std::move(root_fd);  // the root always keeps its fd
+  if (fs->versions_) fs->versions_->track(*root_inode);
   fs->inodes_.SetRoot(std::move(root_inode));
   spdlog::debug("passthrough: sharing {} (cache {})", fs->config_.shared_dir,
                 CacheModeName(fs->config_.cache.mode()));
@@ -209,7 +222,27 @@ uint64_t PassthroughFs::init(uint64_t offered) {
   // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
   // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
   want |= kDirectIoAllowMmap;
+  if (cache.mode() == CacheMode::kShared && versions_ &&
+      (offered & protocol::kInitSharedVersions) && versions_->table()) {
+    // The guest validates its caches against the table: let it cache like cache=always.
+    want |= protocol::kInitSharedVersions | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
+            FUSE_CACHE_SYMLINKS;
+  }
   return want & offered;
+}
+
+void PassthroughFs::initialized(const Negotiated& negotiated) {
+  bool versioned = (negotiated.flags & protocol::kInitSharedVersions) != 0;
+  versioned_replies_.store(versioned, std::memory_order_relaxed);
+  if (config_.cache.mode() == CacheMode::kShared) {
+    spdlog::info("shared versions {}", versioned ? "negotiated: replies carry versions"
+                                                 : "not negotiated: serving as cache=none");
+  }
+}
+
+std::optional<VersionTableId> PassthroughFs::version_table() const {
+  if (config_.cache.mode() != CacheMode::kShared || !versions_) return std::nullopt;
+  return versions_->table();
 }
 
 void PassthroughFs::destroy() {
@@ -295,7 +328,7 @@ Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
                              uint64_t own_mnt_id) const {
   Attr attr;
   attr.st = StatFromStatx(stx);
-  attr.timeout_ns = config_.cache.attr_timeout_ns();
+  SetTimeouts(attr);
   if (config_.announce_submounts && S_ISDIR(stx.stx_mode) && parent &&
       parent->key.mnt_id != own_mnt_id) {
     attr.flags |= FUSE_ATTR_SUBMOUNT;
@@ -308,12 +341,60 @@ Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
   if (!stx) return Err(stx.error());
   auto candidate = MakeInode(std::move(fd), *stx, parent);
   if (!candidate) return Err(candidate.error());
+  const InodeData* fresh = candidate->get();
   auto inode = inodes_.Acquire(std::move(*candidate));
   Entry entry;
   entry.node = inode->id;
-  entry.attr = MakeAttr(*stx, parent, MntId(*stx));
-  entry.entry_timeout_ns = config_.cache.entry_timeout_ns();
+  if (versions_) {
+    if (inode.get() == fresh) versions_->track(*inode);
+    Version version = versions_->sample(*inode);
+    if (version.index != 0) {
+      // The stat above predates the sample: read the attributes again, after it.
+      auto path_fd = inode->path_fd();
+      auto again = path_fd ? StatxFd(path_fd->get()) : Result<struct statx>(Err(path_fd.error()));
+      if (again) stx = again;
+      else version = {};  // vanished meanwhile: reply unversioned, with what we have
+    }
+    entry.attr = MakeAttr(*stx, parent, MntId(*stx));
+    entry.attr.version = version;
+    SetTimeouts(entry.attr);
+  } else {
+    entry.attr = MakeAttr(*stx, parent, MntId(*stx));
+  }
+  entry.entry_timeout_ns = EntryTimeoutNs();
   return entry;
+}
+
+void PassthroughFs::SetTimeouts(Attr& attr) const {
+  if (versioned_replies_.load(std::memory_order_relaxed)) {
+    // Unversioned attributes (no slot: versiond down, table full) must not be cached at all.
+    attr.timeout_ns = attr.version.index != 0 ? kVersionedTimeoutNs : 0;
+  } else {
+    attr.timeout_ns = config_.cache.attr_timeout_ns();
+  }
+}
+
+uint64_t PassthroughFs::EntryTimeoutNs() const {
+  // With versions the guest keeps a dentry while its parent's version is unchanged (it samples
+  // the parent's slot itself before sending LOOKUP); the timeout only matters to a guest that
+  // lost track of the parent's slot, which must then ask again.
+  if (versioned_replies_.load(std::memory_order_relaxed)) return 0;
+  return config_.cache.entry_timeout_ns();
+}
+
+void PassthroughFs::BumpNode(NodeId id) const {
+  if (!versions_) return;
+  if (auto inode = inodes_.Get(id)) versions_->bump(*inode);
+}
+
+std::shared_ptr<InodeData> PassthroughFs::StoredInodeAt(int dir_fd, const std::string& name) const {
+  if (!versions_) return nullptr;
+  struct statx stx {};
+  if (::statx(dir_fd, name.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+              STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
+    return nullptr;
+  }
+  return inodes_.Find(KeyOf(stx));
 }
 
 Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view name,
@@ -332,15 +413,18 @@ Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view 
 Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
   auto fd = inode.path_fd();
   if (!fd) return Err(fd.error());
-  return StatFd(fd->get());
+  return StatFd(fd->get(), &inode);
 }
 
-Result<Attr> PassthroughFs::StatFd(int fd) const {
+Result<Attr> PassthroughFs::StatFd(int fd, const InodeData* inode) const {
+  Version version;
+  if (versions_ && inode) version = versions_->sample(*inode);  // before the stat
   auto stx = StatxFd(fd);
   if (!stx) return Err(stx.error());
   Attr attr;
   attr.st = StatFromStatx(*stx);
-  attr.timeout_ns = config_.cache.attr_timeout_ns();
+  attr.version = version;
+  SetTimeouts(attr);
   return attr;
 }
 
@@ -359,7 +443,10 @@ int PassthroughFs::HostOpenFlags(uint32_t guest_flags, bool for_create) const {
 }
 
 uint32_t PassthroughFs::ReplyOpenFlags(uint32_t guest_flags) const {
-  return config_.cache.file_open_flags((guest_flags & O_DIRECT) && config_.allow_direct_io);
+  bool direct_io = (guest_flags & O_DIRECT) && config_.allow_direct_io;
+  // Versioned: the guest keeps or drops its pages by comparing the file's version on open.
+  if (versioned_replies_.load(std::memory_order_relaxed)) return direct_io ? FOPEN_DIRECT_IO : 0;
+  return config_.cache.file_open_flags(direct_io);
 }
 
 Result<Opened> PassthroughFs::AddHandle(NodeId node, UniqueFd fd, int host_flags, bool is_dir,
@@ -371,7 +458,12 @@ Result<Opened> PassthroughFs::AddHandle(NodeId node, UniqueFd fd, int host_flags
   handle->is_dir = is_dir;
   Opened opened;
   opened.handle = handles_.Insert(std::move(handle));
-  opened.open_flags = is_dir ? config_.cache.dir_open_flags() : ReplyOpenFlags(guest_flags);
+  if (is_dir) {
+    opened.open_flags =
+        versioned_replies_.load(std::memory_order_relaxed) ? 0 : config_.cache.dir_open_flags();
+  } else {
+    opened.open_flags = ReplyOpenFlags(guest_flags);
+  }
   return opened;
 }
 
@@ -385,10 +477,15 @@ Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::stri
   // Walk the name as the guest user, so the host checks search permission on the parent too
   // (the client's default_permissions check uses attributes that may be cached).
   auto entry = DoLookup(**dir, name, &ctx);
-  if (!entry && entry.error() == ENOENT && config_.cache.mode() != CacheMode::kNone) {
-    Entry negative;
-    negative.entry_timeout_ns = config_.cache.negative_timeout_ns();
-    return negative;
+  if (!entry && entry.error() == ENOENT) {
+    // A negative entry the guest may keep: for its timeout, or with versions while the parent's
+    // version is unchanged (the zero timeout then only binds an unpatched reading).
+    if (versioned_replies_.load(std::memory_order_relaxed)) return Entry{};
+    if (config_.cache.mode() != CacheMode::kNone && config_.cache.mode() != CacheMode::kShared) {
+      Entry negative;
+      negative.entry_timeout_ns = config_.cache.negative_timeout_ns();
+      return negative;
+    }
   }
   return entry;
 }
@@ -398,7 +495,10 @@ void PassthroughFs::forget(NodeId node, uint64_t count) { inodes_.Forget(node, c
 Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<HandleId> handle) {
   if (handle) {
     // fstat of an open file: works for unlinked files even when the inode is held by handle.
-    if (auto h = handles_.Get(*handle)) return StatFd(h->fd.get());
+    if (auto h = handles_.Get(*handle)) {
+      auto inode = versions_ ? inodes_.Get(h->node) : nullptr;
+      return StatFd(h->fd.get(), inode.get());
+    }
   }
   auto inode = GetInode(node);
   if (!inode) return Err(inode.error());
@@ -424,6 +524,15 @@ Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const Setat
   if (!path_fd) return Err(path_fd.error());
   const std::string proc_name = FdName(path_fd->get());
   const int proc = proc_self_fd_.get();
+  // Any change attempted may have partly happened (chmod done, chown refused): bump whatever
+  // the outcome, before the reply.
+  struct BumpOnExit {
+    const PassthroughFs* fs;
+    const InodeData* inode;
+    ~BumpOnExit() { fs->Bump(inode); }
+  };
+  std::optional<BumpOnExit> bump;
+  if (args.valid & kModifying) bump.emplace(BumpOnExit{this, inode->get()});
 
   if (args.valid & FATTR_MODE) {
     auto r = AsGuest(ctx, [&] { return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0); });
@@ -461,6 +570,8 @@ Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const Setat
     auto r = AsGuest(ctx, [&] { return ::utimensat(proc, proc_name.c_str(), times, 0); });
     if (!r) return Err(r.error());
   }
+  bump.reset();  // bump, then sample and stat
+  if (handle) return StatFd(handle->fd.get(), inode->get());
   return StatInode(**inode);
 }
 
@@ -502,6 +613,7 @@ Result<Entry> PassthroughFs::MakeNode(const Context& ctx, NodeId parent, std::st
   const std::string cname(name);
   auto r = AsGuest(ctx, [&] { return make(dir_fd.get(), cname.c_str()); });
   if (!r) return Err(r.error());
+  Bump(dir.get());
   return DoLookup(*dir, name);
 }
 
@@ -534,8 +646,11 @@ Status PassthroughFs::RemoveName(const Context& ctx, NodeId parent, std::string_
   if (!target) return Err(target.error());
   auto& [dir, dir_fd] = *target;
   const std::string cname(name);
+  auto victim = StoredInodeAt(dir_fd.get(), cname);  // loses a link: bumped below
   auto r = AsGuest(ctx, [&] { return ::unlinkat(dir_fd.get(), cname.c_str(), flags); });
   if (!r) return Err(r.error());
+  Bump(dir.get());
+  Bump(victim.get());
   return {};
 }
 
@@ -561,11 +676,18 @@ Status PassthroughFs::rename(const Context& ctx, NodeId old_parent, std::string_
   auto new_fd = (*new_dir)->path_fd();
   if (!new_fd) return Err(new_fd.error());
   const std::string from(old_name), to(new_name);
+  // The moved inode and the one replaced (or exchanged): both change (ctime, link count, "..").
+  auto moved = StoredInodeAt(old_fd->get(), from);
+  auto replaced = StoredInodeAt(new_fd->get(), to);
   // RENAME_WHITEOUT is passed on: the host refuses it (EINVAL/EPERM) where it cannot work.
   auto r = AsGuest(ctx, [&] {
     return ::renameat2(old_fd->get(), from.c_str(), new_fd->get(), to.c_str(), flags);
   });
   if (!r) return Err(r.error());
+  Bump(old_dir->get());
+  if (new_dir->get() != old_dir->get()) Bump(new_dir->get());
+  Bump(moved.get());
+  Bump(replaced.get());
   return {};
 }
 
@@ -584,6 +706,7 @@ Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_pa
     if (r != 0 && (errno == ENOENT || errno == EPERM) && !(*inode)->is_dir()) {
       r = ::linkat(proc_self_fd_.get(), FdName(fd->get()).c_str(), dir, n, AT_SYMLINK_FOLLOW);
     }
+    if (r == 0) Bump(inode->get());  // its link count changed
     return r;
   });
 }
@@ -608,6 +731,7 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
     fd = creds.ok() ? Reopen(path_fd->get(), host_flags) : Result<UniqueFd>(Err(EPERM));
   }
   if (!fd) return Err(fd.error());
+  if (host_flags & O_TRUNC) Bump(inode->get());
   return AddHandle(node, std::move(*fd), host_flags, (*inode)->is_dir(), flags);
 }
 
@@ -639,6 +763,11 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
     return ::openat(dir_fd.get(), cname.c_str(), host_flags, (mode & 07777) & ~umask);
   });
   if (!fd) return Err(fd.error());
+  Bump(dir.get());
+  if (tracking_versions() && (host_flags & O_TRUNC)) {
+    // An existing file may have been truncated: bump it before the entry samples it.
+    if (auto stx = StatxFd(*fd)) Bump(inodes_.Find(KeyOf(*stx)).get());
+  }
   return CreateEntryAndHandle(UniqueFd(*fd), *dir, host_flags, flags);
 }
 
@@ -685,7 +814,10 @@ Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uin
       if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) != 0) return ErrnoErr();
     }
   }
-  return data.write_to(fd, offset);
+  auto written = data.write_to(fd, offset);
+  // Even a failed write may have written part of its data.
+  BumpNode((*h)->node);
+  return written;
 }
 
 Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lock_owner) {
@@ -878,6 +1010,7 @@ Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view
                    : ::setxattr(path, cname.c_str(), value.data(), value.size(), flags);
   });
   if (!r) return Err(r.error());
+  BumpNode(node);
   return {};
 }
 
@@ -914,6 +1047,7 @@ Status PassthroughFs::removexattr(const Context& ctx, NodeId node, std::string_v
     return fd >= 0 ? ::fremovexattr(fd, cname.c_str()) : ::removexattr(path, cname.c_str());
   });
   if (!r) return Err(r.error());
+  BumpNode(node);
   return {};
 }
 
@@ -925,10 +1059,11 @@ Status PassthroughFs::fallocate(const Context&, NodeId, HandleId handle, uint32_
   if (config_.readonly) return Err(EROFS);
   auto h = GetHandle(handle);
   if (!h) return Err(h.error());
-  if (::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
-                  static_cast<off_t>(length)) != 0) {
-    return ErrnoErr();
-  }
+  int r = ::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
+                      static_cast<off_t>(length));
+  int err = errno;
+  if (r == 0) BumpNode((*h)->node);
+  if (r != 0) return Err(err);
   return {};
 }
 
@@ -958,7 +1093,9 @@ Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId h
   loff_t off_out = static_cast<loff_t>(offset_out);
   ssize_t n = ::copy_file_range((*in)->fd.get(), &off_in, (*out)->fd.get(), &off_out, length,
                                 static_cast<unsigned>(flags));
-  if (n < 0) return ErrnoErr();
+  int err = errno;
+  if (n > 0) BumpNode((*out)->node);
+  if (n < 0) return Err(err);
   return static_cast<size_t>(n);
 }
 

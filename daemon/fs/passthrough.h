@@ -23,6 +23,7 @@
 #include "daemon/fs/filesystem.h"
 #include "daemon/fs/inode_store.h"
 #include "daemon/fs/passthrough_config.h"
+#include "daemon/fs/version_tracker.h"
 #include "daemon/util/result.h"
 #include "daemon/util/unique_fd.h"
 
@@ -56,10 +57,14 @@ class HandleTable {
 
 class PassthroughFs : public FileSystem {
  public:
-  // Opens shared_dir; fails with ENOENT/ENOTDIR/... if it cannot be used.
-  static Result<std::unique_ptr<PassthroughFs>> Create(PassthroughConfig config);
+  // Opens shared_dir; fails with ENOENT/ENOTDIR/... if it cannot be used. `versions` (shared
+  // mode only; must outlive the filesystem) tags replies and is bumped for every change.
+  static Result<std::unique_ptr<PassthroughFs>> Create(PassthroughConfig config,
+                                                       VersionTracker* versions = nullptr);
 
+  std::optional<VersionTableId> version_table() const override;
   uint64_t init(uint64_t offered) override;
+  void initialized(const Negotiated& negotiated) override;
   void destroy() override;
 
   Result<Entry> lookup(const Context&, NodeId parent, std::string_view name) override;
@@ -148,7 +153,22 @@ class PassthroughFs : public FileSystem {
                                const InodeData* parent) const;
   Attr MakeAttr(const struct statx& stx, const InodeData* parent, uint64_t own_mnt_id) const;
   Result<Attr> StatInode(const InodeData& inode) const;
-  Result<Attr> StatFd(int fd) const;
+  // Attributes of `fd`, tagged with `inode`'s version sampled before the stat.
+  Result<Attr> StatFd(int fd, const InodeData* inode = nullptr) const;
+
+  // Shared versions. Versions are tracked whenever a tracker is attached (other daemons' guests
+  // rely on our bumps) but replies carry them only once INIT agreed on it (versioned_replies_).
+  bool tracking_versions() const { return versions_ != nullptr; }
+  void Bump(const InodeData* inode) const {
+    if (versions_ && inode) versions_->bump(*inode);
+  }
+  void BumpNode(NodeId id) const;
+  // The store's inode for the host inode `name` under `dir_fd` names now, if we have one: the
+  // inode an unlink/rename is about to drop a link of (bumped once the change is done).
+  std::shared_ptr<InodeData> StoredInodeAt(int dir_fd, const std::string& name) const;
+  // Sets the reply timeouts of `attr` (and of `entry`) for this session.
+  void SetTimeouts(Attr& attr) const;
+  uint64_t EntryTimeoutNs() const;
 
   // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
   Result<UniqueFd> Reopen(int path_fd, int flags) const;
@@ -190,6 +210,8 @@ class PassthroughFs : public FileSystem {
   uint32_t LockHolderPid(NodeId node, uint64_t except, const struct flock& conflict);
 
   PassthroughConfig config_;
+  VersionTracker* versions_ = nullptr;
+  std::atomic<bool> versioned_replies_{false};
   UniqueFd proc_self_fd_;
   InodeStore inodes_;
   HandleTable handles_;

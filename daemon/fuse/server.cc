@@ -63,6 +63,11 @@ fuse_entry_out EncodeEntry(const fs::Entry& entry) {
   return out;
 }
 
+protocol::VersionTrailer EncodeVersion(const fs::Version& version) {
+  return protocol::VersionTrailer{.version_index = version.index,
+                                  .version = static_cast<int64_t>(version.value)};
+}
+
 fuse_open_out EncodeOpen(const fs::Opened& opened) {
   fuse_open_out out{};
   out.fh = opened.handle;
@@ -89,10 +94,14 @@ class BufferWriteSource final : public fs::WriteSource {
   std::span<const uint8_t> data_;
 };
 
-// Packs READDIR / READDIRPLUS entries into a reply buffer of the size the kernel asked for.
+// Packs READDIR / READDIRPLUS entries into a reply buffer of the size the kernel asked for. With
+// shared versions each READDIRPLUS record is followed by its VersionTrailer.
 class BufferDirSink final : public fs::DirSink {
  public:
-  BufferDirSink(size_t capacity, bool plus) : plus_(plus) { buffer_.reserve(capacity); capacity_ = capacity; }
+  BufferDirSink(size_t capacity, bool plus, bool versioned)
+      : plus_(plus), versioned_(plus && versioned), capacity_(capacity) {
+    buffer_.reserve(capacity);
+  }
 
   bool has_room(size_t name_length) const override {
     return buffer_.size() + record_size(name_length) <= capacity_;
@@ -116,6 +125,10 @@ class BufferDirSink final : public fs::DirSink {
     header.type = dirent.type;
     std::memcpy(out, &header, FUSE_NAME_OFFSET);
     std::memcpy(out + FUSE_NAME_OFFSET, dirent.name.data(), dirent.name.size());
+    if (versioned_) {
+      auto trailer = EncodeVersion(entry ? entry->attr.version : fs::Version{});
+      std::memcpy(buffer_.data() + at + record - sizeof(trailer), &trailer, sizeof(trailer));
+    }
     return true;
   }
 
@@ -124,10 +137,12 @@ class BufferDirSink final : public fs::DirSink {
  private:
   size_t record_size(size_t name_length) const {
     size_t dirent = FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET + name_length);
-    return plus_ ? sizeof(fuse_entry_out) + dirent : dirent;
+    if (!plus_) return dirent;
+    return sizeof(fuse_entry_out) + dirent + (versioned_ ? sizeof(protocol::VersionTrailer) : 0);
   }
 
   bool plus_;
+  bool versioned_;
   size_t capacity_;
   std::vector<uint8_t> buffer_;
 };
@@ -293,7 +308,10 @@ void Server::reply_bytes(Call& call, const void* data, size_t size) {
 }
 
 void Server::reply_entry(Call& call, const fs::Entry& entry) {
-  reply_struct(call, EncodeEntry(entry));
+  fuse_entry_out out = EncodeEntry(entry);
+  protocol::VersionTrailer trailer = EncodeVersion(entry.attr.version);
+  iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
+  reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1));
 }
 
 void Server::reply_attr(Call& call, const fs::Attr& attr) {
@@ -301,7 +319,9 @@ void Server::reply_attr(Call& call, const fs::Attr& attr) {
   out.attr_valid = attr.timeout_ns / kNanosPerSecond;
   out.attr_valid_nsec = attr.timeout_ns % kNanosPerSecond;
   FillAttr(attr, out.attr);
-  reply_struct(call, out);
+  protocol::VersionTrailer trailer = EncodeVersion(attr.version);
+  iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
+  reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1));
 }
 
 void Server::reply_open(Call& call, const fs::Opened& opened) {
@@ -349,6 +369,11 @@ void Server::do_init(Call& call) {
   // Flags the server layer itself implements; the filesystem adds what it implements.
   uint64_t wanted = FUSE_MAX_PAGES | FUSE_INIT_EXT | fs_.init(offered);
   uint64_t agreed = wanted & offered;
+  std::optional<fs::VersionTableId> table;
+  if (agreed & protocol::kInitSharedVersions) {
+    table = fs_.version_table();
+    if (!table) agreed &= ~protocol::kInitSharedVersions;
+  }
 
   fuse_init_out out{};
   out.major = protocol::kFuseMajor;
@@ -361,6 +386,12 @@ void Server::do_init(Call& call) {
   out.max_write = options_.max_write;
   out.time_gran = options_.time_gran;
   out.max_pages = (agreed & FUSE_MAX_PAGES) ? protocol::kMaxPages : 0;
+  if (table) {
+    auto* raw = reinterpret_cast<uint8_t*>(&out);
+    std::memcpy(raw + protocol::kInitOutUuidOffset, table->uuid.data(), table->uuid.size());
+    std::memcpy(raw + protocol::kInitOutGenerationOffset, &table->generation,
+                sizeof(table->generation));
+  }
 
   negotiated_ = fs::Negotiated{.minor = out.minor, .flags = agreed, .max_write = out.max_write};
   fs_.initialized(negotiated_);
@@ -537,8 +568,9 @@ void Server::do_create(Call& call, bool tmpfile) {
   if (!result) return reply_error(call, result.error());
   fuse_entry_out entry = EncodeEntry(result->entry);
   fuse_open_out open = EncodeOpen(result->opened);
-  iovec parts[2] = {{&entry, sizeof(entry)}, {&open, sizeof(open)}};
-  reply_parts(call, parts);
+  protocol::VersionTrailer trailer = EncodeVersion(result->entry.attr.version);
+  iovec parts[3] = {{&entry, sizeof(entry)}, {&open, sizeof(open)}, {&trailer, sizeof(trailer)}};
+  reply_parts(call, std::span<iovec>(parts, shared_versions() ? 3 : 2));
 }
 
 void Server::do_read(Call& call) {
@@ -683,7 +715,7 @@ void Server::do_readdir(Call& call, bool plus) {
   auto in = call.args.read<fuse_read_in>();
   if (!in) return malformed(call, DecodeError::kTruncated);
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
-  BufferDirSink sink(in->size, plus);
+  BufferDirSink sink(in->size, plus, shared_versions());
   auto status = fs_.readdir(call.context, call.header.nodeid, in->fh, in->offset, plus, sink);
   if (!status) return reply_error(call, status.error());
   auto bytes = sink.bytes();

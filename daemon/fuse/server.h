@@ -17,6 +17,7 @@
 #include "daemon/fs/filesystem.h"
 #include "daemon/fuse/stats.h"
 #include "protocol/fuse_request.h"
+#include "protocol/shared_versions.h"
 
 namespace svfs::fuse {
 
@@ -59,6 +60,10 @@ class Server {
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }
   // The protocol minor agreed in INIT (0 before).
   uint32_t negotiated_minor() const { return negotiated_.minor; }
+  // Whether INIT agreed on shared versions: entry and attr replies then carry a VersionTrailer.
+  bool shared_versions() const {
+    return (negotiated_.flags & protocol::kInitSharedVersions) != 0;
+  }
 
  private:
   struct Call;  // one request being handled: header, reader, channel, context
