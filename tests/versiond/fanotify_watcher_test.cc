@@ -300,7 +300,9 @@ TEST_P(FanotifyWatcherTest, ChildChangesCarryHandlesNamesAndPid) {
   auto made = RunStep("mkdir", [&] { return mkdir(d.c_str(), 0755) == 0; },
                       {{FAN_CREATE | FAN_ONDIR, {Entry(*dh, "d")}, "CREATE dir/d"}}, known);
   for (const auto& c : made) {
-    if (c.mask & FAN_CREATE) EXPECT_TRUE(c.mask & FAN_ONDIR) << "mkdir event without FAN_ONDIR";
+    if (c.mask & FAN_CREATE) {
+      EXPECT_TRUE(c.mask & FAN_ONDIR) << "mkdir event without FAN_ONDIR";
+    }
   }
   auto ddh = HandleOf(d);
   ASSERT_TRUE(ddh);
@@ -317,6 +319,38 @@ TEST_P(FanotifyWatcherTest, ChildChangesCarryHandlesNamesAndPid) {
       {FAN_DELETE_SELF, {{*ddh, false, ".", FAN_EVENT_INFO_TYPE_DFID_NAME}}, "DELETE_SELF d"}};
   if (target) rmdir_wants.push_back({FAN_DELETE, {Entry(*dh, "d"), Fid(*ddh)}, "DELETE with FID d"});
   RunStep("rmdir", [&] { return rmdir(d.c_str()) == 0; }, rmdir_wants, known);
+}
+
+// A rename between directories over an existing entry must name both parents, the moved inode
+// and the replaced one (versiond bumps all four).
+TEST_P(FanotifyWatcherTest, RenameOverAcrossDirectories) {
+  auto fsid = watcher_->WatchFilesystemOf(dir_);
+  ASSERT_TRUE(fsid) << fsid.error();
+  fsid_ = *fsid;
+  const std::string a = Path("a"), b = Path("b"), x = a + "/x", y = b + "/y";
+  ASSERT_EQ(mkdir(a.c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(b.c_str(), 0755), 0);
+  for (const auto& p : {x, y}) {
+    const int fd = open(p.c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0) << p;
+    close(fd);
+  }
+  auto ah = HandleOf(a), bh = HandleOf(b), xh = HandleOf(x), yh = HandleOf(y);
+  ASSERT_TRUE(ah && bh && xh && yh);
+  ASSERT_TRUE(watcher_->Drain([](const HostChange&) {}));  // the setup's own events
+
+  std::vector<Want> wants{{FAN_MOVED_FROM, {Entry(*ah, "x")}, "MOVED_FROM a/x"},
+                          {FAN_MOVED_TO, {Entry(*bh, "y")}, "MOVED_TO b/y"},
+                          {FAN_MOVE_SELF, {Fid(*xh)}, "MOVE_SELF x"},
+                          {FAN_ATTRIB | FAN_DELETE_SELF, {Fid(*yh)}, "ATTRIB/DELETE_SELF of replaced y"}};
+  if (watcher_->reports_rename()) {
+    wants.push_back({FAN_RENAME,
+                     {Entry(*ah, "x", FAN_EVENT_INFO_TYPE_OLD_DFID_NAME),
+                      Entry(*bh, "y", FAN_EVENT_INFO_TYPE_NEW_DFID_NAME)},
+                     "RENAME a/x -> b/y"});
+  }
+  RunStep("rename-over", [&] { return rename(x.c_str(), y.c_str()) == 0; }, wants,
+          {{"a", *ah}, {"b", *bh}, {"x", *xh}, {"y", *yh}});
 }
 
 TEST_P(FanotifyWatcherTest, OwnChangeReportsOwnPid) {
@@ -364,6 +398,26 @@ TEST_P(FanotifyWatcherTest, SameFilesystemTwiceGivesSameFsid) {
   EXPECT_EQ(*a, *b);
   EXPECT_EQ(*a, *c);
   EXPECT_EQ(*a, FsidOf(dir_));
+}
+
+TEST_P(FanotifyWatcherTest, MovedWatcherKeepsItsMarksAndFd) {
+  ASSERT_TRUE(watcher_->WatchFilesystemOf(dir_));
+  const int fd = watcher_->fd();
+  FanotifyWatcher moved = std::move(*watcher_);
+  EXPECT_EQ(watcher_->fd(), -1);
+  EXPECT_EQ(moved.fd(), fd);
+  auto idle = moved.Drain([](const HostChange&) {});
+  ASSERT_TRUE(idle) << idle.error();
+  const std::string f = Path("m");
+  const int file = open(f.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(file, 0);
+  close(file);
+  pollfd pfd{moved.fd(), POLLIN, 0};
+  ASSERT_EQ(poll(&pfd, 1, 1000), 1);
+  size_t mine = 0;
+  auto n = moved.Drain([&](const HostChange& c) { mine += c.pid == static_cast<uint32_t>(getpid()); });
+  ASSERT_TRUE(n) << n.error();
+  EXPECT_GE(mine, 1u);
 }
 
 TEST_P(FanotifyWatcherTest, BadPathNamesThePath) {
