@@ -245,9 +245,15 @@ std::expected<uint64_t, std::string> FanotifyWatcher::WatchFilesystemOf(const st
       rename_ = RenameSupport::kNo;
     }
   }
-  if (rename_ == RenameSupport::kNo) rc = mark(kEventMask);
+  bool retried_without_rename = false;
+  if (rename_ == RenameSupport::kNo && rc != 0) {
+    retried_without_rename = true;
+    rc = mark(kEventMask);
+  }
   if (rc != 0) {
     const int err = errno;
+    // EINVAL without FAN_RENAME too: that EINVAL was not about FAN_RENAME.
+    if (retried_without_rename && err == EINVAL) rename_ = RenameSupport::kUnknown;
     switch (err) {
       case EOPNOTSUPP:
       case ENODEV:
