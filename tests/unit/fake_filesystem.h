@@ -104,6 +104,7 @@ class FakeFileSystem : public fs::FileSystem {
   void use_policy(const fs::CachePolicy& policy) { policy_ = policy; }
 
   uint64_t init_result = FUSE_ASYNC_READ | FUSE_DO_READDIRPLUS | FUSE_POSIX_LOCKS;
+  std::optional<fs::VersionTableId> table_id;  // shared versions: the table INIT announces
   fs::Entry entry;       // lookup/mknod/mkdir/symlink/link/create/tmpfile
   bool negative_lookup = false;  // lookup returns node 0
   fs::Attr attr;         // getattr/setattr
@@ -146,6 +147,7 @@ class FakeFileSystem : public fs::FileSystem {
     return want;
   }
   void initialized(const fs::Negotiated& n) override { negotiated = n; }
+  std::optional<fs::VersionTableId> version_table() const override { return table_id; }
   void destroy() override { ++destroyed; }
 
   Result<fs::Entry> lookup(const fs::Context& ctx, fs::NodeId parent,
@@ -342,6 +344,8 @@ class FakeFileSystem : public fs::FileSystem {
         e = make_entry();
         e.node = 1000 + item.ino;
         e.attr.st.st_ino = item.ino;
+        // Distinct versions per entry, so tests see each trailer follow its own record.
+        if (e.attr.version.index != 0) e.attr.version.index += item.ino;
       }
       if (!sink.add(d, plus ? &e : nullptr)) break;
       ++dir_items_sent;
