@@ -67,12 +67,13 @@ class VersionTable {
   // Total bytes of the object (a power of two, so that ivshmem can expose it as a PCI BAR).
   size_t mapped_bytes() const;
 
-  // Current version of `slot` (acquire load). Slots >= slot_count read as 0.
+  // Current version of `slot` (acquire load). Slot 0 and slots >= slot_count read as 0.
   uint64_t sample(uint64_t slot) const;
-  // Increments `slot` and returns the new version (release). No-op returning 0 for slot 0 and
-  // out-of-range slots. Only valid on a read-write mapping.
+  // Increments `slot` and returns the new version (acq_rel). No-op returning 0 for slot 0,
+  // out-of-range slots and on a read-only mapping.
   uint64_t bump(uint64_t slot);
-  // Increments the header generation; returns the new value (versiond on (re)start).
+  // Increments the header generation; returns the new value (versiond on (re)start). Returns 0
+  // on a read-only mapping.
   uint64_t bump_generation();
 
  private:
