@@ -532,7 +532,7 @@ Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const Setat
     ~BumpOnExit() { fs->Bump(inode); }
   };
   std::optional<BumpOnExit> bump;
-  if (args.valid & kModifying) bump.emplace(BumpOnExit{this, inode->get()});
+  if (args.valid & kModifying) bump.emplace(this, inode->get());
 
   if (args.valid & FATTR_MODE) {
     auto r = AsGuest(ctx, [&] { return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0); });
