@@ -8,7 +8,10 @@
 #   --daemon svfsd|virtiofsd   daemon under test (default svfsd)
 #   --svfsd PATH               svfsd binary (default $SVFSD or build/daemon/svfsd)
 #   --virtiofsd PATH           C virtiofsd (default /usr/lib/qemu/virtiofsd)
-#   --cache MODE               none|auto|always (svfsd also: never|metadata) (default auto)
+#   --cache MODE               none|auto|always (svfsd also: never|metadata|shared) (default auto)
+#   --versiond PATH            start this svfs-versiond (own socket and table) and point svfsd at
+#                              it; implies --cache shared. The guest's FUSE client is stock, so it
+#                              does not negotiate versions: svfsd must serve it as cache=none.
 #   --queues N                 num-request-queues of vhost-user-fs-pci (default 1; C virtiofsd: 1)
 #   --workload FILE            guest script (default tests/e2e/workloads/posix.sh)
 #   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16;
@@ -39,6 +42,7 @@ accel=${SVFS_E2E_ACCEL:-auto}
 smp=1
 mem=512
 daemon_args=()
+versiond=
 keep=0
 quiet=0
 
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
     --smp) smp=$2; shift 2 ;;
     --memory) mem=$2; shift 2 ;;
     --daemon-arg) daemon_args+=("$2"); shift 2 ;;
+    --versiond) versiond=$2; cache=shared; shift 2 ;;
     --keep) keep=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -84,8 +89,14 @@ esac
 work=$(mktemp -d /tmp/svfs-e2e.XXXXXX)
 daemon_pid=
 qemu_pid=
+versiond_pid=
+table=svfs-e2e-$$
 cleanup() {
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+  if [ -n "$versiond_pid" ]; then
+    kill "$versiond_pid" 2>/dev/null; wait "$versiond_pid" 2>/dev/null
+    rm -f "/dev/shm/$table"
+  fi
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill "$daemon_pid" 2>/dev/null
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.2; done
@@ -102,6 +113,16 @@ if [ -z "$share" ]; then
   mkdir -p "$share"
 fi
 sock=$work/vhost-fs.sock
+if [ -n "$versiond" ]; then
+  [ "$daemon" = svfsd ] || { say "--versiond goes with --daemon svfsd"; exit 2; }
+  [ -x "$versiond" ] || die "svfs-versiond binary $versiond not found"
+  "$versiond" --socket "$work/versiond.sock" --table "$table" --capacity 65536 \
+    >"$work/versiond.log" 2>&1 &
+  versiond_pid=$!
+  for _ in $(seq 1 100); do [ -S "$work/versiond.sock" ] && break; sleep 0.1; done
+  [ -S "$work/versiond.sock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; die "svfs-versiond did not start"; }
+  daemon_args+=(--versiond-socket "$work/versiond.sock")
+fi
 case "$daemon" in
   svfsd) cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr) ;;
   virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
@@ -277,6 +298,19 @@ elif [ "$daemon_self_exit" = 0 ] && [ "$daemon_rc" != 143 ] && [ "$daemon_rc" !=
 fi
 if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/daemon.log"; then
   echo "FAIL daemon: sanitizer report in its log"; failures=$((failures + 1))
+fi
+
+if [ -n "$versiond" ]; then
+  # Shared mode with a stock guest: attached to versiond, versions not negotiated (cache=none).
+  if grep -q 'attached to svfs-versiond' "$work/daemon.log"; then echo "PASS daemon attached to svfs-versiond"
+  else echo "FAIL daemon: never attached to svfs-versiond"; failures=$((failures + 1)); fi
+  if grep -q 'not negotiated: serving as cache=none' "$work/daemon.log"; then
+    echo "PASS stock guest served as cache=none"
+  else echo "FAIL daemon: no 'not negotiated' line for the stock guest"; failures=$((failures + 1)); fi
+  if ! kill -0 "$versiond_pid" 2>/dev/null; then
+    echo "FAIL svfs-versiond died"; sed 's/^/  versiond| /' "$work/versiond.log" | tail -n 20
+    failures=$((failures + 1))
+  fi
 fi
 
 summary=$(echo "$log" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n1)
