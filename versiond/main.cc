@@ -1,0 +1,54 @@
+// svfs-versiond: one per host (or per trust domain). Owns the shared version table, hands out
+// slots to svfsd daemons over a UNIX socket, and bumps slots for changes made on the host.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "versiond/server.h"
+
+int main(int argc, char** argv) {
+  svfs::versiond::ServerOptions options;
+  std::string log_level = "info";
+  bool foreground = false;
+
+  CLI::App app{"svfs-versiond: shared version table coordinator for svfsd daemons"};
+  app.add_option("--socket", options.socket_path, "UNIX socket to serve")
+      ->capture_default_str();
+  app.add_option("--table", options.table_name, "shared-memory object name (/dev/shm/NAME)")
+      ->capture_default_str();
+  app.add_option("--capacity", options.capacity,
+                 "slots of a newly created table, slot 0 included (an existing table keeps its size)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{2}, uint64_t{1} << 32));
+  app.add_option("--allow-uid", options.allow_uids, "also allow peers with this uid (repeatable; root always)");
+  app.add_option("--allow-gid", options.allow_gids,
+                 "also allow peers with this primary gid (repeatable); the first one owns the socket");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
+  CLI11_PARSE(app, argc, argv);
+
+  auto level = spdlog::level::from_str(log_level);
+  if (level == spdlog::level::off && log_level != "off") {
+    std::fprintf(stderr, "svfs-versiond: --log-level %s: expected trace, debug, info, warn, error or off\n",
+                 log_level.c_str());
+    return 2;
+  }
+  auto logger = spdlog::stderr_color_mt("svfs-versiond");
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [svfs-versiond] [%^%l%$] %v");
+  logger->set_level(level);
+  spdlog::set_default_logger(logger);
+  spdlog::flush_on(spdlog::level::info);  // tests and journald read the log as it happens
+
+  auto result = svfs::versiond::RunServer(options);
+  if (!result) {
+    spdlog::critical("{}", result.error());
+    return 1;
+  }
+  return 0;
+}

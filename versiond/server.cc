@@ -1,0 +1,484 @@
+#include "versiond/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_set>
+#include <utility>
+
+#include <capnp/rpc-twoparty.h>
+#include <fmt/format.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/util/unique_fd.h"
+#include "protocol/versiond.capnp.h"
+#include "shm/version_table.h"
+#include "versiond/fanotify_watcher.h"
+#include "versiond/slot_map.h"
+
+namespace svfs::versiond {
+namespace {
+
+// Upper bound on stats(hottest): the answer is built in one message.
+constexpr uint32_t kMaxHottest = 10000;
+
+uint64_t RealtimeNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string Errno(int err) { return std::strerror(err); }
+
+struct ClientRecord {
+  std::string name;
+  pid_t pid = 0;  // SO_PEERCRED, not the claimed one
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Everything versiond knows. Lives on the event-loop thread only: RPC methods, the fanotify
+// drain and stats all run there, so there is no locking.
+class State {
+ public:
+  State(ServerOptions options, shm::VersionTable table)
+      : options_(std::move(options)),
+        table_(std::move(table)),
+        slots_(table_.slot_count(), [this](uint64_t slot) { return table_.bump(slot); },
+               [this](uint64_t slot) { return table_.sample(slot); }),
+        started_at_ns_(RealtimeNs()) {}
+
+  void set_watcher(FanotifyWatcher watcher) { watcher_.emplace(std::move(watcher)); }
+  FanotifyWatcher* watcher() { return watcher_ ? &*watcher_ : nullptr; }
+  SlotMap& slots() { return slots_; }
+  const shm::VersionTable& table() const { return table_; }
+
+  ClientId add_client(ClientRecord record) {
+    ClientId id = next_client_id_++;
+    client_pids_.insert(record.pid);
+    clients_.emplace(id, std::move(record));
+    return id;
+  }
+
+  void remove_client(ClientId id) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    ClientRefs refs = slots_.client_refs(id);
+    spdlog::info("detach: client {} \"{}\" pid {} ({} references on {} slots released)", id,
+                 it->second.name, it->second.pid, refs.references, refs.slots);
+    slots_.drop_client(id);
+    client_pids_.erase(client_pids_.find(it->second.pid));
+    clients_.erase(it);
+  }
+
+  void FillTable(rpc::TableInfo::Builder out) const {
+    const shm::TableHeader& header = table_.header();
+    out.setName(std::string(table_.name()));
+    out.setUuid(kj::arrayPtr(header.uuid, sizeof(header.uuid)));
+    out.setGeneration(header.generation.load(std::memory_order_acquire));
+    out.setSlotCount(header.slot_count);
+    out.setSlotStride(header.slot_stride);
+    out.setMappedBytes(table_.mapped_bytes());
+  }
+
+  void FillStats(uint32_t hottest, rpc::Stats::Builder out) const {
+    FillTable(out.initTable());
+    out.setSlotsInUse(slots_.in_use());
+    out.setSlotsFree(slots_.free());
+    out.setHighWater(slots_.high_water());
+    out.setHostBumps(host_bumps_);
+    out.setStartedAtNs(started_at_ns_);
+    auto clients = out.initClients(clients_.size());
+    unsigned i = 0;
+    for (const auto& [id, record] : clients_) {
+      auto c = clients[i++];
+      ClientRefs refs = slots_.client_refs(id);
+      c.setId(id);
+      c.setName(record.name);
+      c.setPid(static_cast<uint32_t>(record.pid));
+      c.setUid(record.uid);
+      c.setReferences(refs.references);
+      c.setSlots(refs.slots);
+    }
+    auto hot = slots_.hottest(std::min(hottest, kMaxHottest));
+    auto list = out.initHottest(hot.size());
+    for (size_t j = 0; j < hot.size(); ++j) FillSlotInfo(hot[j], list[j]);
+  }
+
+  static void FillSlotInfo(const SlotInfo& info, rpc::SlotInfo::Builder out) {
+    out.setSlot(info.slot);
+    out.setVersion(info.version);
+    out.setReferences(info.references);
+    auto key = out.initKey();
+    key.setDev(info.key.dev);
+    key.setIno(info.key.ino);
+    key.setFsid(info.key.fsid);
+    key.setHandleType(info.key.handle_type);
+    key.setHandle(kj::arrayPtr(info.key.handle.data(), info.key.handle.size()));
+  }
+
+  // One fanotify event. Changes made by attached daemons are skipped: they bump their own slots
+  // (after the change, before replying), and bumping again would only cost guests revalidations.
+  void OnHostChange(const HostChange& change) {
+    if (change.overflow) {
+      uint64_t n = slots_.bump_in_use();
+      host_bumps_ += n;
+      spdlog::warn("fanotify overflow: events were lost; bumped all {} in-use slots", n);
+      return;
+    }
+    if (change.pid != 0 && client_pids_.contains(static_cast<pid_t>(change.pid))) return;
+    uint64_t bumped[8];
+    size_t n_bumped = 0;
+    for (const HostChange::Object& object : change.objects) {
+      auto slot = slots_.find_handle(object.fsid, object.handle_type, object.handle);
+      if (!slot) continue;
+      // An event names the same directory twice for a rename within it: bump once.
+      if (std::find(bumped, bumped + n_bumped, *slot) != bumped + n_bumped) continue;
+      table_.bump(*slot);
+      host_bumps_++;
+      if (n_bumped < std::size(bumped)) bumped[n_bumped++] = *slot;
+    }
+  }
+
+  bool Allowed(const ucred& cred) const {
+    if (cred.uid == 0) return true;
+    return std::ranges::find(options_.allow_uids, cred.uid) != options_.allow_uids.end() ||
+           std::ranges::find(options_.allow_gids, cred.gid) != options_.allow_gids.end();
+  }
+
+ private:
+  ServerOptions options_;
+  shm::VersionTable table_;
+  SlotMap slots_;
+  std::optional<FanotifyWatcher> watcher_;
+  std::map<ClientId, ClientRecord> clients_;
+  std::multiset<pid_t> client_pids_;  // of attached sessions, to ignore their own changes
+  ClientId next_client_id_ = 1;
+  uint64_t host_bumps_ = 0;
+  uint64_t started_at_ns_;
+};
+
+// One attached daemon. Destroyed when the daemon drops the capability or its connection goes
+// (clean exit, crash, SIGKILL): its references are released right then.
+class SessionImpl final : public rpc::Session::Server {
+ public:
+  SessionImpl(State& state, ClientId id) : state_(state), id_(id) {}
+  ~SessionImpl() noexcept(false) { state_.remove_client(id_); }
+
+  kj::Promise<void> acquire(AcquireContext context) override {
+    auto keys = context.getParams().getKeys();
+    auto grants = context.getResults().initGrants(keys.size());
+    SlotKey key;
+    for (unsigned i = 0; i < keys.size(); ++i) {
+      auto in = keys[i];
+      key.dev = in.getDev();
+      key.ino = in.getIno();
+      key.fsid = in.getFsid();
+      key.handle_type = in.getHandleType();
+      auto handle = in.getHandle();
+      key.handle.assign(handle.begin(), handle.end());
+      SlotGrant grant = state_.slots().acquire(id_, key);
+      grants[i].setSlot(grant.slot);
+      grants[i].setVersion(grant.version);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> release(ReleaseContext context) override {
+    for (uint64_t slot : context.getParams().getSlots()) state_.slots().release(id_, slot);
+    return kj::READY_NOW;
+  }
+
+ private:
+  State& state_;
+  ClientId id_;
+};
+
+// The bootstrap capability of one connection; knows its peer's credentials.
+class VersiondImpl final : public rpc::Versiond::Server {
+ public:
+  VersiondImpl(State& state, ucred peer) : state_(state), peer_(peer) {}
+
+  kj::Promise<void> attach(AttachContext context) override {
+    auto info = context.getParams().getClient();
+    ClientRecord record{info.getName(), peer_.pid, peer_.uid, peer_.gid};
+    if (static_cast<pid_t>(info.getPid()) != peer_.pid) {
+      spdlog::debug("attach: \"{}\" claims pid {}, SO_PEERCRED says {}; using the latter",
+                    record.name, info.getPid(), peer_.pid);
+    }
+    ClientId id = state_.add_client(record);
+    spdlog::info("attach: client {} \"{}\" pid {} uid {}", id, record.name, peer_.pid, peer_.uid);
+    if (FanotifyWatcher* watcher = state_.watcher()) {
+      for (auto dir : info.getSharedDirs()) {
+        std::string path(dir.cStr());
+        auto fsid = watcher->WatchFilesystemOf(path);
+        if (!fsid) {
+          spdlog::warn("attach: client {}: cannot watch the filesystem of {}: {} (host-side "
+                       "changes there will not be seen)", id, path, fsid.error());
+        } else {
+          spdlog::debug("attach: client {}: watching {} (fsid {:#x})", id, path, *fsid);
+        }
+      }
+    }
+    auto results = context.getResults();
+    results.setSession(kj::heap<SessionImpl>(state_, id));
+    state_.FillTable(results.initTable());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> stats(StatsContext context) override {
+    state_.FillStats(context.getParams().getHottest(), context.getResults().initStats());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> slot(SlotContext context) override {
+    auto info = state_.slots().slot_info(context.getParams().getSlot());
+    auto results = context.getResults();
+    results.setFound(info.has_value());
+    if (info) State::FillSlotInfo(*info, results.initInfo());
+    return kj::READY_NOW;
+  }
+
+ private:
+  State& state_;
+  ucred peer_;
+};
+
+// One accepted, authorised connection; destroyed when the peer disconnects.
+struct Connection {
+  Connection(kj::Own<kj::AsyncIoStream> stream_in, capnp::Capability::Client bootstrap)
+      : stream(kj::mv(stream_in)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER),
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+class ErrorLogger final : public kj::TaskSet::ErrorHandler {
+ public:
+  void taskFailed(kj::Exception&& exception) override {
+    spdlog::warn("connection task failed: {}", exception.getDescription().cStr());
+  }
+};
+
+std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& options) {
+  auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite);
+  if (!existing) {
+    auto created = shm::VersionTable::Create({.name = options.table_name,
+                                              .slot_count = options.capacity});
+    if (created) {
+      spdlog::info("created version table {} ({} slots, stride {}, {} bytes)", options.table_name,
+                   created->slot_count(), created->header().slot_stride, created->mapped_bytes());
+      return created;
+    }
+    // Attach's error says more when the object exists but is unusable.
+    return std::unexpected(fmt::format("svfs-versiond: cannot open version table {}: {}; and "
+                                       "cannot create it: {}", options.table_name,
+                                       existing.error(), created.error()));
+  }
+  shm::VersionTable table = std::move(*existing);
+  uint64_t generation = table.bump_generation();
+  // Whatever happened while no versiond was watching is unknown: every slot may be stale, so
+  // every slot moves on once. Versions only grow; guests revalidate each cached entry once.
+  auto start = std::chrono::steady_clock::now();
+  uint64_t n = table.slot_count();
+  for (uint64_t slot = 1; slot < n; ++slot) table.bump(slot);
+  auto took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
+  spdlog::info("took over version table {} (generation {}): bumped all {} slots in {:.1f} ms",
+               options.table_name, generation, n > 0 ? n - 1 : 0, took.count());
+  if (options.capacity != n) {
+    spdlog::info("--capacity {} ignored: the existing table has {} slots (remove /dev/shm/{} "
+                 "with no daemon running to resize it)", options.capacity, n, options.table_name);
+  }
+  return table;
+}
+
+std::expected<UniqueFd, std::string> ListenOn(const ServerOptions& options) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (options.socket_path.empty() || options.socket_path.size() >= sizeof(addr.sun_path)) {
+    return std::unexpected(fmt::format("svfs-versiond: --socket {}: path empty or longer than {} "
+                                       "bytes", options.socket_path, sizeof(addr.sun_path) - 1));
+  }
+  std::memcpy(addr.sun_path, options.socket_path.data(), options.socket_path.size());
+  auto parent = std::filesystem::path(options.socket_path).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      return std::unexpected(fmt::format("svfs-versiond: cannot create {}: {}", parent.string(),
+                                         ec.message()));
+    }
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return std::unexpected("svfs-versiond: socket(AF_UNIX): " + Errno(errno));
+  // A socket file that still accepts belongs to a live versiond: do not steal it.
+  {
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      return std::unexpected(fmt::format("svfs-versiond: {} is served by a running versiond; stop "
+                                         "it first or pick another --socket", options.socket_path));
+    }
+  }
+  if (::unlink(options.socket_path.c_str()) != 0 && errno != ENOENT) {
+    return std::unexpected(fmt::format("svfs-versiond: cannot remove stale socket {}: {}",
+                                       options.socket_path, Errno(errno)));
+  }
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return std::unexpected(fmt::format("svfs-versiond: bind {}: {}", options.socket_path,
+                                       Errno(errno)));
+  }
+  // Access is checked per connection with SO_PEERCRED; the mode keeps others from even connecting.
+  if (::chmod(options.socket_path.c_str(), 0660) != 0) {
+    return std::unexpected(fmt::format("svfs-versiond: chmod {}: {}", options.socket_path,
+                                       Errno(errno)));
+  }
+  if (!options.allow_gids.empty() &&
+      ::chown(options.socket_path.c_str(), static_cast<uid_t>(-1), options.allow_gids.front()) != 0) {
+    return std::unexpected(fmt::format("svfs-versiond: chown {} to group {}: {}",
+                                       options.socket_path, options.allow_gids.front(), Errno(errno)));
+  }
+  if (::listen(fd.get(), 128) != 0) {
+    return std::unexpected(fmt::format("svfs-versiond: listen {}: {}", options.socket_path,
+                                       Errno(errno)));
+  }
+  return fd;
+}
+
+class Server {
+ public:
+  explicit Server(State& state) : state_(state), tasks_(errors_) {}
+
+  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener) {
+    return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream> stream) {
+      Accept(kj::mv(stream));
+      return AcceptLoop(listener);
+    });
+  }
+
+  // Reads fanotify events whenever the fd becomes readable. kj's observer is edge-triggered and
+  // Drain stops after a bounded number of reads, so keep draining (yielding between rounds) until
+  // a round finds nothing, and only then wait for the next edge.
+  kj::Promise<void> WatchLoop(kj::UnixEventPort::FdObserver& observer) {
+    FanotifyWatcher* watcher = state_.watcher();
+    auto drained = watcher->Drain([this](const HostChange& change) { state_.OnHostChange(change); });
+    if (!drained) {
+      spdlog::error("fanotify read failed: {}; bumping all in-use slots and stopping host-change "
+                    "tracking", drained.error());
+      state_.OnHostChange(HostChange{.overflow = true});
+      return kj::READY_NOW;
+    }
+    if (*drained > 0) {
+      return kj::evalLater([this, &observer] { return WatchLoop(observer); });
+    }
+    return observer.whenBecomesReadable().then([this, &observer] { return WatchLoop(observer); });
+  }
+
+ private:
+  void Accept(kj::Own<kj::AsyncIoStream> stream) {
+    ucred cred{};
+    uint len = sizeof(cred);
+    try {
+      stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &len);
+    } catch (const kj::Exception& e) {
+      spdlog::warn("refused connection: SO_PEERCRED failed: {}", e.getDescription().cStr());
+      return;
+    }
+    if (!state_.Allowed(cred)) {
+      spdlog::warn("refused connection from pid {} uid {} gid {} (not in --allow-uid/--allow-gid)",
+                   cred.pid, cred.uid, cred.gid);
+      return;  // dropping the stream closes it
+    }
+    spdlog::debug("connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
+    auto connection = kj::heap<Connection>(kj::mv(stream), kj::heap<VersiondImpl>(state_, cred));
+    auto disconnected = connection->network.onDisconnect();
+    tasks_.add(disconnected.attach(kj::mv(connection)));
+  }
+
+  State& state_;
+  ErrorLogger errors_;
+  kj::TaskSet tasks_;  // one per connection; destroying it drops every connection
+};
+
+}  // namespace
+
+std::expected<void, std::string> RunServer(const ServerOptions& options) {
+  if (options.capacity < 2) {
+    return std::unexpected(fmt::format("svfs-versiond: --capacity {}: need at least 2 slots (slot 0 "
+                                       "is reserved)", options.capacity));
+  }
+  // Before kj starts any thread: the signals must be blocked process-wide and delivered to the
+  // event port; a daemon writing to a dead client must get EPIPE, not die.
+  kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto table = OpenTable(options);
+  if (!table) return std::unexpected(table.error());
+  State state(options, std::move(*table));
+
+  auto watcher = FanotifyWatcher::Create();
+  if (watcher) {
+    state.set_watcher(std::move(*watcher));
+  } else {
+    spdlog::warn("fanotify unavailable ({}); serving without host-change tracking: changes made "
+                 "on the host outside svfsd will not bump versions", watcher.error());
+  }
+
+  auto listen_fd = ListenOn(options);
+  if (!listen_fd) return std::unexpected(listen_fd.error());
+
+  try {
+    auto io = kj::setupAsyncIo();
+    Server server(state);
+    auto listener = io.lowLevelProvider->wrapListenSocketFd(
+        listen_fd->release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                  kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+                                  kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+    // Declared before the task set so that the tasks waiting on it are destroyed first.
+    kj::Own<kj::UnixEventPort::FdObserver> observer;
+    ErrorLogger errors;
+    kj::TaskSet background(errors);
+    background.add(server.AcceptLoop(*listener).catch_([](kj::Exception&& e) {
+      spdlog::error("accept failed: {}; no new connections will be served",
+                    e.getDescription().cStr());
+    }));
+    if (FanotifyWatcher* w = state.watcher()) {
+      observer = kj::heap<kj::UnixEventPort::FdObserver>(io.unixEventPort, w->fd(),
+                                                         kj::UnixEventPort::FdObserver::OBSERVE_READ);
+      background.add(server.WatchLoop(*observer));
+    }
+    spdlog::info("serving {} (table {}, {} slots)", options.socket_path, options.table_name,
+                 state.table().slot_count());
+    auto signal = io.unixEventPort.onSignal(SIGINT)
+                      .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
+                      .wait(io.waitScope);
+    spdlog::info("signal {}: stopping (the table stays for the daemons and guests using it)",
+                 signal.si_signo);
+  } catch (const kj::Exception& e) {
+    ::unlink(options.socket_path.c_str());
+    return std::unexpected(fmt::format("svfs-versiond: event loop failed: {}",
+                                       e.getDescription().cStr()));
+  }
+  ::unlink(options.socket_path.c_str());
+  return {};
+}
+
+}  // namespace svfs::versiond

@@ -1,0 +1,29 @@
+// svfs-versiond's RPC server: owns the version table and the slot map, serves the Versiond
+// bootstrap (protocol/versiond.capnp) to authorised peers on a UNIX socket, and bumps slots for
+// host-side changes reported by fanotify.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <vector>
+
+namespace svfs::versiond {
+
+struct ServerOptions {
+  std::string socket_path = "/run/svfs/versiond.sock";
+  std::string table_name = "svfs-versions";
+  uint64_t capacity = 1 << 20;  // slots including slot 0, for a new table
+  // Peers allowed besides root: by uid, or by primary gid (SO_PEERCRED reports only that one).
+  std::vector<uid_t> allow_uids;
+  std::vector<gid_t> allow_gids;
+};
+
+// Sets up the table and the socket, then serves until SIGINT or SIGTERM. Removes the socket file
+// on the way out but keeps the table: daemons and guests go on using it, and the next versiond
+// takes it over (bumping every slot). Returns an error (a log-ready message) if startup fails.
+std::expected<void, std::string> RunServer(const ServerOptions& options);
+
+}  // namespace svfs::versiond
