@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -329,16 +330,33 @@ TEST(VersionTableTest, ReadOnlyAttachReadsButNeverWrites) {
   EXPECT_EQ(reader->sample(5), 3u);
 }
 
+// Read-only attach must open the object O_RDONLY: it works where the caller may not write.
+int AttachAsUnwritableUser(const ScopedTableName& table) {
+  if (::geteuid() == 0) {
+    // Root ignores permission bits: become nobody (the object is root's, mode 0644).
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 2;
+  } else if (::chmod(table.path().c_str(), 0444) != 0) {
+    return 3;
+  }
+  auto reader = VersionTable::Attach(table.name(), Access::kReadOnly);
+  if (!reader || reader->sample(1) != 1) return 4;
+  auto writer = VersionTable::Attach(table.name(), Access::kReadWrite);
+  if (writer || writer.error().find("cannot open") == std::string::npos) return 5;
+  return 0;
+}
+
 TEST(VersionTableTest, ReadOnlyAttachWorksWithoutWritePermission) {
   ScopedTableName name("ro-perm");
   VersionTable writer = MustCreate(name.name(), 4);
   writer.bump(1);
-  if (::geteuid() == 0) GTEST_SKIP() << "root ignores file permission bits";
-  ASSERT_EQ(::chmod(name.path().c_str(), 0444), 0);
-  auto reader = VersionTable::Attach(name.name(), Access::kReadOnly);
-  ASSERT_TRUE(reader.has_value()) << reader.error();
-  EXPECT_EQ(reader->sample(1), 1u);
-  ExpectAttachError(name, "cannot open");
+  // In a child, so that dropping privileges does not affect the rest of the tests.
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(AttachAsUnwritableUser(name));
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see AttachAsUnwritableUser for the failing step";
 }
 
 class SlotTest : public ::testing::TestWithParam<uint32_t> {};
