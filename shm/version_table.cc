@@ -31,6 +31,8 @@ constexpr uint64_t kMinObjectBytes = 4096;
 // Far beyond any real inode count; refusing it catches unit mistakes before ftruncate does.
 constexpr uint64_t kMaxObjectBytes = uint64_t{1} << 40;
 
+// Lock-free 64-bit loads are plain loads (x86-64, aarch64), so sample() works on PROT_READ memory
+// and across processes, where a lock-based atomic could not.
 static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<uint64_t>::required_alignment <= 8);
 static_assert(offsetof(TableHeader, magic) == 0);
