@@ -449,6 +449,7 @@ TEST_F(SharedVersionsTest, HostSideEditsAreBumpedWithin100ms) {
     ASSERT_NO_FATAL_FAILURE(FlushHostEvents());
     const uint64_t before = Sample(edit.slot);
     const uint64_t gone_before = Sample(gone_slot);
+    const uint64_t file_before = Sample(file_slot), dir_before = Sample(dir_slot);
     const auto start = Clock::now();
     ASSERT_EQ(edit.run(), 0) << edit.what;
     Clock::duration latency{};
@@ -462,9 +463,34 @@ TEST_F(SharedVersionsTest, HostSideEditsAreBumpedWithin100ms) {
               << Sample(edit.slot) << " after " << Ms(latency);
     if (std::string(edit.what).starts_with("unlink"))
       std::cout << " (removed inode's slot " << gone_slot << ": " << gone_before << "->" << Sample(gone_slot) << ")";
-    std::cout << "\n";
+    ASSERT_NO_FATAL_FAILURE(FlushHostEvents());
+    std::cout << "; settled: w/f +" << Sample(file_slot) - file_before << ", w +" << Sample(dir_slot) - dir_before
+              << "\n";
     ASSERT_TRUE(bumped) << edit.what << ": slot " << edit.slot << " not bumped within 1 s";
     EXPECT_LT(latency, 100ms) << edit.what;
+  }
+}
+
+// docs/protocol.md: versiond bumps "the changed inode and, for entry changes, the directory". A
+// write or chmod on the host is no entry change, so the directory (whose version guards every
+// cached dentry in it) must stay put. Disabled: svfs-versiond currently bumps the parent too (the
+// DFID_NAME record of FAN_MODIFY/FAN_ATTRIB); enable once it bumps only the object of such events.
+TEST_F(SharedVersionsTest, DISABLED_HostDataEditsDoNotBumpTheDirectory) {
+  MKDIR("w");
+  MKFILE("w/f");
+  LookupBoth("w/f");
+  const uint64_t file_slot = SlotOf("w/f");
+  const uint64_t dir_slot = SlotOf("w");
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_NO_FATAL_FAILURE(FlushHostEvents());
+    const uint64_t file_before = Sample(file_slot), dir_before = Sample(dir_slot);
+    if (round == 0)
+      ASSERT_EQ(WriteHostFile(H("w/f"), "appended\n", O_WRONLY | O_APPEND), 0);
+    else
+      ASSERT_SYS(::chmod(H("w/f").c_str(), 0600));
+    ASSERT_TRUE(WaitUntil([&] { return Sample(file_slot) > file_before; }, 1000ms, 100us));
+    ASSERT_NO_FATAL_FAILURE(FlushHostEvents());
+    EXPECT_EQ(Sample(dir_slot), dir_before) << (round == 0 ? "host write" : "host chmod") << " of w/f bumped w";
   }
 }
 
