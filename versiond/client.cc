@@ -44,6 +44,9 @@ struct PendingCall {
 
 // Completes the call with nullopt if the loop drops it unanswered (disconnect, shutdown).
 struct CompleteOnDestroy {
+  CompleteOnDestroy() = default;
+  CompleteOnDestroy(const CompleteOnDestroy&) = delete;
+  CompleteOnDestroy& operator=(const CompleteOnDestroy&) = delete;
   std::shared_ptr<PendingCall> call;
   ~CompleteOnDestroy() {
     if (call) call->complete(std::nullopt);
@@ -357,7 +360,8 @@ class Client::Impl {
       out.setHandleType(key.handle_type);
       if (!key.handle.empty()) out.setHandle(kj::arrayPtr(key.handle.data(), key.handle.size()));
     }
-    auto guard = kj::heap<CompleteOnDestroy>(CompleteOnDestroy{call});
+    auto guard = kj::heap<CompleteOnDestroy>();  // not from a temporary: it would complete on copy
+    guard->call = call;
     tasks_->add(request.send()
                     .then([call, epoch](capnp::Response<rpc::Session::AcquireResults> response) {
                       AcquireResult result{.epoch = epoch, .grants = {}};
