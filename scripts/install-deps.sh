@@ -13,6 +13,8 @@ packages=(
   libseccomp-dev libcap-ng-dev libcli11-dev
   attr acl util-linux procps
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
+  # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
+  linux-headers-amd64 linux-source-6.1
 )
 
 missing=()
