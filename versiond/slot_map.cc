@@ -24,22 +24,32 @@ size_t SlotMap::InodeIdHash::operator()(const InodeId& id) const {
   return Mix(id.ino ^ Mix(id.dev));
 }
 
-size_t SlotMap::HandleIdHash::operator()(const HandleId& id) const {
-  uint64_t h = Mix(id.fsid ^ static_cast<uint32_t>(id.handle_type));
-  for (unsigned char byte : id.bytes) h = (h ^ byte) * 0x100000001b3ULL;  // FNV-1a step
+uint64_t SlotMap::HandleHash(uint64_t fsid, int32_t handle_type,
+                             const std::vector<unsigned char>& handle) {
+  uint64_t h = Mix(fsid ^ (uint64_t{static_cast<uint32_t>(handle_type)} << 32));
+  for (unsigned char byte : handle) h = (h ^ byte) * 0x100000001b3ULL;  // FNV-1a step
   return Mix(h);
+}
+
+bool SlotMap::SameHandle(uint64_t slot, uint64_t fsid, int32_t handle_type,
+                         const std::vector<unsigned char>& handle) const {
+  const SlotKey& key = entries_[slot].key;
+  return key.fsid == fsid && key.handle_type == handle_type && key.handle == handle;
 }
 
 SlotMap::SlotMap(uint64_t slot_count, BumpFn bump, SampleFn sample)
     : slot_count_(std::max<uint64_t>(slot_count, 1)), bump_(std::move(bump)),
-      sample_(std::move(sample)) {}
+      sample_(std::move(sample)) {
+  entries_.resize(1);  // slot 0, never used
+}
 
 SlotGrant SlotMap::acquire(ClientId client_id, const SlotKey& key) {
   uint64_t slot = 0;
   uint64_t version = 0;
-  if (auto it = by_inode_.find(InodeId{key.dev, key.ino}); it != by_inode_.end()) {
+  auto [it, inserted] = by_inode_.try_emplace(InodeId{key.dev, key.ino}, 0);
+  if (!inserted) {
     slot = it->second;
-    slots_[slot].references++;
+    entries_[slot].references++;
     version = sample_(slot);
   } else {
     if (!free_.empty()) {
@@ -47,17 +57,28 @@ SlotGrant SlotMap::acquire(ClientId client_id, const SlotKey& key) {
       free_.pop_front();
     } else if (next_unused_ < slot_count_) {
       slot = next_unused_++;
+      entries_.emplace_back();
     } else {
+      by_inode_.erase(it);
       return {};  // table full: the daemon replies unversioned
     }
+    it->second = slot;
     // Bumped on every (re)use: a guest still holding this index from its previous owner must
     // see a number it never cached.
     version = bump_(slot);
-    slots_.emplace(slot, Entry{key, 1});
-    by_inode_.emplace(InodeId{key.dev, key.ino}, slot);
+    Entry& entry = entries_[slot];
+    entry.key = key;
+    entry.references = 1;
+    in_use_++;
     if (!key.handle.empty()) {
-      // try_emplace: should two inodes ever report the same handle, the first keeps it.
-      by_handle_.try_emplace(HandleId{key.fsid, key.handle_type, key.handle}, slot);
+      // Should two inodes ever report the same handle, the first keeps the index entry.
+      uint64_t h = HandleHash(key.fsid, key.handle_type, key.handle);
+      auto [first, last] = by_handle_.equal_range(h);
+      bool taken = false;
+      for (auto i = first; i != last && !taken; ++i) {
+        taken = i->second != slot && SameHandle(i->second, key.fsid, key.handle_type, key.handle);
+      }
+      if (!taken) by_handle_.emplace(h, slot);
     }
   }
   Client& client = clients_[client_id];
@@ -79,10 +100,10 @@ void SlotMap::drop_client(ClientId client_id) {
   Client client = std::move(it->second);
   clients_.erase(it);
   for (auto [slot, n] : client.refs) {
-    auto entry = slots_.find(slot);
-    if (entry == slots_.end()) continue;
-    entry->second.references -= std::min(entry->second.references, n);
-    if (entry->second.references == 0) forget(slot);
+    if (slot >= entries_.size() || entries_[slot].references == 0) continue;
+    Entry& entry = entries_[slot];
+    entry.references -= std::min(entry.references, n);
+    if (entry.references == 0) forget(slot);
   }
 }
 
@@ -93,33 +114,41 @@ void SlotMap::drop(Client& client, uint64_t slot, uint64_t n) {
   held->second -= n;
   client.total -= n;
   if (held->second == 0) client.refs.erase(held);
-  auto entry = slots_.find(slot);
-  if (entry == slots_.end()) return;
-  entry->second.references -= std::min(entry->second.references, n);
-  if (entry->second.references == 0) forget(slot);
+  if (slot >= entries_.size() || entries_[slot].references == 0) return;
+  Entry& entry = entries_[slot];
+  entry.references -= std::min(entry.references, n);
+  if (entry.references == 0) forget(slot);
 }
 
+// The entry's references just reached 0.
 void SlotMap::forget(uint64_t slot) {
-  auto entry = slots_.find(slot);
-  if (entry == slots_.end()) return;
-  const SlotKey& key = entry->second.key;
+  Entry& entry = entries_[slot];
+  const SlotKey& key = entry.key;
   if (auto it = by_inode_.find(InodeId{key.dev, key.ino}); it != by_inode_.end() && it->second == slot) {
     by_inode_.erase(it);
   }
   if (!key.handle.empty()) {
-    auto it = by_handle_.find(HandleId{key.fsid, key.handle_type, key.handle});
-    if (it != by_handle_.end() && it->second == slot) by_handle_.erase(it);
+    auto [first, last] = by_handle_.equal_range(HandleHash(key.fsid, key.handle_type, key.handle));
+    for (auto it = first; it != last; ++it) {
+      if (it->second == slot) {
+        by_handle_.erase(it);
+        break;
+      }
+    }
   }
-  slots_.erase(entry);
+  entry.key.handle.clear();  // keeps its capacity for the next owner
+  in_use_--;
   free_.push_back(slot);  // keeps its count; the next acquire bumps it
 }
 
 std::optional<uint64_t> SlotMap::find_handle(uint64_t fsid, int32_t handle_type,
                                              const std::vector<unsigned char>& handle) const {
   if (handle.empty()) return std::nullopt;
-  auto it = by_handle_.find(HandleId{fsid, handle_type, handle});
-  if (it == by_handle_.end()) return std::nullopt;
-  return it->second;
+  auto [first, last] = by_handle_.equal_range(HandleHash(fsid, handle_type, handle));
+  for (auto it = first; it != last; ++it) {
+    if (SameHandle(it->second, fsid, handle_type, handle)) return it->second;
+  }
+  return std::nullopt;
 }
 
 std::optional<uint64_t> SlotMap::find_inode(uint64_t dev, uint64_t ino) const {
@@ -129,8 +158,10 @@ std::optional<uint64_t> SlotMap::find_inode(uint64_t dev, uint64_t ino) const {
 }
 
 uint64_t SlotMap::bump_in_use() {
-  for (const auto& [slot, entry] : slots_) bump_(slot);
-  return slots_.size();
+  for (uint64_t slot = 1; slot < entries_.size(); ++slot) {
+    if (entries_[slot].references > 0) bump_(slot);
+  }
+  return in_use_;
 }
 
 ClientRefs SlotMap::client_refs(ClientId client_id) const {
@@ -149,8 +180,10 @@ std::vector<ClientId> SlotMap::clients() const {
 
 std::vector<SlotInfo> SlotMap::hottest(size_t n) const {
   std::vector<std::pair<uint64_t, uint64_t>> by_version;  // (version, slot)
-  by_version.reserve(slots_.size());
-  for (const auto& [slot, entry] : slots_) by_version.emplace_back(sample_(slot), slot);
+  by_version.reserve(in_use_);
+  for (uint64_t slot = 1; slot < entries_.size(); ++slot) {
+    if (entries_[slot].references > 0) by_version.emplace_back(sample_(slot), slot);
+  }
   n = std::min(n, by_version.size());
   std::partial_sort(by_version.begin(), by_version.begin() + n, by_version.end(),
                     [](const auto& a, const auto& b) {
@@ -159,16 +192,16 @@ std::vector<SlotInfo> SlotMap::hottest(size_t n) const {
   std::vector<SlotInfo> out;
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    const Entry& entry = slots_.at(by_version[i].second);
+    const Entry& entry = entries_[by_version[i].second];
     out.push_back(SlotInfo{by_version[i].second, by_version[i].first, entry.references, entry.key});
   }
   return out;
 }
 
 std::optional<SlotInfo> SlotMap::slot_info(uint64_t slot) const {
-  auto it = slots_.find(slot);
-  if (it == slots_.end()) return std::nullopt;
-  return SlotInfo{slot, sample_(slot), it->second.references, it->second.key};
+  if (slot == 0 || slot >= entries_.size() || entries_[slot].references == 0) return std::nullopt;
+  const Entry& entry = entries_[slot];
+  return SlotInfo{slot, sample_(slot), entry.references, entry.key};
 }
 
 }  // namespace svfs::versiond

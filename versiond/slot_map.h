@@ -71,7 +71,7 @@ class SlotMap {
   uint64_t bump_in_use();
 
   uint64_t slot_count() const { return slot_count_; }
-  uint64_t in_use() const { return slots_.size(); }
+  uint64_t in_use() const { return in_use_; }
   // Slots that can still be handed out: the free list plus the never-used ones.
   uint64_t free() const { return free_.size() + (slot_count_ - next_unused_); }
   // Slots ever handed out by this map, + 1 (the first never-used slot).
@@ -91,18 +91,9 @@ class SlotMap {
   struct InodeIdHash {
     size_t operator()(const InodeId& id) const;
   };
-  struct HandleId {
-    uint64_t fsid;
-    int32_t handle_type;
-    std::vector<unsigned char> bytes;
-    bool operator==(const HandleId&) const = default;
-  };
-  struct HandleIdHash {
-    size_t operator()(const HandleId& id) const;
-  };
   struct Entry {
     SlotKey key;
-    uint64_t references = 0;
+    uint64_t references = 0;  // 0: free or never used
   };
   struct Client {
     std::unordered_map<uint64_t, uint64_t> refs;  // slot -> references
@@ -112,13 +103,22 @@ class SlotMap {
   // Drops up to `n` of `client`'s references on `slot`.
   void drop(Client& client, uint64_t slot, uint64_t n);
   void forget(uint64_t slot);
+  static uint64_t HandleHash(uint64_t fsid, int32_t handle_type,
+                             const std::vector<unsigned char>& handle);
+  bool SameHandle(uint64_t slot, uint64_t fsid, int32_t handle_type,
+                  const std::vector<unsigned char>& handle) const;
 
   uint64_t slot_count_;
   BumpFn bump_;
   SampleFn sample_;
-  std::unordered_map<uint64_t, Entry> slots_;  // in-use slots only (the table may have millions)
+  // Indexed by slot, grown up to the high water mark (never to the full table size, which may be
+  // millions of slots nobody uses). The hot path then costs one hash lookup per index.
+  std::vector<Entry> entries_;
+  uint64_t in_use_ = 0;
   std::unordered_map<InodeId, uint64_t, InodeIdHash> by_inode_;
-  std::unordered_map<HandleId, uint64_t, HandleIdHash> by_handle_;
+  // Handle hash -> slot; the handle itself is compared against entries_[slot].key, so that it is
+  // stored once and not copied into the index.
+  std::unordered_multimap<uint64_t, uint64_t> by_handle_;
   std::unordered_map<ClientId, Client> clients_;
   // FIFO, so a freed slot rests as long as possible before it is reused (a guest that held it
   // revalidates either way, but fewer do).
