@@ -17,6 +17,7 @@
 #include "daemon/options.h"
 #include "daemon/transport/fuse_dev.h"
 #include "daemon/transport/vhost_user/backend.h"
+#include "daemon/versions/shared_versions.h"
 
 namespace {
 
@@ -125,18 +126,33 @@ int main(int argc, char** argv) {
     }
   }
 
-  auto filesystem = svfs::fs::PassthroughFs::Create(options.fs);
+  // Every thread (versiond's client threads too) inherits this mask; the main thread takes
+  // these signals with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, sig);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // Declared before the filesystem, which reports forgotten inodes to it until destroyed.
+  std::unique_ptr<svfs::versions::SharedVersions> versions;
+  if (options.fs.cache.mode() == svfs::fs::CacheMode::kShared) {
+    std::string where = !options.socket_path.empty() ? options.socket_path
+                        : !options.mountpoint.empty() ? options.mountpoint
+                                                      : fmt::format("fd {}", options.fd);
+    versions = svfs::versions::SharedVersions::Start({
+        .socket_path = options.versiond_socket,
+        .client_name = fmt::format("svfsd {} ({})", getpid(), where),
+        .shared_dir = options.fs.shared_dir,
+    });
+  }
+  auto filesystem = svfs::fs::PassthroughFs::Create(options.fs, versions.get());
   if (!filesystem) {
     std::fprintf(stderr, "svfsd: --shared-dir %s: %s\n", options.fs.shared_dir.c_str(),
                  std::strerror(filesystem.error()));
     return 1;
   }
 
-  // Every thread inherits this mask; the main thread takes these signals with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, sig);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (versions) versions->set_store(&(*filesystem)->inodes());
 
   svfs::fuse::Server server(**filesystem);
   if (options.mountpoint.empty()) return RunVhostUser(options, server, signals);

@@ -1,5 +1,7 @@
 #include "versiond/server.h"
 
+#include <sys/fanotify.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -145,7 +147,14 @@ class State {
     if (change.pid != 0 && client_pids_.contains(static_cast<pid_t>(change.pid))) return;
     uint64_t bumped[8];
     size_t n_bumped = 0;
+    // fanotify names the parent directory (DFID_NAME) for every event on a child; its entries
+    // changed only for create/delete/move. A data or attribute edit must not invalidate every
+    // dentry the guests cached in that directory.
+    constexpr uint64_t kEntryChange =
+        FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_RENAME;
+    const bool entries_changed = (change.mask & kEntryChange) != 0;
     for (const HostChange::Object& object : change.objects) {
+      if (object.is_parent_dir && !entries_changed) continue;
       auto slot = slots_.find_handle(object.fsid, object.handle_type, object.handle);
       if (!slot) continue;
       // An event names the same directory twice for a rename within it: bump once.

@@ -1,0 +1,257 @@
+#include "daemon/versions/shared_versions.h"
+
+#include <fcntl.h>
+#include <sys/statfs.h>
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace svfs::versions {
+namespace {
+
+// InodeData::version_ref: epoch in the high bits, slot in the low 40 (a trillion slots).
+constexpr unsigned kSlotBits = 40;
+constexpr uint64_t kSlotMask = (1ULL << kSlotBits) - 1;
+// The inode left the store: a grant arriving late must be returned, not installed.
+constexpr uint64_t kGone = ~0ULL;
+// Keys per acquire call when re-tracking a whole store after an attach.
+constexpr size_t kAttachBatch = 1024;
+
+uint64_t Pack(uint64_t epoch, uint64_t slot) { return (epoch << kSlotBits) | (slot & kSlotMask); }
+uint64_t EpochOf(uint64_t ref) { return ref >> kSlotBits; }
+uint64_t SlotOf(uint64_t ref) { return ref & kSlotMask; }
+
+uint64_t PackFsid(const struct statfs& st) {
+  uint64_t low, high;
+  static_assert(sizeof(st.f_fsid) == 8);
+  int vals[2];
+  std::memcpy(vals, &st.f_fsid, sizeof(vals));
+  low = static_cast<uint32_t>(vals[0]);
+  high = static_cast<uint32_t>(vals[1]);
+  return low | (high << 32);
+}
+
+}  // namespace
+
+std::unique_ptr<SharedVersions> SharedVersions::Start(Options options) {
+  std::unique_ptr<SharedVersions> versions(new SharedVersions(std::move(options)));
+  versiond::Client::Options client;
+  client.socket_path = versions->options_.socket_path;
+  client.name = versions->options_.client_name;
+  client.shared_dirs = {versions->options_.shared_dir};
+  client.listener = versions.get();
+  versions->client_ = versiond::Client::Start(std::move(client));
+  {
+    std::unique_lock lock(versions->attach_mutex_);
+    versions->attach_cv_.wait_for(lock, versions->options_.attach_wait,
+                                  [&] { return versions->attached(); });
+  }
+  if (!versions->attached()) {
+    spdlog::warn("shared versions: svfs-versiond at {} not reachable yet; serving unversioned "
+                 "(cache=none) until it is (start svfs-versiond, or check --versiond-socket)",
+                 versions->options_.socket_path);
+  }
+  return versions;
+}
+
+SharedVersions::SharedVersions(Options options) : options_(std::move(options)) {}
+
+SharedVersions::~SharedVersions() {
+  client_.reset();  // no listener call after this
+}
+
+void SharedVersions::set_store(const fs::InodeStore* store) {
+  std::lock_guard lock(attach_mutex_);
+  store_ = store;
+}
+
+std::optional<fs::VersionTableId> SharedVersions::table() const {
+  shm::VersionTable* table = current_table_.load(std::memory_order_acquire);
+  if (!attached() || !table) return std::nullopt;
+  fs::VersionTableId id;
+  std::memcpy(id.uuid.data(), table->header().uuid, id.uuid.size());
+  id.generation = table->header().generation.load(std::memory_order_acquire);
+  return id;
+}
+
+bool SharedVersions::KeyOf(const fs::InodeData& inode, versiond::Key& key) {
+  key.dev = inode.key.dev;
+  key.ino = inode.key.ino;
+  auto fd = inode.path_fd();
+  if (!fd) return false;
+  {
+    std::lock_guard lock(fsid_mutex_);
+    if (auto it = fsid_by_dev_.find(key.dev); it != fsid_by_dev_.end()) key.fsid = it->second;
+  }
+  if (key.fsid == 0) {
+    struct statfs st {};
+    if (::fstatfs(fd->get(), &st) == 0) {
+      key.fsid = PackFsid(st);
+      std::lock_guard lock(fsid_mutex_);
+      fsid_by_dev_.emplace(key.dev, key.fsid);
+    }
+  }
+  // The handle versiond matches fanotify's FID records against.
+  const struct file_handle* fh = nullptr;
+  alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  if (inode.handle) {
+    fh = reinterpret_cast<const struct file_handle*>(inode.handle->bytes.data());
+  } else {
+    auto* made = reinterpret_cast<struct file_handle*>(buf);
+    made->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    if (::name_to_handle_at(fd->get(), "", made, &mount_id, AT_EMPTY_PATH) == 0) fh = made;
+  }
+  if (fh) {
+    key.handle_type = fh->handle_type;
+    key.handle.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
+  }
+  return true;
+}
+
+bool SharedVersions::Install(const fs::InodeData& inode, uint64_t epoch,
+                             const versiond::Grant& grant) {
+  if (grant.slot == 0) return false;  // table full: stays unversioned
+  uint64_t ref = inode.version_ref.load(std::memory_order_acquire);
+  for (;;) {
+    // Keep a slot of the same session (a concurrent track won) and never revive a gone inode.
+    if (ref == kGone || (ref != 0 && EpochOf(ref) == epoch)) {
+      client_->release(epoch, std::span<const uint64_t>(&grant.slot, 1));
+      return false;
+    }
+    if (inode.version_ref.compare_exchange_weak(ref, Pack(epoch, grant.slot),
+                                                std::memory_order_acq_rel)) {
+      return true;
+    }
+  }
+}
+
+void SharedVersions::track(const fs::InodeData& inode) {
+  uint64_t epoch = current_epoch_.load(std::memory_order_acquire);
+  if (epoch == 0) return;
+  versiond::Key key;
+  if (!KeyOf(inode, key)) return;
+  auto result = client_->acquire(std::span<const versiond::Key>(&key, 1));
+  if (!result || result->grants.size() != 1) return;
+  Install(inode, result->epoch, result->grants[0]);
+}
+
+void SharedVersions::untrack(const fs::InodeData& inode) {
+  uint64_t ref = inode.version_ref.exchange(kGone, std::memory_order_acq_rel);
+  if (ref == 0 || ref == kGone) return;
+  uint64_t slot = SlotOf(ref);
+  client_->release(EpochOf(ref), std::span<const uint64_t>(&slot, 1));
+}
+
+std::pair<shm::VersionTable*, uint64_t> SharedVersions::CurrentSlot(
+    const fs::InodeData& inode) const {
+  uint64_t ref = inode.version_ref.load(std::memory_order_acquire);
+  if (ref == 0 || ref == kGone) return {nullptr, 0};
+  if (EpochOf(ref) != current_epoch_.load(std::memory_order_acquire)) return {nullptr, 0};
+  return {current_table_.load(std::memory_order_acquire), SlotOf(ref)};
+}
+
+fs::Version SharedVersions::sample(const fs::InodeData& inode) const {
+  auto [table, slot] = CurrentSlot(inode);
+  if (!table || slot == 0) return {};
+  return fs::Version{slot, table->sample(slot)};
+}
+
+void SharedVersions::bump(const fs::InodeData& inode) {
+  auto [table, slot] = CurrentSlot(inode);
+  if (table && slot != 0) table->bump(slot);
+}
+
+void SharedVersions::attached(const versiond::TableIdentity& identity, uint64_t epoch) {
+  std::unique_lock lock(attach_mutex_);
+  shm::VersionTable* table = nullptr;
+  {
+    std::lock_guard tables_lock(tables_mutex_);
+    for (auto& mapped : tables_) {
+      if (std::memcmp(mapped->header().uuid, identity.uuid.data(), identity.uuid.size()) == 0) {
+        table = mapped.get();
+      }
+    }
+  }
+  if (!table) {
+    auto mapped = shm::VersionTable::Attach(identity.name, shm::Access::kReadWrite);
+    if (!mapped) {
+      spdlog::error("shared versions: {}; serving unversioned", mapped.error());
+      return;
+    }
+    auto owned = std::make_unique<shm::VersionTable>(std::move(*mapped));
+    table = owned.get();
+    std::lock_guard tables_lock(tables_mutex_);
+    tables_.push_back(std::move(owned));
+  }
+  if (announced_uuid_ && std::memcmp(announced_uuid_->data(), identity.uuid.data(), 16) != 0) {
+    // The guest was told about the first table and reads that one; bumps in another table would
+    // never reach it. Staying unversioned keeps it coherent (cache=none behaviour).
+    spdlog::error("shared versions: svfs-versiond now serves a different table ({}); replies stay "
+                  "unversioned until svfsd restarts",
+                  identity.name);
+    return;
+  }
+  announced_uuid_ = identity.uuid;
+  current_table_.store(table, std::memory_order_release);
+  current_epoch_.store(epoch, std::memory_order_release);
+
+  // Every inode the guest may hold gets a slot in the new session, then one bump: changes made
+  // through us between the session's start and this point were bumped nowhere (versiond ignores
+  // our own fanotify events once we are attached).
+  size_t tracked = 0;
+  if (store_) {
+    auto inodes = store_->Snapshot();
+    for (size_t begin = 0; begin < inodes.size(); begin += kAttachBatch) {
+      size_t end = std::min(inodes.size(), begin + kAttachBatch);
+      std::vector<const fs::InodeData*> batch;
+      std::vector<versiond::Key> keys;
+      for (size_t i = begin; i < end; ++i) {
+        versiond::Key key;
+        uint64_t ref = inodes[i]->version_ref.load(std::memory_order_acquire);
+        if (ref == kGone || (ref != 0 && EpochOf(ref) == epoch)) continue;
+        if (!KeyOf(*inodes[i], key)) continue;
+        batch.push_back(inodes[i].get());
+        keys.push_back(std::move(key));
+      }
+      if (keys.empty()) continue;
+      auto result = client_->acquire(keys);
+      if (!result || result->epoch != epoch || result->grants.size() != keys.size()) break;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (Install(*batch[i], epoch, result->grants[i])) {
+          table->bump(result->grants[i].slot);
+          ++tracked;
+        }
+      }
+    }
+  }
+  spdlog::info("shared versions: attached to svfs-versiond (table {}, generation {}, session {}); "
+               "{} inodes versioned",
+               identity.name, identity.generation, epoch, tracked);
+  lock.unlock();
+  attach_cv_.notify_all();
+}
+
+void SharedVersions::detached(uint64_t epoch) {
+  std::lock_guard lock(attach_mutex_);
+  if (current_epoch_.load(std::memory_order_acquire) != epoch) return;
+  shm::VersionTable* table = current_table_.load(std::memory_order_acquire);
+  current_epoch_.store(0, std::memory_order_release);
+  // Without versiond nobody sees host-side changes: make our guest drop what it cached under
+  // this session's slots (one bump each), after which it is served unversioned.
+  size_t dropped = 0;
+  if (store_ && table) {
+    for (const auto& inode : store_->Snapshot()) {
+      uint64_t ref = inode->version_ref.load(std::memory_order_acquire);
+      if (ref == 0 || ref == kGone || EpochOf(ref) != epoch) continue;
+      table->bump(SlotOf(ref));
+      if (inode->version_ref.compare_exchange_strong(ref, 0, std::memory_order_acq_rel)) ++dropped;
+    }
+  }
+  spdlog::warn("shared versions: lost svfs-versiond (session {}); {} inodes now unversioned, "
+               "serving as cache=none until it returns",
+               epoch, dropped);
+}
+
+}  // namespace svfs::versions
