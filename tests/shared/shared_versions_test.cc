@@ -473,8 +473,8 @@ TEST_F(SharedVersionsTest, HostSideEditsAreBumpedWithin100ms) {
 
 // docs/protocol.md: versiond bumps "the changed inode and, for entry changes, the directory". A
 // write or chmod on the host is no entry change, so the directory (whose version guards every
-// cached dentry in it) must stay put. Disabled: svfs-versiond currently bumps the parent too (the
-// DFID_NAME record of FAN_MODIFY/FAN_ATTRIB); enable once it bumps only the object of such events.
+// cached dentry in it) must stay put, although fanotify names the parent (DFID_NAME) in
+// FAN_MODIFY/FAN_ATTRIB events too.
 TEST_F(SharedVersionsTest, HostDataEditsDoNotBumpTheDirectory) {
   MKDIR("w");
   MKFILE("w/f");
