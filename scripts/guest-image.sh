@@ -20,7 +20,10 @@
 #   SVFS-E2E-UMOUNT rc=<rc>                 umount of the virtiofs mount
 #   SVFS-E2E-ERROR <what>                   setup failure (module load, mount)
 # Kernel command line: svfs.tag=TAG (default svfs), svfs.probe=1 (print SVFS-E2E-PROBE-OK after
-# module loading and power off without mounting: used to check that KVM actually runs guests).
+# module loading and power off without mounting: used to check that KVM actually runs guests),
+# svfs.mountopts=OPTS (mount -o OPTS, e.g. noversions).
+# Module override: a module /kmod/NAME.ko (put there by an archive in front of this one, e.g.
+# run-guest.sh --kmod DIR) is loaded instead of the image's; /init prints SVFS-E2E-KMOD NAME.ko.
 set -euo pipefail
 
 force=0
@@ -135,21 +138,25 @@ finish() { sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; }
 
 tag=svfs
 probe=0
+mountopts=
 for word in $(cat /proc/cmdline); do
   case "$word" in
     svfs.tag=*) tag=${word#svfs.tag=} ;;
     svfs.probe=*) probe=${word#svfs.probe=} ;;
+    svfs.mountopts=*) mountopts=${word#svfs.mountopts=} ;;
   esac
 done
 
 for m in $(cat /etc/modules.order); do
-  if ! insmod /lib/modules/$m; then echo "SVFS-E2E-ERROR insmod $m"; finish; fi
+  f=/lib/modules/$m
+  if [ -r /kmod/$m ]; then f=/kmod/$m; echo "SVFS-E2E-KMOD $m"; fi
+  if ! insmod $f; then echo "SVFS-E2E-ERROR insmod $f"; finish; fi
 done
 echo "SVFS-E2E-BOOTED uptime=$(up)"
 if [ "$probe" = 1 ]; then echo "SVFS-E2E-PROBE-OK"; finish; fi
 
-if ! mount -t virtiofs "$tag" /mnt; then
-  echo "SVFS-E2E-ERROR mount -t virtiofs $tag /mnt failed"
+if ! mount -t virtiofs ${mountopts:+-o "$mountopts"} "$tag" /mnt; then
+  echo "SVFS-E2E-ERROR mount -t virtiofs ${mountopts:+-o $mountopts} $tag /mnt failed"
   dmesg | tail -n 20
   finish
 fi

@@ -12,6 +12,14 @@
 #   --versiond PATH            start this svfs-versiond (own socket and table) and point svfsd at
 #                              it; implies --cache shared. The guest's FUSE client is stock, so it
 #                              does not negotiate versions: svfsd must serve it as cache=none.
+#   --kmod DIR                 load DIR/fuse.ko and DIR/virtiofs.ko in the guest instead of the
+#                              image's (guest-kmod-patches/build.sh prints the directory); with
+#                              --versiond the guest also gets versiond's table (see --table) and
+#                              svfsd must negotiate shared versions (unless -o noversions)
+#   --table NAME               expose /dev/shm/NAME read-only to the guest as an ivshmem-plain
+#                              device (memory-backend-file ...,share=on,readonly=on); default with
+#                              --kmod and --versiond: versiond's table; "none": no device
+#   --mount-opts OPTS          mount -t virtiofs -o OPTS in the guest (e.g. noversions)
 #   --queues N                 num-request-queues of vhost-user-fs-pci (default 1; C virtiofsd: 1)
 #   --workload FILE            guest script (default tests/e2e/workloads/posix.sh)
 #   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16;
@@ -23,6 +31,11 @@
 #   --daemon-arg ARG           extra daemon argument (repeatable)
 #   --keep                     keep the work directory (serial log, daemon log)
 #   --quiet                    do not echo the workload output
+# Host actions: a workload line "SVFS-E2E-HOSTACT ID KIND ARGS ;" makes the runner act on the host
+# and then create SHARE/.hostack-ID holding the result; the workload waits for that file. KIND:
+#   stats               SIGUSR1 to svfsd; the ack holds its request counter table
+#   write REL TEXT      TEXT plus newline into SHARE/REL      chmod MODE REL    touch REL    rm REL
+#   tableword OFFSET    the ack holds the 8 bytes at OFFSET of the --table file (hex, od order)
 # Exit status: 0 all passed, 1 failure (workload, host check, boot, timeout), 77 skipped (daemon
 # lacks the vhost-user transport, not root, no QEMU), 2 usage error.
 set -uo pipefail
@@ -43,6 +56,9 @@ smp=1
 mem=512
 daemon_args=()
 versiond=
+kmod=
+table_name=
+mountopts=
 keep=0
 quiet=0
 
@@ -63,6 +79,9 @@ while [ $# -gt 0 ]; do
     --memory) mem=$2; shift 2 ;;
     --daemon-arg) daemon_args+=("$2"); shift 2 ;;
     --versiond) versiond=$2; cache=shared; shift 2 ;;
+    --kmod) kmod=$2; shift 2 ;;
+    --table) table_name=$2; shift 2 ;;
+    --mount-opts) mountopts=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -122,6 +141,17 @@ if [ -n "$versiond" ]; then
   for _ in $(seq 1 100); do [ -S "$work/versiond.sock" ] && break; sleep 0.1; done
   [ -S "$work/versiond.sock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; die "svfs-versiond did not start"; }
   daemon_args+=(--versiond-socket "$work/versiond.sock")
+  [ -n "$kmod" ] && [ -z "$table_name" ] && table_name=$table
+fi
+[ "$table_name" = none ] && table_name=
+if [ -n "$kmod" ]; then
+  for m in fuse virtiofs; do [ -r "$kmod/$m.ko" ] || die "--kmod: $kmod/$m.ko missing"; done
+fi
+table_file=
+if [ -n "$table_name" ]; then
+  table_file=/dev/shm/$table_name
+  for _ in $(seq 1 50); do [ -s "$table_file" ] && break; sleep 0.1; done
+  [ -s "$table_file" ] || die "--table: $table_file missing or empty"
 fi
 case "$daemon" in
   svfsd) cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr) ;;
@@ -161,7 +191,14 @@ printf 'export SVFS_DAEMON=%s SVFS_CACHE=%s SVFS_QUEUES=%s\n' "$daemon" "$cache"
 for e in "${envs[@]}"; do
   printf 'export %s=%q\n' "${e%%=*}" "${e#*=}" >>"$work/payload/workload.env"
 done
-(cd "$work/payload" && printf '%s\n' workload.sh workload.env |
+payload_files=(workload.sh workload.env)
+if [ -n "$kmod" ]; then
+  # /init loads /kmod/NAME.ko instead of the image's module of that name.
+  mkdir -p "$work/payload/kmod"
+  cp "$kmod/fuse.ko" "$kmod/virtiofs.ko" "$work/payload/kmod/"
+  payload_files+=(kmod kmod/fuse.ko kmod/virtiofs.ko)
+fi
+(cd "$work/payload" && printf '%s\n' "${payload_files[@]}" |
   cpio -o -H newc -R 0:0 --quiet) >"$work/payload.cpio" || die "cpio"
 cat "$work/payload.cpio" "$SVFS_GUEST_INITRD" >"$work/initrd"
 
@@ -187,6 +224,14 @@ case "$accel" in
 esac
 cpu=()
 [ "$accel" = kvm ] && cpu=(-cpu host)
+# The version table, read-only: QEMU maps the file PROT_READ and the guest sees it as BAR 2.
+table_dev=()
+if [ -n "$table_file" ]; then
+  table_dev=(-object "memory-backend-file,id=vt,mem-path=$table_file,size=$(stat -c %s "$table_file"),share=on,readonly=on"
+    -device ivshmem-plain,memdev=vt)
+fi
+cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
+[ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
 
 # Guest.
 serial=$work/serial.log
@@ -194,19 +239,56 @@ qargs=(-accel "$accel" "${cpu[@]}" -machine q35 -smp "$smp" -m "$mem"
   -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem
   -chardev socket,id=vfs,path="$sock"
   -device vhost-user-fs-pci,chardev=vfs,tag=svfs,num-request-queues="$queues"
+  "${table_dev[@]}"
   -kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd"
-  -append "console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
+  -append "$cmdline"
   -nodefaults -display none -no-reboot -monitor none
   -chardev file,id=ser,path="$serial" -serial chardev:ser)
-say "guest: $SVFS_GUEST_KVER, accel $accel, $queues request queue(s), cache $cache, $(basename "$workload") ${envs[*]}"
+say "guest: $SVFS_GUEST_KVER${kmod:+ (modules from $kmod)}, accel $accel, $queues request queue(s), cache $cache${table_name:+, table $table_name}${mountopts:+, -o $mountopts}, $(basename "$workload") ${envs[*]}"
 t_start=$(now)
 timeout "$timeout_s" "$qemu" "${qargs[@]}" >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
+# Host actions requested by the workload (see the header).
+acted=0
+host_action() {  # id kind args...
+  local id=$1 kind=$2 ack=$share/.hostack-$1 n
+  shift 2
+  case "$kind" in
+    stats)
+      n=$(grep -c '^malformed ' "$work/daemon.log" 2>/dev/null)
+      kill -USR1 "$daemon_pid" 2>/dev/null
+      for _ in $(seq 1 50); do
+        [ "$(grep -c '^malformed ' "$work/daemon.log" 2>/dev/null)" -gt "$n" ] && break
+        sleep 0.1
+      done
+      awk '/^opcode /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$work/daemon.log" |
+        sed -n '/^opcode /,/^malformed /p' >"$ack.tmp" ;;
+    write) printf '%s\n' "${*:2}" >"$share/$1"; echo ok >"$ack.tmp" ;;
+    chmod) chmod "$1" "$share/$2"; echo ok >"$ack.tmp" ;;
+    touch) touch "$share/$1"; echo ok >"$ack.tmp" ;;
+    rm) rm -f "$share/$1"; echo ok >"$ack.tmp" ;;
+    tableword)
+      if [ -n "$table_file" ]; then
+        od -An -tx8 -j "$1" -N 8 "$table_file" | tr -d ' ' >"$ack.tmp"
+      else echo none >"$ack.tmp"; fi ;;
+    *) echo "unknown" >"$ack.tmp" ;;
+  esac
+  echo "HOSTACT $id $kind $*: $(head -c 60 "$ack.tmp" | tr '\n' ' ')" >>"$work/hostact.log"
+  mv "$ack.tmp" "$ack"
+}
 # Echo the workload output while it runs (progress for long workloads).
 shown=0
 daemon_gone=
 while kill -0 "$qemu_pid" 2>/dev/null; do
   sleep 0.5
+  if [ -r "$serial" ]; then
+    while read -r _ id kind rest; do
+      [ "$id" -gt "$acted" ] 2>/dev/null || continue
+      acted=$id
+      # shellcheck disable=SC2086
+      host_action "$id" "$kind" ${rest% ;}
+    done < <(tr -d '\r' <"$serial" | grep -a '^SVFS-E2E-HOSTACT [0-9][0-9]* .* ;$')
+  fi
   if [ "$quiet" = 0 ] && [ -r "$serial" ]; then
     total=$(wc -l <"$serial")
     if [ "$total" -gt "$shown" ]; then
@@ -304,9 +386,13 @@ if [ -n "$versiond" ]; then
   # Shared mode with a stock guest: attached to versiond, versions not negotiated (cache=none).
   if grep -q 'attached to svfs-versiond' "$work/daemon.log"; then echo "PASS daemon attached to svfs-versiond"
   else echo "FAIL daemon: never attached to svfs-versiond"; failures=$((failures + 1)); fi
-  if grep -q 'not negotiated: serving as cache=none' "$work/daemon.log"; then
-    echo "PASS stock guest served as cache=none"
-  else echo "FAIL daemon: no 'not negotiated' line for the stock guest"; failures=$((failures + 1)); fi
+  if [ -n "$kmod" ] && [ -n "$table_name" ] && [[ ",$mountopts," != *,noversions,* ]]; then
+    if grep -q 'shared versions negotiated' "$work/daemon.log"; then
+      echo "PASS patched guest negotiated shared versions"
+    else echo "FAIL daemon: patched guest with a table did not negotiate shared versions"; failures=$((failures + 1)); fi
+  elif grep -q 'not negotiated: serving as cache=none' "$work/daemon.log"; then
+    echo "PASS guest without versions served as cache=none"
+  else echo "FAIL daemon: no 'not negotiated' line for a guest without versions"; failures=$((failures + 1)); fi
   if ! kill -0 "$versiond_pid" 2>/dev/null; then
     echo "FAIL svfs-versiond died"; sed 's/^/  versiond| /' "$work/versiond.log" | tail -n 20
     failures=$((failures + 1))
