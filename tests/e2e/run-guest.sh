@@ -33,7 +33,8 @@
 #   --quiet                    do not echo the workload output
 # Host actions: a workload line "SVFS-E2E-HOSTACT ID KIND ARGS ;" makes the runner act on the host
 # and then create SHARE/.hostack-ID holding the result; the workload waits for that file. KIND:
-#   stats               SIGUSR1 to svfsd; the ack holds its request counter table
+#   stats               SIGUSR1 to svfsd; the ack holds its request counter table (empty for
+#                       virtiofsd, which SIGUSR1 would kill)
 #   write REL TEXT      TEXT plus newline into SHARE/REL      chmod MODE REL    touch REL    rm REL
 #   tableword OFFSET    the ack holds the 8 bytes at OFFSET of the --table file (hex, od order)
 # Exit status: 0 all passed, 1 failure (workload, host check, boot, timeout), 77 skipped (daemon
@@ -255,6 +256,7 @@ host_action() {  # id kind args...
   shift 2
   case "$kind" in
     stats)
+      if [ "$daemon" != svfsd ]; then : >"$ack.tmp"; mv "$ack.tmp" "$ack"; return; fi  # no counters
       n=$(grep -c '^malformed ' "$work/daemon.log" 2>/dev/null)
       kill -USR1 "$daemon_pid" 2>/dev/null
       for _ in $(seq 1 50); do

@@ -77,7 +77,9 @@ lk=$((lk1 - lk0))
 ga=$((ga1 - ga0))
 echo "COUNTERS pass2 files=$FILES LOOKUP=$lk GETATTR=$ga" \
   "pass1_s=$(echo "$t1 $t0" | awk '{print $1 - $2}') pass2_s=$(echo "$t3 $t2" | awk '{print $1 - $2}')"
-if [ "$VERSIONS" = on ]; then
+if [ -z "$(echo "$after" | requests total | grep -v '^0$')" ]; then
+  echo "no request counters from the daemon ($SVFS_DAEMON): counter checks skipped"
+elif [ "$VERSIONS" = on ]; then
   # The stats ack itself is a new file in the root: a few lookups are expected.
   if [ $((lk + ga)) -le $((FILES / 20 + 10)) ]; then ok "pass 2 served from the guest cache ($lk LOOKUP, $ga GETATTR)"
   else bad "pass 2 sent $lk LOOKUP and $ga GETATTR for $FILES files"; fi
