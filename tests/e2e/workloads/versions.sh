@@ -105,6 +105,17 @@ if [ "$VERSIONS" = on ]; then
   else bad "repeated lookups sent $lk LOOKUP and $ga GETATTR"; fi
 fi
 
+echo "== directory listing cached while unchanged"
+ls "$mnt/tree" >/dev/null
+d0=$(hostact stats)
+n1=$(ls "$mnt/tree" | wc -l)
+d1=$(hostact stats)
+rd=$(($(echo "$d1" | requests READDIR READDIRPLUS) - $(echo "$d0" | requests READDIR READDIRPLUS)))
+echo "COUNTERS second listing of $n1 entries: READDIR+READDIRPLUS=$rd"
+if [ "$VERSIONS" = on ]; then
+  check "second listing served from the readdir cache (READDIR requests)" "$rd" 0
+fi
+
 echo "== page cache kept while unchanged"
 cat "$mnt/tree/data" >/dev/null
 reads0=$(hostact stats | requests READ)
