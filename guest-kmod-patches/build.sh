@@ -45,7 +45,9 @@ out=${out:-${SVFS_GUEST_CACHE:-/var/cache/svfs-guest}/kmod-$kver}
 series=$here/series
 [ -r "$series" ] || die "no series file in $here"
 
-pkg_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | sed -n 's/^install ok installed //p'; }
+pkg_version() {  # installed version of package $1, or nothing
+  { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true; } | sed -n 's/^install ok installed //p'
+}
 
 # Versions: image, headers and source must be the same Debian package version.
 image_ver=$(pkg_version "linux-image-$kver")
