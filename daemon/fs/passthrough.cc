@@ -903,6 +903,23 @@ Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint6
     if (n < 0) return first ? Status(ErrnoErr()) : Status{};
     if (n == 0) return {};
     first = false;
+    // Slots for this buffer's new entries in one call to versiond instead of one per entry.
+    struct BatchScope {
+      VersionTracker* versions;
+      ~BatchScope() {
+        if (versions) versions->end_batch();
+      }
+    } batch{plus ? versions_ : nullptr};
+    if (batch.versions) {
+      std::vector<std::string_view> names;
+      for (long pos = 0; pos < n;) {
+        const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + pos);
+        pos += d->d_reclen;
+        std::string_view name(d->d_name);
+        if (name != "." && name != "..") names.push_back(name);
+      }
+      batch.versions->begin_batch(dir.fd.get(), names);
+    }
     for (long pos = 0; pos < n;) {
       const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + pos);
       pos += d->d_reclen;

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <optional>
+#include <span>
+#include <string_view>
 
 #include "daemon/fs/filesystem.h"
 #include "daemon/fs/inode_store.h"
@@ -27,6 +29,15 @@ class VersionTracker {
   virtual Version sample(const InodeData& inode) const = 0;
   // Increments the inode's slot (no-op without one).
   virtual void bump(const InodeData& inode) = 0;
+
+  // READDIRPLUS looks up many names in a row: get slots for the entries `names` under the
+  // directory `dir_fd` in one call to versiond, for this thread's track() calls to take until
+  // end_batch(), which returns the grants nobody took. Optional; a no-op by default.
+  virtual void begin_batch(int dir_fd, std::span<const std::string_view> names) {
+    (void)dir_fd;
+    (void)names;
+  }
+  virtual void end_batch() {}
 };
 
 }  // namespace svfs::fs

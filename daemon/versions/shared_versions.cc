@@ -1,7 +1,9 @@
 #include "daemon/versions/shared_versions.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 
 #include <cstring>
 
@@ -21,6 +23,18 @@ constexpr size_t kAttachBatch = 1024;
 uint64_t Pack(uint64_t epoch, uint64_t slot) { return (epoch << kSlotBits) | (slot & kSlotMask); }
 uint64_t EpochOf(uint64_t ref) { return ref >> kSlotBits; }
 uint64_t SlotOf(uint64_t ref) { return ref & kSlotMask; }
+
+// Grants of the batch this thread is between begin_batch and end_batch of, by (dev, ino).
+struct BatchGrant {
+  uint64_t epoch = 0;
+  versiond::Grant grant;
+};
+struct PairHash {
+  size_t operator()(const std::pair<uint64_t, uint64_t>& p) const {
+    return std::hash<uint64_t>()(p.first * 0x9e3779b97f4a7c15ULL ^ p.second);
+  }
+};
+thread_local std::unordered_map<std::pair<uint64_t, uint64_t>, BatchGrant, PairHash> t_batch;
 
 uint64_t PackFsid(const struct statfs& st) {
   uint64_t low, high;
@@ -75,23 +89,25 @@ std::optional<fs::VersionTableId> SharedVersions::table() const {
   return id;
 }
 
+uint64_t SharedVersions::FsidOf(uint64_t dev, int fd) {
+  {
+    std::lock_guard lock(fsid_mutex_);
+    if (auto it = fsid_by_dev_.find(dev); it != fsid_by_dev_.end()) return it->second;
+  }
+  struct statfs st {};
+  if (::fstatfs(fd, &st) != 0) return 0;
+  uint64_t fsid = PackFsid(st);
+  std::lock_guard lock(fsid_mutex_);
+  fsid_by_dev_.emplace(dev, fsid);
+  return fsid;
+}
+
 bool SharedVersions::KeyOf(const fs::InodeData& inode, versiond::Key& key) {
   key.dev = inode.key.dev;
   key.ino = inode.key.ino;
   auto fd = inode.path_fd();
   if (!fd) return false;
-  {
-    std::lock_guard lock(fsid_mutex_);
-    if (auto it = fsid_by_dev_.find(key.dev); it != fsid_by_dev_.end()) key.fsid = it->second;
-  }
-  if (key.fsid == 0) {
-    struct statfs st {};
-    if (::fstatfs(fd->get(), &st) == 0) {
-      key.fsid = PackFsid(st);
-      std::lock_guard lock(fsid_mutex_);
-      fsid_by_dev_.emplace(key.dev, key.fsid);
-    }
-  }
+  key.fsid = FsidOf(key.dev, fd->get());
   // The handle versiond matches fanotify's FID records against.
   const struct file_handle* fh = nullptr;
   alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
@@ -130,11 +146,72 @@ bool SharedVersions::Install(const fs::InodeData& inode, uint64_t epoch,
 void SharedVersions::track(const fs::InodeData& inode) {
   uint64_t epoch = current_epoch_.load(std::memory_order_acquire);
   if (epoch == 0) return;
+  if (!t_batch.empty()) {
+    auto it = t_batch.find({inode.key.dev, inode.key.ino});
+    if (it != t_batch.end()) {
+      BatchGrant granted = it->second;
+      t_batch.erase(it);
+      Install(inode, granted.epoch, granted.grant);
+      return;
+    }
+  }
   versiond::Key key;
   if (!KeyOf(inode, key)) return;
   auto result = client_->acquire(std::span<const versiond::Key>(&key, 1));
   if (!result || result->grants.size() != 1) return;
   Install(inode, result->epoch, result->grants[0]);
+}
+
+void SharedVersions::begin_batch(int dir_fd, std::span<const std::string_view> names) {
+  end_batch();  // never nested; be safe
+  if (current_epoch_.load(std::memory_order_acquire) == 0 || names.empty()) return;
+  std::vector<versiond::Key> keys;
+  keys.reserve(names.size());
+  alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  for (std::string_view name : names) {
+    const std::string cname(name);  // a single component from getdents of a held directory fd
+    struct statx stx {};
+    if (::statx(dir_fd, cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+                STATX_INO | STATX_MNT_ID, &stx) != 0) {
+      continue;
+    }
+    versiond::Key key;
+    key.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    key.ino = stx.stx_ino;
+    uint64_t mnt_id = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0;
+    if (store_) {
+      // Already versioned in this session: the lookup will not ask for a slot.
+      auto known = store_->Find(fs::InodeKey{key.dev, key.ino, mnt_id});
+      if (known && CurrentSlot(*known).second != 0) continue;
+    }
+    key.fsid = FsidOf(key.dev, dir_fd);
+    auto* fh = reinterpret_cast<struct file_handle*>(buf);
+    fh->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    if (::name_to_handle_at(dir_fd, cname.c_str(), fh, &mount_id, 0) == 0) {
+      key.handle_type = fh->handle_type;
+      key.handle.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
+    }
+    keys.push_back(std::move(key));
+  }
+  if (keys.empty()) return;
+  auto result = client_->acquire(keys);
+  if (!result || result->grants.size() != keys.size()) return;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (result->grants[i].slot == 0) continue;
+    auto [it, inserted] = t_batch.try_emplace({keys[i].dev, keys[i].ino},
+                                              BatchGrant{result->epoch, result->grants[i]});
+    // A name listed twice (hard links): versiond counted two references; return the extra one.
+    if (!inserted) client_->release(result->epoch, std::span<const uint64_t>(&result->grants[i].slot, 1));
+  }
+}
+
+void SharedVersions::end_batch() {
+  if (t_batch.empty()) return;
+  std::unordered_map<uint64_t, std::vector<uint64_t>> unclaimed;  // by epoch
+  for (const auto& [id, granted] : t_batch) unclaimed[granted.epoch].push_back(granted.grant.slot);
+  t_batch.clear();
+  for (const auto& [epoch, slots] : unclaimed) client_->release(epoch, slots);
 }
 
 void SharedVersions::untrack(const fs::InodeData& inode) {

@@ -46,6 +46,8 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   void untrack(const fs::InodeData& inode) override;
   fs::Version sample(const fs::InodeData& inode) const override;
   void bump(const fs::InodeData& inode) override;
+  void begin_batch(int dir_fd, std::span<const std::string_view> names) override;
+  void end_batch() override;
 
   bool attached() const { return current_epoch_.load(std::memory_order_acquire) != 0; }
 
@@ -58,6 +60,8 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
 
   // The key versiond knows `inode` by; false if the inode cannot be reached any more.
   bool KeyOf(const fs::InodeData& inode, versiond::Key& key);
+  // statfs f_fsid of the filesystem of `fd` (device `dev`), cached per device.
+  uint64_t FsidOf(uint64_t dev, int fd);
   // Stores `grant` in `inode` unless it got a slot or left the store meanwhile; then the grant
   // is returned to versiond. Returns whether it was stored.
   bool Install(const fs::InodeData& inode, uint64_t epoch, const versiond::Grant& grant);

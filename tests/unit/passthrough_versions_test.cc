@@ -53,12 +53,24 @@ class RecordingTracker : public VersionTracker {
     ++versions_[slot];
     bumped.insert(inode.key.ino);
   }
+  void begin_batch(int, std::span<const std::string_view> names) override {
+    std::lock_guard lock(mutex_);
+    ++batches;
+    for (auto name : names) batched_names.insert(std::string(name));
+  }
+  void end_batch() override {
+    std::lock_guard lock(mutex_);
+    ++batch_ends;
+  }
   uint64_t version_of_slot(uint64_t slot) const {
     std::lock_guard lock(mutex_);
     return versions_.at(slot);
   }
 
   bool has_table = true;
+  int batches = 0;
+  int batch_ends = 0;
+  std::set<std::string> batched_names;
   std::multiset<uint64_t> bumped;  // st_ino of every inode bumped
   std::set<uint64_t> tracked;
   std::set<uint64_t> untracked;
@@ -320,6 +332,10 @@ TEST_F(PassthroughVersionsTest, ReaddirplusEntriesAreVersioned) {
   EXPECT_NE(sink.versions["a"].index, 0u);
   EXPECT_NE(sink.versions["b"].index, 0u);
   EXPECT_NE(sink.versions["a"].index, sink.versions["b"].index);
+  // One batch per getdents buffer, naming the entries (not "." and ".."), always ended.
+  EXPECT_GE(tracker_.batches, 1);
+  EXPECT_EQ(tracker_.batches, tracker_.batch_ends);
+  EXPECT_EQ(tracker_.batched_names, (std::set<std::string>{"a", "b"}));
 }
 
 }  // namespace
