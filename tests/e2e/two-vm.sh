@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# Two VMs sharing one host directory: coherence and cost per cache mode.
+#
+# Per mode: one svfs-versiond (modes that need it), two daemons (one per VM) on the same fresh host
+# directory under /var/tmp, two QEMU guests (vhost-user-fs-pci, the image of scripts/guest-image.sh,
+# the patched fuse.ko/virtiofs.ko of guest-kmod-patches/ where the mode says so, versiond's table
+# through ivshmem-plain backed read-only by /dev/shm/<table>). Each guest runs
+# workloads/two-vm-agent.sh, a command agent on its second serial port (a QEMU pipe chardev per
+# guest): the harness drives both guests step by step through that channel, never through the
+# shared directory under test.
+#
+#   Coherence: for each step of workloads/two-vm-ops.sh (create, unlink, rename over an existing
+#     name and to a new name, mkdir, rmdir, chmod, chown, truncate, write changing the size, write
+#     of the same size, utimens, setxattr, link, symlink): B observes the items of the step (stat
+#     fields, directory listing, content, link target, xattr) so it has the old state cached; A
+#     makes the change; B observes again. Each item whose state changed on the host is one check;
+#     it is stale if B's second observation differs from the host directory's. The same steps are
+#     then made on the host directly (versiond's fanotify path; B observes after --settle seconds).
+#   Cost: B stats (test -e) every file of an unchanged tree of --files files (made on the host
+#     before boot) --passes times; the harness reads B's daemon's LOOKUP and GETATTR counters
+#     between passes (svfsd: SIGUSR1 table; C virtiofsd: its -d debug log) and the guest time of
+#     each pass.
+#
+# Usage: tests/e2e/two-vm.sh [options]
+#   --modes LIST      comma-separated (default shared):
+#                       shared       svfsd --cache shared, patched modules with the table
+#                       noversions   as shared, mounted -o noversions (stock behaviour)
+#                       none|auto|always  svfsd --cache MODE, stock modules
+#                       virtiofsd    /usr/lib/qemu/virtiofsd -o cache=auto, stock modules
+#                       stock-shared svfsd --cache shared, stock modules (must be served as none)
+#                     "all" = shared,noversions,none,auto,always,virtiofsd,stock-shared
+#   --files N         tree size of the cost run, a multiple of 100 (default 10000)
+#   --passes K        stat passes of the cost run (default 3)
+#   --settle S        wait after a host-side change before B looks (default 0.5)
+#   --check           exit 1 unless every mode has 0 stale results and (shared) passes 2..K sent
+#                     fewer than files*(K-1)/20 LOOKUP+GETATTR (cache=none sends at least one
+#                     request per file and pass)
+#   --svfsd PATH  --versiond PATH  --virtiofsd PATH  --kmod DIR (default: guest-kmod-patches/build.sh)
+#   --timeout S       per guest command (default 600)   --keep   keep the work directories
+#   --table-out FILE  also write the result table to FILE
+# Exit status: 0 done (and --check passed), 1 failure, 77 skipped (not root, no QEMU), 2 usage.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+svfsd=${SVFSD:-$repo/build/daemon/svfsd}
+versiond=${SVFS_VERSIOND:-$repo/build/versiond/svfs-versiond}
+virtiofsd=/usr/lib/qemu/virtiofsd
+kmod=
+modes=shared
+files=10000
+passes=3
+settle=0.5
+check=0
+cmd_timeout=600
+keep=0
+table_out=
+
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --modes) modes=$2; shift 2 ;;
+    --files) files=$2; shift 2 ;;
+    --passes) passes=$2; shift 2 ;;
+    --settle) settle=$2; shift 2 ;;
+    --check) check=1; shift ;;
+    --svfsd) svfsd=$2; shift 2 ;;
+    --versiond) versiond=$2; shift 2 ;;
+    --virtiofsd) virtiofsd=$2; shift 2 ;;
+    --kmod) kmod=$2; shift 2 ;;
+    --timeout) cmd_timeout=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    --table-out) table_out=$2; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "two-vm: unknown argument $1" >&2; usage ;;
+  esac
+done
+[ "$modes" = all ] && modes=shared,noversions,none,auto,always,virtiofsd,stock-shared
+[ $((files % 100)) = 0 ] && [ "$files" -gt 0 ] || { echo "two-vm: --files must be a multiple of 100" >&2; exit 2; }
+[ "$passes" -ge 2 ] 2>/dev/null || { echo "two-vm: --passes must be at least 2" >&2; exit 2; }
+dirs=$((files / 100))
+# shellcheck source=workloads/two-vm-ops.sh
+. "$here/workloads/two-vm-ops.sh"
+
+say() { echo "two-vm: $*"; }
+skip() { say "SKIP: $*"; exit 77; }
+die() { say "FAIL: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (vhost-user daemons, chown, packages)"
+qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
+command -v setfattr >/dev/null && command -v getfattr >/dev/null || skip "setfattr/getfattr missing (package attr)"
+image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh failed"
+eval "$image_vars"
+needs_kmod=0
+needs_svfsd=0
+needs_versiond=0
+IFS=, read -ra mode_list <<<"$modes"
+for m in "${mode_list[@]}"; do
+  case "$m" in
+    shared|noversions) needs_kmod=1; needs_svfsd=1; needs_versiond=1 ;;
+    stock-shared) needs_svfsd=1; needs_versiond=1 ;;
+    none|auto|always) needs_svfsd=1 ;;
+    virtiofsd) [ -x "$virtiofsd" ] || skip "$virtiofsd missing (qemu-system-common)" ;;
+    *) echo "two-vm: unknown mode $m" >&2; exit 2 ;;
+  esac
+done
+[ "$needs_svfsd" = 0 ] || [ -x "$svfsd" ] || die "svfsd $svfsd not found (build it or pass --svfsd)"
+[ "$needs_versiond" = 0 ] || [ -x "$versiond" ] || die "svfs-versiond $versiond not found (--versiond)"
+if [ "$needs_kmod" = 1 ] && [ -z "$kmod" ]; then
+  say "patched modules (guest-kmod-patches/build.sh, cached)..."
+  kvars=$("$repo/guest-kmod-patches/build.sh") || die "guest-kmod-patches/build.sh failed"
+  eval "$kvars"
+  kmod=$SVFS_KMOD_DIR
+fi
+
+# State of the mode being run; cleanup() stops whatever is left.
+work=
+pids=()
+table=
+cleanup_mode() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  pids=()
+  exec 5>&- 6<&- 7>&- 8<&- 2>/dev/null
+  [ -n "$table" ] && rm -f "/dev/shm/$table"
+  table=
+  if [ -n "$work" ]; then
+    if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+  fi
+  work=
+}
+trap cleanup_mode EXIT
+trap 'exit 130' INT TERM
+
+# gcmd VM COMMAND: run COMMAND in guest VM (A or B) through its control port; its output (tabs
+# back to newlines) on stdout; the command's exit status is the return value.
+seq_id=0
+gcmd() {
+  local vm=$1 wfd rfd line waited=0
+  shift
+  if [ "$vm" = A ]; then wfd=5; rfd=6; else wfd=7; rfd=8; fi
+  seq_id=$((seq_id + 1))
+  printf '%s %s\n' "$seq_id" "$*" >&"$wfd"
+  while :; do
+    if IFS= read -r -t 5 -u "$rfd" line; then
+      line=${line%$'\r'}
+      case "$line" in
+        "R $seq_id "*)
+          line=${line#"R $seq_id "}
+          local rc=${line%% *}
+          local out=${line#* }
+          [ "$out" = "$rc" ] && out=
+          printf '%s\n' "${out//$'\t'/$'\n'}"
+          return "$rc" ;;
+        *) continue ;;
+      esac
+    fi
+    waited=$((waited + 5))
+    if [ "$waited" -ge "$cmd_timeout" ] || ! kill -0 "${qpid[$vm]}" 2>/dev/null; then
+      say "guest $vm: no answer to '$*' (${waited}s; QEMU $(kill -0 "${qpid[$vm]}" 2>/dev/null && echo running || echo gone))"
+      tail -n 30 "$work/serial-$vm.log" | tr -d '\r' | sed "s/^/  guest $vm| /"
+      return 255
+    fi
+  done
+}
+
+# counters VM: "LOOKUP GETATTR" served so far by VM's daemon.
+declare -A dpid dlog dkind qpid
+counters() {
+  local vm=$1 n
+  if [ "${dkind[$vm]}" = virtiofsd ]; then
+    echo "$(grep -c 'opcode: LOOKUP ' "${dlog[$vm]}") $(grep -c 'opcode: GETATTR ' "${dlog[$vm]}")"
+    return
+  fi
+  n=$(grep -c '^malformed ' "${dlog[$vm]}")
+  kill -USR1 "${dpid[$vm]}" 2>/dev/null
+  for _ in $(seq 1 50); do
+    [ "$(grep -c '^malformed ' "${dlog[$vm]}")" -gt "$n" ] && break
+    sleep 0.1
+  done
+  awk '/^opcode /{l=0; g=0} $1=="LOOKUP"{l=$2} $1=="GETATTR"{g=$2} END{print l+0, g+0}' "${dlog[$vm]}"
+}
+
+# run_mode MODE: prints the result row to $work/row.
+results=()
+overall=0
+run_mode() {
+  local mode=$1 dkind_m cache_m use_kmod=0 mountopts= use_table=0 vm
+  case "$mode" in
+    shared) dkind_m=svfsd; cache_m=shared; use_kmod=1; use_table=1 ;;
+    noversions) dkind_m=svfsd; cache_m=shared; use_kmod=1; use_table=1; mountopts=noversions ;;
+    stock-shared) dkind_m=svfsd; cache_m=shared ;;
+    none|auto|always) dkind_m=svfsd; cache_m=$mode ;;
+    virtiofsd) dkind_m=virtiofsd; cache_m=auto ;;
+  esac
+  mkdir -p /var/tmp/svfs-two-vm
+  work=$(mktemp -d /var/tmp/svfs-two-vm/"$mode".XXXXXX)
+  local share=$work/share
+  mkdir -p "$share/tree"
+  # The cost run's tree and the coherence run's old state, made before boot.
+  local i
+  for ((i = 0; i < dirs; i++)); do
+    mkdir "$share/tree/d$i"
+    (cd "$share/tree/d$i" && touch f{0..99})
+  done
+  (cd "$share" && twovm_setup co && twovm_setup ho) ||
+    { say "$mode: setup of the shared directory failed"; return 1; }
+  sleep 1  # the changes below get a later ctime/mtime second than the old state
+
+  local vsock=$work/versiond.sock
+  if [ "$cache_m" = shared ]; then
+    table=svfs-two-vm-$$-$mode
+    "$versiond" --socket "$vsock" --table "$table" --capacity 65536 >"$work/versiond.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do [ -S "$vsock" ] && [ -s "/dev/shm/$table" ] && break; sleep 0.1; done
+    [ -S "$vsock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; say "$mode: svfs-versiond did not start"; return 1; }
+  fi
+  # Payload: the agent, the step library, the environment, and the patched modules if asked for.
+  for vm in A B; do
+    local pay=$work/payload-$vm
+    mkdir -p "$pay"
+    cp "$here/workloads/two-vm-agent.sh" "$pay/workload.sh"
+    cp "$here/workloads/two-vm-ops.sh" "$pay/two-vm-ops.sh"
+    printf 'export TWOVM_NAME=%s SVFS_DAEMON=%s SVFS_CACHE=%s\n' "$vm" "$dkind_m" "$cache_m" >"$pay/workload.env"
+    local pf=(workload.sh workload.env two-vm-ops.sh)
+    if [ "$use_kmod" = 1 ]; then
+      mkdir -p "$pay/kmod"
+      cp "$kmod/fuse.ko" "$kmod/virtiofs.ko" "$pay/kmod/"
+      pf+=(kmod kmod/fuse.ko kmod/virtiofs.ko)
+    fi
+    (cd "$pay" && printf '%s\n' "${pf[@]}" | cpio -o -H newc -R 0:0 --quiet) >"$work/payload-$vm.cpio" || return 1
+    cat "$work/payload-$vm.cpio" "$SVFS_GUEST_INITRD" >"$work/initrd-$vm"
+    mkfifo "$work/ctl-$vm.in" "$work/ctl-$vm.out"
+  done
+  # Both pipes opened read-write: never blocks, never sees EOF.
+  exec 5<>"$work/ctl-A.in" 6<>"$work/ctl-A.out" 7<>"$work/ctl-B.in" 8<>"$work/ctl-B.out"
+  say "$mode: booting two guests ($dkind_m cache=$cache_m$([ "$use_kmod" = 1 ] && echo ", patched modules")$([ "$use_table" = 1 ] && echo ", table $table")${mountopts:+, -o $mountopts})..."
+
+  # start_vm VM: its daemon and its QEMU.
+  start_vm() {
+    local vm=$1 sock=$work/vfs-$1.sock dcmd
+    rm -f "$sock"
+    dlog[$vm]=$work/daemon-$vm.log
+    dkind[$vm]=$dkind_m
+    if [ "$dkind_m" = svfsd ]; then
+      dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache_m" --xattr)
+      [ "$cache_m" = shared ] && dcmd+=(--versiond-socket "$vsock")
+    else
+      dcmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache_m" -o xattr -d)
+    fi
+    "${dcmd[@]}" >"${dlog[$vm]}" 2>&1 &
+    dpid[$vm]=$!
+    pids+=($!)
+    for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+    [ -S "$sock" ] || { sed 's/^/  daemon| /' "${dlog[$vm]}"; say "$mode: daemon $vm did not start"; return 1; }
+    local tdev=()
+    if [ "$use_table" = 1 ]; then
+      tdev=(-object "memory-backend-file,id=vt,mem-path=/dev/shm/$table,size=$(stat -c %s "/dev/shm/$table"),share=on,readonly=on"
+        -device ivshmem-plain,memdev=vt)
+    fi
+    local cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
+    [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
+    timeout 1800 "$qemu" -accel tcg -machine q35 -smp 1 -m 512 \
+      -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+      -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs \
+      "${tdev[@]}" -kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd-$vm" -append "$cmdline" \
+      -nodefaults -display none -no-reboot -monitor none \
+      -chardev file,id=ser,path="$work/serial-$vm.log" -serial chardev:ser \
+      -chardev pipe,id=ctl,path="$work/ctl-$vm" -serial chardev:ctl >"$work/qemu-$vm.log" 2>&1 &
+    qpid[$vm]=$!
+    pids+=($!)
+  }
+  # wait_vm VM: until its agent says READY (1: did not come up).
+  wait_vm() {
+    local vm=$1 fd=6 line t0=$SECONDS
+    [ "$vm" = B ] && fd=8
+    while :; do
+      if IFS= read -r -t 5 -u "$fd" line && [[ "$line" == READY* ]]; then return 0; fi
+      if ! kill -0 "${qpid[$vm]}" 2>/dev/null || [ $((SECONDS - t0)) -gt 240 ]; then return 1; fi
+      [ $(((SECONDS - t0) % 20)) -lt 5 ] && say "$mode: ... waiting for guest $vm ($((SECONDS - t0)) s)"
+    done
+  }
+  # One guest at a time (less CPU contention while it mounts). A request the patched module
+  # prepared before the INIT reply was processed lacks the version trailer's buffer (svfsd:
+  # "does not fit the guest's ... buffer", EIO in the guest): boot that guest again.
+  local t0=$SECONDS attempt
+  for vm in A B; do
+    for attempt in 1 2 3; do
+      start_vm "$vm" || return 1
+      wait_vm "$vm" && break
+      tr -d '\r' <"$work/serial-$vm.log" | grep -v '^\[' | tail -n 8 | sed "s/^/  guest $vm| /"
+      if [ "$attempt" -lt 3 ] && grep -q "does not fit the guest's" "${dlog[$vm]}"; then
+        say "$mode: guest $vm hit the INIT/first-request race (a reply did not fit its buffer): booting it again"
+        retries+=("$mode:$vm")
+        kill "${qpid[$vm]}" "${dpid[$vm]}" 2>/dev/null
+        wait "${qpid[$vm]}" "${dpid[$vm]}" 2>/dev/null
+        mv "${dlog[$vm]}" "${dlog[$vm]}.attempt$attempt"
+        mv "$work/serial-$vm.log" "$work/serial-$vm.log.attempt$attempt"
+        continue
+      fi
+      say "$mode: guest $vm did not come up"; return 1
+    done
+  done
+  say "$mode: both guests up after $((SECONDS - t0)) s"
+  if [ "$use_kmod" = 1 ]; then
+    for vm in A B; do gcmd "$vm" "dmesg | grep 'svfs:' | sed 's/^\[[ 0-9.]*\] //'" | sed "s/^/  guest $vm| /"; done
+  fi
+
+  # Coherence run.
+  local stale=0 checks=0 same=0 who step items b0 b1 truth it v0 v1 vt stale_list=
+  for who in A host; do
+    local dir=co; [ "$who" = host ] && dir=ho
+    for step in $TWOVM_STEPS; do
+      items=$(twovm_items "$step" "$dir")
+      b0=$(gcmd B "twovm_obs $items") || { say "$mode: B failed to observe $step"; return 1; }
+      if [ "$who" = A ]; then
+        gcmd A "twovm_act $step $dir" >/dev/null || { say "$mode: A failed to do $step"; return 1; }
+      else
+        (cd "$share" && twovm_act "$step" "$dir") || { say "$mode: host failed to do $step"; return 1; }
+        sleep "$settle"
+      fi
+      b1=$(gcmd B "twovm_obs $items") || { say "$mode: B failed to observe $step"; return 1; }
+      # shellcheck disable=SC2086
+      truth=$(cd "$share" && twovm_obs $items)
+      for it in $items; do
+        v0=$(printf '%s\n' "$b0" | grep -F -m1 "$it=")
+        v1=$(printf '%s\n' "$b1" | grep -F -m1 "$it=")
+        vt=$(printf '%s\n' "$truth" | grep -F -m1 "$it=")
+        if [ "$v0" = "$vt" ]; then same=$((same + 1)); continue; fi  # unchanged: no check
+        checks=$((checks + 1))
+        if [ "$v1" != "$vt" ]; then
+          stale=$((stale + 1))
+          stale_list+=" $who:$step:${it%%:*}"
+          echo "  STALE ($who $step) B sees '${v1#*=}', host has '${vt#*=}'"
+        fi
+      done
+    done
+  done
+  say "$mode: coherence: $stale stale of $checks checks ($same items unchanged by their step)"
+
+  # Cost run.
+  local p c0 c1 lk ga req23=0 times= out req1=
+  c0=$(counters B)
+  for ((p = 1; p <= passes; p++)); do
+    out=$(gcmd B "twovm_statpass tree $dirs 100") || { say "$mode: stat pass $p failed"; return 1; }
+    c1=$(counters B)
+    lk=$(($(echo "$c1" | cut -d' ' -f1) - $(echo "$c0" | cut -d' ' -f1)))
+    ga=$(($(echo "$c1" | cut -d' ' -f2) - $(echo "$c0" | cut -d' ' -f2)))
+    c0=$c1
+    say "$mode: stat pass $p: $out LOOKUP=$lk GETATTR=$ga"
+    case "$out" in *missing=0*) ;; *) say "$mode: files missing in pass $p"; return 1 ;; esac
+    local s=${out##*secs=}
+    times+="${times:+ / }$s"
+    if [ "$p" = 1 ]; then req1=$((lk + ga)); else req23=$((req23 + lk + ga)); fi
+  done
+  for vm in A B; do gcmd "$vm" quit >/dev/null; done
+  for vm in A B; do
+    for _ in $(seq 1 100); do kill -0 "${qpid[$vm]}" 2>/dev/null || break; sleep 0.2; done
+  done
+  # Negotiation as the mode expects (from the daemons' logs).
+  local neg=ok
+  for vm in A B; do
+    if [ "$mode" = shared ]; then
+      grep -q 'shared versions negotiated' "${dlog[$vm]}" || neg="NOT negotiated ($vm)"
+    elif [ "$cache_m" = shared ]; then
+      grep -q 'not negotiated: serving as cache=none' "${dlog[$vm]}" || neg="no 'served as none' line ($vm)"
+    fi
+  done
+  [ "$neg" = ok ] || say "$mode: FAIL negotiation: $neg"
+  local note=
+  [ "$dkind_m" = virtiofsd ] && note=" (counted from -d log)"
+  row=$(printf '| %-13s | %-22s | %7s / %-6s | %-10s | %-28s |' "$mode" "$dkind_m cache=$cache_m" \
+    "$stale" "$checks" "$req23$note" "$times")
+  echo "$row" >"$work/row"
+  echo "$mode $stale $checks $req23 $req1 $neg${stale_list:+ stale:$stale_list}" >"$work/summary"
+  return 0
+}
+
+rows=()
+retries=()
+for m in "${mode_list[@]}"; do
+  start=$SECONDS
+  if run_mode "$m"; then
+    rows+=("$(cat "$work/row")")
+    read -r _ st ch rq r1 ng rest <"$work/summary"
+    say "$m: done in $((SECONDS - start)) s"
+    if [ "$check" = 1 ]; then
+      [ "$st" = 0 ] || { say "CHECK FAIL $m: $st stale result(s)"; overall=1; }
+      [ "$ng" = ok ] || { say "CHECK FAIL $m: negotiation"; overall=1; }
+      if [ "$m" = shared ] && [ "$rq" -ge $((files * (passes - 1) / 20)) ]; then
+        say "CHECK FAIL $m: passes 2..$passes sent $rq LOOKUP+GETATTR for $files files"; overall=1
+      fi
+    fi
+  else
+    rows+=("$(printf '| %-13s | %s |' "$m" "FAILED to run")")
+    overall=1
+  fi
+  cleanup_mode
+done
+
+table_txt=$(
+  echo "Two VMs, one shared directory (TCG guests, $files-file tree, $passes stat passes):"
+  echo
+  printf '| %-13s | %-22s | %-16s | %-10s | %-28s |\n' mode daemon "stale / checks" "req. 2..$passes" "B's time per pass (s)"
+  printf '|%s|%s|%s|%s|%s|\n' ---------------  ------------------------ ------------------ ------------ ------------------------------
+  printf '%s\n' "${rows[@]}"
+)
+echo
+echo "$table_txt"
+[ -n "$table_out" ] && echo "$table_txt" >"$table_out"
+[ "${#retries[@]}" = 0 ] || say "guests booted again after the INIT race: ${retries[*]}"
+[ "$overall" = 0 ] && say "PASS" || say "FAIL"
+exit "$overall"
