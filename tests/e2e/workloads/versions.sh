@@ -101,7 +101,8 @@ lk=$(($(echo "$c1" | requests LOOKUP) - $(echo "$c0" | requests LOOKUP)))
 ga=$(($(echo "$c1" | requests GETATTR) - $(echo "$c0" | requests GETATTR)))
 echo "COUNTERS 50x(missing name, existing file) LOOKUP=$lk GETATTR=$ga"
 if [ "$VERSIONS" = on ]; then
-  if [ $((lk + ga)) -le 6 ]; then ok "repeated lookups served from the dentry cache ($lk LOOKUP, $ga GETATTR)"
+  # 100 lookups without caching; the stats acks (new files in the root) cost a few.
+  if [ $((lk + ga)) -le 10 ]; then ok "repeated lookups served from the dentry cache ($lk LOOKUP, $ga GETATTR)"
   else bad "repeated lookups sent $lk LOOKUP and $ga GETATTR"; fi
 fi
 
