@@ -15,7 +15,9 @@ namespace svfs::versiond {
 struct ServerOptions {
   std::string socket_path = "/run/svfs/versiond.sock";
   std::string table_name = "svfs-versions";
-  uint64_t capacity = 1 << 20;  // slots including slot 0, for a new table
+  // Slots including slot 0, for a new table: 2^20 - 1 fills exactly 64 MiB with the 64-byte
+  // header and padded slots (the object is rounded up to a power of two for ivshmem).
+  uint64_t capacity = (1 << 20) - 1;
   // Peers allowed besides root: by uid, or by primary gid (SO_PEERCRED reports only that one).
   std::vector<uid_t> allow_uids;
   std::vector<gid_t> allow_gids;
