@@ -57,3 +57,24 @@ echo
 echo "== svfsd under a real guest: $dirs x $files sample files; walk, stat x2, 200 create/rename/unlink"
 printf '%-8s %12s %12s %10s %10s %10s %8s\n' cache guest-secs requests LOOKUP GETATTR READDIR* CREATE
 for row in "${rows[@]}"; do echo "$row"; done
+
+# Two VMs sharing the sample tree (tests/e2e/two-vm.sh): VM A or the host changes something, VM B
+# looks (stale results out of the checks), then B stats every sample file three times (LOOKUP and
+# GETATTR svfsd B served in passes 2-3, B's time per pass). SVFS_DEMO_TWO_VM=0 skips it.
+if [ "${SVFS_DEMO_TWO_VM:-1}" = 1 ]; then
+  if [ -x "$build/versiond/svfs-versiond" ]; then
+    echo
+    echo "demo: two VMs sharing the sample tree, modes shared (patched guest modules), none, auto," \
+      "always (TCG: about 1 minute per mode; the first run builds the guest modules)"
+    if ! "$root/tests/e2e/two-vm.sh" --svfsd "$build/daemon/svfsd" \
+        --versiond "$build/versiond/svfs-versiond" --modes shared,none,auto,always \
+        --tree "$work/share/sample" >"$work/two-vm.txt" 2>&1; then
+      cat "$work/two-vm.txt"; echo "demo: the two-VM run failed" >&2; exit 1
+    fi
+    echo
+    echo "== two VMs, one shared directory (stale: B saw the old state after A's or the host's change)"
+    sed -n '/^Two VMs, one shared directory/,$p' "$work/two-vm.txt" | grep -v '^two-vm:'
+  else
+    echo "demo: $build/versiond/svfs-versiond missing: two-VM part skipped"
+  fi
+fi

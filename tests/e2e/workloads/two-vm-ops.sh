@@ -108,3 +108,14 @@ twovm_statpass() {
   t1=$(cut -d' ' -f1 /proc/uptime)
   echo "missing=$missing secs=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}')"
 }
+
+# twovm_statlist LIST: as twovm_statpass for the names in LIST (one path a line, relative).
+twovm_statlist() {
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  missing=0
+  while IFS= read -r f; do
+    [ -e "$f" ] || missing=$((missing + 1))
+  done <"$1"
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "missing=$missing secs=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}')"
+}
