@@ -169,6 +169,8 @@ rc=$?
 end=$(up)
 cd /
 echo "SVFS-E2E-END rc=$rc elapsed=$(echo "$end $start" | awk '{printf "%.2f", $1 - $2}')"
+# What the (patched) FUSE module said about shared versions, for the host-side checks.
+dmesg | grep 'svfs: ' | sed 's/^\[[ 0-9.]*\] /SVFS-E2E-KLOG /'
 umount /mnt
 echo "SVFS-E2E-UMOUNT rc=$?"
 finish

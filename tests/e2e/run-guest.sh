@@ -134,14 +134,15 @@ if [ -z "$share" ]; then
 fi
 sock=$work/vhost-fs.sock
 if [ -n "$versiond" ]; then
-  [ "$daemon" = svfsd ] || { say "--versiond goes with --daemon svfsd"; exit 2; }
+  # With the C virtiofsd (or svfsd not in shared mode) versiond only provides the guest's table.
+  [ "$daemon" = svfsd ] || [ "$cache" != shared ] || { say "cache=shared needs --daemon svfsd"; exit 2; }
   [ -x "$versiond" ] || die "svfs-versiond binary $versiond not found"
   "$versiond" --socket "$work/versiond.sock" --table "$table" --capacity 65536 \
     >"$work/versiond.log" 2>&1 &
   versiond_pid=$!
   for _ in $(seq 1 100); do [ -S "$work/versiond.sock" ] && break; sleep 0.1; done
   [ -S "$work/versiond.sock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; die "svfs-versiond did not start"; }
-  daemon_args+=(--versiond-socket "$work/versiond.sock")
+  [ "$daemon" = svfsd ] && daemon_args+=(--versiond-socket "$work/versiond.sock")
   [ -n "$kmod" ] && [ -z "$table_name" ] && table_name=$table
 fi
 [ "$table_name" = none ] && table_name=
@@ -384,7 +385,15 @@ if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/daemon
   echo "FAIL daemon: sanitizer report in its log"; failures=$((failures + 1))
 fi
 
-if [ -n "$versiond" ]; then
+if [ -n "$versiond" ] && [ "$cache" != shared ]; then
+  # The table is there but the daemon is not in shared mode (a patched guest against a plain
+  # daemon): the guest offers versions, is refused, and must work as a stock guest.
+  if [ -n "$kmod" ] && [ -n "$table_name" ] && [[ ",$mountopts," != *,noversions,* ]]; then
+    if echo "$log" | grep -q '^SVFS-E2E-KLOG .*svfs: shared versions refused by the server'; then
+      echo "PASS patched guest offered versions and was refused by $daemon (cache=$cache)"
+    else echo "FAIL guest: no 'shared versions refused by the server' line"; failures=$((failures + 1)); fi
+  fi
+elif [ -n "$versiond" ]; then
   # Shared mode with a stock guest: attached to versiond, versions not negotiated (cache=none).
   if grep -q 'attached to svfs-versiond' "$work/daemon.log"; then echo "PASS daemon attached to svfs-versiond"
   else echo "FAIL daemon: never attached to svfs-versiond"; failures=$((failures + 1)); fi
