@@ -391,7 +391,7 @@ run_mode() {
   local note= guest=stock
   [ "$dkind_m" = virtiofsd ] && note="*"
   [ "$use_kmod" = 1 ] && guest="patched${mountopts:+, -o $mountopts}"
-  row=$(printf '| %-12s | %-20s | %-20s | %7s / %-6s | %-14s | %-24s |' "$mode" "$dkind_m cache=$cache_m" \
+  row=$(printf '| %-12s | %-20s | %-22s | %7s / %-6s | %-14s | %-24s |' "$mode" "$dkind_m cache=$cache_m" \
     "$guest" "$stale" "$checks" "$req23$note" "$times")
   echo "$row" >"$work/row"
   echo "$mode $stale $checks $req23 $req1 $neg${stale_list:+ stale:$stale_list}" >"$work/summary"
@@ -423,9 +423,9 @@ done
 table_txt=$(
   echo "Two VMs, one shared directory (TCG guests, $files-file tree, $passes stat passes):"
   echo
-  printf '| %-12s | %-20s | %-20s | %-16s | %-14s | %-24s |\n' mode daemon "guest modules" "stale / checks" \
+  printf '| %-12s | %-20s | %-22s | %-16s | %-14s | %-24s |\n' mode daemon "guest modules" "stale / checks" \
     "LOOKUP+GETATTR" "B's time per pass (s)"
-  printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ---------------------- ---------------------- \
+  printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ---------------------- ------------------------ \
     ------------------ ---------------- --------------------------
   printf '%s\n' "${rows[@]}"
   echo
