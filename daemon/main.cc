@@ -55,6 +55,7 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
       .socket_group = options.socket_group,
       .tag = options.tag,
       .pool_threads = options.thread_pool_size,
+      .poll_max = std::chrono::microseconds(options.poll_us),
       .thread_init = [] { svfs::fs::DropSupplementaryGroupsForThread(); }};
   auto backend =
       svfs::transport::vhost_user::VhostUserBackend::Create(server, std::move(backend_options));

@@ -152,6 +152,11 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_option("--thread-pool-size", options.thread_pool_size,
                  "Worker threads (--mount: default 4; vhost-user: 0, each queue's thread serves its requests)")
       ->type_name("N");
+  app.add_option("--poll-us", options.poll_us,
+                 "vhost-user: poll each request queue up to this long before sleeping; the window "
+                 "adapts to the load and an idle queue does not poll (default 50, 0 = never)")
+      ->type_name("US")
+      ->check(CLI::Range(0u, 100000u));
   app.add_option("--sandbox", sandbox, "Sandbox: none (namespace and chroot not implemented)")
       ->type_name("MODE");
   app.add_option("--seccomp", seccomp, "Seccomp: none (kill, log, trap not implemented)")

@@ -25,6 +25,8 @@ struct Options {
   std::string socket_group;
   std::string tag;
   unsigned thread_pool_size = 0;
+  // vhost-user: longest a request queue polls its ring before sleeping (0: never).
+  unsigned poll_us = 50;
   std::optional<uint64_t> rlimit_nofile;
   std::string log_level = "info";
   bool syslog = false;

@@ -69,6 +69,16 @@ std::shared_ptr<InodeData> InodeStore::Acquire(std::shared_ptr<InodeData> candid
   return result;
 }
 
+std::shared_ptr<InodeData> InodeStore::AcquirePinned(const InodeKey& key) {
+  std::lock_guard lock(mutex_);
+  auto key_it = by_key_.find(key);
+  if (key_it == by_key_.end()) return nullptr;
+  Slot& slot = by_id_.at(key_it->second);
+  if (slot.data->handle) return nullptr;
+  if (key_it->second != kRootNodeId) ++slot.refs;
+  return slot.data;
+}
+
 void InodeStore::Forget(NodeId id, uint64_t count) {
   if (id == kRootNodeId) return;
   std::shared_ptr<InodeData> freed;  // destroyed after the lock is released

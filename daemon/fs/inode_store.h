@@ -99,6 +99,10 @@ class InodeStore {
   // node id and is inserted.
   std::shared_ptr<InodeData> Acquire(std::shared_ptr<InodeData> candidate);
 
+  // Takes one lookup reference on the inode with `key` if the store holds its fd (so the host
+  // cannot have reused the inode number); nullptr if unknown or known only by file handle.
+  std::shared_ptr<InodeData> AcquirePinned(const InodeKey& key);
+
   // Drops `count` lookup references (saturating at zero); frees the node at zero. Unknown ids
   // and the root are ignored.
   void Forget(NodeId id, uint64_t count);

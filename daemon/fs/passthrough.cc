@@ -343,23 +343,27 @@ Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
   if (!candidate) return Err(candidate.error());
   const InodeData* fresh = candidate->get();
   auto inode = inodes_.Acquire(std::move(*candidate));
+  if (versions_ && inode.get() == fresh) versions_->track(*inode);
+  return EntryFor(*inode, *stx, parent);
+}
+
+Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const {
   Entry entry;
-  entry.node = inode->id;
+  entry.node = inode.id;
   if (versions_) {
-    if (inode.get() == fresh) versions_->track(*inode);
-    Version version = versions_->sample(*inode);
+    Version version = versions_->sample(inode);
     if (version.index != 0) {
-      // The stat above predates the sample: read the attributes again, after it.
-      auto path_fd = inode->path_fd();
+      // The stat that found the inode predates the sample: read the attributes again, after it.
+      auto path_fd = inode.path_fd();
       auto again = path_fd ? StatxFd(path_fd->get()) : Result<struct statx>(Err(path_fd.error()));
-      if (again) stx = again;
+      if (again) stx = *again;
       else version = {};  // vanished meanwhile: reply unversioned, with what we have
     }
-    entry.attr = MakeAttr(*stx, parent, MntId(*stx));
+    entry.attr = MakeAttr(stx, parent, MntId(stx));
     entry.attr.version = version;
     SetTimeouts(entry.attr);
   } else {
-    entry.attr = MakeAttr(*stx, parent, MntId(*stx));
+    entry.attr = MakeAttr(stx, parent, MntId(stx));
   }
   entry.entry_timeout_ns = EntryTimeoutNs();
   return entry;
@@ -403,11 +407,27 @@ Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view 
   auto parent_fd = parent.path_fd();  // before switching: reopening a file handle is privileged
   if (!parent_fd) return Err(parent_fd.error());
   const std::string cname(name);
-  auto open_child = [&] { return ::openat(parent_fd->get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); };
-  auto fd = as ? AsGuest(*as, open_child) : Result<int>(open_child());
-  if (!fd) return Err(fd.error());
-  if (*fd < 0) return ErrnoErr();
-  return EntryFromFd(UniqueFd(*fd), &parent);
+  // Fast path: a name that resolves to an inode the store already pins needs no new fd. One
+  // statx finds its key, and the fd the store holds keeps that inode (and so its number) alive,
+  // so the key cannot name another file. Otherwise open it and make (or find) its node.
+  struct statx stx {};
+  std::shared_ptr<InodeData> known;
+  int fd = -1;
+  auto walk = [&] {
+    if (::statx(parent_fd->get(), cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+                STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
+      return -1;
+    }
+    known = inodes_.AcquirePinned(KeyOf(stx));
+    if (known) return 0;
+    fd = ::openat(parent_fd->get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    return fd;
+  };
+  auto walked = as ? AsGuest(*as, walk) : Result<int>(walk());
+  if (!walked) return Err(walked.error());
+  if (*walked < 0) return ErrnoErr();
+  if (known) return EntryFor(*known, stx, &parent);
+  return EntryFromFd(UniqueFd(fd), &parent);
 }
 
 Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {

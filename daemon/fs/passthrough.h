@@ -146,6 +146,8 @@ class PassthroughFs : public FileSystem {
                          const Context* as = nullptr);
   // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
   Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent);
+  // The entry reply for `inode` (already referenced), whose statx the caller just took.
+  Entry EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const;
   Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx,
                                                const InodeData* parent);
   // A readable fd on the mount of `fd` (for open_by_handle_at), never opening special files.

@@ -4,12 +4,16 @@
 # the daemon on a fresh temporary tree, runs svfs_vhost_bench, stops the daemon; then measures the
 # bare-syscall floor (svfs_vhost_bench --floor) and prints one table.
 #
-#   tests/bench/run-vhost-bench.sh [--seconds S] [--no-build] [--out FILE]
+#   tests/bench/run-vhost-bench.sh [--seconds S] [--repeat N] [--no-build] [--out FILE]
+#
+# Each cell runs N times (default 3; svfsd and virtiofsd cells interleaved, so drift in the
+# machine's load hits both) and the table shows the median run of each row.
 #
 # Environment: BUILD_DIR (default <repo>/build), SVFS_VHOST_VIRTIOFSD (default
 # /usr/lib/qemu/virtiofsd), BENCH_DEPTHS ("1 16"), BENCH_QUEUES ("1 2"), BENCH_DIR_ENTRIES (1000),
 # BENCH_TMP (parent of the temporary trees, default $TMPDIR or /tmp; pick the file system you want
-# measured). Default run: 2 s per row, about 2-3 minutes.
+# measured), SVFSD_ARGS (extra svfsd options, e.g. "--poll-us 0"). Default run: 2 s per row,
+# 3 repeats, about 6 minutes.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -19,14 +23,16 @@ depths=${BENCH_DEPTHS:-1 16}
 queues_list=${BENCH_QUEUES:-1 2}
 entries=${BENCH_DIR_ENTRIES:-1000}
 seconds=2
+repeat=3
 do_build=1
 out=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seconds) seconds=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 [--seconds S] [--no-build] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seconds S] [--repeat N] [--no-build] [--out FILE]" >&2; exit 2 ;;
   esac
 done
 
@@ -50,25 +56,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# run_cell BACKEND DEPTH QUEUES: results in $work/BACKEND-dDEPTH-qQUEUES.tsv
+# run_cell BACKEND DEPTH QUEUES REP: results appended to $work/BACKEND-dDEPTH-qQUEUES.tsv
 run_cell() {
-  local backend=$1 depth=$2 q=$3
+  local backend=$1 depth=$2 q=$3 rep=$4
   local cell=$work/$backend-d$depth-q$q
   mkdir -p "$cell/shared"
   case $backend in
-    svfsd) "$svfsd" --socket-path "$cell/sock" --shared-dir "$cell/shared" --cache auto >"$cell/daemon.log" 2>&1 & ;;
+    # shellcheck disable=SC2086
+    svfsd) "$svfsd" --socket-path "$cell/sock" --shared-dir "$cell/shared" --cache auto ${SVFSD_ARGS:-} \
+             >"$cell/daemon.log" 2>&1 & ;;
     virtiofsd) "$virtiofsd" --socket-path="$cell/sock" -o source="$cell/shared" -o cache=auto \
                  -o sandbox=chroot >"$cell/daemon.log" 2>&1 & ;;
   esac
   daemon_pid=$!
   for _ in $(seq 100); do [[ -S $cell/sock ]] && break; sleep 0.05; done
-  log "$backend depth $depth queues $q: running ($seconds s per row)"
+  log "$backend depth $depth queues $q, run $rep of $repeat ($seconds s per row)"
   if ! "$bench" --socket "$cell/sock" --seconds "$seconds" --depth "$depth" --queues "$q" \
         --dir-entries "$entries" --tsv >"$cell/out" 2>"$cell/err"; then
     log "$backend depth $depth queues $q: FAILED: $(tail -1 "$cell/err")"
   fi
   grep -v '^ROW\|^ENTRIES' "$cell/out" | sed "s/^/    /" >&2 || true
-  grep '^ROW' "$cell/out" | cut -f2- >"$cell.tsv" || true
+  grep '^ROW' "$cell/out" | cut -f2- >>"$cell.tsv" || true
   grep '^ENTRIES' "$cell/out" | cut -f2 >"$work/entries" 2>/dev/null || true
   kill "$daemon_pid" 2>/dev/null || true
   wait "$daemon_pid" 2>/dev/null || true
@@ -76,24 +84,28 @@ run_cell() {
   rm -rf "$cell"
 }
 
-for d in $depths; do
-  for q in $queues_list; do run_cell svfsd "$d" "$q"; done
-  if [[ $have_c == 1 ]]; then run_cell virtiofsd "$d" 1; fi
+for rep in $(seq "$repeat"); do
+  for d in $depths; do
+    for q in $queues_list; do run_cell svfsd "$d" "$q" "$rep"; done
+    if [[ $have_c == 1 ]]; then run_cell virtiofsd "$d" 1 "$rep"; fi
+  done
 done
 
 readdir_entries=$(cat "$work/entries" 2>/dev/null || echo 0)
-log "syscall floor (single thread, $seconds s per row, READDIRPLUS = $readdir_entries entries)"
+log "syscall floor (single thread, $seconds s per row, $repeat runs, READDIRPLUS = $readdir_entries entries)"
 mkdir -p "$work/floor"
-"$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
-  --readdir-entries "$readdir_entries" --tsv >"$work/floor.out"
-grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2
-grep '^ROW' "$work/floor.out" | cut -f2- >"$work/floor.tsv"
+for rep in $(seq "$repeat"); do
+  "$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
+    --readdir-entries "$readdir_entries" --tsv >"$work/floor.out"
+  grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2
+  grep '^ROW' "$work/floor.out" | cut -f2- >>"$work/floor.tsv"
+done
 
 table() {
-  echo "Host-only vhost-user benchmark ($(nproc) cores, $(uname -r)), $seconds s per row, directory of $entries entries"
-  echo "(READDIRPLUS op = one 64 KiB reply = $readdir_entries entries). Latency = p50/p99 of one batch round trip"
-  echo "(depth requests per queue in flight; CREATE+UNLINK: one create/release/unlink/forget cycle); floor = bare"
-  echo "syscalls, one thread, per-op latency."
+  echo "Host-only vhost-user benchmark ($(nproc) cores, $(uname -r)), $seconds s per row, median of $repeat runs,"
+  echo "directory of $entries entries (READDIRPLUS op = one 64 KiB reply = $readdir_entries entries). depth requests"
+  echo "stay in flight per queue; latency = p50/p99 of one request's round trip (CREATE+UNLINK: op = one"
+  echo "create/release/unlink/forget cycle, latency per request); floor = bare syscalls, one thread."
   echo
   printf '| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n' \
     row depth queues "svfsd req/s" "svfsd p50/p99 us" "virtiofsd req/s" "vfsd p50/p99 us" "svfsd/vfsd" "floor ops/s" "svfsd/floor"
@@ -102,10 +114,20 @@ table() {
     for d in $depths; do
       for q in $queues_list; do
         awk -F'\t' -v row="$row" -v d="$d" -v q="$q" '
-          FILENAME ~ /floor.tsv$/ { if ($1 == row) { fl = $2 } ; next }
-          FILENAME ~ /virtiofsd/  { if ($1 == row) { c = $2; cl = sprintf("%.0f/%.0f", $3, $4) } ; next }
-          { if ($1 == row) { s = $2; sl = sprintf("%.0f/%.0f", $3, $4) } }
+          # median(vals, lats, n): the latency text of the run with the median req/s
+          function median(v, l, n,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) {
+              t = v[j]; v[j] = v[j-1]; v[j-1] = t; t = l[j]; l[j] = l[j-1]; l[j-1] = t
+            }
+            mid = int((n + 1) / 2); return v[mid]
+          }
+          FILENAME ~ /floor.tsv$/ { if ($1 == row) { fn++; fv[fn] = $2; flat[fn] = "" } ; next }
+          FILENAME ~ /virtiofsd/  { if ($1 == row) { cn++; cv[cn] = $2; clat[cn] = sprintf("%.0f/%.0f", $3, $4) } ; next }
+          { if ($1 == row) { sn++; sv[sn] = $2; slat[sn] = sprintf("%.0f/%.0f", $3, $4) } }
           END {
+            if (sn) { s = median(sv, slat, sn); sl = slat[mid] }
+            if (cn) { c = median(cv, clat, cn); cl = clat[mid] }
+            if (fn) fl = median(fv, flat, fn)
             printf "| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n", row, d, q,
               s == "" ? "-" : s, sl == "" ? "-" : sl, c == "" ? "-" : c, cl == "" ? "-" : cl,
               (s != "" && c != "") ? sprintf("%.2fx", s / c) : "-",

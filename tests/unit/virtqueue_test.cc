@@ -305,5 +305,42 @@ TEST(VirtqueueTest, EventIdxNotification) {
   EXPECT_EQ(ring.avail_event(), 5);
 }
 
+// While the device polls, the driver's vring_need_event(avail_event, new, old) test must say "no
+// kick" for anything it adds; once kicks are back on it must say "kick" again.
+bool DriverWouldKick(uint16_t avail_event, uint16_t new_idx, uint16_t old_idx) {
+  return static_cast<uint16_t>(new_idx - avail_event - 1) < static_cast<uint16_t>(new_idx - old_idx);
+}
+
+TEST(VirtqueueTest, SuppressKicksWithEventIdx) {
+  FakeRing ring(8, /*event_idx=*/true);
+  Chain chain;
+  ring.set_desc(0, kGpa + kBufOff, 8, 0);
+  ring.make_available(0);
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kEmpty);
+  EXPECT_FALSE(ring.queue_.has_available());
+  ring.queue_.suppress_kicks();
+  EXPECT_FALSE(DriverWouldKick(ring.avail_event(), 2, 1));
+  ring.set_desc(1, kGpa + kBufOff, 8, 0);
+  ring.make_available(1);  // added while kicks are off: found by the peek, and by enable_kicks
+  EXPECT_TRUE(ring.queue_.has_available());
+  EXPECT_TRUE(ring.queue_.enable_kicks());
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
+  EXPECT_EQ(chain.head, 1);
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kEmpty);
+  ring.queue_.suppress_kicks();
+  EXPECT_FALSE(ring.queue_.enable_kicks());  // nothing came
+  EXPECT_TRUE(DriverWouldKick(ring.avail_event(), 3, 2));
+}
+
+TEST(VirtqueueTest, SuppressKicksWithoutEventIdx) {
+  FakeRing ring(8);
+  EXPECT_EQ(ring.used()[0], 0);
+  ring.queue_.suppress_kicks();
+  EXPECT_EQ(ring.used()[0], kUsedNoNotify);
+  EXPECT_FALSE(ring.queue_.enable_kicks());
+  EXPECT_EQ(ring.used()[0], 0);
+}
+
 }  // namespace
 }  // namespace svfs::transport::vhost_user

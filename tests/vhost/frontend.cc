@@ -120,7 +120,8 @@ Virtqueue::Virtqueue(GuestMemory& mem, unsigned index, std::uint16_t size, bool 
   for (int i = size - 1; i >= 0; --i) free_.push_back(static_cast<std::uint16_t>(i));
 }
 
-std::uint16_t Virtqueue::add_chain(std::span<const Buffer> readable, std::span<const Buffer> writable) {
+std::uint16_t Virtqueue::add_chain(std::span<const Buffer> readable, std::span<const Buffer> writable,
+                                   bool publish) {
   std::size_t n = readable.size() + writable.size();
   if (n == 0 || n > free_.size()) throw std::runtime_error("virtqueue: not enough free descriptors");
   std::vector<std::uint16_t> ids(free_.end() - n, free_.end());
@@ -133,7 +134,7 @@ std::uint16_t Virtqueue::add_chain(std::span<const Buffer> readable, std::span<c
   }
   std::uint16_t head = ids[0];
   chains_[head] = std::move(ids);
-  push_avail(head);
+  if (publish) push_avail(head);
   return head;
 }
 
@@ -197,6 +198,29 @@ std::vector<UsedElem> Virtqueue::collect(std::size_t min_count, std::chrono::mil
       (void)!::read(call_.get(), &count, sizeof(count));  // non-blocking; just clears the counter
     }
   }
+}
+
+void Virtqueue::release_chain(std::uint16_t head) {
+  if (head >= size_ || chains_[head].empty()) throw std::runtime_error("virtqueue: no such chain");
+  free_.insert(free_.end(), chains_[head].begin(), chains_[head].end());
+  chains_[head].clear();
+}
+
+bool Virtqueue::kick_needed(std::uint16_t old) const {
+  if (!event_idx_) return true;
+  // Order our avail idx store before reading the backend's avail_event.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // avail_event lives right after the used ring entries.
+  std::uint16_t event = LoadAcquire(*reinterpret_cast<const std::uint16_t*>(used_ring_ + size_));
+  return static_cast<std::uint16_t>(avail_idx_ - event - 1) < static_cast<std::uint16_t>(avail_idx_ - old);
+}
+
+bool Virtqueue::arm_interrupt(std::uint16_t after) {
+  if (event_idx_) {
+    StoreRelease(avail_[2 + size_], static_cast<std::uint16_t>(last_used_idx_ + after));
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+  return last_used_idx_ != LoadAcquire(used_hdr_[1]);
 }
 
 std::vector<std::uint16_t> Virtqueue::reserve(std::size_t n) {

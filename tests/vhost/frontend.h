@@ -117,7 +117,9 @@ class Virtqueue {
 
   // Builds a chain: readable buffers first, then writable ones (the order virtio requires), makes it
   // available and returns its head. Does not kick. Throws if not enough descriptors are free.
-  std::uint16_t add_chain(std::span<const Buffer> readable, std::span<const Buffer> writable);
+  // With publish = false the chain is built but not made available (post it later with repost).
+  std::uint16_t add_chain(std::span<const Buffer> readable, std::span<const Buffer> writable,
+                          bool publish = true);
   // Same, but the chain goes into an indirect table allocated in guest memory; the ring holds one
   // descriptor (needs VIRTIO_RING_F_INDIRECT_DESC).
   std::uint16_t add_indirect_chain(std::span<const Buffer> readable, std::span<const Buffer> writable);
@@ -127,6 +129,33 @@ class Virtqueue {
   // least `min_count` were collected or `timeout` passed. Descriptors of chains built by add_chain
   // are returned to the free list.
   std::vector<UsedElem> collect(std::size_t min_count, std::chrono::milliseconds timeout);
+
+  // ---- Pipelined use (benchmarks): the caller builds each chain once with add_chain and posts it
+  // again after every completion, the way a driver reuses its request buffers.
+  // Calls on_used(UsedElem) for each entry used since the last reap or collect, without returning
+  // descriptors to the free list (the caller still owns those chains). Returns how many.
+  template <typename OnUsed>
+  std::size_t reap(OnUsed&& on_used) {
+    std::size_t n = 0;
+    for (std::uint16_t end = used_idx(); last_used_idx_ != end; ++n) {
+      on_used(used_ring_[last_used_idx_ % size_]);
+      ++last_used_idx_;
+      if (last_used_idx_ == end) end = used_idx();
+    }
+    return n;
+  }
+  // Makes chain `head` available again (descriptors as they are; adjust them with desc() first).
+  void repost(std::uint16_t head) { push_avail(head); }
+  // Returns the descriptors of chain `head` (built by add_chain, not in flight) to the free list.
+  void release_chain(std::uint16_t head);
+  // Whether the backend wants a kick for what was made available since avail index `old`:
+  // always without EVENT_IDX, else the avail_event test (virtio 1.x 2.7.10, vring_need_event).
+  bool kick_needed(std::uint16_t old) const;
+  // Asks for the next interrupt once `after` + 1 more entries are used (EVENT_IDX used_event; a
+  // no-op without it), then returns whether an entry is already waiting (so the caller must not
+  // sleep). `after` > 0 delays the interrupt as Linux's virtqueue_enable_cb_delayed does.
+  bool arm_interrupt(std::uint16_t after);
+  std::uint16_t last_used() const { return last_used_idx_; }
 
   // ---- Raw access for hostile tests. These bypass every check; the queue is likely unusable for
   // normal traffic afterwards, which is the point.

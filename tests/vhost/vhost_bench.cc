@@ -20,6 +20,7 @@
 // --tsv: also print one machine-readable line per row:
 //   ROW<TAB>name<TAB>ops/s<TAB>p50 us<TAB>p99 us[<TAB>extra]
 #include <dirent.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -28,6 +29,7 @@
 #include <algorithm>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,18 +50,19 @@ struct Args {
   double seconds = 2;
   unsigned depth = 16;
   unsigned queues = 1;
-  bool event_idx = false;
+  bool event_idx = true;  // as a Linux guest negotiates it; --no-event-idx turns it off
   unsigned dir_entries = 1000;
   std::string floor_dir;         // --floor: measure bare syscalls under this directory
   unsigned readdir_entries = 0;  // --floor: entries per READDIRPLUS op (0: as many as 64 KiB of dirents)
   bool tsv = false;
   bool no_forget = false;  // CREATE+UNLINK without the FORGET a guest kernel sends (old behaviour)
+  std::string rows;        // --rows LOOKUP,GETATTR,...: run only these (default: all)
 };
 
 [[noreturn]] void Usage() {
   std::fprintf(stderr,
                "usage: svfs_vhost_bench --socket PATH [--seconds S] [--depth N] [--queues Q] "
-               "[--event-idx] [--dir-entries N] [--tsv] [--no-forget]\n"
+               "[--no-event-idx] [--dir-entries N] [--tsv] [--no-forget] [--rows A,B]\n"
                "       svfs_vhost_bench --floor DIR [--seconds S] [--dir-entries N] "
                "[--readdir-entries K] [--tsv]\n");
   std::exit(2);
@@ -78,11 +81,13 @@ Args Parse(int argc, char** argv) {
     else if (k == "--depth") a.depth = static_cast<unsigned>(std::stoul(value()));
     else if (k == "--queues") a.queues = static_cast<unsigned>(std::stoul(value()));
     else if (k == "--event-idx") a.event_idx = true;
+    else if (k == "--no-event-idx") a.event_idx = false;
     else if (k == "--dir-entries") a.dir_entries = static_cast<unsigned>(std::stoul(value()));
     else if (k == "--floor") a.floor_dir = value();
     else if (k == "--readdir-entries") a.readdir_entries = static_cast<unsigned>(std::stoul(value()));
     else if (k == "--tsv") a.tsv = true;
     else if (k == "--no-forget") a.no_forget = true;
+    else if (k == "--rows") a.rows = "," + value() + ",";
     else Usage();
   }
   if ((a.socket.empty() && a.floor_dir.empty()) || a.depth == 0 || a.queues == 0) Usage();
@@ -126,51 +131,178 @@ void Tsv(const Args& a, const char* name, double ops_s, std::vector<std::chrono:
   std::fflush(stdout);
 }
 
+// The pipelined driver: `depth` requests stay in flight on each request queue. Each slot owns one
+// descriptor chain (request buffer, then reply buffer) built once and posted again as soon as its
+// reply is read, as a guest driver reuses its buffers; a slot's workload writes its next request in
+// place. Kicks and interrupts are suppressed the way Linux's virtio driver does with EVENT_IDX:
+// kick only when the backend's avail_event asks for it, and ask for an interrupt only once about
+// three quarters of what is in flight has completed (virtqueue_enable_cb_delayed). One thread
+// drives all queues. One op is one request unless the workload says otherwise.
 class Bench {
  public:
+  static constexpr std::uint32_t kRequestBytes = 8192;               // WRITE 4K fits
+  static constexpr std::uint32_t kReplyBytes = 64 * 1024 + 4096;     // a 64 KiB READDIRPLUS fits
+
+  struct Slot {
+    unsigned queue = 1;
+    unsigned index = 0;       // 0..depth*queues-1
+    std::uint16_t head = 0;   // readable descriptor; its next is the writable one
+    std::uint8_t* request = nullptr;
+    const std::uint8_t* reply = nullptr;
+    std::chrono::steady_clock::time_point posted;
+    std::uint64_t state = 0;  // the workload's own (CREATE+UNLINK: which step)
+  };
+
+  // next(slot, request) writes the slot's next request into `request` (kRequestBytes) and returns
+  // {request length, reply capacity}. done(slot, used_len) checks the reply in slot.reply and
+  // returns how many ops it completes.
+  struct Workload {
+    std::function<std::pair<std::uint32_t, std::uint32_t>(Slot&, std::uint8_t*)> next;
+    std::function<unsigned(Slot&, std::uint32_t)> done;
+  };
+
   Bench(FuseClient& client, const Args& args) : c_(client), args_(args) {}
 
-  // Runs `make_batch` → transact → `check` until the time is up; prints the row.
-  void Row(const char* name, const std::function<std::vector<FuseRequest>()>& make_batch,
-           unsigned ops_per_request = 1) {
+  unsigned queues() const { return static_cast<unsigned>(c_.frontend().queue_count() - 1); }
+
+  // Runs `w` for the configured time and prints the row.
+  void Row(const char* name, const Workload& w, const char* unit = "request") {
+    if (!args_.rows.empty() && args_.rows.find("," + std::string(name) + ",") == std::string::npos) return;
     using Clock = std::chrono::steady_clock;
-    auto end = Clock::now() + std::chrono::duration<double>(args_.seconds);
-    std::uint64_t ops = 0, batches = 0;
-    std::chrono::nanoseconds busy{0};
+    VhostUserFrontend& fe = c_.frontend();
+    GuestMemory& mem = fe.memory();
+    std::size_t mark = mem.mark();
+    std::vector<Slot> slots;
+    std::vector<std::vector<std::size_t>> by_head(fe.queue_count());
+    for (unsigned q = 1; q <= queues(); ++q) {
+      by_head[q].assign(fe.queue(q).size(), SIZE_MAX);
+      for (unsigned i = 0; i < args_.depth; ++i) {
+        Slot s;
+        s.queue = q;
+        s.index = static_cast<unsigned>(slots.size());
+        std::uint64_t req = mem.alloc(kRequestBytes), rep = mem.alloc(kReplyBytes);
+        s.request = mem.ptr(req, kRequestBytes);
+        s.reply = mem.ptr(rep, kReplyBytes);
+        Buffer readable{req, kRequestBytes}, writable{rep, kReplyBytes};
+        s.head = fe.queue(q).add_chain(std::span(&readable, 1), std::span(&writable, 1),
+                                       /*publish=*/false);
+        by_head[q][s.head] = slots.size();
+        slots.push_back(s);
+      }
+    }
+    auto post = [&](Slot& s) {
+      auto [len, capacity] = w.next(s, s.request);
+      Virtqueue& vq = fe.queue(s.queue);
+      vq.desc(s.head).len = len;
+      vq.desc(vq.desc(s.head).next).len = capacity;
+      s.posted = Clock::now();
+      vq.repost(s.head);
+    };
+    std::vector<std::uint16_t> kicked_at(fe.queue_count());
+    auto kick_all = [&] {
+      for (unsigned q = 1; q <= queues(); ++q) {
+        Virtqueue& vq = fe.queue(q);
+        if (vq.avail_idx() != kicked_at[q] && vq.kick_needed(kicked_at[q])) vq.kick();
+        kicked_at[q] = vq.avail_idx();
+      }
+    };
+
     std::vector<std::chrono::nanoseconds> lat;
+    lat.reserve(1u << 20);
+    std::uint64_t ops = 0;
+    std::size_t in_flight = 0;
     auto start = Clock::now();
-    while (Clock::now() < end) {
-      std::vector<FuseRequest> batch = make_batch();
-      auto t0 = Clock::now();
-      for (const FuseReply& r : c_.transact(batch)) Check(r, name);
-      auto dt = Clock::now() - t0;
-      busy += dt;
-      lat.push_back(dt);
-      ops += batch.size() / ops_per_request;
-      ++batches;
+    auto end = start + std::chrono::duration<double>(args_.seconds);
+    for (unsigned q = 1; q <= queues(); ++q) kicked_at[q] = fe.queue(q).avail_idx();
+    for (Slot& s : slots) post(s), ++in_flight;
+    kick_all();
+    bool running = true;
+    std::vector<pollfd> pfds;
+    for (unsigned q = 1; q <= queues(); ++q) pfds.push_back({fe.queue(q).call_fd(), POLLIN, 0});
+    while (in_flight > 0) {
+      auto now = Clock::now();
+      if (running && now >= end) running = false;
+      std::size_t reaped = 0;
+      for (unsigned q = 1; q <= queues(); ++q) {
+        reaped += fe.queue(q).reap([&](const UsedElem& u) {
+          if (u.id >= by_head[q].size() || by_head[q][u.id] == SIZE_MAX)
+            throw std::runtime_error(std::string(name) + ": backend returned an unknown chain");
+          Slot& s = slots[by_head[q][u.id]];
+          ops += w.done(s, u.len);
+          lat.push_back(now - s.posted);
+          --in_flight;
+          if (running) post(s), ++in_flight;
+        });
+      }
+      if (reaped > 0) {
+        kick_all();
+        continue;
+      }
+      // Nothing used: ask for an interrupt after ~3/4 of what is in flight, unless one is
+      // already waiting, then sleep on the call eventfds.
+      bool waiting = false;
+      for (unsigned q = 1; q <= queues(); ++q) {
+        Virtqueue& vq = fe.queue(q);
+        auto outstanding = static_cast<std::uint16_t>(vq.avail_idx() - vq.last_used());
+        waiting |= vq.arm_interrupt(outstanding > 1 ? static_cast<std::uint16_t>(outstanding * 3 / 4 - 1) : 0);
+      }
+      if (waiting) continue;
+      int r = ::poll(pfds.data(), pfds.size(), 5000);
+      if (r == 0) throw std::runtime_error(std::string(name) + ": no reply within 5 s");
+      if (r < 0 && errno != EINTR) throw std::runtime_error("poll: " + std::string(std::strerror(errno)));
+      for (pollfd& p : pfds) {
+        std::uint64_t count;
+        if (p.revents & POLLIN) (void)!::read(p.fd, &count, sizeof(count));
+      }
     }
     double secs = std::chrono::duration<double>(Clock::now() - start).count();
-    std::printf("%-14s %10llu ops %12.0f ops/s %10.1f us/batch p50 %.1f p99 %.1f (depth %u x %u queues)\n",
-                name, static_cast<unsigned long long>(ops), ops / secs,
-                batches ? std::chrono::duration<double, std::micro>(busy).count() / batches : 0.0,
-                Percentile(lat, 50), Percentile(lat, 99), args_.depth, queues());
+    for (Slot& s : slots) fe.queue(s.queue).release_chain(s.head);
+    mem.release(mark);
+    std::printf("%-14s %10llu ops %12.0f ops/s p50 %.1f p99 %.1f us/%s (depth %u x %u queues)\n", name,
+                static_cast<unsigned long long>(ops), ops / secs, Percentile(lat, 50),
+                Percentile(lat, 99), unit, args_.depth, queues());
     Tsv(args_, name, ops / secs, lat);
     std::fflush(stdout);
   }
 
-  unsigned queues() const { return static_cast<unsigned>(c_.frontend().queue_count() - 1); }
+  // A workload that sends the same request each time (fresh unique; `patch` may change the
+  // body) and expects a reply without error.
+  Workload Repeat(const char* name, const FuseRequest& tmpl,
+                  std::function<void(std::uint8_t* body)> patch = {}) {
+    auto bytes = std::make_shared<std::vector<std::uint8_t>>(tmpl.bytes);
+    std::uint32_t capacity = tmpl.reply_capacity;
+    return Workload{
+        [this, bytes, capacity, patch](Slot&, std::uint8_t* req) {
+          std::memcpy(req, bytes->data(), bytes->size());
+          SetUnique(req);
+          if (patch) patch(req + sizeof(fuse_in_header));
+          return std::pair{static_cast<std::uint32_t>(bytes->size()), capacity};
+        },
+        [name](Slot& s, std::uint32_t used) { return CheckReply(name, s, used); }};
+  }
 
-  // depth requests on each request queue.
-  std::vector<FuseRequest> Spread(const std::function<FuseRequest(unsigned queue)>& one) {
-    std::vector<FuseRequest> v;
-    for (unsigned q = 1; q <= queues(); ++q)
-      for (unsigned i = 0; i < args_.depth; ++i) v.push_back(one(q));
-    return v;
+  // Gives the request in `req` a fresh unique.
+  void SetUnique(std::uint8_t* req) {
+    std::uint64_t unique = next_unique_++;
+    std::memcpy(req + offsetof(fuse_in_header, unique), &unique, sizeof(unique));
+  }
+
+  // The reply in the slot is well formed and not an error (throws otherwise); one op.
+  static unsigned CheckReply(const char* name, Slot& s, std::uint32_t used) {
+    fuse_out_header h;
+    std::memcpy(&h, s.reply, sizeof(h));
+    std::uint64_t unique;
+    std::memcpy(&unique, s.request + offsetof(fuse_in_header, unique), sizeof(unique));
+    if (used < sizeof(h) || h.len != used || h.unique != unique || h.error != 0)
+      throw std::runtime_error(std::string(name) + " failed: error " + std::to_string(h.error) +
+                               ", used_len " + std::to_string(used));
+    return 1;
   }
 
  private:
   FuseClient& c_;
   const Args& args_;
+  std::uint64_t next_unique_ = std::uint64_t{1} << 40;  // apart from FuseClient's
 };
 
 // Bare-syscall floor (see the header comment).
@@ -301,93 +433,138 @@ int Run(const Args& args) {
   std::mt19937_64 rng(42);
   auto random_block = [&] { return (rng() % (file_size / 4096)) * 4096; };
 
-  bench.Row("LOOKUP", [&] { return bench.Spread([&](unsigned q) { return c.lookup_request(dir, "file", q); }); });
-  bench.Row("GETATTR", [&] {
-    return bench.Spread([&](unsigned q) { return c.getattr_request(file.entry.nodeid, q); });
-  });
+  bench.Row("LOOKUP", bench.Repeat("LOOKUP", c.lookup_request(dir, "file")));
+  bench.Row("GETATTR", bench.Repeat("GETATTR", c.getattr_request(file.entry.nodeid)));
+  fuse_read_in readdir_in{};
+  readdir_in.fh = od->fh;
+  readdir_in.size = 64 * 1024;
+  FuseRequest readdir = c.make(FUSE_READDIRPLUS, list, {Bytes(readdir_in)},
+                               sizeof(fuse_out_header) + readdir_in.size);
   {  // how many entries one 64 KiB READDIRPLUS holds (what --floor --readdir-entries wants)
-    fuse_read_in in{};
-    in.fh = od->fh;
-    in.size = 64 * 1024;
-    FuseReply r = c.send(c.make(FUSE_READDIRPLUS, list, {Bytes(in)}, sizeof(fuse_out_header) + in.size));
+    FuseReply r = c.send(readdir);
     Check(r, "READDIRPLUS");
     std::size_t n = FuseClient::parse_direntplus(r.body()).size();
     std::printf("READDIRPLUS: %zu entries per 64 KiB reply (directory of %u)\n", n, args.dir_entries);
     if (args.tsv) std::printf("ENTRIES\t%zu\n", n);
   }
-  bench.Row("READDIRPLUS", [&] {
-    return bench.Spread([&](unsigned q) {
-      fuse_read_in in{};
-      in.fh = od->fh;
-      in.size = 64 * 1024;
-      return c.make(FUSE_READDIRPLUS, list, {Bytes(in)}, sizeof(fuse_out_header) + in.size, q);
-    });
-  });
-  bench.Row("READ 4K", [&] {
-    return bench.Spread(
-        [&](unsigned q) { return c.read_request(file.entry.nodeid, file.open.fh, random_block(), 4096, q); });
-  });
-  bench.Row("WRITE 4K", [&] {
-    return bench.Spread([&](unsigned q) {
-      return c.write_request(file.entry.nodeid, file.open.fh, random_block(), block, q);
-    });
-  });
-  // CREATE+UNLINK: each batch creates `depth` files per queue, then releases and unlinks them and
-  // forgets their nodes (hiprio queue; --no-forget leaves that out); one op is the whole
-  // create/release/unlink/forget cycle of one file. Timed as one row by hand because it is
-  // three dependent batches.
+  bench.Row("READDIRPLUS", bench.Repeat("READDIRPLUS", readdir));
+  // READ and WRITE go to a random 4 KiB block each time (fuse_read_in and fuse_write_in both
+  // start with fh, then offset).
+  auto random_offset = [&](std::uint8_t* body) {
+    std::uint64_t off = random_block();
+    std::memcpy(body + offsetof(fuse_read_in, offset), &off, sizeof(off));
+  };
+  static_assert(offsetof(fuse_read_in, offset) == offsetof(fuse_write_in, offset));
+  bench.Row("READ 4K", bench.Repeat("READ 4K", c.read_request(file.entry.nodeid, file.open.fh, 0, 4096),
+                                    random_offset));
+  bench.Row("WRITE 4K", bench.Repeat("WRITE 4K", c.write_request(file.entry.nodeid, file.open.fh, 0, block),
+                                     random_offset));
+
+  // CREATE+UNLINK: each slot cycles CREATE -> RELEASE -> UNLINK of a fresh name, then FORGETs the
+  // node on the hiprio queue (the guest kernel's sequence; --no-forget leaves that out). One op is
+  // one whole cycle; the latencies are per request.
   {
-    using Clock = std::chrono::steady_clock;
-    auto start = Clock::now();
-    auto end = start + std::chrono::duration<double>(args.seconds);
-    std::uint64_t ops = 0, n = 0;
-    std::vector<std::chrono::nanoseconds> lat;
-    while (Clock::now() < end) {
-      auto t0 = Clock::now();
-      std::vector<FuseRequest> creates, names_unlink;
-      std::vector<std::string> names;
-      for (unsigned q = 1; q <= bench.queues(); ++q)
-        for (unsigned i = 0; i < args.depth; ++i) {
-          names.push_back("cu-" + std::to_string(n++));
-          fuse_create_in in{};
-          in.flags = O_RDWR | O_CREAT | O_EXCL;
-          in.mode = S_IFREG | 0644;
-          in.umask = 022;
-          creates.push_back(c.make(FUSE_CREATE, dir, {Bytes(in), CName(names.back())}, 4096, q));
-        }
-      auto replies = c.transact(creates);
-      std::vector<FuseRequest> cleanup, forgets;
-      for (std::size_t i = 0; i < replies.size(); ++i) {
-        Check(replies[i], "CREATE");
-        fuse_entry_out e;
-        fuse_open_out o;
-        std::memcpy(&e, replies[i].body().data(), sizeof(e));
-        std::memcpy(&o, replies[i].body().data() + sizeof(e), sizeof(o));
-        fuse_release_in rel{};
-        rel.fh = o.fh;
-        cleanup.push_back(c.make(FUSE_RELEASE, e.nodeid, {Bytes(rel)}, 4096, creates[i].queue));
-        names_unlink.push_back(c.make(FUSE_UNLINK, dir, {CName(names[i])}, 4096, creates[i].queue));
-        fuse_forget_in fg{};
-        fg.nlookup = 1;
-        forgets.push_back(c.make(FUSE_FORGET, e.nodeid, {Bytes(fg)}, 0, 0));  // hiprio queue
-      }
-      for (const FuseReply& r : c.transact(cleanup)) Check(r, "RELEASE");
-      for (const FuseReply& r : c.transact(names_unlink)) Check(r, "UNLINK");
-      // The guest kernel forgets an unlinked inode once its last reference goes; without this the
-      // backend would keep an O_PATH fd to every unlinked file (on ext4 each one sits on the orphan
-      // list, and creates in the same file system then take ~1 ms).
-      if (!args.no_forget) {
-        for (const FuseReply& r : c.transact(forgets))
-          if (!r.answered) throw std::runtime_error("FORGET not answered");
-      }
-      ops += creates.size();
-      lat.push_back(Clock::now() - t0);
+    struct Cycle {
+      std::string name;
+      std::uint64_t nodeid = 0, fh = 0;
+    };
+    std::vector<Cycle> cycles(args.depth * bench.queues());
+    std::uint64_t n = 0;
+    // One FORGET chain per slot on the hiprio queue, posted again once the backend has used it.
+    Virtqueue& hiprio = c.frontend().queue(0);
+    GuestMemory& mem = c.frontend().memory();
+    std::size_t mark = mem.mark();
+    struct Forget {
+      std::uint16_t head = 0;
+      std::uint8_t* request = nullptr;
+      bool in_flight = false;
+    };
+    std::vector<Forget> forgets(cycles.size());
+    std::vector<std::size_t> forget_by_head(hiprio.size(), SIZE_MAX);
+    constexpr std::uint32_t kForgetBytes = sizeof(fuse_in_header) + sizeof(fuse_forget_in);
+    for (std::size_t i = 0; i < forgets.size(); ++i) {
+      std::uint64_t gpa = mem.alloc(kForgetBytes);
+      forgets[i].request = mem.ptr(gpa, kForgetBytes);
+      Buffer readable{gpa, kForgetBytes};
+      forgets[i].head = hiprio.add_chain(std::span(&readable, 1), {}, /*publish=*/false);
+      forget_by_head[forgets[i].head] = i;
     }
-    double secs = std::chrono::duration<double>(Clock::now() - start).count();
-    std::printf("%-14s %10llu ops %12.0f ops/s p50 %.1f p99 %.1f us/cycle (create+release+unlink+forget, depth %u x %u queues)\n",
-                "CREATE+UNLINK", static_cast<unsigned long long>(ops), ops / secs,
-                Percentile(lat, 50), Percentile(lat, 99), args.depth, bench.queues());
-    Tsv(args, "CREATE+UNLINK", ops / secs, lat);
+    auto reap_forgets = [&] {
+      hiprio.reap([&](const UsedElem& u) {
+        if (u.id < forget_by_head.size() && forget_by_head[u.id] != SIZE_MAX)
+          forgets[forget_by_head[u.id]].in_flight = false;
+      });
+    };
+    auto send_forget = [&](std::size_t i, std::uint64_t nodeid) {
+      Forget& f = forgets[i];
+      for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5); f.in_flight;) {
+        reap_forgets();
+        if (f.in_flight && std::chrono::steady_clock::now() > deadline)
+          throw std::runtime_error("FORGET not used by the backend within 5 s");
+      }
+      FuseRequest r = c.make(FUSE_FORGET, nodeid, {Bytes(fuse_forget_in{1})}, 0, 0);
+      std::memcpy(f.request, r.bytes.data(), r.bytes.size());
+      f.in_flight = true;
+      std::uint16_t old = hiprio.avail_idx();
+      hiprio.repost(f.head);
+      if (hiprio.kick_needed(old)) hiprio.kick();
+    };
+    Bench::Workload cycle{
+        [&](Bench::Slot& s, std::uint8_t* req) {
+          Cycle& cy = cycles[s.index];
+          FuseRequest r;
+          switch (s.state) {
+            case 0: {
+              cy.name = "cu-" + std::to_string(n++);
+              fuse_create_in in{};
+              in.flags = O_RDWR | O_CREAT | O_EXCL;
+              in.mode = S_IFREG | 0644;
+              in.umask = 022;
+              r = c.make(FUSE_CREATE, dir, {Bytes(in), CName(cy.name)}, 4096);
+              break;
+            }
+            case 1: {
+              fuse_release_in rel{};
+              rel.fh = cy.fh;
+              r = c.make(FUSE_RELEASE, cy.nodeid, {Bytes(rel)}, 4096);
+              break;
+            }
+            default:
+              r = c.make(FUSE_UNLINK, dir, {CName(cy.name)}, 4096);
+              break;
+          }
+          std::memcpy(req, r.bytes.data(), r.bytes.size());
+          return std::pair{static_cast<std::uint32_t>(r.bytes.size()), r.reply_capacity};
+        },
+        [&](Bench::Slot& s, std::uint32_t used) -> unsigned {
+          static const char* const kStep[] = {"CREATE", "RELEASE", "UNLINK"};
+          Bench::CheckReply(kStep[s.state], s, used);
+          Cycle& cy = cycles[s.index];
+          if (s.state == 0) {
+            fuse_entry_out e;
+            fuse_open_out o;
+            std::memcpy(&e, s.reply + sizeof(fuse_out_header), sizeof(e));
+            std::memcpy(&o, s.reply + sizeof(fuse_out_header) + sizeof(e), sizeof(o));
+            cy.nodeid = e.nodeid;
+            cy.fh = o.fh;
+          }
+          if (s.state < 2) {
+            ++s.state;
+            return 0;
+          }
+          // The guest kernel forgets an unlinked inode once its last reference goes; without this
+          // the backend would keep an O_PATH fd to every unlinked file (on ext4 each one sits on
+          // the orphan list, and creates in the same file system then take ~1 ms).
+          if (!args.no_forget) send_forget(s.index, cy.nodeid);
+          s.state = 0;
+          return 1;
+        }};
+    bench.Row("CREATE+UNLINK", cycle);
+    for (Forget& f : forgets) {
+      while (f.in_flight) reap_forgets();
+      hiprio.release_chain(f.head);
+    }
+    mem.release(mark);
   }
 
   // Leave the shared directory as we found it.

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <limits>
 
+#include "daemon/transport/vhost_user/adaptive_poll.h"
 #include "protocol/fuse_opcodes.h"
 
 namespace svfs::transport::vhost_user {
@@ -1010,6 +1011,15 @@ void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& 
 
 namespace {
 
+// Spin-wait hint: lets the sibling hyperthread (or the hypervisor) know we are polling.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 bool IsLockWait(const Chain& chain) {
   fuse_in_header in{};
   if (!chain.error.empty() || chain.readable_bytes < sizeof(in)) return false;
@@ -1028,6 +1038,9 @@ void VhostUserBackend::queue_thread(uint32_t index) {
   WorkerPool* pool = index == kHiprioQueue ? nullptr : pool_.get();
   Buffers buffers;
   Chain chain;
+  // FORGETs are not worth a polling CPU.
+  AdaptivePoll poller(index == kHiprioQueue ? AdaptivePoll::Duration::zero()
+                                            : AdaptivePoll::Duration(options_.poll_max));
   auto finish_off_thread = [this, index] {
     Queue& q = *queues_[index];
     std::lock_guard lock(q.inflight_mutex);
@@ -1076,12 +1089,24 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       }
       handle_chain();
     }
+    if (poller.window() > AdaptivePoll::Duration::zero()) {
+      // Poll the ring for a while with kicks off, rather than pay for a wake-up.
+      vq.suppress_kicks();
+      auto until = std::chrono::steady_clock::now() + poller.window();
+      while (!vq.has_available() && std::chrono::steady_clock::now() < until) CpuRelax();
+      if (vq.enable_kicks()) {
+        poller.polled_ok();
+        continue;
+      }
+    }
     pollfd fds[2] = {{queue.kick.get(), POLLIN, 0}, {queue.stop.get(), POLLIN, 0}};
+    auto sleep_start = std::chrono::steady_clock::now();
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       spdlog::error("vhost-user: queue {}: poll: {}", index, std::strerror(errno));
       return;
     }
+    poller.slept(std::chrono::steady_clock::now() - sleep_start);
     if (fds[1].revents) return;
     if (fds[0].revents & POLLIN) {
       uint64_t kicks;

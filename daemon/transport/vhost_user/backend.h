@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +39,9 @@ struct BackendOptions {
   // Worker threads shared by the request queues (--thread-pool-size); 0: each request queue's
   // thread serves its requests itself, one at a time (as virtiofsd without a pool).
   unsigned pool_threads = 0;
+  // Longest a request queue's thread polls its ring before sleeping (adaptive_poll.h); 0: never
+  // poll (--poll-us).
+  std::chrono::microseconds poll_max{0};
   // Runs first in every queue and worker thread (per-thread credential setup).
   std::function<void()> thread_init;
 };

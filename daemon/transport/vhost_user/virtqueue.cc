@@ -92,6 +92,27 @@ void Virtqueue::set_avail_event(uint16_t value) {
   std::atomic_ref<uint16_t>(*slot).store(value, std::memory_order_relaxed);
 }
 
+void Virtqueue::suppress_kicks() {
+  if (used_ == nullptr) return;
+  if (event_idx_) {
+    // The driver kicks when its new avail idx passes avail_event; one behind last_avail_ is a
+    // point it has already passed.
+    set_avail_event(static_cast<uint16_t>(last_avail_ - 1));
+  } else {
+    std::atomic_ref<uint16_t>(used_[0]).store(kUsedNoNotify, std::memory_order_relaxed);
+  }
+}
+
+bool Virtqueue::enable_kicks() {
+  if (used_ == nullptr) return false;
+  if (event_idx_) set_avail_event(last_avail_);
+  else std::atomic_ref<uint16_t>(used_[0]).store(0, std::memory_order_relaxed);
+  // Order the store before re-reading the avail idx (pairs with the driver's fence between
+  // publishing its idx and reading our avail_event / flags).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return has_available();
+}
+
 Virtqueue::Pop Virtqueue::pop(Chain& chain) {
   chain.readable.clear();
   chain.writable.clear();

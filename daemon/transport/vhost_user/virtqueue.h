@@ -28,6 +28,7 @@ inline constexpr uint16_t kDescNext = 1;
 inline constexpr uint16_t kDescWrite = 2;
 inline constexpr uint16_t kDescIndirect = 4;
 inline constexpr uint16_t kAvailNoInterrupt = 1;
+inline constexpr uint16_t kUsedNoNotify = 1;
 inline constexpr uint32_t kMaxQueueSize = 32768;
 
 // One descriptor chain popped from the avail ring, translated to host memory.
@@ -69,6 +70,15 @@ class Virtqueue {
   // impossible; the queue must stop (broken_reason() says why). A malformed chain is still
   // kChain, with chain.error set.
   Pop pop(Chain& chain);
+  // Whether the driver has made chains available that pop() has not taken yet: a cheap peek for
+  // polling the ring instead of sleeping on the kick eventfd.
+  bool has_available() const { return desc_ != nullptr && load_avail_idx() != last_avail_; }
+  // While the device polls the ring, tells the driver it need not kick (EVENT_IDX: avail_event
+  // just behind what was taken; otherwise VRING_USED_F_NO_NOTIFY).
+  void suppress_kicks();
+  // Asks for kicks again (as pop() does on an empty ring), then looks once more, closing the race
+  // with a chain added while kicks were off. Returns has_available().
+  bool enable_kicks();
   // Marks chain `head` used with `len` bytes written.
   void push(uint16_t head, uint32_t len);
   // Whether the driver wants an interrupt for what was pushed since the last notification
