@@ -134,10 +134,10 @@ void Tsv(const Args& a, const char* name, double ops_s, std::vector<std::chrono:
 // The pipelined driver: `depth` requests stay in flight on each request queue. Each slot owns one
 // descriptor chain (request buffer, then reply buffer) built once and posted again as soon as its
 // reply is read, as a guest driver reuses its buffers; a slot's workload writes its next request in
-// place. Kicks and interrupts are suppressed the way Linux's virtio driver does with EVENT_IDX:
-// kick only when the backend's avail_event asks for it, and ask for an interrupt only once about
-// three quarters of what is in flight has completed (virtqueue_enable_cb_delayed). One thread
-// drives all queues. One op is one request unless the workload says otherwise.
+// place. Notifications follow Linux's virtio-fs driver with EVENT_IDX: kick only when the
+// backend's avail_event asks for it (virtqueue_kick_prepare), and after draining the used ring
+// ask for an interrupt at the next used entry (virtqueue_enable_cb). One thread drives all
+// queues. One op is one request unless the workload says otherwise.
 class Bench {
  public:
   static constexpr std::uint32_t kRequestBytes = 8192;               // WRITE 4K fits
@@ -238,14 +238,11 @@ class Bench {
         kick_all();
         continue;
       }
-      // Nothing used: ask for an interrupt after ~3/4 of what is in flight, unless one is
-      // already waiting, then sleep on the call eventfds.
+      // Nothing used: ask for an interrupt at the next used entry, unless one is already
+      // waiting (what Linux's virtio-fs does: virtqueue_enable_cb after draining), then sleep
+      // on the call eventfds.
       bool waiting = false;
-      for (unsigned q = 1; q <= queues(); ++q) {
-        Virtqueue& vq = fe.queue(q);
-        auto outstanding = static_cast<std::uint16_t>(vq.avail_idx() - vq.last_used());
-        waiting |= vq.arm_interrupt(outstanding > 1 ? static_cast<std::uint16_t>(outstanding * 3 / 4 - 1) : 0);
-      }
+      for (unsigned q = 1; q <= queues(); ++q) waiting |= fe.queue(q).arm_interrupt(0);
       if (waiting) continue;
       int r = ::poll(pfds.data(), pfds.size(), 5000);
       if (r == 0) throw std::runtime_error(std::string(name) + ": no reply within 5 s");

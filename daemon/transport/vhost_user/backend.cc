@@ -958,7 +958,18 @@ void VhostUserBackend::update_all_queues() {
   for (uint32_t i = 0; i < kMaxQueues; ++i) update_queue(i);
 }
 
-void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& buffers) {
+void VhostUserBackend::notify_locked(uint32_t index) {
+  Queue& queue = *queues_[index];
+  if (queue.call && queue.vq.should_notify()) {
+    uint64_t one = 1;
+    if (::write(queue.call.get(), &one, sizeof(one)) < 0 && errno != EAGAIN) {
+      spdlog::warn("vhost-user: queue {}: call eventfd: {}", index, std::strerror(errno));
+    }
+  }
+}
+
+void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& buffers,
+                                   bool defer_notify) {
   Queue& queue = *queues_[index];
   Virtqueue& vq = queue.vq;
   std::vector<uint8_t>& request = buffers.request;
@@ -970,12 +981,7 @@ void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& 
     std::lock_guard lock(queue.used_mutex);
     vq.push(chain.head, len);
     queue.served.fetch_add(1, std::memory_order_relaxed);
-    if (queue.call && vq.should_notify()) {
-      uint64_t one = 1;
-      if (::write(queue.call.get(), &one, sizeof(one)) < 0 && errno != EAGAIN) {
-        spdlog::warn("vhost-user: queue {}: call eventfd: {}", index, std::strerror(errno));
-      }
-    }
+    if (!defer_notify) notify_locked(index);
   };
 
   fuse_in_header in{};
@@ -1046,11 +1052,32 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     std::lock_guard lock(q.inflight_mutex);
     if (--q.inflight == 0) q.inflight_cv.notify_all();
   };
+  // Chains served on this thread are used at once but the driver is signalled per batch: when
+  // the avail ring is drained, or once kNotifyBatch chains or kNotifyDelay have gone by, so a
+  // slow request does not hold back the replies before it. Each signal may wake a sleeping
+  // driver, which costs both sides more than the request itself. EVENT_IDX still decides
+  // whether the driver wants the interrupt at all.
+  constexpr unsigned kNotifyBatch = 16;
+  constexpr auto kNotifyDelay = std::chrono::microseconds(20);
+  unsigned unsignalled = 0;
+  std::chrono::steady_clock::time_point first_unsignalled;
+  auto signal_used = [&] {
+    if (unsignalled == 0) return;
+    unsignalled = 0;
+    std::lock_guard lock(queue.used_mutex);
+    notify_locked(index);
+  };
   auto handle_chain = [&]() {
     // A lock wait (SETLKW) may block until another request unlocks: it gets a thread of its
     // own, so neither this queue nor the pool can deadlock behind it.
     bool may_block = index != kHiprioQueue && IsLockWait(chain);
-    if (pool == nullptr && !may_block) return serve_chain(index, chain, buffers);
+    if (pool == nullptr && !may_block) {
+      serve_chain(index, chain, buffers, /*defer_notify=*/true);
+      auto now = std::chrono::steady_clock::now();
+      if (unsignalled++ == 0) first_unsignalled = now;
+      if (unsignalled >= kNotifyBatch || now - first_unsignalled >= kNotifyDelay) signal_used();
+      return;
+    }
     {
       std::lock_guard lock(queue.inflight_mutex);
       ++queue.inflight;
@@ -1078,6 +1105,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       Virtqueue::Pop result = vq.pop(chain);
       if (result == Virtqueue::Pop::kEmpty) break;
       if (result == Virtqueue::Pop::kBroken) {
+        signal_used();
         spdlog::error("vhost-user: queue {} is broken and stops: {}", index, vq.broken_reason());
         queue.broken = true;  // read by the control thread only after join
         std::lock_guard lock(queue.used_mutex);
@@ -1089,6 +1117,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       }
       handle_chain();
     }
+    signal_used();
     if (poller.window() > AdaptivePoll::Duration::zero()) {
       // Poll the ring for a while with kicks off, rather than pay for a wake-up.
       vq.suppress_kicks();

@@ -139,7 +139,10 @@ class VhostUserBackend {
   void update_all_queues();
   void queue_thread(uint32_t index);
   // Serves one chain: runs the request and pushes it used (queue or pool thread).
-  void serve_chain(uint32_t index, const Chain& chain, Buffers& buffers);
+  // Serves one chain and marks it used; signals the driver unless `defer_notify` (the caller
+  // then calls notify_locked itself, under the queue's used_mutex).
+  void serve_chain(uint32_t index, const Chain& chain, Buffers& buffers, bool defer_notify = false);
+  void notify_locked(uint32_t index);
 
   fuse::Server& server_;
   BackendOptions options_;
