@@ -8,6 +8,9 @@
 // acquire again in the new session (the listener says when).
 #pragma once
 
+#include <linux/posix_types.h>  // __kernel_fsid_t, the fsid type in fanotify info records
+#include <sys/statfs.h>         // fsid_t, the fsid type of statfs
+
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -28,10 +31,22 @@ struct TableIdentity {
   uint64_t mapped_bytes = 0;
 };
 
+// A file system id as one number, the way Key::fsid carries it: val[0] in the low half. The
+// two kernel spellings (statfs's fsid_t, fanotify's __kernel_fsid_t) must pack alike, so that
+// svfsd's keys (from fstatfs) match versiond's (from fanotify records).
+inline uint64_t PackFsid(const fsid_t& fsid) {
+  return uint64_t{static_cast<uint32_t>(fsid.__val[0])} |
+         uint64_t{static_cast<uint32_t>(fsid.__val[1])} << 32;
+}
+inline uint64_t PackFsid(const __kernel_fsid_t& fsid) {
+  return uint64_t{static_cast<uint32_t>(fsid.val[0])} |
+         uint64_t{static_cast<uint32_t>(fsid.val[1])} << 32;
+}
+
 struct Key {
   uint64_t dev = 0;
   uint64_t ino = 0;
-  uint64_t fsid = 0;
+  uint64_t fsid = 0;  // PackFsid
   int32_t handle_type = 0;
   std::vector<unsigned char> handle;
 };

@@ -114,16 +114,6 @@ void CloseEventFd(int32_t fd) {
 
 }  // namespace
 
-uint64_t PackFsid(const fsid_t& fsid) {
-  return uint64_t{static_cast<uint32_t>(fsid.__val[0])} |
-         uint64_t{static_cast<uint32_t>(fsid.__val[1])} << 32;
-}
-
-uint64_t PackFsid(const __kernel_fsid_t& fsid) {
-  return uint64_t{static_cast<uint32_t>(fsid.val[0])} |
-         uint64_t{static_cast<uint32_t>(fsid.val[1])} << 32;
-}
-
 size_t ParseFanotifyEvents(std::span<const unsigned char> buf, const ChangeCallback& on_change) {
   size_t count = 0;
   size_t off = 0;

@@ -2,9 +2,6 @@
 // the version slots of inodes and directories changed on the host behind the daemons' backs.
 #pragma once
 
-#include <linux/posix_types.h>  // __kernel_fsid_t, the fsid type in fanotify info records
-#include <sys/statfs.h>         // fsid_t, the fsid type of statfs
-
 #include <cstddef>
 #include <cstdint>
 #include <expected>
@@ -15,13 +12,9 @@
 #include <vector>
 
 #include "daemon/util/unique_fd.h"
+#include "versiond/client.h"  // PackFsid
 
 namespace svfs::versiond {
-
-// statfs f_fsid packed as val[0] | val[1] << 32 (both as uint32) — the daemons compute the same
-// from fstatfs and send it as SlotKey.fsid.
-uint64_t PackFsid(const fsid_t& fsid);
-uint64_t PackFsid(const __kernel_fsid_t& fsid);
 
 // One fanotify event, decoded.
 struct HostChange {

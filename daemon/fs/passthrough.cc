@@ -469,10 +469,11 @@ uint32_t PassthroughFs::ReplyOpenFlags(uint32_t guest_flags) const {
   return config_.cache.file_open_flags(direct_io);
 }
 
-Result<Opened> PassthroughFs::AddHandle(NodeId node, UniqueFd fd, int host_flags, bool is_dir,
-                                        uint32_t guest_flags) {
+Result<Opened> PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd,
+                                        int host_flags, bool is_dir, uint32_t guest_flags) {
   auto handle = std::make_shared<Handle>();
-  handle->node = node;
+  handle->node = inode->id;
+  handle->inode = std::move(inode);
   handle->fd = std::move(fd);
   handle->access_mode = host_flags & O_ACCMODE;
   handle->is_dir = is_dir;
@@ -516,8 +517,7 @@ Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<H
   if (handle) {
     // fstat of an open file: works for unlinked files even when the inode is held by handle.
     if (auto h = handles_.Get(*handle)) {
-      auto inode = versions_ ? inodes_.Get(h->node) : nullptr;
-      return StatFd(h->fd.get(), inode.get());
+      return StatFd(h->fd.get(), h->inode.get());
     }
   }
   auto inode = GetInode(node);
@@ -752,7 +752,7 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
   }
   if (!fd) return Err(fd.error());
   if (host_flags & O_TRUNC) Bump(inode->get());
-  return AddHandle(node, std::move(*fd), host_flags, (*inode)->is_dir(), flags);
+  return AddHandle(*inode, std::move(*fd), host_flags, (*inode)->is_dir(), flags);
 }
 
 Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const InodeData& parent,
@@ -763,7 +763,9 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
   if (!path_fd) return Err(path_fd.error());
   auto entry = EntryFromFd(std::move(*path_fd), &parent);
   if (!entry) return Err(entry.error());
-  auto opened = AddHandle(entry->node, std::move(fd), host_flags, false, guest_flags);
+  auto inode = inodes_.Get(entry->node);  // referenced by the entry: cannot be gone
+  if (!inode) return Err(ESTALE);
+  auto opened = AddHandle(std::move(inode), std::move(fd), host_flags, false, guest_flags);
   if (!opened) {
     inodes_.Forget(entry->node, 1);
     return Err(opened.error());
@@ -836,7 +838,7 @@ Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uin
   }
   auto written = data.write_to(fd, offset);
   // Even a failed write may have written part of its data.
-  BumpNode((*h)->node);
+  Bump((*h)->inode.get());
   return written;
 }
 
@@ -884,7 +886,7 @@ Result<Opened> PassthroughFs::opendir(const Context& ctx, NodeId node, uint32_t)
     fd = creds.ok() ? Reopen(path_fd->get(), O_RDONLY | O_DIRECTORY) : Result<UniqueFd>(Err(EPERM));
   }
   if (!fd) return Err(fd.error());
-  return AddHandle(node, std::move(*fd), O_RDONLY, true, 0);
+  return AddHandle(*inode, std::move(*fd), O_RDONLY, true, 0);
 }
 
 namespace {
@@ -1099,7 +1101,7 @@ Status PassthroughFs::fallocate(const Context&, NodeId, HandleId handle, uint32_
   int r = ::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
                       static_cast<off_t>(length));
   int err = errno;
-  if (r == 0) BumpNode((*h)->node);
+  if (r == 0) Bump((*h)->inode.get());
   if (r != 0) return Err(err);
   return {};
 }
@@ -1131,7 +1133,7 @@ Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId h
   ssize_t n = ::copy_file_range((*in)->fd.get(), &off_in, (*out)->fd.get(), &off_out, length,
                                 static_cast<unsigned>(flags));
   int err = errno;
-  if (n > 0) BumpNode((*out)->node);
+  if (n > 0) Bump((*out)->inode.get());
   if (n < 0) return Err(err);
   return static_cast<size_t>(n);
 }

@@ -32,6 +32,9 @@ namespace svfs::fs {
 // An open file or directory (FUSE fh).
 struct Handle {
   NodeId node = 0;
+  // The node's inode, so WRITE and friends bump its version without a store lookup (and its
+  // mutex) per request.
+  std::shared_ptr<const InodeData> inode;
   UniqueFd fd;
   int access_mode = O_RDONLY;  // O_ACCMODE bits of the host open
   bool is_dir = false;
@@ -180,7 +183,7 @@ class PassthroughFs : public FileSystem {
   // Adjusts guest open flags for the host open (O_DIRECT, writeback widening, no O_CREAT...).
   int HostOpenFlags(uint32_t flags, bool for_create) const;
   uint32_t ReplyOpenFlags(uint32_t guest_flags) const;
-  Result<Opened> AddHandle(NodeId node, UniqueFd fd, int host_flags, bool is_dir,
+  Result<Opened> AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd, int host_flags, bool is_dir,
                            uint32_t guest_flags);
 
   // Creates a name under `parent` with `make(dir_fd, name)` as the guest, then looks it up.

@@ -36,16 +36,6 @@ struct PairHash {
 };
 thread_local std::unordered_map<std::pair<uint64_t, uint64_t>, BatchGrant, PairHash> t_batch;
 
-uint64_t PackFsid(const struct statfs& st) {
-  uint64_t low, high;
-  static_assert(sizeof(st.f_fsid) == 8);
-  int vals[2];
-  std::memcpy(vals, &st.f_fsid, sizeof(vals));
-  low = static_cast<uint32_t>(vals[0]);
-  high = static_cast<uint32_t>(vals[1]);
-  return low | (high << 32);
-}
-
 }  // namespace
 
 std::unique_ptr<SharedVersions> SharedVersions::Start(Options options) {
@@ -96,7 +86,7 @@ uint64_t SharedVersions::FsidOf(uint64_t dev, int fd) {
   }
   struct statfs st {};
   if (::fstatfs(fd, &st) != 0) return 0;
-  uint64_t fsid = PackFsid(st);
+  uint64_t fsid = versiond::PackFsid(st.f_fsid);
   std::lock_guard lock(fsid_mutex_);
   fsid_by_dev_.emplace(dev, fsid);
   return fsid;

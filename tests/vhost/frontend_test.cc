@@ -572,6 +572,71 @@ TEST(VhostSvfsdTest, SignalsOncePerBatchNotPerChain) {
       << notifications << " notifications for " << kRounds * kChains << " chains";
 }
 
+// A SETLKW that has to wait runs off its queue's thread: the queue keeps serving other requests
+// meanwhile, and the wait ends with success once the holder unlocks.
+TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  FrontendOptions opts;
+  opts.memory_size = 16u << 20;
+  opts.request_queues = 1;
+  Session s(Backend::kSvfsd, tmp, opts);
+  FuseClient& c = s.client();
+  ASSERT_EQ(c.init().error(), 0);
+  FuseReply created = c.create(FUSE_ROOT_ID, "locked", S_IFREG | 0644, O_RDWR | O_CREAT);
+  ASSERT_EQ(created.error(), 0);
+  fuse_entry_out entry;
+  fuse_open_out open;
+  std::memcpy(&entry, created.body().data(), sizeof(entry));
+  std::memcpy(&open, created.body().data() + sizeof(entry), sizeof(open));
+  auto lock_request = [&](std::uint32_t opcode, std::uint64_t owner, std::uint32_t type) {
+    fuse_lk_in in{};
+    in.fh = open.fh;
+    in.owner = owner;
+    in.lk.start = 0;
+    in.lk.end = 0x7fffffffffffffffULL;
+    in.lk.type = type;
+    in.lk.pid = 1;
+    return c.make(opcode, entry.nodeid, {Bytes(in)}, 4096);
+  };
+  ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
+
+  // Owner 2 waits for the whole file: posted by hand, its reply not awaited.
+  FuseRequest wait = lock_request(FUSE_SETLKW, 2, F_WRLCK);
+  GuestMemory& mem = s.fe().memory();
+  std::uint64_t req = mem.alloc(wait.bytes.size()), rep = mem.alloc(wait.reply_capacity);
+  std::memcpy(mem.ptr(req, wait.bytes.size()), wait.bytes.data(), wait.bytes.size());
+  std::memset(mem.ptr(rep, wait.reply_capacity), 0, wait.reply_capacity);
+  Buffer readable{req, static_cast<std::uint32_t>(wait.bytes.size())}, writable{rep, wait.reply_capacity};
+  s.fe().queue(1).add_chain(std::span(&readable, 1), std::span(&writable, 1));
+  s.fe().queue(1).kick();
+  fuse_in_header wait_header;
+  std::memcpy(&wait_header, wait.bytes.data(), sizeof(wait_header));
+  auto wait_reply = [&] {
+    fuse_out_header h;
+    std::memcpy(&h, mem.ptr(rep, sizeof(h)), sizeof(h));
+    return h;
+  };
+
+  // The same queue still answers while the lock wait blocks.
+  for (int i = 0; i < 20; ++i) {
+    FuseReply r = c.send(c.getattr_request(entry.nodeid), 2s);
+    ASSERT_TRUE(r.answered) << "GETATTR " << i << " stalled behind the lock wait";
+    ASSERT_EQ(r.error(), 0);
+  }
+  EXPECT_EQ(wait_reply().unique, 0u) << "SETLKW returned while the lock was held";
+
+  ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_UNLCK)).error(), 0);
+  for (auto deadline = std::chrono::steady_clock::now() + 5s;
+       wait_reply().unique != wait_header.unique && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(wait_reply().unique, wait_header.unique) << "SETLKW not answered after the unlock";
+  EXPECT_EQ(wait_reply().error, 0);
+  // Owner 2 now holds the lock: owner 1 is refused.
+  EXPECT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_WRLCK)).error(), -EAGAIN);
+}
+
 TEST_P(VhostFsTest, ConfigSpaceWithTag) {
   if (GetParam() == Backend::kReferenceVirtiofsd)
     GTEST_SKIP() << "the C virtiofsd has no --tag and no CONFIG protocol feature";

@@ -1,14 +1,14 @@
 // Microbenchmark of a vhost-user-fs backend through our frontend, without a guest kernel:
-//   svfs_vhost_bench --socket PATH [--seconds S] [--depth N] [--queues Q] [--event-idx]
-//                    [--dir-entries N] [--tsv] [--no-forget]
+//   svfs_vhost_bench --socket PATH [--seconds S] [--depth N] [--queues Q] [--no-event-idx]
+//                    [--dir-entries N] [--tsv] [--no-forget] [--rows LOOKUP,GETATTR,...]
 //   svfs_vhost_bench --floor DIR [--seconds S] [--dir-entries N] [--readdir-entries K] [--tsv]
 // Start the backend first (svfsd --socket-path PATH --shared-dir DIR, or
 // /usr/lib/qemu/virtiofsd --socket-path=PATH -o source=DIR -o sandbox=chroot). The benchmark
 // prepares its files through FUSE itself (a 1 MiB file and a --dir-entries (default 1,000) entry
-// directory), then runs each row for the given time with `depth` requests in flight per request
-// queue, and prints one line per row: operations, operations per second, mean and p50/p99 batch
-// latency (the round trip of one batch of `depth` requests per queue; at depth 1 that is the
-// latency of one request). READDIRPLUS: one op is one 64 KiB READDIRPLUS from offset 0.
+// directory), then runs each row for the given time with `depth` requests kept in flight on each
+// request queue (pipelined, with Linux's EVENT_IDX notification discipline: see Bench below), and
+// prints one line per row: operations, operations per second, and p50/p99 latency of one request
+// (posted to seen used). READDIRPLUS: one op is one 64 KiB READDIRPLUS from offset 0.
 //
 // --floor DIR: no backend; measures, single-threaded on the host, the bare syscalls behind each row
 // in a fresh subdirectory of DIR (same file size and directory size): LOOKUP = fstatat(dirfd, name,
