@@ -339,12 +339,17 @@ Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
 Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
   auto stx = StatxFd(fd.get());
   if (!stx) return Err(stx.error());
-  auto candidate = MakeInode(std::move(fd), *stx, parent);
+  return EntryFromStatx(std::move(fd), *stx, parent);
+}
+
+Result<Entry> PassthroughFs::EntryFromStatx(UniqueFd fd, const struct statx& stx,
+                                            const InodeData* parent) {
+  auto candidate = MakeInode(std::move(fd), stx, parent);
   if (!candidate) return Err(candidate.error());
   const InodeData* fresh = candidate->get();
   auto inode = inodes_.Acquire(std::move(*candidate));
   if (versions_ && inode.get() == fresh) versions_->track(*inode);
-  return EntryFor(*inode, *stx, parent);
+  return EntryFor(*inode, stx, parent);
 }
 
 Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const {
@@ -756,13 +761,31 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
 }
 
 Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const InodeData& parent,
+                                                        int dir_fd, const char* name,
                                                         int host_flags, uint32_t guest_flags) {
-  // The entry comes from the opened file itself, not from its name, which may already have been
-  // renamed or replaced by someone else.
-  auto path_fd = Reopen(fd.get(), O_PATH);
-  if (!path_fd) return Err(path_fd.error());
-  auto entry = EntryFromFd(std::move(*path_fd), &parent);
-  if (!entry) return Err(entry.error());
+  // The entry must describe the opened file itself, not whatever its name means by now (someone
+  // may have renamed or replaced it). Reopening the fd through /proc/self/fd guarantees that but
+  // costs twice an open by name, so open the name first and keep that only if it is the same
+  // inode.
+  Result<Entry> entry = Err(ENOENT);
+  if (name != nullptr) {
+    UniqueFd by_name(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (by_name.valid()) {
+      auto opened_stx = StatxFd(fd.get());
+      auto named_stx = StatxFd(by_name.get());
+      if (opened_stx && named_stx && opened_stx->stx_ino == named_stx->stx_ino &&
+          KeyOf(*opened_stx).dev == KeyOf(*named_stx).dev) {
+        entry = EntryFromStatx(std::move(by_name), *named_stx, &parent);
+        if (!entry) return Err(entry.error());
+      }
+    }
+  }
+  if (!entry) {
+    auto path_fd = Reopen(fd.get(), O_PATH);
+    if (!path_fd) return Err(path_fd.error());
+    entry = EntryFromFd(std::move(*path_fd), &parent);
+    if (!entry) return Err(entry.error());
+  }
   auto inode = inodes_.Get(entry->node);  // referenced by the entry: cannot be gone
   if (!inode) return Err(ESTALE);
   auto opened = AddHandle(std::move(inode), std::move(fd), host_flags, false, guest_flags);
@@ -790,7 +813,7 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
     // An existing file may have been truncated: bump it before the entry samples it.
     if (auto stx = StatxFd(*fd)) Bump(inodes_.Find(KeyOf(*stx)).get());
   }
-  return CreateEntryAndHandle(UniqueFd(*fd), *dir, host_flags, flags);
+  return CreateEntryAndHandle(UniqueFd(*fd), *dir, dir_fd.get(), cname.c_str(), host_flags, flags);
 }
 
 Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, uint32_t mode,
@@ -808,7 +831,7 @@ Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, ui
     return ::openat(dir_fd->get(), ".", host_flags, (mode & 07777) & ~umask);
   });
   if (!fd) return Err(fd.error());
-  return CreateEntryAndHandle(UniqueFd(*fd), **dir, host_flags, flags);
+  return CreateEntryAndHandle(UniqueFd(*fd), **dir, -1, nullptr, host_flags, flags);
 }
 
 Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint64_t offset,

@@ -149,6 +149,8 @@ class PassthroughFs : public FileSystem {
                          const Context* as = nullptr);
   // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
   Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent);
+  // The same, with the fd's statx already taken.
+  Result<Entry> EntryFromStatx(UniqueFd fd, const struct statx& stx, const InodeData* parent);
   // The entry reply for `inode` (already referenced), whose statx the caller just took.
   Entry EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const;
   Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx,
@@ -192,9 +194,10 @@ class PassthroughFs : public FileSystem {
   Status RemoveName(const Context& ctx, NodeId parent, std::string_view name, int flags);
   Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> DirForNameChange(
       NodeId parent, std::string_view name) const;
-  // CREATE/TMPFILE: entry for the opened file `fd` plus a handle owning it.
-  Result<EntryOpened> CreateEntryAndHandle(UniqueFd fd, const InodeData& parent, int host_flags,
-                                           uint32_t guest_flags);
+  // CREATE/TMPFILE: entry for the file just created and opened as `fd` plus a handle owning it;
+  // `name` under `dir_fd` is where it was created (nullptr for O_TMPFILE).
+  Result<EntryOpened> CreateEntryAndHandle(UniqueFd fd, const InodeData& parent, int dir_fd,
+                                           const char* name, int host_flags, uint32_t guest_flags);
   // Runs `call(fd, path)` as the guest on an fd (regular files, dirs) or /proc path (others).
   template <typename F>
   Result<ssize_t> XattrCall(const Context& ctx, NodeId node, F&& call);
