@@ -1076,4 +1076,28 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 }  // namespace
+// Ring addresses outside guest memory are refused when the frontend asks for a reply (REPLY_ACK),
+// not acknowledged and left to fail when the ring starts; the other queues keep serving.
+TEST(VhostSvfsdTest, RingAddressesOutsideMemoryAreRefused) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  FrontendOptions opts;
+  opts.memory_size = 16u << 20;
+  opts.request_queues = 2;
+  Session s(Backend::kSvfsd, tmp, opts);
+  ASSERT_EQ(s.client().init().error(), 0);
+  ASSERT_GE(s.fe().queue_count(), 3u);
+  std::uint64_t out = s.fe().memory().user_addr(s.fe().memory().size()) + (1u << 20);
+  s.fe().send_raw(msg::kSetVringAddr, kNeedReply,
+                  Payload(std::uint32_t{2}, std::uint32_t{0}, out, out + 8192, out + 4096, std::uint64_t{0}));
+  auto reply = s.fe().wait_reply(msg::kSetVringAddr, 1000ms);
+  ASSERT_TRUE(reply) << "no REPLY_ACK";
+  ASSERT_EQ(reply->size(), sizeof(std::uint64_t));
+  std::uint64_t status;
+  std::memcpy(&status, reply->data(), sizeof(status));
+  EXPECT_NE(status, 0u) << "ring addresses outside guest memory were acknowledged";
+  EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
+  EXPECT_NE(s.process().log().find("outside guest memory"), std::string::npos) << s.process().log();
+}
+
 }  // namespace svfs::vhost

@@ -768,6 +768,12 @@ bool VhostUserBackend::handle(int connection, Message& m) {
       stop_queue(*queue);
       queue->vq.set_addresses(addr.desc, addr.avail, addr.used);
       queue->broken = false;
+      // Checked against the memory table when there is one (QEMU sends it first); the ring
+      // cannot start like this, so say so now rather than acknowledge.
+      if (memory_.size() > 0 && !queue->vq.rings_inside(memory_)) {
+        spdlog::error("vhost-user: SET_VRING_ADDR: queue {}: {}", addr.index, queue->vq.broken_reason());
+        return ack(false);
+      }
       update_queue(addr.index);
       return ack(true);
     }

@@ -47,6 +47,18 @@ void Virtqueue::set_base(uint16_t last_avail) {
   signalled_used_valid_ = false;
 }
 
+bool Virtqueue::rings_inside(const GuestMemory& memory) {
+  if (size_ == 0 || !addresses_set_) return true;
+  if (memory.frontend_to_host(desc_addr_, DescBytes(size_)) != nullptr &&
+      memory.frontend_to_host(avail_addr_, AvailBytes(size_)) != nullptr &&
+      memory.frontend_to_host(used_addr_, UsedBytes(size_)) != nullptr) {
+    return true;
+  }
+  broken_reason_ = fmt::format("ring addresses outside guest memory (desc {:#x} avail {:#x} used {:#x})",
+                               desc_addr_, avail_addr_, used_addr_);
+  return false;
+}
+
 bool Virtqueue::map(const GuestMemory& memory) {
   desc_ = nullptr;
   avail_ = used_ = nullptr;

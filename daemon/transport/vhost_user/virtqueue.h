@@ -63,6 +63,9 @@ class Virtqueue {
   // the reason in broken_reason(), if a ring is not inside one region or misaligned.
   bool map(const GuestMemory& memory);
   bool mapped() const { return desc_ != nullptr; }
+  // Whether the rings, as configured, lie inside `memory` (no change to the queue). False, with
+  // the reason in broken_reason(), if not; true while the size or addresses are unset.
+  bool rings_inside(const GuestMemory& memory);
   // The same, for tests: rings given as host pointers.
   void map_host(void* desc, void* avail, void* used, const GuestMemory& memory);
 
