@@ -419,12 +419,15 @@ Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view 
   std::shared_ptr<InodeData> known;
   int fd = -1;
   auto walk = [&] {
-    if (::statx(parent_fd->get(), cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
-                STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
-      return -1;
+    // Inodes held by file handle are never pinned: the statx could not find one.
+    if (!use_file_handles_) {
+      if (::statx(parent_fd->get(), cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+                  STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
+        return -1;
+      }
+      known = inodes_.AcquirePinned(KeyOf(stx));
+      if (known) return 0;
     }
-    known = inodes_.AcquirePinned(KeyOf(stx));
-    if (known) return 0;
     fd = ::openat(parent_fd->get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     return fd;
   };

@@ -342,6 +342,9 @@ struct VhostUserBackend::Queue {
   bool broken = false;
   std::thread thread;
   UniqueFd stop{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  // Set with `stop`: a thread kept busy by the guest (or polling its ring) may not get back to
+  // poll() on the eventfd, so it checks this between chains too.
+  std::atomic<bool> stopping{false};
   std::atomic<uint64_t> served{0};
   // Serializes push/notify between pool workers, and guards `call` and `err`, which the
   // control thread swaps while the queue runs.
@@ -772,6 +775,12 @@ bool VhostUserBackend::handle(int connection, Message& m) {
       // cannot start like this, so say so now rather than acknowledge.
       if (memory_.size() > 0 && !queue->vq.rings_inside(memory_)) {
         spdlog::error("vhost-user: SET_VRING_ADDR: queue {}: {}", addr.index, queue->vq.broken_reason());
+        // QEMU asks for no reply here unless it logs dirty pages: a running queue that now
+        // cannot run also says so on its error eventfd, as update_queue would.
+        if (queue->started && queue->enabled && queue->err) {
+          uint64_t one = 1;
+          (void)!::write(queue->err.get(), &one, sizeof(one));
+        }
         return ack(false);
       }
       update_queue(addr.index);
@@ -919,6 +928,7 @@ bool VhostUserBackend::handle(int connection, Message& m) {
 
 void VhostUserBackend::stop_queue(Queue& queue) {
   if (!queue.thread.joinable()) return;
+  queue.stopping.store(true, std::memory_order_relaxed);
   uint64_t one = 1;
   if (::write(queue.stop.get(), &one, sizeof(one)) < 0) {
     spdlog::error("vhost-user: could not signal a queue thread: {}", std::strerror(errno));
@@ -937,6 +947,7 @@ void VhostUserBackend::stop_queue(Queue& queue) {
   uint64_t drained;
   while (::read(queue.stop.get(), &drained, sizeof(drained)) > 0) {
   }
+  queue.stopping.store(false, std::memory_order_relaxed);
 }
 
 void VhostUserBackend::update_queue(uint32_t index) {
@@ -1059,10 +1070,10 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     if (--q.inflight == 0) q.inflight_cv.notify_all();
   };
   // Chains served on this thread are used at once but the driver is signalled per batch: when
-  // the avail ring is drained, or once kNotifyBatch chains or kNotifyDelay have gone by, so a
-  // slow request does not hold back the replies before it. Each signal may wake a sleeping
-  // driver, which costs both sides more than the request itself. EVENT_IDX still decides
-  // whether the driver wants the interrupt at all.
+  // the avail ring is drained, or once kNotifyBatch chains or kNotifyDelay have gone by (checked
+  // after each chain, so a reply waits at most for the one request served after it). Each
+  // signal may wake a sleeping driver, which costs both sides more than the request itself.
+  // EVENT_IDX still decides whether the driver wants the interrupt at all.
   constexpr unsigned kNotifyBatch = 16;
   constexpr auto kNotifyDelay = std::chrono::microseconds(20);
   unsigned unsignalled = 0;
@@ -1108,6 +1119,10 @@ void VhostUserBackend::queue_thread(uint32_t index) {
   for (;;) {
     // Drain what is available (also on start: kicks may have come while the thread was stopped).
     for (;;) {
+      if (queue.stopping.load(std::memory_order_relaxed)) {
+        signal_used();
+        return;
+      }
       Virtqueue::Pop result = vq.pop(chain);
       if (result == Virtqueue::Pop::kEmpty) break;
       if (result == Virtqueue::Pop::kBroken) {
@@ -1128,7 +1143,10 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       // Poll the ring for a while with kicks off, rather than pay for a wake-up.
       vq.suppress_kicks();
       auto until = std::chrono::steady_clock::now() + poller.window();
-      while (!vq.has_available() && std::chrono::steady_clock::now() < until) CpuRelax();
+      while (!vq.has_available() && !queue.stopping.load(std::memory_order_relaxed) &&
+             std::chrono::steady_clock::now() < until) {
+        CpuRelax();
+      }
       if (vq.enable_kicks()) {
         poller.polled_ok();
         continue;
