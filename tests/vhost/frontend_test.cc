@@ -519,6 +519,35 @@ TEST_P(VhostFsTest, EventIdxAndSmallQueue) {
   EXPECT_EQ(s.fe().queue(1).in_flight(), 0u);
 }
 
+// A session with svfsd alone, INIT done: `request_queues` queues, 16 MiB of guest memory.
+std::unique_ptr<Session> SvfsdSession(const TempDir& tmp, unsigned request_queues, bool event_idx = false,
+                                      const std::vector<std::string>& args = {}) {
+  FrontendOptions opts;
+  opts.memory_size = 16u << 20;
+  opts.request_queues = request_queues;
+  opts.event_idx = event_idx;
+  auto s = std::make_unique<Session>(Backend::kSvfsd, tmp, opts, args);
+  if (s->client().init().error() != 0) throw std::runtime_error("INIT failed");
+  return s;
+}
+
+// `n` GETATTR chains of the root on queue 1, built but not made available (post them with
+// repost). Their reply buffers' addresses go to `replies` if given.
+std::vector<std::uint16_t> GetattrChains(Session& s, int n, std::vector<std::uint64_t>* replies = nullptr) {
+  GuestMemory& mem = s.fe().memory();
+  std::vector<std::uint16_t> heads;
+  for (int i = 0; i < n; ++i) {
+    FuseRequest r = s.client().getattr_request(FUSE_ROOT_ID);
+    std::uint64_t req = mem.alloc(r.bytes.size()), rep = mem.alloc(r.reply_capacity);
+    std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
+    Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{rep, r.reply_capacity};
+    heads.push_back(s.fe().queue(1).add_chain(std::span(&readable, 1), std::span(&writable, 1),
+                                              /*publish=*/false));
+    if (replies) replies->push_back(rep);
+  }
+  return heads;
+}
+
 // svfsd serves a queue's available chains in one pass and signals the driver per pass (or per
 // 16 chains / 20 µs), not per chain: a wake-up of the driver costs more than a GETATTR. Without
 // EVENT_IDX every used chain would otherwise be worth a call, so the call eventfd's counter
@@ -526,28 +555,17 @@ TEST_P(VhostFsTest, EventIdxAndSmallQueue) {
 TEST(VhostSvfsdTest, SignalsOncePerBatchNotPerChain) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   TempDir tmp;
-  FrontendOptions opts;
-  opts.memory_size = 16u << 20;
-  opts.request_queues = 1;
   // No polling: the queue thread sleeps until the one kick, then finds every chain at once.
-  Session s(Backend::kSvfsd, tmp, opts, {"--poll-us", "0"});
-  ASSERT_EQ(s.client().init().error(), 0);
+  auto session = SvfsdSession(tmp, 1, false, {"--poll-us", "0"});
+  Session& s = *session;
   Virtqueue& vq = s.fe().queue(1);
   GuestMemory& mem = s.fe().memory();
   constexpr int kRounds = 20, kChains = 16;
   std::uint64_t notifications = 0;
   for (int round = 0; round < kRounds; ++round) {
     std::size_t mark = mem.mark();
-    std::vector<std::uint16_t> heads;
     std::vector<std::uint64_t> replies;
-    for (int i = 0; i < kChains; ++i) {
-      FuseRequest r = s.client().getattr_request(FUSE_ROOT_ID);
-      std::uint64_t req = mem.alloc(r.bytes.size()), rep = mem.alloc(r.reply_capacity);
-      std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
-      Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{rep, r.reply_capacity};
-      heads.push_back(vq.add_chain(std::span(&readable, 1), std::span(&writable, 1), /*publish=*/false));
-      replies.push_back(rep);
-    }
+    std::vector<std::uint16_t> heads = GetattrChains(s, kChains, &replies);
     for (std::uint16_t h : heads) vq.repost(h);
     vq.kick();
     std::size_t used = 0;
@@ -582,12 +600,9 @@ TEST(VhostSvfsdTest, SignalsOncePerBatchNotPerChain) {
 TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   TempDir tmp;
-  FrontendOptions opts;
-  opts.memory_size = 16u << 20;
-  opts.request_queues = 1;
-  Session s(Backend::kSvfsd, tmp, opts);
+  auto session = SvfsdSession(tmp, 1);
+  Session& s = *session;
   FuseClient& c = s.client();
-  ASSERT_EQ(c.init().error(), 0);
   FuseReply created = c.create(FUSE_ROOT_ID, "locked", S_IFREG | 0644, O_RDWR | O_CREAT);
   ASSERT_EQ(created.error(), 0);
   fuse_entry_out entry;
@@ -1080,17 +1095,13 @@ INSTANTIATE_TEST_SUITE_P(
              ControlCases().at(std::get<1>(info.param)).name;
     });
 
-}  // namespace
 // Ring addresses outside guest memory are refused when the frontend asks for a reply (REPLY_ACK),
 // not acknowledged and left to fail when the ring starts; the other queues keep serving.
 TEST(VhostSvfsdTest, RingAddressesOutsideMemoryAreRefused) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   TempDir tmp;
-  FrontendOptions opts;
-  opts.memory_size = 16u << 20;
-  opts.request_queues = 2;
-  Session s(Backend::kSvfsd, tmp, opts);
-  ASSERT_EQ(s.client().init().error(), 0);
+  auto session = SvfsdSession(tmp, 2);
+  Session& s = *session;
   ASSERT_GE(s.fe().queue_count(), 3u);
   std::uint64_t out = s.fe().memory().user_addr(s.fe().memory().size()) + (1u << 20);
   s.fe().send_raw(msg::kSetVringAddr, kNeedReply,
@@ -1112,22 +1123,11 @@ TEST(VhostSvfsdTest, RingAddressesOutsideMemoryAreRefused) {
 TEST(VhostSvfsdTest, StopsAQueueTheGuestKeepsBusy) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   TempDir tmp;
-  FrontendOptions opts;
-  opts.memory_size = 16u << 20;
-  opts.request_queues = 1;
-  opts.event_idx = true;
-  Session s(Backend::kSvfsd, tmp, opts);
-  ASSERT_EQ(s.client().init().error(), 0);
+  auto session = SvfsdSession(tmp, 1, /*event_idx=*/true);
+  Session& s = *session;
   Virtqueue& vq = s.fe().queue(1);
-  GuestMemory& mem = s.fe().memory();
-  std::vector<std::uint16_t> heads;
-  for (int i = 0; i < 120; ++i) {  // 240 of the ring's 256 descriptors: it never runs dry
-    FuseRequest r = s.client().getattr_request(FUSE_ROOT_ID);
-    std::uint64_t req = mem.alloc(r.bytes.size()), rep = mem.alloc(r.reply_capacity);
-    std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
-    Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{rep, r.reply_capacity};
-    heads.push_back(vq.add_chain(std::span(&readable, 1), std::span(&writable, 1), /*publish=*/false));
-  }
+  // 240 of the ring's 256 descriptors: the ring never runs dry.
+  std::vector<std::uint16_t> heads = GetattrChains(s, 120);
   // The ring side runs on its own thread; the control socket stays with this one.
   std::atomic<bool> load{true};
   std::atomic<std::uint64_t> served{0};
@@ -1150,4 +1150,5 @@ TEST(VhostSvfsdTest, StopsAQueueTheGuestKeepsBusy) {
   ASSERT_TRUE(reply) << "GET_VRING_BASE not answered: the busy queue thread did not stop";
 }
 
+}  // namespace
 }  // namespace svfs::vhost
