@@ -1,7 +1,8 @@
 // Integration-test fixture for svfsd: starts the daemon on a fresh source dir
 // and mountpoint, waits for the FUSE mount, and tears everything down again.
 //
-// Header-only on purpose: tests/CMakeLists.txt globs integration/*_test.cc.
+// Header-only on purpose: tests/CMakeLists.txt globs integration/*_test.cc. Process spawning,
+// mount probes and tree removal come from tests/support (svfs_test_support).
 //
 // Debugging aid: SVFS_IT_NO_DAEMON=1 makes the fixture skip the daemon and use
 // the source dir itself as the "mount". Host-comparison tests must then pass
@@ -41,13 +42,23 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/files.h"
+#include "tests/support/fuse_mount.h"
+#include "tests/support/process.h"
+#include "tests/support/wait.h"
+
 #ifndef SVFSD_PATH
 #define SVFSD_PATH "svfsd"
 #endif
 
 namespace svfs_it {
 
-inline constexpr long kFuseSuperMagic = 0x65735546;
+using svfs_test::AbortAndDetach;
+using svfs_test::FuseProbe;
+using svfs_test::IsMountPoint;
+using svfs_test::kFuseSuperMagic;
+using svfs_test::RemoveTree;
+
 inline constexpr uid_t kNobodyUid = 65534;
 inline constexpr gid_t kNobodyGid = 65534;
 inline constexpr uid_t kUserUid = 1000;
@@ -61,12 +72,7 @@ inline bool NoDaemonMode() {
 // ---------------------------------------------------------------------------
 // Small file helpers (host side and mount side alike: they are just paths).
 
-inline std::string ReadFileOrDie(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+inline std::string ReadFileOrDie(const std::string& path) { return svfs_test::ReadWholeFile(path); }
 
 // Returns 0 or errno.
 inline int WriteFile(const std::string& path, const std::string& data, int flags = O_WRONLY | O_CREAT | O_TRUNC,
@@ -118,32 +124,6 @@ inline std::optional<struct stat> Stat(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return std::nullopt;
   return st;
-}
-
-inline int RemoveTreeCb(const char* p, const struct stat*, int type, struct FTW*) {
-  if (type == FTW_DP || type == FTW_D)
-    ::rmdir(p);
-  else
-    ::unlink(p);
-  return 0;
-}
-
-// Recursively removes path without crossing mount points.
-inline void RemoveTree(const std::string& path) {
-  if (path.empty() || path == "/") return;
-  ::nftw(path.c_str(), RemoveTreeCb, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-}
-
-inline bool IsMountPoint(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string id, parent, devno, root, mp;
-    ls >> id >> parent >> devno >> root >> mp;
-    if (mp == path) return true;
-  }
-  return false;
 }
 
 // Deterministic pseudo-random bytes.
@@ -373,8 +353,8 @@ class SvfsdFixture : public ::testing::Test {
     return hung;
   }
 
-  // For a daemon that is known broken: SIGKILL (which aborts the FUSE
-  // connection) and detach the mount.
+  // For a daemon that is known broken: SIGKILL, abort the FUSE connection and
+  // detach the mount.
   void KillDaemonHard() {
     if (daemon_pid_ > 0) {
       ::kill(daemon_pid_, SIGKILL);
@@ -382,7 +362,7 @@ class SvfsdFixture : public ::testing::Test {
       ::waitpid(daemon_pid_, &st, 0);
       daemon_pid_ = -1;
     }
-    if (IsMountPoint(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
+    AbortAndDetach(mnt_);
   }
 
   void StartDaemon(const DaemonOptions& opt) {
@@ -396,26 +376,9 @@ class SvfsdFixture : public ::testing::Test {
     cmdline_.clear();
     for (auto& a : args) cmdline_ += a + " ";
 
-    int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    ASSERT_GE(log_fd, 0);
-    fflush(nullptr);
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      // If the test binary dies (e.g. watchdog), the daemon unmounts and exits.
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-      int devnull = ::open("/dev/null", O_RDONLY);
-      if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      dprintf(STDERR_FILENO, "execv(%s) failed: %s\n", argv[0], std::strerror(errno));
-      ::_exit(127);
-    }
-    ::close(log_fd);
+    // The log is new: SpawnLogged appends, and each test has its own base_.
+    pid_t pid = svfs_test::SpawnLogged(args, log_path_);
+    ASSERT_GE(pid, 0) << std::strerror(errno);
     daemon_pid_ = pid;
 
     // Wait for the mount without ever blocking on it: first /proc/self/mountinfo
@@ -437,16 +400,10 @@ class SvfsdFixture : public ::testing::Test {
                << ReadFileOrDie(log_path_);
       }
       if (IsMountPoint(mnt_)) {
-        int remaining = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());
-        const std::string mnt = mnt_;
-        Child probe([mnt](const Child::Channel&) {
-          struct statfs sfs {};
-          if (::statfs(mnt.c_str(), &sfs) != 0) return 2;
-          return static_cast<long>(sfs.f_type) == kFuseSuperMagic ? 0 : 1;
-        });
-        int rc = probe.Wait(std::max(remaining, 100));
-        if (rc == 0) break;
-        if (rc == -1) {
+        auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+        FuseProbe probe = svfs_test::ProbeFuseMount(mnt_, std::max(remaining, std::chrono::milliseconds(100)));
+        if (probe == FuseProbe::kFuse) break;
+        if (probe == FuseProbe::kTimedOut) {
           KillDaemonHard();
           StartupHung() = true;
           FAIL() << "svfsd mounted " << mnt_ << " but statfs on it did not return within 10 s "
@@ -490,15 +447,8 @@ class SvfsdFixture : public ::testing::Test {
     if (daemon_pid_ <= 0) return;
     ASSERT_EQ(::kill(daemon_pid_, SIGTERM), 0);
     int st = 0;
-    bool exited = false;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (::waitpid(daemon_pid_, &st, WNOHANG) == daemon_pid_) {
-        exited = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    bool exited = svfs_test::WaitUntil([&] { return ::waitpid(daemon_pid_, &st, WNOHANG) == daemon_pid_; },
+                                       std::chrono::seconds(timeout_s), std::chrono::milliseconds(10));
     if (!exited) {
       ::kill(daemon_pid_, SIGKILL);
       ::waitpid(daemon_pid_, &st, 0);
@@ -517,9 +467,7 @@ class SvfsdFixture : public ::testing::Test {
     if (!NoDaemonMode()) {
       StopWatchdog();
       StopDaemon();
-      if (IsMountPoint(mnt_)) {
-        ::umount2(mnt_.c_str(), MNT_DETACH);
-      }
+      if (IsMountPoint(mnt_)) AbortAndDetach(mnt_);
       if (HasFailure()) {
         std::cerr << "--- svfsd cmd: " << cmdline_ << "\n--- svfsd log (" << log_path_ << ") ---\n"
                   << ReadFileOrDie(log_path_) << "--- end of svfsd log ---\n";

@@ -173,7 +173,7 @@ void BM_StatThroughMount(benchmark::State& state, const std::string& cache) {
   }
   if (cache == "shared") {
     auto stats = QueryStats(s->world.socket(), nullptr, 1);
-    if (stats) state.counters["slots"] = static_cast<double>(stats->slots_in_use);
+    if (stats) state.counters["slots"] = static_cast<double>(stats->in_use);
   }
 }
 

@@ -16,7 +16,7 @@ namespace svfs::versiond {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::WaitFor;
+using testing::WaitUntil;
 
 // Records listener calls as "attached N" / "detached N".
 class RecordingListener : public Client::Listener {
@@ -54,7 +54,7 @@ TEST(VersiondClientTest, RestartBumpsEverySlotAndClientReattaches) {
   RecordingListener listener;
   auto client = Client::Start({.socket_path = socket, .name = "restart", .retry_interval = 50ms,
                                .listener = &listener});
-  ASSERT_TRUE(WaitFor([&] { return listener.events().size() == 1; }, 2s));
+  ASSERT_TRUE(WaitUntil([&] { return listener.events().size() == 1; }, 2s, 10ms));
   EXPECT_EQ(listener.events(), std::vector<std::string>{"attached 1"});
 
   std::vector<Key> keys;
@@ -79,7 +79,7 @@ TEST(VersiondClientTest, RestartBumpsEverySlotAndClientReattaches) {
     ASSERT_GE(table->sample(s), before[s] + 1) << "slot " << s << " was not bumped";
   }
 
-  ASSERT_TRUE(WaitFor([&] { return listener.events().size() == 3; }, 2s)) << daemon.log();
+  ASSERT_TRUE(WaitUntil([&] { return listener.events().size() == 3; }, 2s, 10ms)) << daemon.log();
   EXPECT_EQ(listener.events(), (std::vector<std::string>{"attached 1", "detached 1", "attached 2"}));
   EXPECT_EQ(listener.generations().back(), generation + 1);
   ASSERT_TRUE(client->table());
@@ -116,10 +116,10 @@ TEST(VersiondClientTest, StartsWithoutVersiondAndAttachesWhenItAppears) {
                                   {"--capacity", "64"});
   daemon.Start();
   auto up = std::chrono::steady_clock::now();
-  EXPECT_TRUE(WaitFor([&] { return client->attached(); }, 1s));
+  EXPECT_TRUE(WaitUntil([&] { return client->attached(); }, 1s, 10ms));
   EXPECT_LT(std::chrono::steady_clock::now() - up, 1s);
   EXPECT_TRUE(client->acquire(one));
-  EXPECT_TRUE(WaitFor([&] { return listener.events().size() == 1; }, 1s));
+  EXPECT_TRUE(WaitUntil([&] { return listener.events().size() == 1; }, 1s, 10ms));
   EXPECT_EQ(listener.events(), std::vector<std::string>{"attached 1"});
 }
 
@@ -136,7 +136,7 @@ TEST(VersiondClientTest, DestroyIsPromptWhileVersiondIsDownOrWedged) {
                                   {"--capacity", "64"});
   daemon.Start();
   auto client = Client::Start({.socket_path = socket, .name = "wedged", .call_timeout = 300ms});
-  ASSERT_TRUE(WaitFor([&] { return client->attached(); }, 2s));
+  ASSERT_TRUE(WaitUntil([&] { return client->attached(); }, 2s, 10ms));
   ::kill(daemon.pid(), SIGSTOP);  // stopped, not dead: calls hang
   std::vector<Key> one = {Key{.dev = 1, .ino = 2}};
   auto start = std::chrono::steady_clock::now();

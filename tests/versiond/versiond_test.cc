@@ -27,7 +27,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::GetStats;
-using testing::WaitFor;
+using testing::WaitUntil;
 
 class VersiondTest : public ::testing::Test {
  protected:
@@ -42,7 +42,7 @@ class VersiondTest : public ::testing::Test {
   std::unique_ptr<Client> StartClient(const std::string& name, std::vector<std::string> dirs = {}) {
     auto client = Client::Start({.socket_path = socket_, .name = name, .shared_dirs = std::move(dirs),
                                  .retry_interval = 50ms});
-    EXPECT_TRUE(WaitFor([&] { return client->attached(); }, 2s)) << daemon_->log();
+    EXPECT_TRUE(WaitUntil([&] { return client->attached(); }, 2s, 10ms)) << daemon_->log();
     return client;
   }
 
@@ -108,10 +108,10 @@ TEST_F(VersiondTest, ReleaseToZeroFreesAndReuseBumps) {
   uint64_t version = ga->grants[0].version;
   a->release(ga->epoch, std::vector<uint64_t>{slot});
   // Still held by b.
-  ASSERT_TRUE(WaitFor([&] { return GetStats(socket_).clients[0].references == 0; }, 1s));
+  ASSERT_TRUE(WaitUntil([&] { return GetStats(socket_).clients[0].references == 0; }, 1s, 10ms));
   EXPECT_EQ(GetStats(socket_).in_use, 1u);
   b->release(gb->epoch, std::vector<uint64_t>{slot});
-  ASSERT_TRUE(WaitFor([&] { return GetStats(socket_).in_use == 0; }, 1s));
+  ASSERT_TRUE(WaitUntil([&] { return GetStats(socket_).in_use == 0; }, 1s, 10ms));
 
   std::vector<Key> other = {K(11)};
   auto gc = a->acquire(other);
@@ -174,12 +174,12 @@ TEST_F(VersiondTest, KilledClientReferencesReleasedPromptly) {
   auto killed_at = std::chrono::steady_clock::now();
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
-  bool gone = WaitFor(
+  bool gone = WaitUntil(
       [&] {
         auto s = GetStats(socket_);
         return s.clients.size() == 1 && s.in_use == 1;
       },
-      1s);
+      1s, 10ms);
   auto took = std::chrono::steady_clock::now() - killed_at;
   EXPECT_TRUE(gone) << daemon_->log();
   EXPECT_LT(took, 1s);
@@ -326,7 +326,7 @@ TEST_F(VersiondTest, HostChangeBumpsSlot) {
   // Another process's write does.
   auto touch = testing::RunCommand({"/bin/sh", "-c", "echo host >> " + file});
   ASSERT_EQ(touch.status, 0);
-  EXPECT_TRUE(WaitFor([&] { return table->sample(slot) > before; }, 1s)) << daemon_->log();
+  EXPECT_TRUE(WaitUntil([&] { return table->sample(slot) > before; }, 1s, 10ms)) << daemon_->log();
   EXPECT_GT(GetStats(socket_).host_bumps, 0u);
 }
 

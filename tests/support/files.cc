@@ -1,0 +1,35 @@
+#include "tests/support/files.h"
+
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace svfs_test {
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+namespace {
+
+int RemoveTreeEntry(const char* p, const struct stat*, int type, struct FTW*) {
+  if (type == FTW_DP || type == FTW_D)
+    ::rmdir(p);
+  else
+    ::unlink(p);
+  return 0;
+}
+
+}  // namespace
+
+void RemoveTree(const std::string& path) {
+  if (path.size() > 1) ::nftw(path.c_str(), RemoveTreeEntry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+}  // namespace svfs_test

@@ -1,0 +1,55 @@
+// Child processes for tests: daemons started with their output in a log file, and short commands
+// whose output is captured. No gtest here: failures come back as values, so benchmarks use it too.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace svfs_test {
+
+// Forks and execs argv[0] with argv: stdout and stderr appended to `log_path`, stdin from
+// /dev/null, no blocked signals, SIGTERM if the test process dies. Returns the pid, or -1 (errno
+// set) if the log cannot be opened or fork fails.
+pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log_path);
+
+// A SpawnLogged child that is killed (SIGKILL) and reaped on destruction.
+class Process {
+ public:
+  Process() = default;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process() { Kill(SIGKILL); }
+
+  // Starts argv[0]; the log is appended to, so a restarted process keeps the earlier log.
+  bool Start(const std::vector<std::string>& argv, const std::string& log_path);
+
+  pid_t pid() const { return pid_; }
+  // Reaps the child if it exited; true while it runs.
+  bool Running();
+  // Sends `sig` and waits up to `timeout` for the exit (then SIGKILL). Returns the wait status,
+  // or -1 if the process was not running.
+  int Kill(int sig, std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+  int last_status() const { return status_; }
+  const std::string& log_path() const { return log_path_; }
+  const std::string& cmdline() const { return cmdline_; }
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+  std::string log_path_, cmdline_;
+};
+
+// Runs a command to completion; its exit status (-1 if it did not exit normally) and
+// stdout+stderr.
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::vector<std::string>& argv);
+
+}  // namespace svfs_test
