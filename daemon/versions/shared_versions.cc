@@ -36,6 +36,18 @@ struct PairHash {
 };
 thread_local std::unordered_map<std::pair<uint64_t, uint64_t>, BatchGrant, PairHash> t_batch;
 
+// Sets key.handle to the file handle of `name` under `dir_fd` (with AT_EMPTY_PATH: of dir_fd
+// itself), the handle versiond matches fanotify's FID records against. Left empty on failure.
+void SetHandle(int dir_fd, const char* name, int flags, versiond::Key& key) {
+  alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  auto* fh = reinterpret_cast<struct file_handle*>(buf);
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::name_to_handle_at(dir_fd, name, fh, &mount_id, flags) != 0) return;
+  key.handle_type = fh->handle_type;
+  key.handle.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
+}
+
 }  // namespace
 
 std::unique_ptr<SharedVersions> SharedVersions::Start(Options options) {
@@ -98,20 +110,12 @@ bool SharedVersions::KeyOf(const fs::InodeData& inode, versiond::Key& key) {
   auto fd = inode.path_fd();
   if (!fd) return false;
   key.fsid = FsidOf(key.dev, fd->get());
-  // The handle versiond matches fanotify's FID records against.
-  const struct file_handle* fh = nullptr;
-  alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
   if (inode.handle) {
-    fh = reinterpret_cast<const struct file_handle*>(inode.handle->bytes.data());
-  } else {
-    auto* made = reinterpret_cast<struct file_handle*>(buf);
-    made->handle_bytes = MAX_HANDLE_SZ;
-    int mount_id = 0;
-    if (::name_to_handle_at(fd->get(), "", made, &mount_id, AT_EMPTY_PATH) == 0) fh = made;
-  }
-  if (fh) {
+    const auto* fh = reinterpret_cast<const struct file_handle*>(inode.handle->bytes.data());
     key.handle_type = fh->handle_type;
     key.handle.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
+  } else {
+    SetHandle(fd->get(), "", AT_EMPTY_PATH, key);
   }
   return true;
 }
@@ -157,7 +161,6 @@ void SharedVersions::begin_batch(int dir_fd, std::span<const std::string_view> n
   if (current_epoch_.load(std::memory_order_acquire) == 0 || names.empty()) return;
   std::vector<versiond::Key> keys;
   keys.reserve(names.size());
-  alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
   for (std::string_view name : names) {
     const std::string cname(name);  // a single component from getdents of a held directory fd
     struct statx stx {};
@@ -175,13 +178,7 @@ void SharedVersions::begin_batch(int dir_fd, std::span<const std::string_view> n
       if (known && CurrentSlot(*known).second != 0) continue;
     }
     key.fsid = FsidOf(key.dev, dir_fd);
-    auto* fh = reinterpret_cast<struct file_handle*>(buf);
-    fh->handle_bytes = MAX_HANDLE_SZ;
-    int mount_id = 0;
-    if (::name_to_handle_at(dir_fd, cname.c_str(), fh, &mount_id, 0) == 0) {
-      key.handle_type = fh->handle_type;
-      key.handle.assign(fh->f_handle, fh->f_handle + fh->handle_bytes);
-    }
+    SetHandle(dir_fd, cname.c_str(), 0, key);
     keys.push_back(std::move(key));
   }
   if (keys.empty()) return;
