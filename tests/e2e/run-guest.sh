@@ -43,6 +43,8 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 daemon=svfsd
 svfsd=${SVFSD:-$repo/build/daemon/svfsd}
 virtiofsd=/usr/lib/qemu/virtiofsd
@@ -117,11 +119,7 @@ cleanup() {
     kill "$versiond_pid" 2>/dev/null; wait "$versiond_pid" 2>/dev/null
     rm -f "/dev/shm/$table"
   fi
-  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-    kill "$daemon_pid" 2>/dev/null
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$daemon_pid" 2>/dev/null
-  fi
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then stop_pid "$daemon_pid" 20; fi
   if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -184,8 +182,7 @@ image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh fail
 eval "$image_vars"
 qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 
-# Workload archive, prepended (uncompressed) to the cached gzip initramfs: the kernel unpacks
-# concatenated cpio archives in order, but cannot find the start of one that follows gzip data.
+# Workload archive, prepended to the cached initramfs.
 mkdir -p "$work/payload"
 cp "$workload" "$work/payload/workload.sh"
 printf 'export SVFS_DAEMON=%s SVFS_CACHE=%s SVFS_QUEUES=%s\n' "$daemon" "$cache" "$queues" \
@@ -193,16 +190,8 @@ printf 'export SVFS_DAEMON=%s SVFS_CACHE=%s SVFS_QUEUES=%s\n' "$daemon" "$cache"
 for e in "${envs[@]}"; do
   printf 'export %s=%q\n' "${e%%=*}" "${e#*=}" >>"$work/payload/workload.env"
 done
-payload_files=(workload.sh workload.env)
-if [ -n "$kmod" ]; then
-  # /init loads /kmod/NAME.ko instead of the image's module of that name.
-  mkdir -p "$work/payload/kmod"
-  cp "$kmod/fuse.ko" "$kmod/virtiofs.ko" "$work/payload/kmod/"
-  payload_files+=(kmod kmod/fuse.ko kmod/virtiofs.ko)
-fi
-(cd "$work/payload" && printf '%s\n' "${payload_files[@]}" |
-  cpio -o -H newc -R 0:0 --quiet) >"$work/payload.cpio" || die "cpio"
-cat "$work/payload.cpio" "$SVFS_GUEST_INITRD" >"$work/initrd"
+if [ -n "$kmod" ]; then stage_kmod "$work/payload" "$kmod" || die "copying $kmod/*.ko"; fi
+guest_initrd "$work/payload" "$work/initrd" || die "cpio"
 
 # KVM: /dev/kvm exists on these hosts but guests may stall under it; use it only when a probe
 # boot (no virtio-fs device, powers off right after loading modules) finishes quickly.

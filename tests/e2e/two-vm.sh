@@ -45,6 +45,8 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 svfsd=${SVFSD:-$repo/build/daemon/svfsd}
 versiond=${SVFS_VERSIOND:-$repo/build/versiond/svfs-versiond}
 virtiofsd=/usr/lib/qemu/virtiofsd
@@ -128,12 +130,8 @@ pids=()
 table=
 cleanup_mode() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done  # all at once; then each gets 3 s
+  for p in "${pids[@]}"; do stop_pid "$p"; done
   pids=()
   exec 5>&- 6<&- 7>&- 8<&- 2>/dev/null
   [ -n "$table" ] && rm -f "/dev/shm/$table"
@@ -242,15 +240,9 @@ run_mode() {
     cp "$here/workloads/two-vm-agent.sh" "$pay/workload.sh"
     cp "$here/workloads/two-vm-ops.sh" "$pay/two-vm-ops.sh"
     printf 'export TWOVM_NAME=%s SVFS_DAEMON=%s SVFS_CACHE=%s\n' "$vm" "$dkind_m" "$cache_m" >"$pay/workload.env"
-    local pf=(workload.sh workload.env two-vm-ops.sh)
-    if [ -n "$tree_src" ]; then cp "$work/files.list" "$pay/two-vm-files.list"; pf+=(two-vm-files.list); fi
-    if [ "$use_kmod" = 1 ]; then
-      mkdir -p "$pay/kmod"
-      cp "$kmod/fuse.ko" "$kmod/virtiofs.ko" "$pay/kmod/"
-      pf+=(kmod kmod/fuse.ko kmod/virtiofs.ko)
-    fi
-    (cd "$pay" && printf '%s\n' "${pf[@]}" | cpio -o -H newc -R 0:0 --quiet) >"$work/payload-$vm.cpio" || return 1
-    cat "$work/payload-$vm.cpio" "$SVFS_GUEST_INITRD" >"$work/initrd-$vm"
+    if [ -n "$tree_src" ]; then cp "$work/files.list" "$pay/two-vm-files.list"; fi
+    if [ "$use_kmod" = 1 ]; then stage_kmod "$pay" "$kmod" || return 1; fi
+    guest_initrd "$pay" "$work/initrd-$vm" || return 1
     mkfifo "$work/ctl-$vm.in" "$work/ctl-$vm.out"
   done
   # Both pipes opened read-write: never blocks, never sees EOF.
