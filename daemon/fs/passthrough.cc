@@ -336,20 +336,24 @@ Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
   return attr;
 }
 
-Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent) {
+Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent,
+                                         std::shared_ptr<InodeData>* inode_out) {
   auto stx = StatxFd(fd.get());
   if (!stx) return Err(stx.error());
-  return EntryFromStatx(std::move(fd), *stx, parent);
+  return EntryFromStatx(std::move(fd), *stx, parent, inode_out);
 }
 
 Result<Entry> PassthroughFs::EntryFromStatx(UniqueFd fd, const struct statx& stx,
-                                            const InodeData* parent) {
+                                            const InodeData* parent,
+                                            std::shared_ptr<InodeData>* inode_out) {
   auto candidate = MakeInode(std::move(fd), stx, parent);
   if (!candidate) return Err(candidate.error());
   const InodeData* fresh = candidate->get();
   auto inode = inodes_.Acquire(std::move(*candidate));
   if (versions_ && inode.get() == fresh) versions_->track(*inode);
-  return EntryFor(*inode, stx, parent);
+  Entry entry = EntryFor(*inode, stx, parent);
+  if (inode_out) *inode_out = std::move(inode);
+  return entry;
 }
 
 Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const {
@@ -771,6 +775,7 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
   // costs twice an open by name, so open the name first and keep that only if it is the same
   // inode.
   Result<Entry> entry = Err(ENOENT);
+  std::shared_ptr<InodeData> inode;
   if (name != nullptr) {
     UniqueFd by_name(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (by_name.valid()) {
@@ -778,7 +783,7 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
       auto named_stx = StatxFd(by_name.get());
       if (opened_stx && named_stx && opened_stx->stx_ino == named_stx->stx_ino &&
           KeyOf(*opened_stx).dev == KeyOf(*named_stx).dev) {
-        entry = EntryFromStatx(std::move(by_name), *named_stx, &parent);
+        entry = EntryFromStatx(std::move(by_name), *named_stx, &parent, &inode);
         if (!entry) return Err(entry.error());
       }
     }
@@ -786,11 +791,9 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
   if (!entry) {
     auto path_fd = Reopen(fd.get(), O_PATH);
     if (!path_fd) return Err(path_fd.error());
-    entry = EntryFromFd(std::move(*path_fd), &parent);
+    entry = EntryFromFd(std::move(*path_fd), &parent, &inode);
     if (!entry) return Err(entry.error());
   }
-  auto inode = inodes_.Get(entry->node);  // referenced by the entry: cannot be gone
-  if (!inode) return Err(ESTALE);
   auto opened = AddHandle(std::move(inode), std::move(fd), host_flags, false, guest_flags);
   if (!opened) {
     inodes_.Forget(entry->node, 1);

@@ -148,9 +148,12 @@ class PassthroughFs : public FileSystem {
   Result<Entry> DoLookup(const InodeData& parent, std::string_view name,
                          const Context* as = nullptr);
   // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
-  Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent);
+  // `inode_out`, if given, receives the referenced inode.
+  Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent,
+                            std::shared_ptr<InodeData>* inode_out = nullptr);
   // The same, with the fd's statx already taken.
-  Result<Entry> EntryFromStatx(UniqueFd fd, const struct statx& stx, const InodeData* parent);
+  Result<Entry> EntryFromStatx(UniqueFd fd, const struct statx& stx, const InodeData* parent,
+                               std::shared_ptr<InodeData>* inode_out = nullptr);
   // The entry reply for `inode` (already referenced), whose statx the caller just took.
   Entry EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const;
   Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx,

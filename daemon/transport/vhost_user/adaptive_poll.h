@@ -25,9 +25,8 @@ class AdaptivePoll {
   Duration window() const { return window_; }
   Duration max() const { return max_; }
 
-  // The poll found work.
-  void polled_ok() {}
-  // The poll window passed without work, and the thread then slept for `slept` before its wake-up.
+  // The poll window passed without work, and the thread then slept for `slept` before its
+  // wake-up. (A poll that finds work changes nothing: the window stays.)
   void slept(Duration slept) {
     if (max_ <= Duration::zero()) return;
     if (window_ + slept <= max_) {

@@ -1147,10 +1147,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
              std::chrono::steady_clock::now() < until) {
         CpuRelax();
       }
-      if (vq.enable_kicks()) {
-        poller.polled_ok();
-        continue;
-      }
+      if (vq.enable_kicks()) continue;
     }
     pollfd fds[2] = {{queue.kick.get(), POLLIN, 0}, {queue.stop.get(), POLLIN, 0}};
     auto sleep_start = std::chrono::steady_clock::now();
