@@ -23,6 +23,7 @@
 #include <limits>
 
 #include "daemon/transport/vhost_user/adaptive_poll.h"
+#include "daemon/transport/vhost_user/signal_batch.h"
 #include "protocol/fuse_opcodes.h"
 
 namespace svfs::transport::vhost_user {
@@ -1069,18 +1070,12 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     std::lock_guard lock(q.inflight_mutex);
     if (--q.inflight == 0) q.inflight_cv.notify_all();
   };
-  // Chains served on this thread are used at once but the driver is signalled per batch: when
-  // the avail ring is drained, or once kNotifyBatch chains or kNotifyDelay have gone by (checked
-  // after each chain, so a reply waits at most for the one request served after it). Each
-  // signal may wake a sleeping driver, which costs both sides more than the request itself.
-  // EVENT_IDX still decides whether the driver wants the interrupt at all.
-  constexpr unsigned kNotifyBatch = 16;
-  constexpr auto kNotifyDelay = std::chrono::microseconds(20);
-  unsigned unsignalled = 0;
-  std::chrono::steady_clock::time_point first_unsignalled;
+  // Chains served on this thread are used at once; the driver is signalled per batch
+  // (SignalBatch), and when the ring is drained.
+  SignalBatch batch;
   auto signal_used = [&] {
-    if (unsignalled == 0) return;
-    unsignalled = 0;
+    if (!batch.pending()) return;
+    batch.signalled();
     std::lock_guard lock(queue.used_mutex);
     notify_locked(index);
   };
@@ -1090,9 +1085,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     bool may_block = index != kHiprioQueue && IsLockWait(chain);
     if (pool == nullptr && !may_block) {
       serve_chain(index, chain, buffers, /*defer_notify=*/true);
-      auto now = std::chrono::steady_clock::now();
-      if (unsignalled++ == 0) first_unsignalled = now;
-      if (unsignalled >= kNotifyBatch || now - first_unsignalled >= kNotifyDelay) signal_used();
+      if (batch.used(SignalBatch::Clock::now(), vq.available())) signal_used();
       return;
     }
     {
@@ -1138,10 +1131,13 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       }
       handle_chain();
     }
+    bool poll = poller.window() > AdaptivePoll::Duration::zero();
+    // Kicks go off before the signal: the woken driver reposts at once and need not kick a
+    // thread that is polling.
+    if (poll) vq.suppress_kicks();
     signal_used();
-    if (poller.window() > AdaptivePoll::Duration::zero()) {
-      // Poll the ring for a while with kicks off, rather than pay for a wake-up.
-      vq.suppress_kicks();
+    if (poll) {
+      // Poll the ring for a while rather than pay for a wake-up.
       auto until = std::chrono::steady_clock::now() + poller.window();
       while (!vq.has_available() && !queue.stopping.load(std::memory_order_relaxed) &&
              std::chrono::steady_clock::now() < until) {

@@ -156,8 +156,10 @@ Virtqueue::Pop Virtqueue::pop(Chain& chain) {
     broken_reason_ = fmt::format("avail ring names descriptor {} of a {}-entry queue", head, size_);
     return Pop::kBroken;
   }
+  // avail_event moves only when the ring is found empty (above) or kicks are switched off, as
+  // Linux's vhost does: while this thread is busy the driver has no reason to kick it, and each
+  // store here would pull a cache line the driver reads on every post.
   ++last_avail_;
-  if (event_idx_) set_avail_event(last_avail_);
   chain.head = head;
   walk(chain);
   return Pop::kChain;

@@ -76,6 +76,11 @@ class Virtqueue {
   // Whether the driver has made chains available that pop() has not taken yet: a cheap peek for
   // polling the ring instead of sleeping on the kick eventfd.
   bool has_available() const { return desc_ != nullptr && load_avail_idx() != last_avail_; }
+  // How many chains wait in the ring: a hint for batching signals (a hostile driver can make it
+  // anything; pop() is what checks the ring).
+  uint16_t available() const {
+    return desc_ == nullptr ? 0 : static_cast<uint16_t>(load_avail_idx() - last_avail_);
+  }
   // While the device polls the ring, tells the driver it need not kick (EVENT_IDX: avail_event
   // just behind what was taken; otherwise VRING_USED_F_NO_NOTIFY).
   void suppress_kicks();

@@ -1,0 +1,72 @@
+#include "daemon/transport/vhost_user/signal_batch.h"
+
+#include <gtest/gtest.h>
+
+namespace svfs::transport::vhost_user {
+namespace {
+
+using std::chrono::microseconds;
+constexpr unsigned kBusyRing = 100;  // more chains waiting than any rule looks at
+
+// Chains used so far in a batch that began at `start`, one per microsecond, until used() asks
+// for a signal; returns how many were used.
+unsigned UntilSignal(SignalBatch& batch, SignalBatch::Clock::time_point start,
+                     unsigned still_available) {
+  for (unsigned n = 1; n <= 1000; ++n) {
+    if (batch.used(start + microseconds(n - 1), still_available)) return n;
+  }
+  return 0;
+}
+
+TEST(SignalBatchTest, NothingPendingAtFirst) {
+  SignalBatch batch;
+  EXPECT_FALSE(batch.pending());
+}
+
+TEST(SignalBatchTest, SignalsAfterMaxChainsOfAFullRing) {
+  SignalBatch batch;
+  auto start = SignalBatch::Clock::now();
+  EXPECT_EQ(UntilSignal(batch, start, kBusyRing), SignalBatch::kMaxChains);
+  EXPECT_TRUE(batch.pending());
+  batch.signalled();
+  EXPECT_FALSE(batch.pending());
+  // The next batch counts from zero again.
+  EXPECT_EQ(UntilSignal(batch, start + microseconds(100), kBusyRing), SignalBatch::kMaxChains);
+}
+
+TEST(SignalBatchTest, SignalsOnceTheFirstReplyHasWaitedMaxDelay) {
+  SignalBatch batch;
+  auto start = SignalBatch::Clock::now();
+  EXPECT_FALSE(batch.used(start, kBusyRing));
+  EXPECT_FALSE(batch.used(start + microseconds(19), kBusyRing));
+  EXPECT_TRUE(batch.used(start + microseconds(25), kBusyRing));  // slow requests: 3 chains
+}
+
+TEST(SignalBatchTest, LongBatchSignalsWhenFewChainsAreLeft) {
+  SignalBatch batch;
+  auto start = SignalBatch::Clock::now();
+  // Half a batch done with only kAhead left: wake the driver while they are served.
+  for (unsigned n = 1; n < SignalBatch::kMaxChains / 2; ++n) {
+    EXPECT_FALSE(batch.used(start, SignalBatch::kAhead)) << n;
+  }
+  EXPECT_TRUE(batch.used(start, SignalBatch::kAhead));
+}
+
+TEST(SignalBatchTest, ShortBatchWaitsForTheDrain) {
+  SignalBatch batch;
+  auto start = SignalBatch::Clock::now();
+  // A driver keeping 3 requests in flight: no early signal per chain.
+  for (unsigned n = 0; n < 3; ++n) EXPECT_FALSE(batch.used(start, 2 - n));
+  EXPECT_TRUE(batch.pending());
+}
+
+TEST(SignalBatchTest, MoreThanAheadLeftKeepsBatching) {
+  SignalBatch batch;
+  auto start = SignalBatch::Clock::now();
+  for (unsigned n = 1; n < SignalBatch::kMaxChains; ++n) {
+    EXPECT_FALSE(batch.used(start, SignalBatch::kAhead + 1)) << n;
+  }
+}
+
+}  // namespace
+}  // namespace svfs::transport::vhost_user
