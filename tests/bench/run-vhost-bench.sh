@@ -4,10 +4,12 @@
 # the daemon on a fresh temporary tree, runs svfs_vhost_bench, stops the daemon; then measures the
 # bare-syscall floor (svfs_vhost_bench --floor) and prints one table.
 #
-#   tests/bench/run-vhost-bench.sh [--seconds S] [--repeat N] [--no-build] [--out FILE]
+#   tests/bench/run-vhost-bench.sh [--seconds S] [--repeat N] [--driver-poll] [--no-build] [--out FILE]
 #
-# Each cell runs N times (default 3; svfsd and virtiofsd cells interleaved, so drift in the
-# machine's load hits both) and the table shows the median run of each row.
+# Each cell runs N times (default 3; svfsd cells, virtiofsd cells and the floor interleaved, so
+# drift in the machine's load hits all of them) and the table shows the median run of each row.
+# --driver-poll: the driver spins on the used rings with interrupts off (a poll-mode driver)
+# instead of sleeping on the call eventfds as Linux's virtio-fs driver does.
 #
 # Environment: BUILD_DIR (default <repo>/build), SVFS_VHOST_VIRTIOFSD (default
 # /usr/lib/qemu/virtiofsd), BENCH_DEPTHS ("1 16"), BENCH_QUEUES ("1 2"), BENCH_DIR_ENTRIES (1000),
@@ -26,13 +28,15 @@ seconds=2
 repeat=3
 do_build=1
 out=
+driver_poll=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seconds) seconds=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 [--seconds S] [--repeat N] [--no-build] [--out FILE]" >&2; exit 2 ;;
+    --driver-poll) driver_poll=--driver-poll; shift ;;
+    *) echo "usage: $0 [--seconds S] [--repeat N] [--driver-poll] [--no-build] [--out FILE]" >&2; exit 2 ;;
   esac
 done
 
@@ -72,7 +76,7 @@ run_cell() {
   for _ in $(seq 100); do [[ -S $cell/sock ]] && break; sleep 0.05; done
   log "$backend depth $depth queues $q, run $rep of $repeat ($seconds s per row)"
   if ! "$bench" --socket "$cell/sock" --seconds "$seconds" --depth "$depth" --queues "$q" \
-        --dir-entries "$entries" --tsv >"$cell/out" 2>"$cell/err"; then
+        --dir-entries "$entries" $driver_poll --tsv >"$cell/out" 2>"$cell/err"; then
     log "$backend depth $depth queues $q: FAILED: $(tail -1 "$cell/err")"
   fi
   grep -v '^ROW\|^ENTRIES' "$cell/out" | sed "s/^/    /" >&2 || true
@@ -84,28 +88,38 @@ run_cell() {
   rm -rf "$cell"
 }
 
+# floor REP: the bare syscalls, single-threaded, appended to $work/floor.tsv
+floor() {
+  local readdir_entries
+  readdir_entries=$(cat "$work/entries" 2>/dev/null || echo 0)
+  log "syscall floor, run $1 of $repeat (single thread, $seconds s per row, READDIRPLUS = $readdir_entries entries)"
+  mkdir -p "$work/floor"
+  "$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
+    --readdir-entries "$readdir_entries" --tsv >"$work/floor.out"
+  grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2
+  grep '^ROW' "$work/floor.out" | cut -f2- >>"$work/floor.tsv"
+  rm -rf "$work/floor"
+}
+
 for rep in $(seq "$repeat"); do
   for d in $depths; do
     for q in $queues_list; do run_cell svfsd "$d" "$q" "$rep"; done
     if [[ $have_c == 1 ]]; then run_cell virtiofsd "$d" 1 "$rep"; fi
   done
+  floor "$rep"
 done
-
 readdir_entries=$(cat "$work/entries" 2>/dev/null || echo 0)
-log "syscall floor (single thread, $seconds s per row, $repeat runs, READDIRPLUS = $readdir_entries entries)"
-mkdir -p "$work/floor"
-for rep in $(seq "$repeat"); do
-  "$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
-    --readdir-entries "$readdir_entries" --tsv >"$work/floor.out"
-  grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2
-  grep '^ROW' "$work/floor.out" | cut -f2- >>"$work/floor.tsv"
-done
 
 table() {
   echo "Host-only vhost-user benchmark ($(nproc) cores, $(uname -r)), $seconds s per row, median of $repeat runs,"
   echo "directory of $entries entries (READDIRPLUS op = one 64 KiB reply = $readdir_entries entries). depth requests"
   echo "stay in flight per queue; latency = p50/p99 of one request's round trip (CREATE+UNLINK: op = one"
   echo "create/release/unlink/forget cycle, latency per request); floor = bare syscalls, one thread."
+  if [[ -n $driver_poll ]]; then
+    echo "Driver: poll mode (spins on the used rings, interrupts off; --driver-poll)."
+  else
+    echo "Driver: Linux virtio-fs notification discipline (EVENT_IDX; sleeps on the call eventfd)."
+  fi
   echo
   printf '| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n' \
     row depth queues "svfsd req/s" "svfsd p50/p99 us" "virtiofsd req/s" "vfsd p50/p99 us" "svfsd/vfsd" "floor ops/s" "svfsd/floor"

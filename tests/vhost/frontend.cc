@@ -223,6 +223,12 @@ bool Virtqueue::arm_interrupt(std::uint16_t after) {
   return last_used_idx_ != LoadAcquire(used_hdr_[1]);
 }
 
+void Virtqueue::disable_interrupts() {
+  constexpr std::uint16_t kNoInterrupt = 1;  // VRING_AVAIL_F_NO_INTERRUPT
+  StoreRelease(avail_[0], static_cast<std::uint16_t>(LoadAcquire(avail_[0]) | kNoInterrupt));
+  if (event_idx_) StoreRelease(avail_[2 + size_], static_cast<std::uint16_t>(last_used_idx_ - 1));
+}
+
 std::vector<std::uint16_t> Virtqueue::reserve(std::size_t n) {
   if (n > free_.size()) throw std::runtime_error("virtqueue: not enough free descriptors");
   std::vector<std::uint16_t> ids(free_.end() - n, free_.end());

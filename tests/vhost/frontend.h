@@ -155,6 +155,9 @@ class Virtqueue {
   // no-op without it), then returns whether an entry is already waiting (so the caller must not
   // sleep). `after` > 0 delays the interrupt as Linux's virtqueue_enable_cb_delayed does.
   bool arm_interrupt(std::uint16_t after);
+  // For a driver that polls the used ring: asks for no interrupts (VRING_AVAIL_F_NO_INTERRUPT;
+  // with EVENT_IDX, a used_event just behind what is used, so none until the index wraps).
+  void disable_interrupts();
   std::uint16_t last_used() const { return last_used_idx_; }
 
   // ---- Raw access for hostile tests. These bypass every check; the queue is likely unusable for

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Keeps the benchmark driver working: runs svfs_vhost_bench for a moment against a fresh svfsd, in
+# both driver modes (sleeping on interrupts, and --driver-poll), with 2 request queues. The
+# driver checks every reply (an error or a short reply fails the run), so this fails if a row
+# breaks; its figures mean nothing at this length.
+#   bench-smoke.sh SVFSD SVFS_VHOST_BENCH
+set -euo pipefail
+svfsd=$1
+bench=$2
+work=$(mktemp -d)
+pid=
+cleanup() {
+  if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for mode in "" --driver-poll; do
+  rm -rf "$work/shared" "$work/sock"
+  mkdir "$work/shared"
+  "$svfsd" --socket-path "$work/sock" --shared-dir "$work/shared" --cache auto >"$work/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [[ -S $work/sock ]] && break; sleep 0.05; done
+  out=$("$bench" --socket "$work/sock" --seconds 0.2 --depth 4 --queues 2 --dir-entries 200 $mode)
+  echo "$out"
+  rows=$(grep -c ' ops/s ' <<<"$out")
+  [[ $rows == 6 ]] || { echo "bench-smoke: $rows of 6 rows ran ${mode:-(interrupts)}" >&2; exit 1; }
+  wait "$pid"  # svfsd exits when the frontend disconnects
+  pid=
+done
