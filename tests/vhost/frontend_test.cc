@@ -551,12 +551,13 @@ std::vector<std::uint16_t> GetattrChains(Session& s, int n, std::vector<std::uin
 // svfsd serves a queue's available chains in one pass and signals the driver per pass (or per
 // 16 chains / 20 µs), not per chain: a wake-up of the driver costs more than a GETATTR. Without
 // EVENT_IDX every used chain would otherwise be worth a call, so the call eventfd's counter
-// (one per write) shows how many notifications were sent.
-TEST(VhostSvfsdTest, SignalsOncePerBatchNotPerChain) {
-  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+// (one per write) shows how many notifications were sent. `svfsd_args` pick who serves the
+// chains (the queue thread, or pool workers).
+void ExpectSignalsPerBatch(std::vector<std::string> svfsd_args) {
   TempDir tmp;
   // No polling: the queue thread sleeps until the one kick, then finds every chain at once.
-  auto session = SvfsdSession(tmp, 1, false, {"--poll-us", "0"});
+  svfsd_args.insert(svfsd_args.end(), {"--poll-us", "0"});
+  auto session = SvfsdSession(tmp, 1, false, svfsd_args);
   Session& s = *session;
   Virtqueue& vq = s.fe().queue(1);
   GuestMemory& mem = s.fe().memory();
@@ -593,6 +594,18 @@ TEST(VhostSvfsdTest, SignalsOncePerBatchNotPerChain) {
   // (sanitized, loaded) run, but signalling per chain would be all 320.
   EXPECT_LT(notifications, std::uint64_t{kRounds * kChains * 3 / 4})
       << notifications << " notifications for " << kRounds * kChains << " chains";
+}
+
+TEST(VhostSvfsdTest, SignalsOncePerBatchNotPerChain) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  ExpectSignalsPerBatch({});
+}
+
+// The same when pool workers serve the queue (Kata passes --thread-pool-size=1 by default).
+TEST(VhostSvfsdTest, PoolWorkersSignalPerBatchNotPerChain) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  ExpectSignalsPerBatch({"--thread-pool-size", "1"});
+  ExpectSignalsPerBatch({"--thread-pool-size", "2"});
 }
 
 // A SETLKW that has to wait runs off its queue's thread: the queue keeps serving other requests

@@ -350,7 +350,13 @@ struct VhostUserBackend::Queue {
   // Serializes push/notify between pool workers, and guards `call` and `err`, which the
   // control thread swaps while the queue runs.
   std::mutex used_mutex;
-  // Chains handed to the worker pool and not yet completed.
+  // Pool jobs of this queue not yet completed, and (guarded by used_mutex) their used chains not
+  // yet signalled: workers signal per batch too, and when the queue's last job in the pool
+  // completes. An atomic: the queue thread must not wait for used_mutex, which a worker holds
+  // while it signals.
+  std::atomic<unsigned> pool_jobs{0};
+  SignalBatch pool_batch;
+  // Chains handed to the worker pool or a lock-wait thread and not yet completed.
   std::mutex inflight_mutex;
   std::condition_variable inflight_cv;
   unsigned inflight = 0;
@@ -1103,8 +1109,20 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       }).detach();
       return;
     }
+    queue.pool_jobs.fetch_add(1, std::memory_order_relaxed);
     pool->submit([this, index, job, finish_off_thread](Buffers& worker_buffers) {
-      serve_chain(index, *job, worker_buffers);
+      serve_chain(index, *job, worker_buffers, /*defer_notify=*/true);
+      Queue& q = *queues_[index];
+      // The worker that completes the last job signals: every other job's chain was pushed
+      // before its own decrement.
+      unsigned left = q.pool_jobs.fetch_sub(1, std::memory_order_acq_rel) - 1;
+      {
+        std::lock_guard lock(q.used_mutex);
+        if (q.pool_batch.used(SignalBatch::Clock::now(), left) || left == 0) {
+          q.pool_batch.signalled();
+          notify_locked(index);
+        }
+      }
       finish_off_thread();
     });
   };
