@@ -68,5 +68,16 @@ TEST(SignalBatchTest, MoreThanAheadLeftKeepsBatching) {
   }
 }
 
+TEST(SignalBatchTest, OverdueOnceTheFirstReplyHasWaitedMaxDelay) {
+  SignalBatch batch;
+  auto start = SignalBatch::Clock::now();
+  EXPECT_FALSE(batch.overdue(start + microseconds(100)));  // nothing pending
+  EXPECT_FALSE(batch.used(start, kBusyRing));
+  EXPECT_FALSE(batch.overdue(start + microseconds(19)));
+  EXPECT_TRUE(batch.overdue(start + microseconds(20)));
+  batch.signalled();
+  EXPECT_FALSE(batch.overdue(start + microseconds(100)));
+}
+
 }  // namespace
 }  // namespace svfs::transport::vhost_user

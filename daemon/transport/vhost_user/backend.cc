@@ -350,10 +350,12 @@ struct VhostUserBackend::Queue {
   // Serializes push/notify between pool workers, and guards `call` and `err`, which the
   // control thread swaps while the queue runs.
   std::mutex used_mutex;
-  // Pool jobs of this queue not yet completed, and (guarded by used_mutex) their used chains not
-  // yet signalled: workers signal per batch too, and when the queue's last job in the pool
-  // completes. An atomic: the queue thread must not wait for used_mutex, which a worker holds
-  // while it signals.
+  // Pool jobs of this queue not yet completed (incremented by the queue thread, decremented by
+  // workers under used_mutex), and their used chains not yet signalled (guarded by used_mutex).
+  // Workers signal per batch too, and when the queue's last job in the pool completes; the queue
+  // thread signals a batch that is overdue (a worker may have gone on to a slow request).
+  // An atomic so that the queue thread need not wait for used_mutex, which a worker holds while
+  // it signals.
   std::atomic<unsigned> pool_jobs{0};
   SignalBatch pool_batch;
   // Chains handed to the worker pool or a lock-wait thread and not yet completed.
@@ -1085,6 +1087,15 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     std::lock_guard lock(queue.used_mutex);
     notify_locked(index);
   };
+  // Pool workers' batches are signalled by the workers; this catches one left waiting while its
+  // worker serves a slow request.
+  auto signal_overdue_pool_batch = [&] {
+    if (pool == nullptr || queue.pool_jobs.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard lock(queue.used_mutex);
+    if (!queue.pool_batch.overdue(SignalBatch::Clock::now())) return;
+    queue.pool_batch.signalled();
+    notify_locked(index);
+  };
   auto handle_chain = [&]() {
     // A lock wait (SETLKW) may block until another request unlocks: it gets a thread of its
     // own, so neither this queue nor the pool can deadlock behind it.
@@ -1113,11 +1124,11 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     pool->submit([this, index, job, finish_off_thread](Buffers& worker_buffers) {
       serve_chain(index, *job, worker_buffers, /*defer_notify=*/true);
       Queue& q = *queues_[index];
-      // The worker that completes the last job signals: every other job's chain was pushed
-      // before its own decrement.
-      unsigned left = q.pool_jobs.fetch_sub(1, std::memory_order_acq_rel) - 1;
       {
+        // Decremented under the lock: the worker that completes the queue's last pooled job
+        // signals for every chain pushed before it.
         std::lock_guard lock(q.used_mutex);
+        unsigned left = q.pool_jobs.fetch_sub(1, std::memory_order_relaxed) - 1;
         if (q.pool_batch.used(SignalBatch::Clock::now(), left) || left == 0) {
           q.pool_batch.signalled();
           notify_locked(index);
@@ -1154,6 +1165,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     // thread that is polling.
     if (poll) vq.suppress_kicks();
     signal_used();
+    signal_overdue_pool_batch();
     if (poll) {
       // Poll the ring for a while rather than pay for a wake-up.
       auto until = std::chrono::steady_clock::now() + poller.window();
@@ -1165,7 +1177,9 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     }
     pollfd fds[2] = {{queue.kick.get(), POLLIN, 0}, {queue.stop.get(), POLLIN, 0}};
     auto sleep_start = std::chrono::steady_clock::now();
-    if (::poll(fds, 2, -1) < 0) {
+    // With jobs in the pool, wake every millisecond to signal a batch they left overdue.
+    int timeout_ms = pool != nullptr && queue.pool_jobs.load(std::memory_order_relaxed) > 0 ? 1 : -1;
+    if (::poll(fds, 2, timeout_ms) < 0) {
       if (errno == EINTR) continue;
       spdlog::error("vhost-user: queue {}: poll: {}", index, std::strerror(errno));
       return;

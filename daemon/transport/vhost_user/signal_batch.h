@@ -10,6 +10,9 @@
 // ring: the driver's wake-up overlaps the last requests instead of following them. Short batches
 // (under kMaxChains / 2) wait for the drain: there, an early signal would double the signals.
 //
+// Pool workers batch the same way; there the queue thread also signals a batch found overdue,
+// so a reply does not wait for a slow request that a worker took up after it.
+//
 // EVENT_IDX still decides whether the driver wants each signal at all.
 #pragma once
 
@@ -33,6 +36,11 @@ class SignalBatch {
   }
   // Whether used chains wait for a signal.
   bool pending() const { return unsignalled_ > 0; }
+  // Whether the first of them has waited kMaxDelay or more by `now`: for a caller that checks
+  // from outside the serving thread (which may be stuck in a slow request).
+  bool overdue(Clock::time_point now) const {
+    return pending() && now - first_unsignalled_ >= kMaxDelay;
+  }
   void signalled() { unsignalled_ = 0; }
 
  private:
