@@ -47,6 +47,13 @@ class FakeRing {
     avail()[2 + avail()[1] % size_] = head;
     avail()[1]++;
   }
+  // Descriptors first..first+n-1 as one-buffer readable chains, made available in that order.
+  void make_simple_chains_available(uint16_t first, uint16_t n) {
+    for (uint16_t i = first; i < first + n; ++i) {
+      set_desc(i, kGpa + kBufOff, 8, 0);
+      make_available(i);
+    }
+  }
 
   Virtqueue queue_;
   GuestMemory memory_;
@@ -278,10 +285,7 @@ bool DriverWouldKick(uint16_t avail_event, uint16_t new_idx, uint16_t old_idx) {
 TEST(VirtqueueTest, EventIdxNotification) {
   FakeRing ring(8, /*event_idx=*/true);
   Chain chain;
-  for (uint16_t i = 0; i < 4; ++i) {
-    ring.set_desc(i, kGpa + kBufOff, 8, 0);
-    ring.make_available(i);
-  }
+  ring.make_simple_chains_available(0, 4);
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
   ring.queue_.push(chain.head, 0);
   // First notification is always sent.
@@ -316,14 +320,10 @@ TEST(VirtqueueTest, EventIdxNotification) {
 TEST(VirtqueueTest, BusyDeviceIsNotKicked) {
   FakeRing ring(8, /*event_idx=*/true);
   Chain chain;
-  for (uint16_t i = 0; i < 3; ++i) {
-    ring.set_desc(i, kGpa + kBufOff, 8, 0);
-    ring.make_available(i);
-  }
+  ring.make_simple_chains_available(0, 3);
   for (uint16_t i = 0; i < 3; ++i) ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
   EXPECT_FALSE(DriverWouldKick(ring.avail_event(), 4, 3));
-  ring.set_desc(3, kGpa + kBufOff, 8, 0);
-  ring.make_available(3);
+  ring.make_simple_chains_available(3, 1);
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
   EXPECT_EQ(chain.head, 3);
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kEmpty);
