@@ -1171,7 +1171,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Ring addresses outside guest memory are refused when the frontend asks for a reply (REPLY_ACK),
 // not acknowledged and left to fail when the ring starts; the other queues keep serving.
-TEST(VhostSvfsdTest, RingAddressesOutsideMemoryAreRefused) {
+TEST(VhostSvfsdTest, RingAddressesOutsideMemoryOrMisalignedAreRefused) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   TempDir tmp;
   auto session = SvfsdSession(tmp, 2);
@@ -1188,6 +1188,18 @@ TEST(VhostSvfsdTest, RingAddressesOutsideMemoryAreRefused) {
   EXPECT_NE(status, 0u) << "ring addresses outside guest memory were acknowledged";
   EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
   EXPECT_NE(s.process().log().find("outside guest memory"), std::string::npos) << s.process().log();
+
+  // Inside memory but misaligned (a used ring at an odd address): refused the same way.
+  std::uint64_t in = s.fe().memory().user_addr(s.fe().memory().size() - (64u << 10));
+  s.fe().send_raw(msg::kSetVringAddr, kNeedReply,
+                  Payload(std::uint32_t{2}, std::uint32_t{0}, in, in + 8192, in + 16384 + 1, std::uint64_t{0}));
+  reply = s.fe().wait_reply(msg::kSetVringAddr, 1000ms);
+  ASSERT_TRUE(reply) << "no REPLY_ACK";
+  ASSERT_EQ(reply->size(), sizeof(std::uint64_t));
+  std::memcpy(&status, reply->data(), sizeof(status));
+  EXPECT_NE(status, 0u) << "a misaligned used ring was acknowledged";
+  EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
+  EXPECT_NE(s.process().log().find("misaligned ring address"), std::string::npos) << s.process().log();
 }
 
 // A queue the guest keeps busy still stops when the frontend asks (GET_VRING_BASE, as QEMU does

@@ -47,16 +47,25 @@ void Virtqueue::set_base(uint16_t last_avail) {
   signalled_used_valid_ = false;
 }
 
-bool Virtqueue::rings_inside(const GuestMemory& memory) {
-  if (size_ == 0 || !addresses_set_) return true;
-  if (memory.frontend_to_host(desc_addr_, DescBytes(size_)) != nullptr &&
-      memory.frontend_to_host(avail_addr_, AvailBytes(size_)) != nullptr &&
-      memory.frontend_to_host(used_addr_, UsedBytes(size_)) != nullptr) {
-    return true;
+bool Virtqueue::translate_rings(const GuestMemory& memory, RingPointers& rings) {
+  if (desc_addr_ % 16 != 0 || avail_addr_ % 2 != 0 || used_addr_ % 4 != 0) {
+    broken_reason_ = "misaligned ring address";
+    return false;
   }
-  broken_reason_ = fmt::format("ring addresses outside guest memory (desc {:#x} avail {:#x} used {:#x})",
-                               desc_addr_, avail_addr_, used_addr_);
-  return false;
+  rings.desc = memory.frontend_to_host(desc_addr_, DescBytes(size_));
+  rings.avail = memory.frontend_to_host(avail_addr_, AvailBytes(size_));
+  rings.used = memory.frontend_to_host(used_addr_, UsedBytes(size_));
+  if (rings.desc == nullptr || rings.avail == nullptr || rings.used == nullptr) {
+    broken_reason_ = fmt::format("ring addresses outside guest memory (desc {:#x} avail {:#x} used {:#x})",
+                                 desc_addr_, avail_addr_, used_addr_);
+    return false;
+  }
+  return true;
+}
+
+bool Virtqueue::rings_inside(const GuestMemory& memory) {
+  RingPointers rings;
+  return size_ == 0 || !addresses_set_ || translate_rings(memory, rings);
 }
 
 bool Virtqueue::map(const GuestMemory& memory) {
@@ -67,19 +76,9 @@ bool Virtqueue::map(const GuestMemory& memory) {
     broken_reason_ = "ring size or addresses not set";
     return false;
   }
-  if (desc_addr_ % 16 != 0 || avail_addr_ % 2 != 0 || used_addr_ % 4 != 0) {
-    broken_reason_ = "misaligned ring address";
-    return false;
-  }
-  auto* desc = memory.frontend_to_host(desc_addr_, DescBytes(size_));
-  auto* avail = memory.frontend_to_host(avail_addr_, AvailBytes(size_));
-  auto* used = memory.frontend_to_host(used_addr_, UsedBytes(size_));
-  if (desc == nullptr || avail == nullptr || used == nullptr) {
-    broken_reason_ = fmt::format("ring addresses outside guest memory (desc {:#x} avail {:#x} used {:#x})",
-                                 desc_addr_, avail_addr_, used_addr_);
-    return false;
-  }
-  map_host(desc, avail, used, memory);
+  RingPointers rings;
+  if (!translate_rings(memory, rings)) return false;
+  map_host(rings.desc, rings.avail, rings.used, memory);
   return true;
 }
 

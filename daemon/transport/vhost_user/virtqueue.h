@@ -63,8 +63,9 @@ class Virtqueue {
   // the reason in broken_reason(), if a ring is not inside one region or misaligned.
   bool map(const GuestMemory& memory);
   bool mapped() const { return desc_ != nullptr; }
-  // Whether the rings, as configured, lie inside `memory` (no change to the queue). False, with
-  // the reason in broken_reason(), if not; true while the size or addresses are unset.
+  // Whether the rings, as configured, lie inside `memory` and are aligned (no change to the
+  // queue). False, with the reason in broken_reason(), if not; true while the size or addresses
+  // are unset.
   bool rings_inside(const GuestMemory& memory);
   // The same, for tests: rings given as host pointers.
   void map_host(void* desc, void* avail, void* used, const GuestMemory& memory);
@@ -97,6 +98,14 @@ class Virtqueue {
   uint16_t used_idx() const { return used_idx_; }
 
  private:
+  struct RingPointers {
+    uint8_t* desc = nullptr;
+    uint8_t* avail = nullptr;
+    uint8_t* used = nullptr;
+  };
+  // The host addresses of the configured rings (set, aligned, inside `memory`), or false with
+  // broken_reason() set. map() and rings_inside() share it.
+  bool translate_rings(const GuestMemory& memory, RingPointers& rings);
   uint16_t load_avail_idx() const;
   void set_avail_event(uint16_t value);
   void walk(Chain& chain);
