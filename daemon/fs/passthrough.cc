@@ -781,8 +781,7 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
     if (by_name.valid()) {
       auto opened_stx = StatxFd(fd.get());
       auto named_stx = StatxFd(by_name.get());
-      if (opened_stx && named_stx && opened_stx->stx_ino == named_stx->stx_ino &&
-          KeyOf(*opened_stx).dev == KeyOf(*named_stx).dev) {
+      if (opened_stx && named_stx && KeyOf(*opened_stx) == KeyOf(*named_stx)) {
         entry = EntryFromStatx(std::move(by_name), *named_stx, &parent, &inode);
         if (!entry) return Err(entry.error());
       }
