@@ -267,8 +267,7 @@ TEST(VirtqueueTest, SetBaseResumesAndWrapsAround) {
   FakeRing ring(4);
   ring.queue_.set_base(65535);
   ring.avail()[1] = 65535;
-  ring.set_desc(1, kGpa + kBufOff, 8, 0);
-  ring.make_available(1);  // slot 65535 % 4 = 3, idx wraps to 0
+  ring.make_simple_chains_available(1, 1);  // slot 65535 % 4 = 3, idx wraps to 0
   EXPECT_EQ(ring.avail()[1], 0);
   Chain chain;
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
@@ -304,8 +303,7 @@ TEST(VirtqueueTest, EventIdxNotification) {
   // NO_INTERRUPT is ignored with EVENT_IDX.
   ring.avail()[0] = kAvailNoInterrupt;
   ring.used_event() = 4;
-  ring.set_desc(4, kGpa + kBufOff, 8, 0);
-  ring.make_available(4);
+  ring.make_simple_chains_available(4, 1);
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
   ring.queue_.push(chain.head, 0);
   EXPECT_TRUE(ring.queue_.should_notify());
@@ -335,15 +333,13 @@ TEST(VirtqueueTest, BusyDeviceIsNotKicked) {
 TEST(VirtqueueTest, SuppressKicksWithEventIdx) {
   FakeRing ring(8, /*event_idx=*/true);
   Chain chain;
-  ring.set_desc(0, kGpa + kBufOff, 8, 0);
-  ring.make_available(0);
+  ring.make_simple_chains_available(0, 1);
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kEmpty);
   EXPECT_FALSE(ring.queue_.has_available());
   ring.queue_.suppress_kicks();
   EXPECT_FALSE(DriverWouldKick(ring.avail_event(), 2, 1));
-  ring.set_desc(1, kGpa + kBufOff, 8, 0);
-  ring.make_available(1);  // added while kicks are off: found by the peek, and by enable_kicks
+  ring.make_simple_chains_available(1, 1);  // added while kicks are off: found by the peek, and by enable_kicks
   EXPECT_TRUE(ring.queue_.has_available());
   EXPECT_TRUE(ring.queue_.enable_kicks());
   ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);

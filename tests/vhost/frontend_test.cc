@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -531,19 +532,30 @@ std::unique_ptr<Session> SvfsdSession(const TempDir& tmp, unsigned request_queue
   return s;
 }
 
+// `r` as one chain (its request buffer, then a zeroed reply buffer) on its queue, made available
+// unless `publish` is false (then post it with repost): its head and the reply's guest address.
+struct RequestChain {
+  std::uint16_t head;
+  std::uint64_t reply;
+};
+RequestChain AddRequestChain(Session& s, const FuseRequest& r, bool publish) {
+  GuestMemory& mem = s.fe().memory();
+  std::uint64_t req = mem.alloc(r.bytes.size()), rep = mem.alloc(r.reply_capacity);
+  std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
+  std::memset(mem.ptr(rep, r.reply_capacity), 0, r.reply_capacity);
+  Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{rep, r.reply_capacity};
+  std::uint16_t head = s.fe().queue(r.queue).add_chain(std::span(&readable, 1), std::span(&writable, 1), publish);
+  return {head, rep};
+}
+
 // `n` GETATTR chains of the root on queue 1, built but not made available (post them with
 // repost). Their reply buffers' addresses go to `replies` if given.
 std::vector<std::uint16_t> GetattrChains(Session& s, int n, std::vector<std::uint64_t>* replies = nullptr) {
-  GuestMemory& mem = s.fe().memory();
   std::vector<std::uint16_t> heads;
   for (int i = 0; i < n; ++i) {
-    FuseRequest r = s.client().getattr_request(FUSE_ROOT_ID);
-    std::uint64_t req = mem.alloc(r.bytes.size()), rep = mem.alloc(r.reply_capacity);
-    std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
-    Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{rep, r.reply_capacity};
-    heads.push_back(s.fe().queue(1).add_chain(std::span(&readable, 1), std::span(&writable, 1),
-                                              /*publish=*/false));
-    if (replies) replies->push_back(rep);
+    RequestChain chain = AddRequestChain(s, s.client().getattr_request(FUSE_ROOT_ID), /*publish=*/false);
+    heads.push_back(chain.head);
+    if (replies) replies->push_back(chain.reply);
   }
   return heads;
 }
@@ -590,8 +602,9 @@ void ExpectSignalsPerBatch(std::vector<std::string> svfsd_args) {
     mem.release(mark);
   }
   std::cerr << notifications << " notifications for " << kRounds * kChains << " chains\n";
-  // One per pass when each pass drains the ring; the 20 µs bound splits passes on a slow
-  // (sanitized, loaded) run, but signalling per chain would be all 320.
+  // About two per round of 16 (one once 4 chains are left, one when the ring is drained); the
+  // 20 µs bound splits rounds on a slow (sanitized, loaded) run, but signalling per chain would be
+  // all 320.
   EXPECT_LT(notifications, std::uint64_t{kRounds * kChains * 3 / 4})
       << notifications << " notifications for " << kRounds * kChains << " chains";
 }
@@ -614,7 +627,10 @@ TEST(VhostSvfsdTest, PoolWorkersSignalPerBatchNotPerChain) {
 // driver must be interrupted for the GETATTR while the FALLOCATE still runs.
 TEST(VhostSvfsdTest, PoolReplyIsNotHeldBehindASlowRequest) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
-  if (!fs::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm (tmpfs makes FALLOCATE slow)";
+  struct statvfs shm {};
+  if (::statvfs("/dev/shm", &shm) != 0 || uint64_t{shm.f_bavail} * shm.f_frsize < (1ull << 30)) {
+    GTEST_SKIP() << "no /dev/shm with 1 GiB free (tmpfs makes the 512 MiB FALLOCATE slow)";
+  }
   TempDir tmp("/dev/shm");
   auto session = SvfsdSession(tmp, 1, false, {"--thread-pool-size", "1", "--poll-us", "0"});
   Session& s = *session;
@@ -636,12 +652,9 @@ TEST(VhostSvfsdTest, PoolReplyIsNotHeldBehindASlowRequest) {
   std::uint16_t heads[2];
   std::uint64_t replies[2];
   for (int i = 0; i < 2; ++i) {
-    const FuseRequest& r = requests[i];
-    std::uint64_t req = mem.alloc(r.bytes.size());
-    replies[i] = mem.alloc(r.reply_capacity);
-    std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
-    Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{replies[i], r.reply_capacity};
-    heads[i] = vq.add_chain(std::span(&readable, 1), std::span(&writable, 1), /*publish=*/false);
+    RequestChain chain = AddRequestChain(s, requests[i], /*publish=*/false);
+    heads[i] = chain.head;
+    replies[i] = chain.reply;
   }
   for (std::uint16_t h : heads) vq.repost(h);
   vq.kick();
@@ -698,11 +711,7 @@ TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
   // Owner 2 waits for the whole file: posted by hand, its reply not awaited.
   FuseRequest wait = lock_request(FUSE_SETLKW, 2, F_WRLCK);
   GuestMemory& mem = s.fe().memory();
-  std::uint64_t req = mem.alloc(wait.bytes.size()), rep = mem.alloc(wait.reply_capacity);
-  std::memcpy(mem.ptr(req, wait.bytes.size()), wait.bytes.data(), wait.bytes.size());
-  std::memset(mem.ptr(rep, wait.reply_capacity), 0, wait.reply_capacity);
-  Buffer readable{req, static_cast<std::uint32_t>(wait.bytes.size())}, writable{rep, wait.reply_capacity};
-  s.fe().queue(1).add_chain(std::span(&readable, 1), std::span(&writable, 1));
+  std::uint64_t rep = AddRequestChain(s, wait, /*publish=*/true).reply;
   s.fe().queue(1).kick();
   fuse_in_header wait_header;
   std::memcpy(&wait_header, wait.bytes.data(), sizeof(wait_header));
@@ -1177,29 +1186,25 @@ TEST(VhostSvfsdTest, RingAddressesOutsideMemoryOrMisalignedAreRefused) {
   auto session = SvfsdSession(tmp, 2);
   Session& s = *session;
   ASSERT_GE(s.fe().queue_count(), 3u);
+  // SET_VRING_ADDR for queue 2 with rings at desc, used and avail (the message's field order)
+  // must be refused (REPLY_ACK non-zero), logged with `why`, and queue 1 keep serving.
+  auto expect_refused = [&](std::uint64_t desc, std::uint64_t used, std::uint64_t avail, const char* why) {
+    s.fe().send_raw(msg::kSetVringAddr, kNeedReply,
+                    Payload(std::uint32_t{2}, std::uint32_t{0}, desc, used, avail, std::uint64_t{0}));
+    auto reply = s.fe().wait_reply(msg::kSetVringAddr, 1000ms);
+    ASSERT_TRUE(reply) << "no REPLY_ACK";
+    ASSERT_EQ(reply->size(), sizeof(std::uint64_t));
+    std::uint64_t status;
+    std::memcpy(&status, reply->data(), sizeof(status));
+    EXPECT_NE(status, 0u) << "acknowledged: " << why;
+    EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
+    EXPECT_NE(s.process().log().find(why), std::string::npos) << s.process().log();
+  };
   std::uint64_t out = s.fe().memory().user_addr(s.fe().memory().size()) + (1u << 20);
-  s.fe().send_raw(msg::kSetVringAddr, kNeedReply,
-                  Payload(std::uint32_t{2}, std::uint32_t{0}, out, out + 8192, out + 4096, std::uint64_t{0}));
-  auto reply = s.fe().wait_reply(msg::kSetVringAddr, 1000ms);
-  ASSERT_TRUE(reply) << "no REPLY_ACK";
-  ASSERT_EQ(reply->size(), sizeof(std::uint64_t));
-  std::uint64_t status;
-  std::memcpy(&status, reply->data(), sizeof(status));
-  EXPECT_NE(status, 0u) << "ring addresses outside guest memory were acknowledged";
-  EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
-  EXPECT_NE(s.process().log().find("outside guest memory"), std::string::npos) << s.process().log();
-
-  // Inside memory but misaligned (a used ring at an odd address): refused the same way.
+  expect_refused(out, out + 8192, out + 4096, "outside guest memory");
+  // Inside memory, but the avail ring at an odd address.
   std::uint64_t in = s.fe().memory().user_addr(s.fe().memory().size() - (64u << 10));
-  s.fe().send_raw(msg::kSetVringAddr, kNeedReply,
-                  Payload(std::uint32_t{2}, std::uint32_t{0}, in, in + 8192, in + 16384 + 1, std::uint64_t{0}));
-  reply = s.fe().wait_reply(msg::kSetVringAddr, 1000ms);
-  ASSERT_TRUE(reply) << "no REPLY_ACK";
-  ASSERT_EQ(reply->size(), sizeof(std::uint64_t));
-  std::memcpy(&status, reply->data(), sizeof(status));
-  EXPECT_NE(status, 0u) << "a misaligned used ring was acknowledged";
-  EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
-  EXPECT_NE(s.process().log().find("misaligned ring address"), std::string::npos) << s.process().log();
+  expect_refused(in, in + 8192, in + 16384 + 1, "misaligned ring address");
 }
 
 // A queue the guest keeps busy still stops when the frontend asks (GET_VRING_BASE, as QEMU does
@@ -1228,12 +1233,18 @@ TEST(VhostSvfsdTest, StopsAQueueTheGuestKeepsBusy) {
   });
   std::this_thread::sleep_for(300ms);
   std::uint64_t before = served.load();
+  auto asked = std::chrono::steady_clock::now();
   s.fe().send_raw(msg::kGetVringBase, msg::kFlagVersion, Payload(std::uint32_t{1}, std::uint32_t{0}));
   auto reply = s.fe().wait_reply(msg::kGetVringBase, 3000ms);
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked);
   load = false;
   guest.join();
   EXPECT_GT(before, 1000u) << "the queue was not busy";
   ASSERT_TRUE(reply) << "GET_VRING_BASE not answered: the busy queue thread did not stop";
+  // The thread stops after the chain it is serving: well under the 150 ms the unchecked loop
+  // took at best (a liveness bound with room for sanitizer builds, not a speed target).
+  EXPECT_LT(waited, 100ms) << "the stop waited for the ring to run dry";
+  std::cerr << "GET_VRING_BASE answered after " << waited.count() << " ms\n";
 }
 
 }  // namespace
