@@ -20,10 +20,15 @@ for mode in "" --driver-poll; do
   "$svfsd" --socket-path "$work/sock" --shared-dir "$work/shared" --cache auto >"$work/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do [[ -S $work/sock ]] && break; sleep 0.05; done
-  out=$("$bench" --socket "$work/sock" --seconds 0.2 --depth 4 --queues 2 --dir-entries 200 $mode)
+  fail() { echo "bench-smoke ${mode:-(interrupts)}: $*; svfsd's log:" >&2; cat "$work/log" >&2; exit 1; }
+  out=$("$bench" --socket "$work/sock" --seconds 0.2 --depth 4 --queues 2 --dir-entries 200 $mode 2>&1) ||
+    { echo "$out"; fail "the benchmark failed"; }
   echo "$out"
-  rows=$(grep -c ' ops/s ' <<<"$out")
-  [[ $rows == 6 ]] || { echo "bench-smoke: $rows of 6 rows ran ${mode:-(interrupts)}" >&2; exit 1; }
-  wait "$pid"  # svfsd exits when the frontend disconnects
+  rows=$(grep -c ' ops/s ' <<<"$out" || true)
+  [[ $rows == 6 ]] || fail "$rows of 6 rows ran"
+  # svfsd exits when the frontend disconnects.
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "svfsd still runs 5 s after the frontend left"
+  wait "$pid" || fail "svfsd exited with status $?"
   pid=
 done

@@ -81,7 +81,10 @@ run_cell() {
   fi
   grep -v '^ROW\|^ENTRIES' "$cell/out" | sed "s/^/    /" >&2 || true
   grep '^ROW' "$cell/out" | cut -f2- >>"$cell.tsv" || true
-  grep '^ENTRIES' "$cell/out" | cut -f2 >"$work/entries" 2>/dev/null || true
+  # Entries per READDIRPLUS reply, for the floor: kept from the last cell that printed them.
+  local e
+  e=$(grep -m1 '^ENTRIES' "$cell/out" | cut -f2 || true)
+  if [[ -n $e ]]; then echo "$e" >"$work/entries"; fi
   kill "$daemon_pid" 2>/dev/null || true
   wait "$daemon_pid" 2>/dev/null || true
   daemon_pid=
@@ -94,10 +97,12 @@ floor() {
   readdir_entries=$(cat "$work/entries" 2>/dev/null || echo 0)
   log "syscall floor, run $1 of $repeat (single thread, $seconds s per row, READDIRPLUS = $readdir_entries entries)"
   mkdir -p "$work/floor"
-  "$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
-    --readdir-entries "$readdir_entries" --tsv >"$work/floor.out"
-  grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2
-  grep '^ROW' "$work/floor.out" | cut -f2- >>"$work/floor.tsv"
+  if ! "$bench" --floor "$work/floor" --seconds "$seconds" --dir-entries "$entries" \
+      --readdir-entries "$readdir_entries" --tsv >"$work/floor.out" 2>"$work/floor.err"; then
+    log "syscall floor, run $1: FAILED: $(tail -1 "$work/floor.err")"
+  fi
+  grep -v '^ROW' "$work/floor.out" | sed "s/^/    /" >&2 || true
+  grep '^ROW' "$work/floor.out" | cut -f2- >>"$work/floor.tsv" || true
   rm -rf "$work/floor"
 }
 

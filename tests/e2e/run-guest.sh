@@ -116,7 +116,7 @@ table=svfs-e2e-$$
 cleanup() {
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
   if [ -n "$versiond_pid" ]; then
-    kill "$versiond_pid" 2>/dev/null; wait "$versiond_pid" 2>/dev/null
+    stop_pid "$versiond_pid"
     rm -f "/dev/shm/$table"
   fi
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then stop_pid "$daemon_pid" 20; fi

@@ -161,7 +161,7 @@ class Bench {
     std::uint8_t* request = nullptr;
     const std::uint8_t* reply = nullptr;
     std::chrono::steady_clock::time_point posted;
-    std::uint64_t state = 0;  // the workload's own (CREATE+UNLINK: which step)
+    std::uint64_t state = 0;  // the workload's own (CREATE+UNLINK: which step); 0 between ops
   };
 
   // next(slot, request) writes the slot's next request into `request` (kRequestBytes) and returns
@@ -250,7 +250,9 @@ class Bench {
           // pass's clock read would say 0.
           lat.push_back((s.posted == now ? Clock::now() : now) - s.posted);
           --in_flight;
-          if (running) post(s, now), ++in_flight;
+          // After the end, a slot still goes on to finish a multi-request op (state != 0), so
+          // CREATE+UNLINK leaves no file behind.
+          if (running || s.state != 0) post(s, now), ++in_flight;
         });
       }
       if (reaped > 0) {
@@ -520,13 +522,16 @@ int Run(const Args& args) {
           forgets[forget_by_head[u.id]].in_flight = false;
       });
     };
-    auto send_forget = [&](std::size_t i, std::uint64_t nodeid) {
-      Forget& f = forgets[i];
+    auto wait_forget = [&](Forget& f) {
       for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5); f.in_flight;) {
         reap_forgets();
         if (f.in_flight && std::chrono::steady_clock::now() > deadline)
           throw std::runtime_error("FORGET not used by the backend within 5 s");
       }
+    };
+    auto send_forget = [&](std::size_t i, std::uint64_t nodeid) {
+      Forget& f = forgets[i];
+      wait_forget(f);
       FuseRequest r = c.make(FUSE_FORGET, nodeid, {Bytes(fuse_forget_in{1})}, 0, 0);
       std::memcpy(f.request, r.bytes.data(), r.bytes.size());
       f.in_flight = true;
@@ -586,7 +591,7 @@ int Run(const Args& args) {
         }};
     bench.Row("CREATE+UNLINK", cycle);
     for (Forget& f : forgets) {
-      while (f.in_flight) reap_forgets();
+      wait_forget(f);
       hiprio.release_chain(f.head);
     }
     mem.release(mark);
