@@ -33,6 +33,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/files.h"
+#include "tests/support/wait.h"
 #include "tests/vhost/frontend.h"
 #include "tests/vhost/fuse_client.h"
 
@@ -53,12 +55,7 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return v != nullptr && *v != '\0' ? v : fallback;
 }
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string ReadFile(const fs::path& p) { return svfs_test::ReadWholeFile(p.string()); }
 
 class TempDir {
  public:
@@ -67,10 +64,7 @@ class TempDir {
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
+  ~TempDir() { svfs_test::RemoveTree(path_.string()); }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   const fs::path& path() const { return path_; }
@@ -167,13 +161,9 @@ std::vector<std::string> BackendCommand(Backend b, const fs::path& socket, const
 }
 
 bool WaitForSocket(BackendProcess& p, const fs::path& socket, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(socket)) return true;
-    if (!p.alive()) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
+  bool exists = false;
+  svfs_test::WaitUntil([&] { return (exists = fs::exists(socket)) || !p.alive(); }, timeout, 10ms);
+  return exists;
 }
 
 struct Availability {
