@@ -38,15 +38,8 @@ TEST_F(DaemonTest, MountsAsFuseAndUnmountsOnSigterm) {
 TEST_F(DaemonTest, SigintAlsoUnmountsCleanly) {
   SVFS_SKIP_WITHOUT_DAEMON();
   ASSERT_EQ(WriteFile(M("f"), "x"), 0);
-  ASSERT_EQ(::kill(daemon_pid_, SIGINT), 0);
-  int st = 0;
-  pid_t r = 0;
-  for (int i = 0; i < 1000 && r == 0; ++i) {
-    r = ::waitpid(daemon_pid_, &st, WNOHANG);
-    if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(r, daemon_pid_) << "svfsd did not exit within 10 s of SIGINT";
-  daemon_pid_ = -1;
+  int st = daemon_.Kill(SIGINT, std::chrono::seconds(10));
+  ASSERT_FALSE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "svfsd did not exit within 10 s of SIGINT";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
   EXPECT_FALSE(IsMountPoint(mnt_));
   EXPECT_EQ(ReadFileOrDie(H("f")), "x");
@@ -83,7 +76,7 @@ TEST_F(DaemonTest, Sigusr1PrintsPerOpcodeCounters) {
   ASSERT_EQ(WriteFile(M("f"), "data"), 0);
   ASSERT_TRUE(Stat(M("f")));
   const size_t before = ReadFileOrDie(log_path_).size();
-  ASSERT_EQ(::kill(daemon_pid_, SIGUSR1), 0);
+  ASSERT_EQ(::kill(daemon_.pid(), SIGUSR1), 0);
 
   // Wait (up to 5 s) for a line naming LOOKUP with a positive count.
   const std::regex lookup_line(R"(LOOKUP\D*([1-9][0-9]*))");
@@ -100,9 +93,7 @@ TEST_F(DaemonTest, Sigusr1PrintsPerOpcodeCounters) {
   EXPECT_TRUE(found) << "no 'LOOKUP <positive count>' line after SIGUSR1; new stderr output:\n" << out;
   // The daemon keeps serving after SIGUSR1.
   EXPECT_EQ(ReadFileOrDie(M("f")), "data");
-  EXPECT_TRUE(DaemonRunning());
-  int st = 0;
-  EXPECT_EQ(::waitpid(daemon_pid_, &st, WNOHANG), 0) << "svfsd exited on SIGUSR1";
+  EXPECT_TRUE(daemon_.Running()) << "svfsd exited on SIGUSR1";
 }
 
 class CacheNoneTest : public SvfsdFixture {

@@ -356,12 +356,7 @@ class SvfsdFixture : public ::testing::Test {
   // For a daemon that is known broken: SIGKILL, abort the FUSE connection and
   // detach the mount.
   void KillDaemonHard() {
-    if (daemon_pid_ > 0) {
-      ::kill(daemon_pid_, SIGKILL);
-      int st;
-      ::waitpid(daemon_pid_, &st, 0);
-      daemon_pid_ = -1;
-    }
+    daemon_.Kill(SIGKILL);
     AbortAndDetach(mnt_);
   }
 
@@ -373,30 +368,24 @@ class SvfsdFixture : public ::testing::Test {
                                      "--log-level", opt.log_level};
     if (opt.xattr) args.push_back("--xattr");
     for (auto& a : opt.extra_args) args.push_back(a);
-    cmdline_.clear();
-    for (auto& a : args) cmdline_ += a + " ";
-
-    // The log is new: SpawnLogged appends, and each test has its own base_.
-    pid_t pid = svfs_test::SpawnLogged(args, log_path_);
-    ASSERT_GE(pid, 0) << std::strerror(errno);
-    daemon_pid_ = pid;
+    // The log is new: Start appends, and each test has its own base_.
+    ASSERT_TRUE(daemon_.Start(args, log_path_)) << std::strerror(errno);
 
     // Wait for the mount without ever blocking on it: first /proc/self/mountinfo
     // (no FUSE request), then statfs in a killable child with a timeout, since a
     // daemon that never answers FUSE_INIT would hang statfs forever.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     for (;;) {
-      int st = 0;
-      if (::waitpid(daemon_pid_, &st, WNOHANG) == daemon_pid_) {
-        daemon_pid_ = -1;
-        FAIL() << "svfsd exited before mounting (status " << st << ")\ncmd: " << cmdline_ << "\n--- log ---\n"
+      if (!daemon_.Running()) {
+        FAIL() << "svfsd exited before mounting (status " << daemon_.last_status() << ")\ncmd: "
+               << daemon_.cmdline() << "\n--- log ---\n"
                << ReadFileOrDie(log_path_);
       }
       auto now = std::chrono::steady_clock::now();
       if (now > deadline) {
         KillDaemonHard();
         StartupHung() = true;
-        FAIL() << "svfsd did not mount within 10 s\ncmd: " << cmdline_ << "\n--- log ---\n"
+        FAIL() << "svfsd did not mount within 10 s\ncmd: " << daemon_.cmdline() << "\n--- log ---\n"
                << ReadFileOrDie(log_path_);
       }
       if (IsMountPoint(mnt_)) {
@@ -407,7 +396,7 @@ class SvfsdFixture : public ::testing::Test {
           KillDaemonHard();
           StartupHung() = true;
           FAIL() << "svfsd mounted " << mnt_ << " but statfs on it did not return within 10 s "
-                 << "(daemon not answering FUSE_INIT/STATFS?)\ncmd: " << cmdline_ << "\n--- log ---\n"
+                 << "(daemon not answering FUSE_INIT/STATFS?)\ncmd: " << daemon_.cmdline() << "\n--- log ---\n"
                  << ReadFileOrDie(log_path_);
         }
       }
@@ -421,7 +410,7 @@ class SvfsdFixture : public ::testing::Test {
   void StartWatchdog(int seconds = 100) {
     watchdog_fired_ = false;
     watchdog_stop_ = false;
-    pid_t pid = daemon_pid_;
+    pid_t pid = daemon_.pid();
     watchdog_ = std::thread([this, pid, seconds] {
       std::unique_lock lock(watchdog_mu_);
       if (!watchdog_cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return watchdog_stop_; })) {
@@ -444,19 +433,12 @@ class SvfsdFixture : public ::testing::Test {
 
   // Sends SIGTERM and checks a clean exit (status 0 within timeout_s) and unmount.
   void StopDaemon(int timeout_s = 10) {
-    if (daemon_pid_ <= 0) return;
-    ASSERT_EQ(::kill(daemon_pid_, SIGTERM), 0);
-    int st = 0;
-    bool exited = svfs_test::WaitUntil([&] { return ::waitpid(daemon_pid_, &st, WNOHANG) == daemon_pid_; },
-                                       std::chrono::seconds(timeout_s), std::chrono::milliseconds(10));
-    if (!exited) {
-      ::kill(daemon_pid_, SIGKILL);
-      ::waitpid(daemon_pid_, &st, 0);
-      daemon_pid_ = -1;
+    if (!DaemonRunning()) return;
+    int st = daemon_.Kill(SIGTERM, std::chrono::seconds(timeout_s));
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
       ADD_FAILURE() << "svfsd did not exit within " << timeout_s << " s of SIGTERM (killed)";
       return;
     }
-    daemon_pid_ = -1;
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
         << "svfsd exit status: " << (WIFEXITED(st) ? "exit " + std::to_string(WEXITSTATUS(st))
                                                    : "signal " + std::to_string(WTERMSIG(st)));
@@ -469,7 +451,7 @@ class SvfsdFixture : public ::testing::Test {
       StopDaemon();
       if (IsMountPoint(mnt_)) AbortAndDetach(mnt_);
       if (HasFailure()) {
-        std::cerr << "--- svfsd cmd: " << cmdline_ << "\n--- svfsd log (" << log_path_ << ") ---\n"
+        std::cerr << "--- svfsd cmd: " << daemon_.cmdline() << "\n--- svfsd log (" << log_path_ << ") ---\n"
                   << ReadFileOrDie(log_path_) << "--- end of svfsd log ---\n";
       }
     }
@@ -483,12 +465,12 @@ class SvfsdFixture : public ::testing::Test {
     ::alarm(0);
   }
 
-  bool DaemonRunning() const { return daemon_pid_ > 0; }
+  bool DaemonRunning() const { return daemon_.pid() > 0; }
   std::string M(const std::string& rel) const { return mount_ + "/" + rel; }  // through the mount
   std::string H(const std::string& rel) const { return src_ + "/" + rel; }    // on the host
 
-  std::string base_, host_, src_, mnt_, mount_, log_path_, cmdline_;
-  pid_t daemon_pid_ = -1;
+  std::string base_, host_, src_, mnt_, mount_, log_path_;
+  svfs_test::Process daemon_;
   std::thread watchdog_;
   std::mutex watchdog_mu_;
   std::condition_variable watchdog_cv_;
