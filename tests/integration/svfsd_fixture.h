@@ -54,7 +54,6 @@
 namespace svfs_it {
 
 using svfs_test::AbortAndDetach;
-using svfs_test::FuseProbe;
 using svfs_test::IsMountPoint;
 using svfs_test::kFuseSuperMagic;
 using svfs_test::RemoveTree;
@@ -371,36 +370,23 @@ class SvfsdFixture : public ::testing::Test {
     // The log is new: Start appends, and each test has its own base_.
     ASSERT_TRUE(daemon_.Start(args, log_path_)) << std::strerror(errno);
 
-    // Wait for the mount without ever blocking on it: first /proc/self/mountinfo
-    // (no FUSE request), then statfs in a killable child with a timeout, since a
-    // daemon that never answers FUSE_INIT would hang statfs forever.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    for (;;) {
-      if (!daemon_.Running()) {
+    switch (svfs_test::WaitForFuseMount(daemon_, mnt_, std::chrono::seconds(10))) {
+      case svfs_test::MountWait::kMounted:
+        break;
+      case svfs_test::MountWait::kExited:
         FAIL() << "svfsd exited before mounting (status " << daemon_.last_status() << ")\ncmd: "
-               << daemon_.cmdline() << "\n--- log ---\n"
-               << ReadFileOrDie(log_path_);
-      }
-      auto now = std::chrono::steady_clock::now();
-      if (now > deadline) {
+               << daemon_.cmdline() << "\n--- log ---\n" << ReadFileOrDie(log_path_);
+      case svfs_test::MountWait::kTimedOut:
         KillDaemonHard();
         StartupHung() = true;
         FAIL() << "svfsd did not mount within 10 s\ncmd: " << daemon_.cmdline() << "\n--- log ---\n"
                << ReadFileOrDie(log_path_);
-      }
-      if (IsMountPoint(mnt_)) {
-        auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-        FuseProbe probe = svfs_test::ProbeFuseMount(mnt_, std::max(remaining, std::chrono::milliseconds(100)));
-        if (probe == FuseProbe::kFuse) break;
-        if (probe == FuseProbe::kTimedOut) {
-          KillDaemonHard();
-          StartupHung() = true;
-          FAIL() << "svfsd mounted " << mnt_ << " but statfs on it did not return within 10 s "
-                 << "(daemon not answering FUSE_INIT/STATFS?)\ncmd: " << daemon_.cmdline() << "\n--- log ---\n"
-                 << ReadFileOrDie(log_path_);
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      case svfs_test::MountWait::kHung:
+        KillDaemonHard();
+        StartupHung() = true;
+        FAIL() << "svfsd mounted " << mnt_ << " but statfs on it did not return within 10 s "
+               << "(daemon not answering FUSE_INIT/STATFS?)\ncmd: " << daemon_.cmdline() << "\n--- log ---\n"
+               << ReadFileOrDie(log_path_);
     }
     StartWatchdog();
   }

@@ -44,14 +44,14 @@ using namespace std::chrono_literals;
 
 using svfs_test::AbortAndDetach;
 using svfs_test::ClientRow;
-using svfs_test::FuseProbe;
 using svfs_test::IsMountPoint;
+using svfs_test::MountWait;
 using svfs_test::Process;
-using svfs_test::ProbeFuseMount;
 using svfs_test::QueryStats;
 using svfs_test::ReadWholeFile;
 using svfs_test::RemoveTree;
 using svfs_test::SlotRow;
+using svfs_test::WaitForFuseMount;
 using svfs_test::StatsSnapshot;
 using svfs_test::WaitUntil;
 
@@ -153,21 +153,18 @@ class World {
       return nullptr;
     }
     Process& p = *mount->process;
-    bool ok = WaitUntil(
-        [&] {
-          if (!p.Running()) return true;
-          return IsMountPoint(mount->path) && ProbeFuseMount(mount->path, 2000ms) == FuseProbe::kFuse;
-        },
-        15000ms, 10ms);
-    if (!p.Running()) {
+    MountWait waited = WaitForFuseMount(p, mount->path, 15000ms);
+    if (waited == MountWait::kExited) {
       *error = "svfsd exited before mounting (status " + std::to_string(p.last_status()) + ")\ncmd: " +
                p.cmdline() + "\n" + p.Log();
       return nullptr;
     }
-    if (!ok) {
+    if (waited != MountWait::kMounted) {
       p.Kill(SIGKILL);
       AbortAndDetach(mount->path);
-      *error = "svfsd did not mount within 15 s\ncmd: " + p.cmdline() + "\n" + p.Log();
+      *error = std::string(waited == MountWait::kHung ? "svfsd mounted but did not answer statfs"
+                                                      : "svfsd did not mount") +
+               " within 15 s\ncmd: " + p.cmdline() + "\n" + p.Log();
       return nullptr;
     }
     mounts_.push_back(std::move(mount));

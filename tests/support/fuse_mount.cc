@@ -8,10 +8,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
+#include "tests/support/process.h"
 #include "tests/support/wait.h"
 
 namespace svfs_test {
@@ -62,6 +64,24 @@ void AbortAndDetach(const std::string& path) {
     }
   }
   ::umount2(path.c_str(), MNT_DETACH);
+}
+
+MountWait WaitForFuseMount(Process& process, const std::string& path, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (!process.Running()) return MountWait::kExited;
+    auto now = std::chrono::steady_clock::now();
+    if (now > deadline) return MountWait::kTimedOut;
+    if (IsMountPoint(path)) {
+      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+      switch (ProbeFuseMount(path, std::max(remaining, std::chrono::milliseconds(100)))) {
+        case FuseProbe::kFuse: return MountWait::kMounted;
+        case FuseProbe::kTimedOut: return MountWait::kHung;
+        case FuseProbe::kNotFuse: break;
+      }
+    }
+    ::usleep(10000);
+  }
 }
 
 }  // namespace svfs_test

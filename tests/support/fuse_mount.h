@@ -7,6 +7,8 @@
 
 namespace svfs_test {
 
+class Process;
+
 inline constexpr long kFuseSuperMagic = 0x65735546;
 
 // The "major:minor" of the mount at `path` from /proc/self/mountinfo, or "".
@@ -25,5 +27,15 @@ FuseProbe ProbeFuseMount(const std::string& path, std::chrono::milliseconds time
 // Aborts the FUSE connection behind `path` through fusectl (requests in flight fail ENOTCONN),
 // then detaches the mount. For a daemon that is dead or hung.
 void AbortAndDetach(const std::string& path);
+
+enum class MountWait {
+  kMounted,   // a FUSE file system answers at the path
+  kExited,    // the process exited first (its status in last_status())
+  kTimedOut,  // no mount within the timeout
+  kHung,      // mounted, but statfs on it did not return (not answering FUSE_INIT/STATFS)
+};
+
+// Waits, without ever blocking on the mount, until `process` serves a FUSE mount at `path`.
+MountWait WaitForFuseMount(Process& process, const std::string& path, std::chrono::milliseconds timeout);
 
 }  // namespace svfs_test
