@@ -28,9 +28,9 @@ FuseRequest FuseClient::make(std::uint32_t opcode, std::uint64_t nodeid,
   h.opcode = opcode;
   h.unique = next_unique_++;
   h.nodeid = nodeid;
-  h.uid = ::getuid();
-  h.gid = ::getgid();
-  h.pid = static_cast<std::uint32_t>(::getpid());
+  h.uid = uid_;
+  h.gid = gid_;
+  h.pid = pid_;
   FuseRequest r;
   r.queue = queue;
   r.reply_capacity = reply_capacity;
