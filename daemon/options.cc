@@ -150,7 +150,8 @@ ParseOutcome ParseOptions(int argc, char** argv) {
                  "svfs-versiond socket for --cache shared (default /run/svfs/versiond.sock)")
       ->type_name("PATH");
   app.add_option("--thread-pool-size", options.thread_pool_size,
-                 "Worker threads (--mount: default 4; vhost-user: 0, each queue's thread serves its requests)")
+                 "Worker threads (--mount: default 4; vhost-user: default 0, each queue's thread "
+                 "serves its requests, and 1 is served as 0)")
       ->type_name("N");
   app.add_option("--poll-us", options.poll_us,
                  "vhost-user: poll each request queue up to this long before sleeping; the window "

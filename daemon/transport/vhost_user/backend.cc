@@ -1052,11 +1052,35 @@ inline void CpuRelax() {
 #endif
 }
 
-bool IsLockWait(const Chain& chain) {
+// The opcode of a well-formed chain's request, 0 otherwise (serve_chain answers those).
+uint32_t PeekOpcode(const Chain& chain) {
   fuse_in_header in{};
-  if (!chain.error.empty() || chain.readable_bytes < sizeof(in)) return false;
+  if (!chain.error.empty() || chain.readable_bytes < sizeof(in)) return 0;
   GatherFrom(chain.readable, 0, &in, sizeof(in));
-  return in.opcode == FUSE_SETLKW;
+  return in.opcode;
+}
+
+// Requests that may keep the serving thread for long (storage I/O: syncs, allocation, copies,
+// truncation, a flush-on-close, large transfers). Replies batched before one are signalled
+// first, so they do not wait for it.
+bool MayBeSlow(const Chain& chain, uint32_t opcode) {
+  constexpr size_t kLargeTransfer = 128 * 1024;
+  switch (opcode) {
+    case FUSE_FSYNC:
+    case FUSE_FSYNCDIR:
+    case FUSE_FALLOCATE:
+    case FUSE_COPY_FILE_RANGE:
+    case FUSE_SYNCFS:
+    case FUSE_SETATTR:
+    case FUSE_FLUSH:
+      return true;
+    case FUSE_READ:
+      return chain.writable_bytes >= kLargeTransfer;
+    case FUSE_WRITE:
+      return chain.readable_bytes >= kLargeTransfer;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
@@ -1097,10 +1121,12 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     notify_locked(index);
   };
   auto handle_chain = [&]() {
+    const uint32_t opcode = PeekOpcode(chain);
     // A lock wait (SETLKW) may block until another request unlocks: it gets a thread of its
     // own, so neither this queue nor the pool can deadlock behind it.
-    bool may_block = index != kHiprioQueue && IsLockWait(chain);
+    bool may_block = index != kHiprioQueue && opcode == FUSE_SETLKW;
     if (pool == nullptr && !may_block) {
+      if (MayBeSlow(chain, opcode)) signal_used();
       serve_chain(index, chain, buffers, /*defer_notify=*/true);
       if (batch.used(SignalBatch::Clock::now(), vq.available())) signal_used();
       return;

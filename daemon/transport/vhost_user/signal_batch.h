@@ -3,7 +3,8 @@
 // A signal may wake a sleeping driver: an eventfd write that sends an IPI costs the queue thread
 // about 3 µs in a VM, more than a GETATTR. So used chains are signalled per batch: when the avail
 // ring is drained (the caller's part), or once kMaxChains chains or kMaxDelay have gone by, so a
-// reply waits at most for the one request served after it.
+// reply waits at most for the one request served after it (and the queue thread signals before
+// a request that may be slow, such as an fsync).
 //
 // The driver then takes a while to wake (~5 µs here), and until it reposts, a drained ring leaves
 // the queue thread idle. So a long batch is also signalled when only kAhead chains are left in the
