@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <atomic>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,6 +25,19 @@ struct InodeKey {
   uint64_t ino = 0;
   uint64_t mnt_id = 0;
   friend auto operator<=>(const InodeKey&, const InodeKey&) = default;
+};
+
+// For the store's key index: a hash table rather than a tree, so finding a key costs the same
+// in a tree of a million files as in a tree of ten (one probe, under the store's lock).
+struct InodeKeyHash {
+  size_t operator()(const InodeKey& key) const {
+    // Inode numbers are dense and the other two fields rarely differ: mix all three
+    // (splitmix64's finalizer) so that neighbouring keys spread over the buckets.
+    uint64_t h = key.ino ^ (key.dev * 0x9e3779b97f4a7c15ull) ^ (key.mnt_id * 0xc2b2ae3d27d4eb4full);
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return static_cast<size_t>(h ^ (h >> 31));
+  }
 };
 
 // A file handle from name_to_handle_at, to be reopened with open_by_handle_at on a descriptor of
@@ -129,7 +141,7 @@ class InodeStore {
 
   mutable std::mutex mutex_;
   std::unordered_map<NodeId, Slot> by_id_;   // guarded by mutex_
-  std::map<InodeKey, NodeId> by_key_;        // guarded by mutex_
+  std::unordered_map<InodeKey, NodeId, InodeKeyHash> by_key_;  // guarded by mutex_
   NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
   std::function<void(const InodeData&)> on_evict_;
 };
