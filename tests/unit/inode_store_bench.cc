@@ -3,6 +3,7 @@
 // Figures: docs/performance.md, "Inode store: finding a key". Run by hand, not a ctest test.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <random>

@@ -1041,6 +1041,18 @@ void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& 
   complete(static_cast<uint32_t>(channel.written()));
 }
 
+void VhostUserBackend::refuse_chain(uint32_t index, const Chain& chain, int error) {
+  Queue& queue = *queues_[index];
+  fuse_in_header in{};
+  GatherFrom(chain.readable, 0, &in, std::min(chain.readable_bytes, sizeof(in)));
+  ChainReplyChannel channel(chain, in.unique);
+  channel.send_error(error);
+  std::lock_guard lock(queue.used_mutex);
+  queue.vq.push(chain.head, static_cast<uint32_t>(channel.written()));
+  queue.served.fetch_add(1, std::memory_order_relaxed);
+  notify_locked(index);
+}
+
 namespace {
 
 // Spin-wait hint: lets the sibling hyperthread (or the hypervisor) know we are polling.
@@ -1052,32 +1064,48 @@ inline void CpuRelax() {
 #endif
 }
 
-// The opcode of a well-formed chain's request, 0 otherwise (serve_chain answers those).
-uint32_t PeekOpcode(const Chain& chain) {
-  fuse_in_header in{};
-  if (!chain.error.empty() || chain.readable_bytes < sizeof(in)) return 0;
-  GatherFrom(chain.readable, 0, &in, sizeof(in));
-  return in.opcode;
+// The start of a well-formed chain's request: its opcode, and the 4 bytes after the header (the
+// `valid` mask of SETATTR, the open flags of OPEN and CREATE). Opcode 0 for a malformed chain
+// (serve_chain answers those). A hint only: the guest may change its buffers after the peek.
+struct RequestPeek {
+  uint32_t opcode = 0;
+  uint32_t first_word = 0;
+};
+RequestPeek PeekRequest(const Chain& chain) {
+  struct {
+    fuse_in_header in;
+    uint32_t first_word;
+  } start{};
+  if (!chain.error.empty() || chain.readable_bytes < sizeof(start.in)) return {};
+  GatherFrom(chain.readable, 0, &start, std::min(chain.readable_bytes, sizeof(start)));
+  return {start.in.opcode, start.first_word};
 }
 
-// Requests that may keep the serving thread for long (storage I/O: syncs, allocation, copies,
-// truncation, a flush-on-close, large transfers). Replies batched before one are signalled
-// first, so they do not wait for it.
-bool MayBeSlow(const Chain& chain, uint32_t opcode) {
+// Requests most likely to keep the serving thread for long: syncs, allocation, copies,
+// truncation, a flush-on-close, directory reads, large transfers. Replies batched before one
+// are signalled first, so they do not wait for it. (On cold or remote storage any request can be
+// slow; then a reply waits for at most the one request served after it.)
+bool MayBeSlow(const Chain& chain, const RequestPeek& peek) {
   constexpr size_t kLargeTransfer = 128 * 1024;
-  switch (opcode) {
+  switch (peek.opcode) {
     case FUSE_FSYNC:
     case FUSE_FSYNCDIR:
     case FUSE_FALLOCATE:
     case FUSE_COPY_FILE_RANGE:
     case FUSE_SYNCFS:
-    case FUSE_SETATTR:
     case FUSE_FLUSH:
+    case FUSE_READDIR:
+    case FUSE_READDIRPLUS:
       return true;
+    case FUSE_SETATTR:
+      return peek.first_word & FATTR_SIZE;
+    case FUSE_OPEN:
+    case FUSE_CREATE:
+      return peek.first_word & O_TRUNC;
     case FUSE_READ:
-      return chain.writable_bytes >= kLargeTransfer;
+      return chain.writable_bytes >= sizeof(fuse_out_header) + kLargeTransfer;
     case FUSE_WRITE:
-      return chain.readable_bytes >= kLargeTransfer;
+      return chain.readable_bytes >= sizeof(fuse_in_header) + sizeof(fuse_write_in) + kLargeTransfer;
     default:
       return false;
   }
@@ -1121,12 +1149,23 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     notify_locked(index);
   };
   auto handle_chain = [&]() {
-    const uint32_t opcode = PeekOpcode(chain);
+    const RequestPeek peek = PeekRequest(chain);
     // A lock wait (SETLKW) may block until another request unlocks: it gets a thread of its
     // own, so neither this queue nor the pool can deadlock behind it.
-    bool may_block = index != kHiprioQueue && opcode == FUSE_SETLKW;
+    bool may_block = index != kHiprioQueue && peek.opcode == FUSE_SETLKW;
+    if (may_block && lock_waiters_.fetch_add(1, std::memory_order_relaxed) >= kMaxLockWaiters) {
+      // A thread per waiting lock: a guest must not get to make them without bound.
+      lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+      if (MayLogGuestError()) {
+        spdlog::warn("vhost-user: queue {}: {} lock waits (SETLKW) already pending: ENOLCK", index,
+                     kMaxLockWaiters);
+      }
+      signal_used();
+      refuse_chain(index, chain, ENOLCK);
+      return;
+    }
     if (pool == nullptr && !may_block) {
-      if (MayBeSlow(chain, opcode)) signal_used();
+      if (MayBeSlow(chain, peek)) signal_used();
       serve_chain(index, chain, buffers, /*defer_notify=*/true);
       if (batch.used(SignalBatch::Clock::now(), vq.available())) signal_used();
       return;
@@ -1142,6 +1181,7 @@ void VhostUserBackend::queue_thread(uint32_t index) {
         if (options_.thread_init) options_.thread_init();
         Buffers waiter_buffers;
         serve_chain(index, *job, waiter_buffers);
+        lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
         finish_off_thread();
       }).detach();
       return;

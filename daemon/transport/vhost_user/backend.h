@@ -143,6 +143,8 @@ class VhostUserBackend {
   // then calls notify_locked itself, under the queue's used_mutex).
   void serve_chain(uint32_t index, const Chain& chain, Buffers& buffers, bool defer_notify = false);
   void notify_locked(uint32_t index);
+  // Answers a chain with `error` (no request run), marks it used and signals.
+  void refuse_chain(uint32_t index, const Chain& chain, int error);
 
   fuse::Server& server_;
   BackendOptions options_;
@@ -158,6 +160,10 @@ class VhostUserBackend {
   uint64_t acked_protocol_features_ = 0;
   UniqueFd backend_req_fd_;
   std::unique_ptr<WorkerPool> pool_;  // during run(), if options_.pool_threads
+  // Lock waits (SETLKW) served on threads of their own, and at most how many at once: beyond
+  // that a SETLKW is answered ENOLCK, as for a full lock table.
+  static constexpr unsigned kMaxLockWaiters = 256;
+  std::atomic<unsigned> lock_waiters_{0};
 };
 
 }  // namespace svfs::transport::vhost_user
