@@ -723,6 +723,35 @@ TEST(VhostSvfsdTest, PoolReplyIsNotHeldBehindASlowRequest) {
   ExpectReplyNotHeldBehindASlowRequest({"--thread-pool-size", "2"});
 }
 
+// A file "locked" created and opened in the root, and lock requests on the whole of it.
+class LockedFile {
+ public:
+  explicit LockedFile(FuseClient& client) : client_(client) {
+    FuseReply created = client.create(FUSE_ROOT_ID, "locked", S_IFREG | 0644, O_RDWR | O_CREAT);
+    if (created.error() != 0 || created.body().size() < sizeof(entry_) + sizeof(open_)) {
+      throw std::runtime_error("CREATE locked: error " + std::to_string(created.error()));
+    }
+    std::memcpy(&entry_, created.body().data(), sizeof(entry_));
+    std::memcpy(&open_, created.body().data() + sizeof(entry_), sizeof(open_));
+  }
+  uint64_t nodeid() const { return entry_.nodeid; }
+  // SETLK or SETLKW of `type` (F_WRLCK, F_UNLCK, ...) over the whole file for lock `owner`.
+  FuseRequest request(std::uint32_t opcode, std::uint64_t owner, std::uint32_t type) {
+    fuse_lk_in in{};
+    in.fh = open_.fh;
+    in.owner = owner;
+    in.lk.end = 0x7fffffffffffffffULL;
+    in.lk.type = type;
+    in.lk.pid = 1;
+    return client_.make(opcode, entry_.nodeid, {Bytes(in)}, 4096);
+  }
+
+ private:
+  FuseClient& client_;
+  fuse_entry_out entry_{};
+  fuse_open_out open_{};
+};
+
 // A SETLKW that has to wait runs off its queue's thread: the queue keeps serving other requests
 // meanwhile, and the wait ends with success once the holder unlocks.
 TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
@@ -731,26 +760,11 @@ TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
   auto session = SvfsdSession(tmp, 1);
   Session& s = *session;
   FuseClient& c = s.client();
-  FuseReply created = c.create(FUSE_ROOT_ID, "locked", S_IFREG | 0644, O_RDWR | O_CREAT);
-  ASSERT_EQ(created.error(), 0);
-  fuse_entry_out entry;
-  fuse_open_out open;
-  std::memcpy(&entry, created.body().data(), sizeof(entry));
-  std::memcpy(&open, created.body().data() + sizeof(entry), sizeof(open));
-  auto lock_request = [&](std::uint32_t opcode, std::uint64_t owner, std::uint32_t type) {
-    fuse_lk_in in{};
-    in.fh = open.fh;
-    in.owner = owner;
-    in.lk.start = 0;
-    in.lk.end = 0x7fffffffffffffffULL;
-    in.lk.type = type;
-    in.lk.pid = 1;
-    return c.make(opcode, entry.nodeid, {Bytes(in)}, 4096);
-  };
-  ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
+  LockedFile file(c);
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
 
   // Owner 2 waits for the whole file: posted by hand, its reply not awaited.
-  FuseRequest wait = lock_request(FUSE_SETLKW, 2, F_WRLCK);
+  FuseRequest wait = file.request(FUSE_SETLKW, 2, F_WRLCK);
   GuestMemory& mem = s.fe().memory();
   std::uint64_t rep = AddRequestChain(s, wait, /*publish=*/true).reply;
   s.fe().queue(1).kick();
@@ -764,13 +778,13 @@ TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
 
   // The same queue still answers while the lock wait blocks.
   for (int i = 0; i < 20; ++i) {
-    FuseReply r = c.send(c.getattr_request(entry.nodeid), 2s);
+    FuseReply r = c.send(c.getattr_request(file.nodeid()), 2s);
     ASSERT_TRUE(r.answered) << "GETATTR " << i << " stalled behind the lock wait";
     ASSERT_EQ(r.error(), 0);
   }
   EXPECT_EQ(wait_reply().unique, 0u) << "SETLKW returned while the lock was held";
 
-  ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_UNLCK)).error(), 0);
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_UNLCK)).error(), 0);
   for (auto deadline = std::chrono::steady_clock::now() + 5s;
        wait_reply().unique != wait_header.unique && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(1ms);
@@ -778,7 +792,7 @@ TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
   ASSERT_EQ(wait_reply().unique, wait_header.unique) << "SETLKW not answered after the unlock";
   EXPECT_EQ(wait_reply().error, 0);
   // Owner 2 now holds the lock: owner 1 is refused.
-  EXPECT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_WRLCK)).error(), -EAGAIN);
+  EXPECT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), -EAGAIN);
 }
 
 // Each SETLKW that has to wait holds a thread of its own. A guest that posts more than 256 at
@@ -794,28 +808,14 @@ TEST(VhostSvfsdTest, LockWaitsBeyondTheLimitAreRefused) {
   Session s(Backend::kSvfsd, tmp, opts);
   FuseClient& c = s.client();
   ASSERT_EQ(c.init().error(), 0);
-  FuseReply created = c.create(FUSE_ROOT_ID, "locked", S_IFREG | 0644, O_RDWR | O_CREAT);
-  ASSERT_EQ(created.error(), 0);
-  fuse_entry_out entry;
-  fuse_open_out open;
-  std::memcpy(&entry, created.body().data(), sizeof(entry));
-  std::memcpy(&open, created.body().data() + sizeof(entry), sizeof(open));
-  auto lock_request = [&](std::uint32_t opcode, std::uint64_t owner, std::uint32_t type) {
-    fuse_lk_in in{};
-    in.fh = open.fh;
-    in.owner = owner;
-    in.lk.end = 0x7fffffffffffffffULL;
-    in.lk.type = type;
-    in.lk.pid = 1;
-    return c.make(opcode, entry.nodeid, {Bytes(in)}, 4096);
-  };
-  ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
+  LockedFile file(c);
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
 
   // Owners 2.. wait for the whole file, all posted at once; their replies are read in place.
   GuestMemory& mem = s.fe().memory();
   std::vector<std::uint64_t> replies;
   for (int i = 0; i < kWaiters + kRefused; ++i) {
-    replies.push_back(AddRequestChain(s, lock_request(FUSE_SETLKW, 2 + i, F_WRLCK), true).reply);
+    replies.push_back(AddRequestChain(s, file.request(FUSE_SETLKW, 2 + i, F_WRLCK), true).reply);
   }
   s.fe().queue(1).kick();
   auto reply = [&](int i) {
@@ -835,12 +835,12 @@ TEST(VhostSvfsdTest, LockWaitsBeyondTheLimitAreRefused) {
       << "the SETLKWs beyond the limit were not answered";
   for (int i = kWaiters; i < kWaiters + kRefused; ++i) EXPECT_EQ(reply(i).error, -ENOLCK) << i;
   for (int i = 0; i < kWaiters; ++i) ASSERT_FALSE(answered(i)) << "SETLKW " << i << " returned while the lock was held";
-  FuseReply attr = c.send(c.getattr_request(entry.nodeid), 2s);
+  FuseReply attr = c.send(c.getattr_request(file.nodeid()), 2s);
   ASSERT_TRUE(attr.answered) << "the queue stalled behind the lock waits";
   EXPECT_EQ(attr.error(), 0);
 
   // Free the lock; each waiter that gets it gives it up, until all have had it.
-  ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 1, F_UNLCK)).error(), 0);
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_UNLCK)).error(), 0);
   std::vector<bool> released(kWaiters, false);
   int done = 0;
   for (auto deadline = std::chrono::steady_clock::now() + 60s; done < kWaiters;) {
@@ -849,7 +849,7 @@ TEST(VhostSvfsdTest, LockWaitsBeyondTheLimitAreRefused) {
     for (int i = 0; i < kWaiters; ++i) {
       if (released[i] || !answered(i)) continue;
       EXPECT_EQ(reply(i).error, 0) << "SETLKW " << i;
-      ASSERT_EQ(c.send(lock_request(FUSE_SETLK, 2 + i, F_UNLCK)).error(), 0);
+      ASSERT_EQ(c.send(file.request(FUSE_SETLK, 2 + i, F_UNLCK)).error(), 0);
       released[i] = true;
       ++done;
       progress = true;
