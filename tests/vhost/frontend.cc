@@ -167,9 +167,7 @@ std::vector<UsedElem> Virtqueue::collect(std::size_t min_count, std::chrono::mil
   std::vector<UsedElem> out;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    while (last_used_idx_ != LoadAcquire(used_hdr_[1])) {
-      UsedElem u = used_ring_[last_used_idx_ % size_];
-      ++last_used_idx_;
+    reap([&](const UsedElem& u) {
       out.push_back(u);
       // A misbehaving backend may return ids we never made available; keep them in `out` for the
       // test to judge but only recycle descriptors of chains we built.
@@ -177,7 +175,7 @@ std::vector<UsedElem> Virtqueue::collect(std::size_t min_count, std::chrono::mil
         free_.insert(free_.end(), chains_[u.id].begin(), chains_[u.id].end());
         chains_[u.id].clear();
       }
-    }
+    });
     if (out.size() >= min_count) return out;
     if (event_idx_) {
       // Ask for an interrupt as soon as the next entry is used, then re-check to close the race

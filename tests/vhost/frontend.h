@@ -158,7 +158,6 @@ class Virtqueue {
   // For a driver that polls the used ring: asks for no interrupts (VRING_AVAIL_F_NO_INTERRUPT;
   // with EVENT_IDX, a used_event just behind what is used, so none until the index wraps).
   void disable_interrupts();
-  std::uint16_t last_used() const { return last_used_idx_; }
 
   // ---- Raw access for hostile tests. These bypass every check; the queue is likely unusable for
   // normal traffic afterwards, which is the point.

@@ -84,7 +84,6 @@ Args Parse(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::stod(value());
     else if (k == "--depth") a.depth = static_cast<unsigned>(std::stoul(value()));
     else if (k == "--queues") a.queues = static_cast<unsigned>(std::stoul(value()));
-    else if (k == "--event-idx") a.event_idx = true;
     else if (k == "--no-event-idx") a.event_idx = false;
     else if (k == "--dir-entries") a.dir_entries = static_cast<unsigned>(std::stoul(value()));
     else if (k == "--floor") a.floor_dir = value();
