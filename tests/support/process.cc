@@ -18,6 +18,7 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log_p
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return -1;
   std::fflush(nullptr);
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     int e = errno;
@@ -26,8 +27,10 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log_p
     return -1;
   }
   if (pid == 0) {
-    // If the test binary dies (e.g. its watchdog), the daemon unmounts and exits.
+    // If the test binary dies (e.g. its watchdog), the daemon unmounts and exits; if it died
+    // already, before the request took effect, so does the child.
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
     ::dup2(log_fd, STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
     int devnull = ::open("/dev/null", O_RDONLY);
@@ -55,6 +58,7 @@ bool Process::Start(const std::vector<std::string>& argv, const std::string& log
   pid_t pid = SpawnLogged(argv, log_path);
   if (pid < 0) return false;
   pid_ = pid;
+  exited_ = false;
   return true;
 }
 
@@ -63,10 +67,22 @@ bool Process::Running() {
   int status = 0;
   if (::waitpid(pid_, &status, WNOHANG) == pid_) {
     pid_ = -1;
+    exited_ = true;
     status_ = status;
     return false;
   }
   return true;
+}
+
+bool Process::WaitExit(std::chrono::milliseconds timeout) {
+  return WaitUntil([&] { return !Running(); }, timeout, std::chrono::milliseconds(10));
+}
+
+std::string Process::ExitDescription() {
+  if (Running()) return "running";
+  if (!exited_) return "not started";
+  if (WIFSIGNALED(status_)) return "killed by signal " + std::to_string(WTERMSIG(status_));
+  return "exited with status " + std::to_string(WEXITSTATUS(status_));
 }
 
 int Process::Kill(int sig, std::chrono::milliseconds timeout) {
@@ -79,6 +95,7 @@ int Process::Kill(int sig, std::chrono::milliseconds timeout) {
     ::waitpid(pid_, &status, 0);
   }
   pid_ = -1;
+  exited_ = true;
   status_ = status;
   return status;
 }

@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <string>
@@ -12,7 +13,8 @@
 namespace svfs_test {
 
 // Forks and execs argv[0] with argv: stdout and stderr appended to `log_path`, stdin from
-// /dev/null, no blocked signals, SIGTERM if the test process dies. Returns the pid, or -1 (errno
+// /dev/null, no blocked signals, SIGTERM if the test process dies (even if it died before the
+// child could ask for that). Returns the pid, or -1 (errno
 // set) if the log cannot be opened or fork fails.
 pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log_path);
 
@@ -30,6 +32,12 @@ class Process {
   pid_t pid() const { return pid_; }
   // Reaps the child if it exited; true while it runs.
   bool Running();
+  // Waits up to `timeout` for the child to exit by itself; true once it has.
+  bool WaitExit(std::chrono::milliseconds timeout);
+  // "running", "exited with status N" or "killed by signal N", for failure messages.
+  std::string ExitDescription();
+  // Whether the child has been reaped and a signal ended it.
+  bool KilledBySignal() const { return exited_ && WIFSIGNALED(status_); }
   // Sends `sig` and waits up to `timeout` for the exit (then SIGKILL). Returns the wait status,
   // or -1 if the process was not running.
   int Kill(int sig, std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
@@ -40,6 +48,7 @@ class Process {
 
  private:
   pid_t pid_ = -1;
+  bool exited_ = false;  // reaped since the last Start; status_ holds its wait status
   int status_ = 0;
   std::string log_path_, cmdline_;
 };

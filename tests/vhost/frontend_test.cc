@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "tests/support/files.h"
+#include "tests/support/process.h"
 #include "tests/support/wait.h"
 #include "tests/vhost/frontend.h"
 #include "tests/vhost/fuse_client.h"
@@ -73,74 +74,18 @@ class TempDir {
   fs::path path_;
 };
 
-// A backend daemon run as a child process, output captured in a log file; killed on destruction.
-class BackendProcess {
+// A backend daemon run as a child process, output in a log file; on destruction it gets SIGTERM,
+// and SIGKILL if it has not exited within 2 s.
+class BackendProcess : public svfs_test::Process {
  public:
-  BackendProcess(std::vector<std::string> argv, const fs::path& log) : log_(log) {
-    pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      // Never outlive a crashed test binary.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
+  BackendProcess(const std::vector<std::string>& argv, const fs::path& log) {
+    if (!Start(argv, log.string())) {
+      throw std::runtime_error("cannot start " + argv.at(0) + ": " + std::strerror(errno));
     }
   }
-  ~BackendProcess() { stop(); }
+  ~BackendProcess() { Kill(SIGTERM, 2s); }
   BackendProcess(const BackendProcess&) = delete;
   BackendProcess& operator=(const BackendProcess&) = delete;
-
-  bool alive() {
-    if (exited_) return false;
-    int status;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      exited_ = true;
-      status_ = status;
-      return false;
-    }
-    return true;
-  }
-  // Waits up to `timeout` for the process to exit by itself.
-  bool wait_exit(std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (alive()) {
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      std::this_thread::sleep_for(10ms);
-    }
-    return true;
-  }
-  void stop() {
-    if (!alive()) return;
-    ::kill(pid_, SIGTERM);
-    if (!wait_exit(2s)) {
-      ::kill(pid_, SIGKILL);
-      wait_exit(5s);
-    }
-  }
-  std::string log() const { return ReadFile(log_); }
-  pid_t pid() const { return pid_; }
-  bool killed_by_signal() const { return exited_ && WIFSIGNALED(status_); }
-  std::string exit_description() const {
-    if (!exited_) return "running";
-    if (WIFSIGNALED(status_)) return "killed by signal " + std::to_string(WTERMSIG(status_));
-    return "exited with status " + std::to_string(WEXITSTATUS(status_));
-  }
-
- private:
-  fs::path log_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int status_ = 0;
 };
 
 std::string ReferencePath() { return EnvOr("SVFS_VHOST_VIRTIOFSD", "/usr/lib/qemu/virtiofsd"); }
@@ -163,7 +108,7 @@ std::vector<std::string> BackendCommand(Backend b, const fs::path& socket, const
 
 bool WaitForSocket(BackendProcess& p, const fs::path& socket, std::chrono::milliseconds timeout) {
   bool exists = false;
-  svfs_test::WaitUntil([&] { return (exists = fs::exists(socket)) || !p.alive(); }, timeout, 10ms);
+  svfs_test::WaitUntil([&] { return (exists = fs::exists(socket)) || !p.Running(); }, timeout, 10ms);
   return exists;
 }
 
@@ -183,10 +128,10 @@ Availability ProbeSvfsd() {
   BackendProcess p(BackendCommand(Backend::kSvfsd, socket, tmp.path() / "shared"),
                    tmp.path() / "probe.log");
   if (WaitForSocket(p, socket, 5s)) return {true, false, ""};
-  std::string log = p.log();
+  std::string log = p.Log();
   if (log.find("not implemented") != std::string::npos)
     return {false, true, "svfsd does not implement --socket-path yet: " + log};
-  return {false, false, "svfsd --socket-path did not create its socket (" + p.exit_description() +
+  return {false, false, "svfsd --socket-path did not create its socket (" + p.ExitDescription() +
                             "): " + log};
 }
 
@@ -214,8 +159,8 @@ class Session {
     fs::create_directory(shared_);
     process_.emplace(BackendCommand(b, socket_, shared_, extra_args), tmp.path() / "backend.log");
     if (!WaitForSocket(*process_, socket_, 10s))
-      throw std::runtime_error("backend did not create its socket (" + process_->exit_description() +
-                               "): " + process_->log());
+      throw std::runtime_error("backend did not create its socket (" + process_->ExitDescription() +
+                               "): " + process_->Log());
     fe_.emplace(socket_.string(), opts);
     client_.emplace(*fe_);
   }
@@ -259,7 +204,7 @@ class VhostBackendTestBase {
   }
   void Stop() {
     if (session_ && ::testing::Test::HasFailure())
-      std::cerr << "---- backend log ----\n" << session_->process().log() << "---------------------\n";
+      std::cerr << "---- backend log ----\n" << session_->process().Log() << "---------------------\n";
     session_.reset();
   }
   FuseClient& client() { return session_->client(); }
@@ -701,7 +646,7 @@ TEST(VhostSvfsdTest, PoolOfOneIsServedByTheQueueThreads) {
       if (again == threads) break;
       threads = again;
     }
-    return std::pair{threads, session->process().log()};
+    return std::pair{threads, session->process().Log()};
   };
   auto [without_pool, log0] = serve({});
   auto [pool_of_one, log1] = serve({"--thread-pool-size", "1"});
@@ -1116,12 +1061,12 @@ TEST_P(VhostHostileTest, RefusedAndBackendKeepsServing) {
   RecordProperty("outcome", outcome);
   std::cerr << "[" << hc.name << "] " << outcome << "\n";
 
-  ASSERT_TRUE(session_->process().alive())
-      << "backend died: " << session_->process().exit_description() << "\n" << session_->process().log();
+  ASSERT_TRUE(session_->process().Running())
+      << "backend died: " << session_->process().ExitDescription() << "\n" << session_->process().Log();
   FuseReply r = client().send(client().getattr_request(FUSE_ROOT_ID, witness), 3000ms);
   EXPECT_TRUE(r.well_formed()) << "no answer on queue " << witness << " after " << hc.name;
   EXPECT_EQ(r.error(), 0);
-  EXPECT_TRUE(session_->process().alive());
+  EXPECT_TRUE(session_->process().Running());
 
   // Informational: does the victim queue itself still serve? A backend may legitimately stop a
   // queue it found broken (virtio's DEVICE_NEEDS_RESET), so this is recorded, not asserted.
@@ -1275,10 +1220,10 @@ TEST_P(VhostControlHostileTest, NoCrashAndServingOrCleanExit) {
   BackendProcess& p = session_->process();
   if (fe().connection_closed(300ms)) {
     outcome += "; connection closed";
-    p.wait_exit(3s);
-    EXPECT_FALSE(p.killed_by_signal()) << p.exit_description() << "\n" << p.log();
+    p.WaitExit(3s);
+    EXPECT_FALSE(p.KilledBySignal()) << p.ExitDescription() << "\n" << p.Log();
   } else {
-    ASSERT_TRUE(p.alive()) << p.exit_description() << "\n" << p.log();
+    ASSERT_TRUE(p.Running()) << p.ExitDescription() << "\n" << p.Log();
     FuseReply r = client().send(client().getattr_request(FUSE_ROOT_ID, witness), 3000ms);
     EXPECT_TRUE(r.well_formed()) << "no answer on queue " << witness << " after " << cc.name;
     outcome += "; still serving";
@@ -1316,7 +1261,7 @@ TEST(VhostSvfsdTest, RingAddressesOutsideMemoryOrMisalignedAreRefused) {
     std::memcpy(&status, reply->data(), sizeof(status));
     EXPECT_NE(status, 0u) << "acknowledged: " << why;
     EXPECT_TRUE(s.client().send(s.client().getattr_request(FUSE_ROOT_ID, 1), 3000ms).well_formed());
-    EXPECT_NE(s.process().log().find(why), std::string::npos) << s.process().log();
+    EXPECT_NE(s.process().Log().find(why), std::string::npos) << s.process().Log();
   };
   std::uint64_t out = s.fe().memory().user_addr(s.fe().memory().size()) + (1u << 20);
   expect_refused(out, out + 8192, out + 4096, "outside guest memory");
