@@ -468,28 +468,13 @@ std::unique_ptr<Session> SvfsdSession(const TempDir& tmp, unsigned request_queue
   return s;
 }
 
-// `r` as one chain (its request buffer, then a zeroed reply buffer) on its queue, made available
-// unless `publish` is false (then post it with repost): its head and the reply's guest address.
-struct RequestChain {
-  std::uint16_t head;
-  std::uint64_t reply;
-};
-RequestChain AddRequestChain(Session& s, const FuseRequest& r, bool publish) {
-  GuestMemory& mem = s.fe().memory();
-  std::uint64_t req = mem.alloc(r.bytes.size()), rep = mem.alloc(r.reply_capacity);
-  std::memcpy(mem.ptr(req, r.bytes.size()), r.bytes.data(), r.bytes.size());
-  std::memset(mem.ptr(rep, r.reply_capacity), 0, r.reply_capacity);
-  Buffer readable{req, static_cast<std::uint32_t>(r.bytes.size())}, writable{rep, r.reply_capacity};
-  std::uint16_t head = s.fe().queue(r.queue).add_chain(std::span(&readable, 1), std::span(&writable, 1), publish);
-  return {head, rep};
-}
 
 // `n` GETATTR chains of the root on queue 1, built but not made available (post them with
 // repost). Their reply buffers' addresses go to `replies` if given.
 std::vector<std::uint16_t> GetattrChains(Session& s, int n, std::vector<std::uint64_t>* replies = nullptr) {
   std::vector<std::uint16_t> heads;
   for (int i = 0; i < n; ++i) {
-    RequestChain chain = AddRequestChain(s, s.client().getattr_request(FUSE_ROOT_ID), /*publish=*/false);
+    FuseClient::Placed chain = s.client().place(s.client().getattr_request(FUSE_ROOT_ID), /*publish=*/false);
     heads.push_back(chain.head);
     if (replies) replies->push_back(chain.reply);
   }
@@ -595,7 +580,7 @@ void ExpectReplyNotHeldBehindASlowRequest(const std::vector<std::string>& svfsd_
   std::uint16_t heads[kRequests];
   std::uint64_t replies[kRequests];
   for (int i = 0; i < kRequests; ++i) {
-    RequestChain chain = AddRequestChain(s, requests[i], /*publish=*/false);
+    FuseClient::Placed chain = s.client().place(requests[i], /*publish=*/false);
     heads[i] = chain.head;
     replies[i] = chain.reply;
   }
@@ -711,7 +696,7 @@ TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
   // Owner 2 waits for the whole file: posted by hand, its reply not awaited.
   FuseRequest wait = file.request(FUSE_SETLKW, 2, F_WRLCK);
   GuestMemory& mem = s.fe().memory();
-  std::uint64_t rep = AddRequestChain(s, wait, /*publish=*/true).reply;
+  std::uint64_t rep = s.client().place(wait, /*publish=*/true).reply;
   s.fe().queue(1).kick();
   fuse_in_header wait_header;
   std::memcpy(&wait_header, wait.bytes.data(), sizeof(wait_header));
@@ -760,7 +745,7 @@ TEST(VhostSvfsdTest, LockWaitsBeyondTheLimitAreRefused) {
   GuestMemory& mem = s.fe().memory();
   std::vector<std::uint64_t> replies;
   for (int i = 0; i < kWaiters + kRefused; ++i) {
-    replies.push_back(AddRequestChain(s, file.request(FUSE_SETLKW, 2 + i, F_WRLCK), true).reply);
+    replies.push_back(s.client().place(file.request(FUSE_SETLKW, 2 + i, F_WRLCK), true).reply);
   }
   s.fe().queue(1).kick();
   auto reply = [&](int i) {

@@ -45,6 +45,33 @@ FuseRequest FuseClient::make(std::uint32_t opcode, std::uint64_t nodeid,
   return r;
 }
 
+FuseClient::Placed FuseClient::place(const FuseRequest& r, bool publish) {
+  if (r.indirect && !publish) throw std::invalid_argument("place: an indirect chain is always published");
+  GuestMemory& mem = fe_.memory();
+  std::uint64_t req_gpa = mem.alloc(r.bytes.size());
+  std::memcpy(mem.ptr(req_gpa, r.bytes.size()), r.bytes.data(), r.bytes.size());
+  // Each direction is one contiguous allocation, possibly described by several descriptors, so
+  // the reply can be read back from one place.
+  auto split = [&](std::uint64_t gpa, std::uint32_t len) {
+    std::vector<Buffer> v;
+    std::uint32_t seg = r.segment == 0 ? len : r.segment;
+    for (std::uint32_t off = 0; off < len; off += seg) v.push_back({gpa + off, std::min(seg, len - off)});
+    return v;
+  };
+  std::vector<Buffer> readable = split(req_gpa, static_cast<std::uint32_t>(r.bytes.size()));
+  std::vector<Buffer> writable;
+  std::uint64_t reply_gpa = 0;
+  if (r.reply_capacity > 0) {
+    reply_gpa = mem.alloc(r.reply_capacity);
+    std::memset(mem.ptr(reply_gpa, r.reply_capacity), 0, r.reply_capacity);
+    writable = split(reply_gpa, r.reply_capacity);
+  }
+  Virtqueue& q = fe_.queue(r.queue);
+  std::uint16_t head = r.indirect ? q.add_indirect_chain(readable, writable)
+                                  : q.add_chain(readable, writable, publish);
+  return {head, reply_gpa};
+}
+
 std::vector<FuseReply> FuseClient::transact(std::span<const FuseRequest> requests,
                                             std::optional<std::chrono::milliseconds> timeout) {
   GuestMemory& mem = fe_.memory();
@@ -59,26 +86,9 @@ std::vector<FuseReply> FuseClient::transact(std::span<const FuseRequest> request
     fuse_in_header h;
     std::memcpy(&h, r.bytes.data(), std::min(sizeof(h), r.bytes.size()));
     replies[i].unique = h.unique;
-    std::uint64_t req_gpa = mem.alloc(r.bytes.size());
-    std::memcpy(mem.ptr(req_gpa, r.bytes.size()), r.bytes.data(), r.bytes.size());
-    // Each direction is one contiguous allocation, possibly described by several descriptors, so
-    // the reply can be read back from one place.
-    auto split = [&](std::uint64_t gpa, std::uint32_t len) {
-      std::vector<Buffer> v;
-      std::uint32_t seg = r.segment == 0 ? len : r.segment;
-      for (std::uint32_t off = 0; off < len; off += seg) v.push_back({gpa + off, std::min(seg, len - off)});
-      return v;
-    };
-    std::vector<Buffer> readable = split(req_gpa, static_cast<std::uint32_t>(r.bytes.size()));
-    std::vector<Buffer> writable;
-    if (r.reply_capacity > 0) {
-      reply_gpa[i] = mem.alloc(r.reply_capacity);
-      writable = split(reply_gpa[i], r.reply_capacity);
-    }
-    Virtqueue& q = fe_.queue(r.queue);
-    std::uint16_t head = r.indirect ? q.add_indirect_chain(readable, writable)
-                                    : q.add_chain(readable, writable);
-    by_head[{r.queue, head}] = i;
+    Placed placed = place(r);
+    reply_gpa[i] = placed.reply;
+    by_head[{r.queue, placed.head}] = i;
     ++pending[r.queue];
   }
   for (auto& [q, n] : pending) fe_.queue(q).kick();

@@ -80,6 +80,16 @@ class FuseClient {
                                   std::optional<std::chrono::milliseconds> timeout = {});
   FuseReply send(const FuseRequest& request, std::optional<std::chrono::milliseconds> timeout = {});
 
+  // `request` written to guest memory as a descriptor chain on its queue (laid out as its
+  // `segment` and `indirect` say), with a zeroed reply buffer; made available unless `publish` is
+  // false (post it later with Virtqueue::repost; direct chains only). Does not kick. The memory
+  // stays allocated until the caller releases it (GuestMemory::mark/release).
+  struct Placed {
+    std::uint16_t head;
+    std::uint64_t reply;  // guest address of the reply buffer; 0 if reply_capacity is 0
+  };
+  Placed place(const FuseRequest& request, bool publish = true);
+
   // ---- Helpers. Each returns the raw reply; callers use reply.as<T>() / error().
   FuseReply init(std::uint32_t minor = 38, std::uint64_t flags = FUSE_ASYNC_READ | FUSE_DO_READDIRPLUS |
                                                                     FUSE_MAX_PAGES | FUSE_INIT_EXT);
