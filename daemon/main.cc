@@ -49,19 +49,12 @@ void PrintStats(const svfs::fuse::Server& server) {
 
 int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
                  const sigset_t& signals) {
-  // One worker overlaps no two requests, as a queue's own thread does not, but costs a hand-off
-  // (and a wake-up) per request: Kata's default arguments carry --thread-pool-size=1, so it is
-  // served like 0.
-  unsigned pool_threads = options.thread_pool_size == 1 ? 0 : options.thread_pool_size;
-  if (options.thread_pool_size == 1) {
-    spdlog::info("--thread-pool-size 1: each request queue's thread serves its requests (as 0)");
-  }
   svfs::transport::vhost_user::BackendOptions backend_options{
       .socket_path = options.socket_path,
       .listen_fd = options.fd,
       .socket_group = options.socket_group,
       .tag = options.tag,
-      .pool_threads = pool_threads,
+      .pool_threads = options.thread_pool_size,
       .poll_max = std::chrono::microseconds(options.poll_us),
       .thread_init = [] { svfs::fs::DropSupplementaryGroupsForThread(); }};
   auto backend =

@@ -505,8 +505,10 @@ Status VhostUserBackend::run() {
   listen_fd_.reset();
   spdlog::info("vhost-user: frontend connected");
   fuse::InstallInterruptSignalHandler();
-  if (options_.pool_threads > 0) {
+  if (options_.pool_threads >= 2) {
     pool_ = std::make_unique<WorkerPool>(options_.pool_threads, options_.thread_init);
+  } else if (options_.pool_threads == 1) {
+    spdlog::info("--thread-pool-size 1: each request queue's thread serves its requests (as 0)");
   }
   serve(connection.get());
   stop_all_queues();
@@ -996,19 +998,10 @@ void VhostUserBackend::notify_locked(uint32_t index) {
 
 void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& buffers,
                                    bool defer_notify) {
-  Queue& queue = *queues_[index];
-  Virtqueue& vq = queue.vq;
   std::vector<uint8_t>& request = buffers.request;
   constexpr size_t kWriteHeaders = sizeof(fuse_in_header) + sizeof(fuse_write_in);
 
-  auto complete = [&](uint32_t len) {
-    // pop() runs concurrently in the queue thread but touches none of what push() and
-    // should_notify() use; pushes from pool workers are serialized here.
-    std::lock_guard lock(queue.used_mutex);
-    vq.push(chain.head, len);
-    queue.served.fetch_add(1, std::memory_order_relaxed);
-    if (!defer_notify) notify_locked(index);
-  };
+  auto complete = [&](uint32_t len) { push_used(index, chain.head, len, !defer_notify); };
 
   fuse_in_header in{};
   bool has_header = chain.readable_bytes >= sizeof(in);
@@ -1041,16 +1034,22 @@ void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& 
   complete(static_cast<uint32_t>(channel.written()));
 }
 
-void VhostUserBackend::refuse_chain(uint32_t index, const Chain& chain, int error) {
+void VhostUserBackend::push_used(uint32_t index, uint16_t head, uint32_t len, bool notify) {
   Queue& queue = *queues_[index];
+  // pop() runs concurrently in the queue thread but touches none of what push() and
+  // should_notify() use; pushes from pool workers and lock-wait threads are serialized here.
+  std::lock_guard lock(queue.used_mutex);
+  queue.vq.push(head, len);
+  queue.served.fetch_add(1, std::memory_order_relaxed);
+  if (notify) notify_locked(index);
+}
+
+void VhostUserBackend::refuse_chain(uint32_t index, const Chain& chain, int error) {
   fuse_in_header in{};
   GatherFrom(chain.readable, 0, &in, std::min(chain.readable_bytes, sizeof(in)));
   ChainReplyChannel channel(chain, in.unique);
   channel.send_error(error);
-  std::lock_guard lock(queue.used_mutex);
-  queue.vq.push(chain.head, static_cast<uint32_t>(channel.written()));
-  queue.served.fetch_add(1, std::memory_order_relaxed);
-  notify_locked(index);
+  push_used(index, chain.head, static_cast<uint32_t>(channel.written()), /*notify=*/true);
 }
 
 namespace {

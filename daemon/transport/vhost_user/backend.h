@@ -37,7 +37,9 @@ struct BackendOptions {
   // num_request_queues reported by GET_CONFIG (the frontend decides how many it sets up).
   uint32_t config_request_queues = 1;
   // Worker threads shared by the request queues (--thread-pool-size); 0: each request queue's
-  // thread serves its requests itself, one at a time (as virtiofsd without a pool).
+  // thread serves its requests itself, one at a time (as virtiofsd without a pool). 1 is served
+  // as 0: one worker overlaps no two requests either, but costs a hand-off and a wake-up per
+  // request (Kata's default arguments carry --thread-pool-size=1).
   unsigned pool_threads = 0;
   // Longest a request queue's thread polls its ring before sleeping (adaptive_poll.h); 0: never
   // poll (--poll-us).
@@ -143,6 +145,9 @@ class VhostUserBackend {
   // then calls notify_locked itself, under the queue's used_mutex).
   void serve_chain(uint32_t index, const Chain& chain, Buffers& buffers, bool defer_notify = false);
   void notify_locked(uint32_t index);
+  // Marks chain `head` used with `len` bytes written, under the queue's used_mutex, and signals
+  // the driver if `notify`.
+  void push_used(uint32_t index, uint16_t head, uint32_t len, bool notify);
   // Answers a chain with `error` (no request run), marks it used and signals.
   void refuse_chain(uint32_t index, const Chain& chain, int error);
 
