@@ -1,5 +1,8 @@
 #include "shm/version_table.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <sys/random.h>
 #include <time.h>
 
@@ -153,9 +156,17 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
                                                       kMaxObjectBytes));
   }
 
+  if ((options.mode & ~0777u) != 0 || (options.mode & 0022u) != 0) {
+    return std::unexpected(Prefix(name) + fmt::format("mode {:o}: only the owner may write (at "
+                                                      "most 0644)",
+                                                      options.mode));
+  }
   bool created = false;
   try {
-    bip::shared_memory_object object(bip::create_only, object_name->c_str(), bip::read_write);
+    // create_only is O_CREAT | O_EXCL: an object someone else made first is never adopted here.
+    bip::permissions permissions(options.mode);
+    bip::shared_memory_object object(bip::create_only, object_name->c_str(), bip::read_write,
+                                     permissions);
     created = true;
     object.truncate(static_cast<bip::offset_t>(object_bytes));
     auto mapping = std::make_unique<Mapping>();
@@ -222,6 +233,20 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
     if (!object.get_size(object_bytes)) {
       return std::unexpected(Prefix(name) + fmt::format("cannot read the size of /dev/shm/{}",
                                                         *object_name));
+    }
+    if (access == Access::kReadWrite) {
+      struct stat st {};
+      if (::fstat(object.get_mapping_handle().handle, &st) != 0) {
+        return std::unexpected(Prefix(name) + fmt::format("cannot stat /dev/shm/{}: {}",
+                                                          *object_name, std::strerror(errno)));
+      }
+      if (st.st_uid != ::geteuid() || (st.st_mode & 0022) != 0) {
+        return std::unexpected(
+            Prefix(name) + fmt::format("/dev/shm/{} is owned by uid {} with mode {:o}: a table to "
+                                       "write must be this user's and writable by no one else; "
+                                       "remove it",
+                                       *object_name, st.st_uid, st.st_mode & 07777));
+      }
     }
     // Checked before mapping: mmap of an empty object fails, and reading a header past the end
     // of a short one would raise SIGBUS.

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ int main(int argc, char** argv) {
                  "slots of a newly created table, slot 0 included (an existing table keeps its size)")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{2}, uint64_t{1} << 32));
+  std::string table_mode = "0640";
+  app.add_option("--table-mode", table_mode,
+                 "permission bits of a newly created table, octal; group/other never write")
+      ->capture_default_str();
   app.add_option("--allow-uid", options.allow_uids, "also allow peers with this uid (repeatable; root always)");
   app.add_option("--allow-gid", options.allow_gids,
                  "also allow peers with this primary gid (repeatable); the first one owns the socket");
@@ -32,6 +37,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
   CLI11_PARSE(app, argc, argv);
+  {
+    char* end = nullptr;
+    unsigned long mode = std::strtoul(table_mode.c_str(), &end, 8);
+    if (table_mode.empty() || *end != '\0' || mode > 0777 || (mode & 0022) != 0) {
+      std::fprintf(stderr, "svfs-versiond: --table-mode %s: expected octal bits no one but the "
+                   "owner can write with (e.g. 0640, 0644)\n", table_mode.c_str());
+      return 2;
+    }
+    options.table_mode = static_cast<unsigned>(mode);
+  }
 
   auto level = spdlog::level::from_str(log_level);
   if (level == spdlog::level::off && log_level != "off") {

@@ -291,7 +291,8 @@ std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& opt
   auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite);
   if (!existing) {
     auto created = shm::VersionTable::Create({.name = options.table_name,
-                                              .slot_count = options.capacity});
+                                              .slot_count = options.capacity,
+                                              .mode = options.table_mode});
     if (created) {
       spdlog::info("created version table {} ({} slots, stride {}, {} bytes)", options.table_name,
                    created->slot_count(), created->header().slot_stride, created->mapped_bytes());

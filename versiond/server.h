@@ -18,6 +18,8 @@ struct ServerOptions {
   // Slots including slot 0, for a new table: 2^20 - 1 fills exactly 64 MiB with the 64-byte
   // header and padded slots (the object is rounded up to a power of two for ivshmem).
   uint64_t capacity = (1 << 20) - 1;
+  // Permission bits of a new table (the VMMs that map it for guests need read access).
+  unsigned table_mode = 0640;
   // Peers allowed besides root: by uid, or by primary gid (SO_PEERCRED reports only that one).
   std::vector<uid_t> allow_uids;
   std::vector<gid_t> allow_gids;

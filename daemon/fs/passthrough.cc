@@ -801,6 +801,22 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
   return EntryOpened{*entry, *opened};
 }
 
+Result<UniqueFd> PassthroughFs::OpenExistingForCreate(const Context& ctx, int dir_fd,
+                                                       const char* name, int host_flags) {
+  UniqueFd path_fd(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!path_fd) return ErrnoErr();
+  auto stx = StatxFd(path_fd.get());
+  if (!stx) return Err(stx.error());
+  const mode_t type = stx->stx_mode & S_IFMT;
+  if (type == S_IFDIR) return Err(EISDIR);
+  if (type == S_IFLNK) return Err(ELOOP);  // as open(O_CREAT | O_NOFOLLOW) on a symlink
+  if (type != S_IFREG) return Err(ENXIO);
+  // The checked inode itself is reopened (no second walk of the name), as the guest.
+  ScopedCredentials creds(ctx.uid, ctx.gid);
+  if (!creds.ok()) return Err(EPERM);
+  return Reopen(path_fd.get(), host_flags);
+}
+
 Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std::string_view name,
                                           uint32_t mode, uint32_t flags, uint32_t umask) {
   auto target = DirForNameChange(parent, name);
@@ -809,9 +825,16 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
   int host_flags = HostOpenFlags(flags, true) | O_CREAT | O_NOFOLLOW;
   host_flags &= ~__O_TMPFILE;
   const std::string cname(name);
+  // Created exclusively first: an existing name is then opened only after its type is checked,
+  // so a guest cannot reach a host device (made with MKNOD) or block on a fifo through CREATE.
   auto fd = AsGuest(ctx, [&] {
-    return ::openat(dir_fd.get(), cname.c_str(), host_flags, (mode & 07777) & ~umask);
+    return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL, (mode & 07777) & ~umask);
   });
+  if (!fd && fd.error() == EEXIST && !(host_flags & O_EXCL)) {
+    auto existing = OpenExistingForCreate(ctx, dir_fd.get(), cname.c_str(), host_flags);
+    if (!existing) return Err(existing.error());
+    fd = existing->release();
+  }
   if (!fd) return Err(fd.error());
   Bump(dir.get());
   if (tracking_versions() && (host_flags & O_TRUNC)) {
@@ -1037,10 +1060,28 @@ Status PassthroughFs::syncfs(const Context&, NodeId node) {
   if (!inode) return Err(inode.error());
   auto path_fd = (*inode)->path_fd();
   if (!path_fd) return Err(path_fd.error());
-  // syncfs does not accept O_PATH fds.
-  auto fd = Reopen(path_fd->get(), (*inode)->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK);
-  if (!fd) return Err(fd.error());
-  if (::syncfs(fd->get()) != 0) return ErrnoErr();
+  // syncfs does not accept O_PATH fds. Only a directory or a regular file is opened: opening a
+  // device or fifo would reach its host driver. Any other inode syncs its mount's filesystem
+  // through the mount fd (held with file handles) or the shared directory.
+  int sync_fd = -1;
+  Result<UniqueFd> opened = Err(EBADF);
+  if ((*inode)->is_dir() || (*inode)->is_regular()) {
+    opened = Reopen(path_fd->get(),
+                    (*inode)->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK);
+    if (!opened) return Err(opened.error());
+    sync_fd = opened->get();
+  } else if ((*inode)->mount_fd) {
+    sync_fd = (*inode)->mount_fd->get();
+  } else {
+    auto root = GetInode(kRootNodeId);
+    if (!root) return Err(root.error());
+    auto root_fd = (*root)->path_fd();
+    if (!root_fd) return Err(root_fd.error());
+    opened = Reopen(root_fd->get(), O_RDONLY | O_DIRECTORY);
+    if (!opened) return Err(opened.error());
+    sync_fd = opened->get();
+  }
+  if (::syncfs(sync_fd) != 0) return ErrnoErr();
   return {};
 }
 
@@ -1182,6 +1223,11 @@ Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handl
   }
   // Read-write when possible so the same description serves read and write locks of this owner
   // from any of its handles (the access-mode check against the handle is done by the caller).
+  {
+    // One description per locking owner: bounded, so a guest cannot exhaust the daemon's fds.
+    std::lock_guard lock(locks_mutex_);
+    if (locks_.size() >= kMaxLockOwners) return Err(ENOLCK);
+  }
   auto fd = Reopen(handle.fd.get(), O_RDWR | O_NONBLOCK);
   if (!fd) fd = Reopen(handle.fd.get(), O_RDONLY | O_NONBLOCK);
   if (!fd) return Err(fd.error());
@@ -1245,10 +1291,21 @@ Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, u
   auto h = GetHandle(handle);
   if (!h) return Err(h.error());
   const NodeId node = (*h)->node;
-  auto fd = LockFd(node, **h, owner, std::nullopt);
-  if (!fd) return Err(fd.error());
+  // An owner that never locked holds nothing, so any description answers for it: a temporary
+  // one, not a kept one (a guest asking with ever new owners would otherwise pile up fds).
+  std::shared_ptr<UniqueFd> fd;
+  {
+    std::lock_guard guard(locks_mutex_);
+    if (auto it = locks_.find({node, owner}); it != locks_.end()) fd = it->second.fd;
+  }
+  if (!fd) {
+    auto probe = Reopen((*h)->fd.get(), O_RDONLY | O_NONBLOCK);
+    if (!probe) probe = Reopen((*h)->fd.get(), O_WRONLY | O_NONBLOCK);
+    if (!probe) return Err(probe.error());
+    fd = std::make_shared<UniqueFd>(std::move(*probe));
+  }
   struct flock fl = ToFlock(lock);
-  if (::fcntl((*fd)->get(), F_OFD_GETLK, &fl) != 0) return ErrnoErr();
+  if (::fcntl(fd->get(), F_OFD_GETLK, &fl) != 0) return ErrnoErr();
   FileLock result;
   result.type = static_cast<uint32_t>(fl.l_type);
   if (fl.l_type == F_UNLCK) {

@@ -197,6 +197,10 @@ class PassthroughFs : public FileSystem {
   Status RemoveName(const Context& ctx, NodeId parent, std::string_view name, int flags);
   Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> DirForNameChange(
       NodeId parent, std::string_view name) const;
+  // CREATE without O_EXCL of a name that exists: the existing inode opened with `host_flags`
+  // as the guest if it is a regular file; EISDIR, ELOOP or ENXIO (devices, fifos, sockets).
+  Result<UniqueFd> OpenExistingForCreate(const Context& ctx, int dir_fd, const char* name,
+                                         int host_flags);
   // CREATE/TMPFILE: entry for the file just created and opened as `fd` plus a handle owning it;
   // `name` under `dir_fd` is where it was created (nullptr for O_TMPFILE).
   Result<EntryOpened> CreateEntryAndHandle(UniqueFd fd, const InodeData& parent, int dir_fd,
@@ -229,6 +233,8 @@ class PassthroughFs : public FileSystem {
   MountFds mount_fds_;
   bool use_file_handles_ = false;
 
+  // (node, owner) pairs with a lock description at once; SETLK beyond gets ENOLCK.
+  static constexpr size_t kMaxLockOwners = 16384;
   std::mutex locks_mutex_;  // leaf lock, never held across a syscall; guards locks_
   std::map<std::pair<NodeId, uint64_t>, OwnerLocks> locks_;
 };

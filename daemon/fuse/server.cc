@@ -749,7 +749,7 @@ void Server::do_setlk(Call& call, bool wait) {
   }
   auto status = fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner,
                           DecodeLock(in->lk), in->lk_flags, wait);
-  if (wait) unregister_blocking(call.header.unique);
+  if (wait) unregister_blocking(call.header.unique, &interrupted);
   reply_result(call, status);
 }
 
@@ -761,10 +761,12 @@ void Server::do_interrupt(Call& call) {
     return;
   }
   std::lock_guard lock(blocking_mutex_);
-  auto it = blocking_.find(in->unique);
-  if (it == blocking_.end()) return;  // finished already, or never blocks: nothing to do
-  it->second.interrupted->store(true, std::memory_order_release);
-  pthread_kill(it->second.thread, kInterruptSignal);
+  // None: finished already, or never blocks; nothing to do.
+  auto [first, last] = blocking_.equal_range(in->unique);
+  for (auto it = first; it != last; ++it) {
+    it->second.interrupted->store(true, std::memory_order_release);
+    pthread_kill(it->second.thread, kInterruptSignal);
+  }
 }
 
 void Server::interrupt_blocked_requests() {
@@ -777,12 +779,18 @@ void Server::interrupt_blocked_requests() {
 
 void Server::register_blocking(uint64_t unique, std::atomic<bool>* flag) {
   std::lock_guard lock(blocking_mutex_);
-  blocking_[unique] = Blocking{flag, pthread_self()};
+  blocking_.emplace(unique, Blocking{flag, pthread_self()});
 }
 
-void Server::unregister_blocking(uint64_t unique) {
+void Server::unregister_blocking(uint64_t unique, std::atomic<bool>* flag) {
   std::lock_guard lock(blocking_mutex_);
-  blocking_.erase(unique);
+  auto [first, last] = blocking_.equal_range(unique);
+  for (auto it = first; it != last; ++it) {
+    if (it->second.interrupted == flag) {
+      blocking_.erase(it);
+      return;
+    }
+  }
 }
 
 void Server::do_fallocate(Call& call) {

@@ -125,7 +125,7 @@ class Server {
 
   // In-flight requests that may block (SETLKW), so INTERRUPT can find and wake them.
   void register_blocking(uint64_t unique, std::atomic<bool>* flag);
-  void unregister_blocking(uint64_t unique);
+  void unregister_blocking(uint64_t unique, std::atomic<bool>* flag);
 
   fs::FileSystem& fs_;
   ServerOptions options_;
@@ -140,7 +140,9 @@ class Server {
     std::atomic<bool>* interrupted;
     pthread_t thread;
   };
-  std::unordered_map<uint64_t, Blocking> blocking_;
+  // A multimap: a guest may reuse a unique while a request with it still waits, and each wait
+  // must stay interruptible (a queue stop interrupts them all).
+  std::unordered_multimap<uint64_t, Blocking> blocking_;
 
   // Rate limit for malformed-request log lines: at most a burst per second.
   std::atomic<int64_t> log_window_start_{0};

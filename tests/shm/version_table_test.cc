@@ -330,10 +330,35 @@ TEST(VersionTableTest, ReadOnlyAttachReadsButNeverWrites) {
   EXPECT_EQ(reader->sample(5), 3u);
 }
 
+// A table is created 0640 (or the mode asked for, never writable by others), and versiond's
+// read-write attach refuses an object planted by someone else or writable by others: its
+// writer could forge versions or shrink it under the daemon.
+TEST(VersionTableTest, WriterRefusesPlantedOrWritableTables) {
+  ScopedTableName name("planted");
+  {
+    VersionTable created = MustCreate(name.name(), 4);
+    struct stat st {};
+    ASSERT_EQ(::stat(name.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+  }
+  ASSERT_EQ(::chmod(name.path().c_str(), 0666), 0);
+  auto writable = VersionTable::Attach(name.name(), Access::kReadWrite);
+  ASSERT_FALSE(writable);
+  EXPECT_NE(writable.error().find("writable by no one else"), std::string::npos) << writable.error();
+  EXPECT_TRUE(VersionTable::Attach(name.name(), Access::kReadOnly));  // svfsctl may still look
+  ASSERT_EQ(::chmod(name.path().c_str(), 0640), 0);
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown(name.path().c_str(), 65534, 65534), 0);
+    EXPECT_FALSE(VersionTable::Attach(name.name(), Access::kReadWrite)) << "adopted nobody's table";
+  }
+  ScopedTableName bad_mode("badmode");
+  EXPECT_FALSE(VersionTable::Create({.name = bad_mode.name(), .slot_count = 4, .mode = 0666}));
+}
+
 // Read-only attach must open the object O_RDONLY: it works where the caller may not write.
 int AttachAsUnwritableUser(const ScopedTableName& table) {
   if (::geteuid() == 0) {
-    // Root ignores permission bits: become nobody (the object is root's, mode 0644).
+    // Root ignores permission bits: become nobody (the object is root's, made 0644 below).
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 2;
   } else if (::chmod(table.path().c_str(), 0444) != 0) {
     return 3;
@@ -349,6 +374,7 @@ TEST(VersionTableTest, ReadOnlyAttachWorksWithoutWritePermission) {
   ScopedTableName name("ro-perm");
   VersionTable writer = MustCreate(name.name(), 4);
   writer.bump(1);
+  ASSERT_EQ(::chmod(name.path().c_str(), 0644), 0);  // readable by nobody
   // In a child, so that dropping privileges does not affect the rest of the tests.
   pid_t child = ::fork();
   ASSERT_GE(child, 0);

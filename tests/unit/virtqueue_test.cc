@@ -78,6 +78,21 @@ TEST(VirtqueueTest, EmptyQueue) {
   EXPECT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kEmpty);
 }
 
+// A guest that posts a head again before its chain came back (with a pool, the same chain served
+// over and over grew memory without bound) breaks the ring; once pushed, the head may come again.
+TEST(VirtqueueTest, HeadStillInFlightIsRefused) {
+  FakeRing ring(8);
+  ring.make_simple_chains_available(0, 1);
+  Chain chain;
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
+  ring.queue_.push(0, 0);
+  ring.make_available(0);
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain) << "a completed head is reusable";
+  ring.make_available(0);
+  EXPECT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kBroken);
+  EXPECT_NE(ring.queue_.broken_reason().find("still in flight"), std::string::npos);
+}
+
 TEST(VirtqueueTest, RingOutsideMemoryIsBroken) {
   FakeRing ring(8);
   ring.queue_.set_addresses(kUva + kMemSize - 64, kUva + kAvailOff, kUva + kUsedOff);

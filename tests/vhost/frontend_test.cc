@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -666,14 +667,15 @@ class LockedFile {
   }
   uint64_t nodeid() const { return entry_.nodeid; }
   // SETLK or SETLKW of `type` (F_WRLCK, F_UNLCK, ...) over the whole file for lock `owner`.
-  FuseRequest request(std::uint32_t opcode, std::uint64_t owner, std::uint32_t type) {
+  FuseRequest request(std::uint32_t opcode, std::uint64_t owner, std::uint32_t type,
+                      unsigned queue = 1) {
     fuse_lk_in in{};
     in.fh = open_.fh;
     in.owner = owner;
     in.lk.end = 0x7fffffffffffffffULL;
     in.lk.type = type;
     in.lk.pid = 1;
-    return client_.make(opcode, entry_.nodeid, {Bytes(in)}, 4096);
+    return client_.make(opcode, entry_.nodeid, {Bytes(in)}, 4096, queue);
   }
 
  private:
@@ -1293,6 +1295,171 @@ TEST(VhostSvfsdTest, StopsAQueueTheGuestKeepsBusy) {
   // took at best (a liveness bound with room for sanitizer builds, not a speed target).
   EXPECT_LT(waited, 100ms) << "the stop waited for the ring to run dry";
   std::cerr << "GET_VRING_BASE answered after " << waited.count() << " ms\n";
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12: what a hostile guest could reach through svfsd (each fails without its fix).
+
+// MKNOD of `name` as a character device `major:minor` in the root; returns the node id.
+std::uint64_t MakeCharDevice(FuseClient& c, std::string_view name, unsigned major, unsigned minor) {
+  fuse_mknod_in in{};
+  in.mode = S_IFCHR | 0666;
+  in.rdev = static_cast<std::uint32_t>(makedev(major, minor));
+  std::string n(name);
+  FuseReply r = c.send(c.make(FUSE_MKNOD, FUSE_ROOT_ID,
+                              {Bytes(in), std::span(reinterpret_cast<const std::uint8_t*>(n.c_str()),
+                                                    n.size() + 1)},
+                              4096));
+  if (r.error() != 0) throw std::runtime_error("MKNOD " + n + ": error " + std::to_string(r.error()));
+  return r.as<fuse_entry_out>()->nodeid;
+}
+
+// A device node the guest made (as guest root) is never opened on the host: CREATE without
+// O_EXCL of its name and OPEN get ENXIO, and SYNCFS on it syncs without opening it. Major 240
+// is reserved for local use and has no driver here, so an open that reached the host's device
+// layer would answer ENXIO to SYNCFS too; /dev/urandom's 1:9 shows what CREATE used to return.
+TEST(VhostSvfsdTest, GuestDeviceNodesAreNeverOpenedOnTheHost) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  if (::geteuid() != 0) GTEST_SKIP() << "MKNOD of a device needs root";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  FuseClient& c = session->client();
+  const std::uint64_t urandom = MakeCharDevice(c, "urandom", 1, 9);
+  FuseReply created = c.create(FUSE_ROOT_ID, "urandom", S_IFREG | 0644, O_RDWR | O_CREAT);
+  EXPECT_EQ(created.error(), -ENXIO) << "CREATE of an existing device node opened it";
+  EXPECT_EQ(c.open(urandom, O_RDWR).error(), -ENXIO);
+
+  const std::uint64_t unregistered = MakeCharDevice(c, "nodriver", 240, 0);
+  FuseReply synced = c.send(c.make(FUSE_SYNCFS, unregistered, {Bytes(fuse_syncfs_in{})}, 4096));
+  EXPECT_EQ(synced.error(), 0) << "SYNCFS opened the device node (ENXIO is its driver's answer)";
+  // Regular files are still created and opened over an existing name.
+  ASSERT_EQ(c.create(FUSE_ROOT_ID, "plain", S_IFREG | 0644, O_RDWR | O_CREAT).error(), 0);
+  EXPECT_EQ(c.create(FUSE_ROOT_ID, "plain", S_IFREG | 0644, O_RDWR | O_CREAT).error(), 0);
+  EXPECT_EQ(c.create(FUSE_ROOT_ID, "plain", S_IFREG | 0644, O_RDWR | O_CREAT | O_EXCL).error(),
+            -EEXIST);
+}
+
+// CREATE of an existing fifo for reading used to block in openat (no writer ever comes), which
+// also kept the queue from stopping. Now it is refused at once and the queue keeps serving.
+TEST(VhostSvfsdTest, CreateOfAnExistingFifoDoesNotBlock) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  FuseClient& c = session->client();
+  ASSERT_EQ(::mkfifo((session->shared() / "fifo").c_str(), 0666), 0);
+  FuseReply r = c.create(FUSE_ROOT_ID, "fifo", S_IFREG | 0644, O_RDONLY | O_CREAT);
+  ASSERT_TRUE(r.answered) << "CREATE of an existing fifo blocked";
+  EXPECT_EQ(r.error(), -ENXIO);
+  EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
+}
+
+// GETLK by an owner that holds no lock answers from a temporary description: 1000 owners asking
+// leave svfsd's fd count where it was (it grew by one fd per owner).
+TEST(VhostSvfsdTest, GetlkByNewOwnersKeepsNoFds) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  FuseClient& c = session->client();
+  LockedFile file(c);
+  const fs::path fds = "/proc/" + std::to_string(session->process().pid()) + "/fd";
+  auto count_fds = [&] {
+    return std::distance(fs::directory_iterator(fds), fs::directory_iterator{});
+  };
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
+  const auto before = count_fds();
+  for (std::uint64_t owner = 100; owner < 1100; ++owner) {
+    FuseReply r = c.send(file.request(FUSE_GETLK, owner, F_RDLCK));
+    ASSERT_EQ(r.error(), 0);
+    // Owner 1's write lock conflicts with every other owner's read.
+    ASSERT_EQ(r.as<fuse_lk_out>()->lk.type, static_cast<std::uint32_t>(F_WRLCK));
+  }
+  EXPECT_LE(count_fds(), before + 2) << "GETLK kept descriptors for owners that never locked";
+}
+
+// The vhost-user socket is the launcher's alone (whoever connects acts as root on the share),
+// and a symlink planted at <socket>.pid is refused, not followed.
+TEST(VhostSvfsdTest, SocketIsPrivateAndPidFileSymlinksAreRefused) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  {
+    auto session = SvfsdSession(tmp, 1);
+    struct stat st {};
+    ASSERT_EQ(::lstat((tmp.path() / "vhost.sock").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << "socket mode " << std::oct << (st.st_mode & 07777);
+  }
+  const fs::path victim = tmp.path() / "victim";
+  { std::ofstream(victim) << "keep me\n"; }
+  fs::create_directory(tmp.path() / "shared2");
+  const fs::path socket = tmp.path() / "planted.sock";
+  fs::create_symlink(victim, socket.string() + ".pid");
+  BackendProcess p(BackendCommand(Backend::kSvfsd, socket, tmp.path() / "shared2"),
+                   tmp.path() / "planted.log");
+  EXPECT_TRUE(p.WaitExit(5s)) << "svfsd served with a planted .pid symlink";
+  EXPECT_EQ(ReadFile(victim), "keep me\n") << "the .pid symlink was followed";
+  EXPECT_FALSE(fs::exists(socket));
+}
+
+
+// A lock wait the queue thread itself serves (a SETLKW sent on the hiprio queue) used to keep
+// GET_VRING_BASE waiting for good: the stop joined the thread before interrupting lock waits.
+// Now the stop interrupts it and is answered; the waiter gets EINTR.
+TEST(VhostSvfsdTest, StopEndsALockWaitOnTheHiprioQueue) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  Session& s = *session;
+  FuseClient& c = s.client();
+  LockedFile file(c);
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
+  FuseRequest wait = file.request(FUSE_SETLKW, 2, F_WRLCK, /*queue=*/0);
+  std::uint64_t rep = c.place(wait, /*publish=*/true).reply;
+  s.fe().queue(0).kick();
+  std::this_thread::sleep_for(200ms);  // let the hiprio thread start waiting
+  auto asked = std::chrono::steady_clock::now();
+  s.fe().send_raw(msg::kGetVringBase, msg::kFlagVersion, Payload(std::uint32_t{0}, std::uint32_t{0}));
+  auto reply = s.fe().wait_reply(msg::kGetVringBase, 3000ms);
+  ASSERT_TRUE(reply) << "GET_VRING_BASE of the hiprio queue hung behind a lock wait";
+  std::cerr << "GET_VRING_BASE answered after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked).count()
+            << " ms\n";
+  fuse_out_header h;
+  std::memcpy(&h, s.fe().memory().ptr(rep, sizeof(h)), sizeof(h));
+  EXPECT_EQ(h.error, -EINTR);
+  // The request queue still serves.
+  EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
+}
+
+
+// Two lock waits with the same unique (a guest reusing it): both must stay interruptible, so a
+// stop of their queue ends them both (the second used to replace the first in the registry,
+// leaving the first wait beyond any interrupt and the stop waiting for good).
+TEST(VhostSvfsdTest, StopEndsLockWaitsThatShareAUnique) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  Session& s = *session;
+  FuseClient& c = s.client();
+  LockedFile file(c);
+  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
+  FuseRequest first = file.request(FUSE_SETLKW, 2, F_WRLCK);
+  FuseRequest second = file.request(FUSE_SETLKW, 3, F_WRLCK);
+  std::memcpy(second.bytes.data() + offsetof(fuse_in_header, unique),
+              first.bytes.data() + offsetof(fuse_in_header, unique), sizeof(std::uint64_t));
+  std::uint64_t rep1 = c.place(first, true).reply;
+  s.fe().queue(1).kick();
+  std::this_thread::sleep_for(100ms);
+  std::uint64_t rep2 = c.place(second, true).reply;
+  s.fe().queue(1).kick();
+  std::this_thread::sleep_for(200ms);
+  s.fe().send_raw(msg::kGetVringBase, msg::kFlagVersion, Payload(std::uint32_t{1}, std::uint32_t{0}));
+  ASSERT_TRUE(s.fe().wait_reply(msg::kGetVringBase, 3000ms))
+      << "GET_VRING_BASE hung: a lock wait sharing a unique could not be interrupted";
+  for (std::uint64_t rep : {rep1, rep2}) {
+    fuse_out_header h;
+    std::memcpy(&h, s.fe().memory().ptr(rep, sizeof(h)), sizeof(h));
+    EXPECT_EQ(h.error, -EINTR);
+  }
 }
 
 }  // namespace

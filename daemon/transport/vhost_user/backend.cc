@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <system_error>
 #include <cstring>
 #include <limits>
 
@@ -342,6 +343,9 @@ struct VhostUserBackend::Queue {
   bool enabled = false;
   bool broken = false;
   std::thread thread;
+  // Cleared by the thread as it returns: the stop waits for it without a blocking join, since a
+  // request it serves inline may be a lock wait that only an interrupt ends.
+  std::atomic<bool> thread_running{false};
   UniqueFd stop{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   // Set with `stop`: a thread kept busy by the guest (or polling its ring) may not get back to
   // poll() on the eventfd, so it checks this between chains too.
@@ -421,8 +425,25 @@ Status VhostUserBackend::listen() {
   // The lock file beside the socket: a second daemon on the same path fails instead of stealing
   // the socket of a running one.
   lock_path_ = path + ".pid";
-  lock_fd_ = UniqueFd(::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock_fd_) return ErrnoErr();
+  // O_NOFOLLOW and the type and owner checks: a planted symlink or someone else's file is
+  // refused rather than truncated; O_NONBLOCK so a planted fifo cannot block the open.
+  lock_fd_ = UniqueFd(
+      ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
+  if (!lock_fd_) {
+    int error = errno;
+    spdlog::error("{}: {} (remove it if it is not this daemon's lock file)", lock_path_,
+                  std::strerror(error));
+    lock_path_.clear();
+    return Err(error);
+  }
+  struct stat lock_st {};
+  if (::fstat(lock_fd_.get(), &lock_st) != 0 || !S_ISREG(lock_st.st_mode) ||
+      lock_st.st_uid != ::geteuid() || lock_st.st_nlink != 1) {
+    spdlog::error("{}: not a regular file of this user with one link; remove it", lock_path_);
+    lock_fd_.reset();
+    lock_path_.clear();
+    return Err(EEXIST);
+  }
   if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
     int error = errno == EWOULDBLOCK ? EADDRINUSE : errno;
     spdlog::error("{} is locked: another daemon serves {}", lock_path_, path);
@@ -436,12 +457,23 @@ Status VhostUserBackend::listen() {
     spdlog::warn("could not write {}: {}", lock_path_, std::strerror(errno));
   }
 
+  // Only a stale socket is replaced: any other file at the path is someone's, not ours.
+  struct stat old_st {};
+  if (::lstat(path.c_str(), &old_st) == 0 && !S_ISSOCK(old_st.st_mode)) {
+    spdlog::error("--socket-path {}: exists and is not a socket; remove it", path);
+    return Err(EEXIST);
+  }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoErr();
   listen_fd_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listen_fd_) return ErrnoErr();
-  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return ErrnoErr();
-  }
+  // Whoever connects first acts as root on the share, so the socket is the launcher's only
+  // (0600) from the moment it exists: bind makes it 0777 & ~umask (the daemon's umask is 0).
+  const mode_t old_umask = ::umask(0177);
+  const int bound =
+      ::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  const int bind_errno = errno;
+  ::umask(old_umask);
+  if (bound != 0) return Err(bind_errno);
   own_socket_path_ = true;
   if (!options_.socket_group.empty()) {
     group* entry = ::getgrnam(options_.socket_group.c_str());
@@ -944,6 +976,13 @@ void VhostUserBackend::stop_queue(Queue& queue) {
   if (::write(queue.stop.get(), &one, sizeof(one)) < 0) {
     spdlog::error("vhost-user: could not signal a queue thread: {}", std::strerror(errno));
   }
+  // A guest can leave the thread in a lock wait (a SETLKW on the hiprio queue, or one whose
+  // opcode changed after the transport classified it): interrupted, it answers EINTR and stops.
+  // So a stop finishes in bounded time whatever the guest has in flight.
+  for (int polls = 1; queue.thread_running.load(std::memory_order_acquire); ++polls) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (polls % 500 == 0) server_.interrupt_blocked_requests();  // every 50 ms
+  }
   queue.thread.join();
   {
     // Chains still served off the queue thread must complete before the ring or the memory
@@ -975,7 +1014,11 @@ void VhostUserBackend::update_queue(uint32_t index) {
     }
     return;
   }
-  queue.thread = std::thread([this, index] { queue_thread(index); });
+  queue.thread_running.store(true, std::memory_order_release);
+  queue.thread = std::thread([this, index] {
+    queue_thread(index);
+    queues_[index]->thread_running.store(false, std::memory_order_release);
+  });
 }
 
 void VhostUserBackend::stop_all_queues() {
@@ -1176,13 +1219,25 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     auto job = std::make_shared<Chain>(std::move(chain));
     chain = Chain();
     if (may_block) {
-      std::thread([this, index, job, finish_off_thread] {
-        if (options_.thread_init) options_.thread_init();
-        Buffers waiter_buffers;
-        serve_chain(index, *job, waiter_buffers);
+      try {
+        std::thread([this, index, job, finish_off_thread] {
+          if (options_.thread_init) options_.thread_init();
+          Buffers waiter_buffers;
+          serve_chain(index, *job, waiter_buffers);
+          lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+          finish_off_thread();
+        }).detach();
+      } catch (const std::system_error& error) {
+        // Under a task limit: this lock wait fails (as from a full lock table), serving goes on.
+        if (MayLogGuestError()) {
+          spdlog::warn("vhost-user: queue {}: no thread for a lock wait ({}): ENOLCK", index,
+                       error.what());
+        }
         lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+        signal_used();
+        refuse_chain(index, *job, ENOLCK);
         finish_off_thread();
-      }).detach();
+      }
       return;
     }
     queue.pool_jobs.fetch_add(1, std::memory_order_relaxed);

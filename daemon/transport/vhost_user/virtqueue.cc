@@ -91,6 +91,8 @@ void Virtqueue::map_host(void* desc, void* avail, void* used, const GuestMemory&
   // the used index equals last_avail once in-flight requests completed).
   used_idx_ = std::atomic_ref<uint16_t>(used_[1]).load(std::memory_order_acquire);
   broken_reason_.clear();
+  // Mapped only with every chain of the ring completed (a stopped queue waits for them).
+  in_flight_ = std::make_unique<std::atomic<bool>[]>(size_);
 }
 
 uint16_t Virtqueue::load_avail_idx() const {
@@ -158,6 +160,13 @@ Virtqueue::Pop Virtqueue::pop(Chain& chain) {
   // avail_event moves only when the ring is found empty (above) or kicks are switched off, as
   // Linux's vhost does: while this thread is busy the driver has no reason to kick it, and each
   // store here would pull a cache line the driver reads on every post.
+  // A head the device still holds cannot be posted again: serving it twice would push one
+  // descriptor twice, and a guest looping on it could queue work without bound.
+  if (in_flight_[head].exchange(true, std::memory_order_relaxed)) {
+    broken_reason_ = fmt::format("avail ring names descriptor {}, whose chain is still in flight",
+                                 head);
+    return Pop::kBroken;
+  }
   ++last_avail_;
   chain.head = head;
   walk(chain);
@@ -248,6 +257,7 @@ void Virtqueue::walk(Chain& chain) {
 void Virtqueue::push(uint16_t head, uint32_t len) {
   if (used_ == nullptr) return;
   auto* ring = reinterpret_cast<uint32_t*>(used_ + 2);
+  if (head < size_) in_flight_[head].store(false, std::memory_order_relaxed);  // before idx
   uint32_t slot = used_idx_ % size_;
   std::atomic_ref<uint32_t>(ring[2 * slot]).store(head, std::memory_order_relaxed);
   std::atomic_ref<uint32_t>(ring[2 * slot + 1]).store(len, std::memory_order_relaxed);

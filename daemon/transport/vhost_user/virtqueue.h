@@ -8,7 +8,9 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -122,6 +124,9 @@ class Virtqueue {
   uint16_t* avail_ = nullptr;  // flags, idx, ring[size], used_event
   uint16_t* used_ = nullptr;   // flags, idx, then {u32 id, u32 len}[size], avail_event
 
+  // Per descriptor head: popped and not yet pushed. Set by the popping thread, cleared by the
+  // pushing one (under the queue's used lock) before the used index publishes the entry.
+  std::unique_ptr<std::atomic<bool>[]> in_flight_;
   uint16_t last_avail_ = 0;
   uint16_t used_idx_ = 0;
   uint16_t signalled_used_ = 0;
