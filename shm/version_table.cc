@@ -156,9 +156,10 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
                                                       kMaxObjectBytes));
   }
 
-  if ((options.mode & ~0777u) != 0 || (options.mode & 0022u) != 0) {
-    return std::unexpected(Prefix(name) + fmt::format("mode {:o}: only the owner may write (at "
-                                                      "most 0644)",
+  if ((options.mode & ~0777u) != 0 || (options.mode & 0002u) != 0 ||
+      (options.mode & 0600u) != 0600u) {
+    return std::unexpected(Prefix(name) + fmt::format("mode {:o}: the owner must read and write, "
+                                                      "others may not write (e.g. 0640, 0660)",
                                                       options.mode));
   }
   bool created = false;
@@ -218,7 +219,7 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
 }
 
 std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view name_view,
-                                                              Access access) {
+                                                              Access access, Owner owner) {
   std::string name(name_view);
   auto object_name = ShmObjectName(name);
   if (!object_name) return std::unexpected(object_name.error());
@@ -234,16 +235,16 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
       return std::unexpected(Prefix(name) + fmt::format("cannot read the size of /dev/shm/{}",
                                                         *object_name));
     }
-    if (access == Access::kReadWrite) {
+    if (owner == Owner::kMustOwn) {
       struct stat st {};
       if (::fstat(object.get_mapping_handle().handle, &st) != 0) {
         return std::unexpected(Prefix(name) + fmt::format("cannot stat /dev/shm/{}: {}",
                                                           *object_name, std::strerror(errno)));
       }
-      if (st.st_uid != ::geteuid() || (st.st_mode & 0022) != 0) {
+      if (st.st_uid != ::geteuid() || (st.st_mode & 0002) != 0) {
         return std::unexpected(
             Prefix(name) + fmt::format("/dev/shm/{} is owned by uid {} with mode {:o}: a table to "
-                                       "write must be this user's and writable by no one else; "
+                                       "take over must be this user's and not writable by others; "
                                        "remove it",
                                        *object_name, st.st_uid, st.st_mode & 07777));
       }

@@ -47,17 +47,20 @@ class VersionTable {
     std::string name;           // shm object name, e.g. "svfs-versions" (file /dev/shm/<name>)
     uint64_t slot_count = 0;    // including slot 0; >= 2
     uint32_t slot_stride = 0;   // 0 = the default chosen by measurement (docs/performance.md)
-    // Permission bits of the object: readable by the group guests' VMMs run in, never writable
-    // by anyone but the owner (a writer could forge versions).
+    // Permission bits of the object: readable by the group guests' VMMs run in; the owner reads
+    // and writes, others never write (a writer could forge versions).
     unsigned mode = 0640;
   };
 
   // Creates a new table (fails if the object exists), random uuid, generation 1.
   static std::expected<VersionTable, std::string> Create(const CreateOptions& options);
   // Maps an existing table; checks magic, layout version, header size, stride and that the object
-  // is large enough for slot_count. kReadOnly maps PROT_READ (svfsctl). kReadWrite also refuses
-  // an object that this user does not own or that others may write (one planted in /dev/shm).
-  static std::expected<VersionTable, std::string> Attach(std::string_view name, Access access);
+  // is large enough for slot_count. kReadOnly maps PROT_READ (svfsctl). 
+  // kMustOwn (svfs-versiond taking a table over): the object must be this user's and not
+  // writable by others, so a table planted in /dev/shm is refused instead of adopted.
+  enum class Owner { kAny, kMustOwn };
+  static std::expected<VersionTable, std::string> Attach(std::string_view name, Access access,
+                                                         Owner owner = Owner::kAny);
   // Removes the shm object name (existing mappings stay valid). Returns false if it did not exist.
   static bool Remove(std::string_view name);
 

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(uint64_t{2}, uint64_t{1} << 32));
   std::string table_mode = "0640";
   app.add_option("--table-mode", table_mode,
-                 "permission bits of a newly created table, octal; group/other never write")
+                 "permission bits of a newly created table, octal (owner rw, others never write)")
       ->capture_default_str();
   app.add_option("--allow-uid", options.allow_uids, "also allow peers with this uid (repeatable; root always)");
   app.add_option("--allow-gid", options.allow_gids,
@@ -40,9 +40,11 @@ int main(int argc, char** argv) {
   {
     char* end = nullptr;
     unsigned long mode = std::strtoul(table_mode.c_str(), &end, 8);
-    if (table_mode.empty() || *end != '\0' || mode > 0777 || (mode & 0022) != 0) {
-      std::fprintf(stderr, "svfs-versiond: --table-mode %s: expected octal bits no one but the "
-                   "owner can write with (e.g. 0640, 0644)\n", table_mode.c_str());
+    if (table_mode.empty() || *end != '\0' || mode > 0777 || (mode & 0002) != 0 ||
+        (mode & 0600) != 0600) {
+      std::fprintf(stderr, "svfs-versiond: --table-mode %s: expected octal bits with owner read "
+                   "and write and no write for others (e.g. 0640, or 0660 for svfsd daemons "
+                   "in the group)\n", table_mode.c_str());
       return 2;
     }
     options.table_mode = static_cast<unsigned>(mode);

@@ -288,7 +288,8 @@ class ErrorLogger final : public kj::TaskSet::ErrorHandler {
 };
 
 std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& options) {
-  auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite);
+  auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite,
+                                            shm::VersionTable::Owner::kMustOwn);
   if (!existing) {
     auto created = shm::VersionTable::Create({.name = options.table_name,
                                               .slot_count = options.capacity,

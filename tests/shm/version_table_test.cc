@@ -341,18 +341,24 @@ TEST(VersionTableTest, WriterRefusesPlantedOrWritableTables) {
     ASSERT_EQ(::stat(name.path().c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 07777, 0640u);
   }
+  constexpr auto kMustOwn = VersionTable::Owner::kMustOwn;
+  EXPECT_TRUE(VersionTable::Attach(name.name(), Access::kReadWrite, kMustOwn));
   ASSERT_EQ(::chmod(name.path().c_str(), 0666), 0);
-  auto writable = VersionTable::Attach(name.name(), Access::kReadWrite);
+  auto writable = VersionTable::Attach(name.name(), Access::kReadWrite, kMustOwn);
   ASSERT_FALSE(writable);
-  EXPECT_NE(writable.error().find("writable by no one else"), std::string::npos) << writable.error();
+  EXPECT_NE(writable.error().find("not writable by others"), std::string::npos) << writable.error();
   EXPECT_TRUE(VersionTable::Attach(name.name(), Access::kReadOnly));  // svfsctl may still look
   ASSERT_EQ(::chmod(name.path().c_str(), 0640), 0);
   if (::geteuid() == 0) {
     ASSERT_EQ(::chown(name.path().c_str(), 65534, 65534), 0);
-    EXPECT_FALSE(VersionTable::Attach(name.name(), Access::kReadWrite)) << "adopted nobody's table";
+    EXPECT_FALSE(VersionTable::Attach(name.name(), Access::kReadWrite, kMustOwn))
+        << "adopted nobody's table";
+    // A daemon (svfsd) writes a table versiond owns: root may, whoever owns it.
+    EXPECT_TRUE(VersionTable::Attach(name.name(), Access::kReadWrite));
   }
   ScopedTableName bad_mode("badmode");
   EXPECT_FALSE(VersionTable::Create({.name = bad_mode.name(), .slot_count = 4, .mode = 0666}));
+  EXPECT_FALSE(VersionTable::Create({.name = bad_mode.name(), .slot_count = 4, .mode = 0040}));
 }
 
 // Read-only attach must open the object O_RDONLY: it works where the caller may not write.
