@@ -830,13 +830,14 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
   auto fd = AsGuest(ctx, [&] {
     return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL, (mode & 07777) & ~umask);
   });
+  const bool created = fd.has_value();
   if (!fd && fd.error() == EEXIST && !(host_flags & O_EXCL)) {
     auto existing = OpenExistingForCreate(ctx, dir_fd.get(), cname.c_str(), host_flags);
     if (!existing) return Err(existing.error());
     fd = existing->release();
   }
   if (!fd) return Err(fd.error());
-  Bump(dir.get());
+  if (created) Bump(dir.get());  // opening an existing file leaves the directory as it was
   if (tracking_versions() && (host_flags & O_TRUNC)) {
     // An existing file may have been truncated: bump it before the entry samples it.
     if (auto stx = StatxFd(*fd)) Bump(inodes_.Find(KeyOf(*stx)).get());

@@ -684,6 +684,25 @@ class LockedFile {
   fuse_open_out open_{};
 };
 
+// The reply header written at guest address `gpa` (unique 0 while the reply has not come).
+fuse_out_header ReplyHeaderAt(GuestMemory& mem, std::uint64_t gpa) {
+  fuse_out_header h;
+  std::memcpy(&h, mem.ptr(gpa, sizeof(h)), sizeof(h));
+  return h;
+}
+
+// A session whose file "locked" is write-locked whole by owner 1: lock waits by others block.
+struct LockHeldSession {
+  LockHeldSession() : session(SvfsdSession(tmp, 1)), file(session->client()) {
+    if (session->client().send(file.request(FUSE_SETLK, 1, F_WRLCK)).error() != 0) {
+      throw std::runtime_error("SETLK by owner 1 failed");
+    }
+  }
+  TempDir tmp;
+  std::unique_ptr<Session> session;
+  LockedFile file;
+};
+
 // A SETLKW that has to wait runs off its queue's thread: the queue keeps serving other requests
 // meanwhile, and the wait ends with success once the holder unlocks.
 TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
@@ -702,11 +721,7 @@ TEST(VhostSvfsdTest, LockWaitDoesNotStallItsQueue) {
   s.fe().queue(1).kick();
   fuse_in_header wait_header;
   std::memcpy(&wait_header, wait.bytes.data(), sizeof(wait_header));
-  auto wait_reply = [&] {
-    fuse_out_header h;
-    std::memcpy(&h, mem.ptr(rep, sizeof(h)), sizeof(h));
-    return h;
-  };
+  auto wait_reply = [&] { return ReplyHeaderAt(mem, rep); };
 
   // The same queue still answers while the lock wait blocks.
   for (int i = 0; i < 20; ++i) {
@@ -750,11 +765,7 @@ TEST(VhostSvfsdTest, LockWaitsBeyondTheLimitAreRefused) {
     replies.push_back(s.client().place(file.request(FUSE_SETLKW, 2 + i, F_WRLCK), true).reply);
   }
   s.fe().queue(1).kick();
-  auto reply = [&](int i) {
-    fuse_out_header h;
-    std::memcpy(&h, mem.ptr(replies[i], sizeof(h)), sizeof(h));
-    return h;
-  };
+  auto reply = [&](int i) { return ReplyHeaderAt(mem, replies[i]); };
   auto answered = [&](int i) { return reply(i).unique != 0; };
   ASSERT_TRUE(svfs_test::WaitUntil(
       [&] {
@@ -1411,13 +1422,10 @@ TEST(VhostSvfsdTest, SocketIsPrivateAndPidFileSymlinksAreRefused) {
 // Now the stop interrupts it and is answered; the waiter gets EINTR.
 TEST(VhostSvfsdTest, StopEndsALockWaitOnTheHiprioQueue) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
-  TempDir tmp;
-  auto session = SvfsdSession(tmp, 1);
-  Session& s = *session;
+  LockHeldSession held;
+  Session& s = *held.session;
   FuseClient& c = s.client();
-  LockedFile file(c);
-  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
-  FuseRequest wait = file.request(FUSE_SETLKW, 2, F_WRLCK, /*queue=*/0);
+  FuseRequest wait = held.file.request(FUSE_SETLKW, 2, F_WRLCK, /*queue=*/0);
   std::uint64_t rep = c.place(wait, /*publish=*/true).reply;
   s.fe().queue(0).kick();
   std::this_thread::sleep_for(200ms);  // let the hiprio thread start waiting
@@ -1428,9 +1436,7 @@ TEST(VhostSvfsdTest, StopEndsALockWaitOnTheHiprioQueue) {
   std::cerr << "GET_VRING_BASE answered after "
             << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked).count()
             << " ms\n";
-  fuse_out_header h;
-  std::memcpy(&h, s.fe().memory().ptr(rep, sizeof(h)), sizeof(h));
-  EXPECT_EQ(h.error, -EINTR);
+  EXPECT_EQ(ReplyHeaderAt(s.fe().memory(), rep).error, -EINTR);
   // The request queue still serves.
   EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
 }
@@ -1441,14 +1447,11 @@ TEST(VhostSvfsdTest, StopEndsALockWaitOnTheHiprioQueue) {
 // leaving the first wait beyond any interrupt and the stop waiting for good).
 TEST(VhostSvfsdTest, StopEndsLockWaitsThatShareAUnique) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
-  TempDir tmp;
-  auto session = SvfsdSession(tmp, 1);
-  Session& s = *session;
+  LockHeldSession held;
+  Session& s = *held.session;
   FuseClient& c = s.client();
-  LockedFile file(c);
-  ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
-  FuseRequest first = file.request(FUSE_SETLKW, 2, F_WRLCK);
-  FuseRequest second = file.request(FUSE_SETLKW, 3, F_WRLCK);
+  FuseRequest first = held.file.request(FUSE_SETLKW, 2, F_WRLCK);
+  FuseRequest second = held.file.request(FUSE_SETLKW, 3, F_WRLCK);
   std::memcpy(second.bytes.data() + offsetof(fuse_in_header, unique),
               first.bytes.data() + offsetof(fuse_in_header, unique), sizeof(std::uint64_t));
   std::uint64_t rep1 = c.place(first, true).reply;
@@ -1460,11 +1463,7 @@ TEST(VhostSvfsdTest, StopEndsLockWaitsThatShareAUnique) {
   s.fe().send_raw(msg::kGetVringBase, msg::kFlagVersion, Payload(std::uint32_t{1}, std::uint32_t{0}));
   ASSERT_TRUE(s.fe().wait_reply(msg::kGetVringBase, 3000ms))
       << "GET_VRING_BASE hung: a lock wait sharing a unique could not be interrupted";
-  for (std::uint64_t rep : {rep1, rep2}) {
-    fuse_out_header h;
-    std::memcpy(&h, s.fe().memory().ptr(rep, sizeof(h)), sizeof(h));
-    EXPECT_EQ(h.error, -EINTR);
-  }
+  for (std::uint64_t rep : {rep1, rep2}) EXPECT_EQ(ReplyHeaderAt(s.fe().memory(), rep).error, -EINTR);
 }
 
 }  // namespace
