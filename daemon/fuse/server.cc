@@ -129,10 +129,13 @@ class BufferDirSink final : public fs::DirSink {
       auto trailer = EncodeVersion(entry ? entry->attr.version : fs::Version{});
       std::memcpy(buffer_.data() + at + record - sizeof(trailer), &trailer, sizeof(trailer));
     }
+    if (entry && entry->node != 0) nodes_.push_back(entry->node);
     return true;
   }
 
   std::span<const uint8_t> bytes() const { return buffer_; }
+  // The lookup references the READDIRPLUS entries carry, one per node listed.
+  std::span<const fs::NodeId> nodes() const { return nodes_; }
 
  private:
   size_t record_size(size_t name_length) const {
@@ -145,6 +148,7 @@ class BufferDirSink final : public fs::DirSink {
   bool versioned_;
   size_t capacity_;
   std::vector<uint8_t> buffer_;
+  std::vector<fs::NodeId> nodes_;
 };
 
 void NoOpSignalHandler(int) {}
@@ -263,7 +267,7 @@ void Server::malformed(Call& call, DecodeError error, int reply_errno) {
 
 // ---- Reply encoders ----
 
-void Server::reply_parts(Call& call, std::span<iovec> payload) {
+bool Server::reply_parts(Call& call, std::span<iovec> payload) {
   fuse_out_header out{};
   size_t length = sizeof(out);
   for (const iovec& part : payload) length += part.iov_len;
@@ -277,7 +281,7 @@ void Server::reply_parts(Call& call, std::span<iovec> payload) {
     if (part.iov_len) parts[count++] = part;
   }
   call.replied = true;
-  call.channel.send(std::span<const iovec>(parts, count));
+  return call.channel.send(std::span<const iovec>(parts, count));
 }
 
 void Server::reply_error(Call& call, int error) {
@@ -302,16 +306,28 @@ void Server::reply_error(Call& call, int error) {
 
 void Server::reply_empty(Call& call) { reply_parts(call, {}); }
 
-void Server::reply_bytes(Call& call, const void* data, size_t size) {
+bool Server::reply_bytes(Call& call, const void* data, size_t size) {
   iovec part{const_cast<void*>(data), size};
-  reply_parts(call, std::span<iovec>(&part, 1));
+  return reply_parts(call, std::span<iovec>(&part, 1));
 }
 
 void Server::reply_entry(Call& call, const fs::Entry& entry) {
   fuse_entry_out out = EncodeEntry(entry);
   protocol::VersionTrailer trailer = EncodeVersion(entry.attr.version);
   iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
-  reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1));
+  if (!reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1))) undo_entry(entry);
+}
+
+void Server::undo_entry(const fs::Entry& entry) {
+  if (entry.node != 0) fs_.forget(entry.node, 1);
+}
+
+void Server::undo_open(Call& call, const fs::Opened& opened) {
+  if (call.header.opcode == FUSE_OPENDIR) {
+    (void)fs_.releasedir(call.context, call.header.nodeid, opened.handle);
+  } else {
+    (void)fs_.release(call.context, call.header.nodeid, opened.handle, 0, 0, 0);
+  }
 }
 
 void Server::reply_attr(Call& call, const fs::Attr& attr) {
@@ -325,7 +341,9 @@ void Server::reply_attr(Call& call, const fs::Attr& attr) {
 }
 
 void Server::reply_open(Call& call, const fs::Opened& opened) {
-  reply_struct(call, EncodeOpen(opened));
+  fuse_open_out out = EncodeOpen(opened);
+  iovec part{&out, sizeof(out)};
+  if (!reply_parts(call, std::span<iovec>(&part, 1))) undo_open(call, opened);
 }
 
 template <typename T>
@@ -570,7 +588,10 @@ void Server::do_create(Call& call, bool tmpfile) {
   fuse_open_out open = EncodeOpen(result->opened);
   protocol::VersionTrailer trailer = EncodeVersion(result->entry.attr.version);
   iovec parts[3] = {{&entry, sizeof(entry)}, {&open, sizeof(open)}, {&trailer, sizeof(trailer)}};
-  reply_parts(call, std::span<iovec>(parts, shared_versions() ? 3 : 2));
+  if (!reply_parts(call, std::span<iovec>(parts, shared_versions() ? 3 : 2))) {
+    undo_open(call, result->opened);
+    undo_entry(result->entry);
+  }
 }
 
 void Server::do_read(Call& call) {
@@ -719,7 +740,9 @@ void Server::do_readdir(Call& call, bool plus) {
   auto status = fs_.readdir(call.context, call.header.nodeid, in->fh, in->offset, plus, sink);
   if (!status) return reply_error(call, status.error());
   auto bytes = sink.bytes();
-  reply_bytes(call, bytes.data(), bytes.size());
+  if (!reply_bytes(call, bytes.data(), bytes.size())) {
+    for (fs::NodeId node : sink.nodes()) fs_.forget(node, 1);
+  }
 }
 
 void Server::do_access(Call& call) {

@@ -26,7 +26,10 @@ class ReplyChannel {
  public:
   virtual ~ReplyChannel() = default;
   // Sends a reply. parts[0] holds the fuse_out_header, whose len is the sum of all parts.
-  virtual void send(std::span<const iovec> parts) = 0;
+  // Returns whether the reply reached the client: false when it does not fit the buffers the
+  // client gave or the client no longer waits for it. The server then takes back what the reply
+  // handed out (lookup references, open handles), since the client never learns of them.
+  virtual bool send(std::span<const iovec> parts) = 0;
   // The READ payload area, right after the reply header. The filesystem fills it (zero copy
   // where the transport allows), then the server calls send_data().
   virtual fs::ReadSink& data_sink(size_t max_length) = 0;
@@ -113,11 +116,14 @@ class Server {
   // Reply encoders.
   void reply_error(Call&, int error);
   void reply_empty(Call&);
-  void reply_bytes(Call&, const void* data, size_t size);
-  void reply_parts(Call&, std::span<iovec> payload);
+  bool reply_bytes(Call&, const void* data, size_t size);
+  bool reply_parts(Call&, std::span<iovec> payload);
   void reply_entry(Call&, const fs::Entry& entry);
   void reply_attr(Call&, const fs::Attr& attr);
   void reply_open(Call&, const fs::Opened& opened);
+  // Takes back what a reply the client never received handed out.
+  void undo_entry(const fs::Entry& entry);
+  void undo_open(Call&, const fs::Opened& opened);
   template <typename T>
   void reply_struct(Call& call, const T& value) { reply_bytes(call, &value, sizeof(value)); }
   template <typename T>

@@ -24,7 +24,7 @@ class FuseDevChannel final : public fuse::ReplyChannel, public fs::ReadSink {
  public:
   FuseDevChannel(int device, std::vector<uint8_t>& data) : device_(device), data_(data) {}
 
-  void send(std::span<const iovec> parts) override { write_reply(parts); }
+  bool send(std::span<const iovec> parts) override { return write_reply(parts); }
 
   fs::ReadSink& data_sink(size_t max_length) override {
     if (data_.size() < max_length) data_.resize(max_length);
@@ -48,12 +48,13 @@ class FuseDevChannel final : public fuse::ReplyChannel, public fs::ReadSink {
   }
 
  private:
-  void write_reply(std::span<const iovec> parts) {
+  bool write_reply(std::span<const iovec> parts) {
     ssize_t n = ::writev(device_, parts.data(), static_cast<int>(parts.size()));
     // ENOENT: the request was interrupted and the kernel no longer waits for it.
     if (n < 0 && errno != ENOENT) {
       spdlog::warn("/dev/fuse: writing a reply failed: {}", std::strerror(errno));
     }
+    return n >= 0;
   }
 
   int device_;

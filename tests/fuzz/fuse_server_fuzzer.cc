@@ -50,7 +50,7 @@ class CheckingChannel final : public svfs::fuse::ReplyChannel, public svfs::fs::
   explicit CheckingChannel(uint64_t unique) : unique_(unique) {}
   size_t replies = 0;
 
-  void send(std::span<const iovec> parts) override {
+  bool send(std::span<const iovec> parts) override {
     if (parts.empty()) Fail("reply without parts", 0, 0);
     if (parts[0].iov_len < sizeof(fuse_out_header)) {
       Fail("first part shorter than fuse_out_header", parts[0].iov_len, sizeof(fuse_out_header));
@@ -68,6 +68,7 @@ class CheckingChannel final : public svfs::fuse::ReplyChannel, public svfs::fs::
     fuse_out_header h;
     std::memcpy(&h, parts[0].iov_base, sizeof(h));
     check(h, total);
+    return true;
   }
 
   svfs::fs::ReadSink& data_sink(size_t max_length) override {

@@ -108,13 +108,19 @@ class CapturingChannel : public fuse::ReplyChannel, public fs::ReadSink {
   size_t sink_max = 0;
   std::vector<uint8_t> sink_data;
 
-  void send(std::span<const iovec> parts) override {
+  // Replies longer than this are refused (send returns false), as a transport whose client gave
+  // too small a buffer would.
+  size_t capacity = SIZE_MAX;
+
+  bool send(std::span<const iovec> parts) override {
     Reply r;
     for (const iovec& part : parts) {
       const auto* p = static_cast<const uint8_t*>(part.iov_base);
       r.bytes.insert(r.bytes.end(), p, p + part.iov_len);
     }
+    if (r.bytes.size() > capacity) return false;
     replies.push_back(std::move(r));
+    return true;
   }
   fs::ReadSink& data_sink(size_t max_length) override {
     ++sink_requests;

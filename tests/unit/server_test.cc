@@ -58,6 +58,7 @@ class ServerTest : public ::testing::Test {
   std::vector<Reply> send_all(const std::vector<uint8_t>& request,
                               fs::WriteSource* external = nullptr) {
     CapturingChannel channel;
+    channel.capacity = reply_capacity;
     server.handle(request, external, channel);
     for (const Reply& r : channel.replies) {
       // Every reply is self-consistent: header length counts every byte sent.
@@ -101,6 +102,8 @@ class ServerTest : public ::testing::Test {
   FakeFileSystem fake;
   fuse::Server server{fake};
   size_t last_sink_requests = 0;
+  // Replies longer than this do not reach the client (as when its buffer is too small).
+  size_t reply_capacity = SIZE_MAX;
 
  private:
   spdlog::level::level_enum saved_level_ = spdlog::level::info;
@@ -915,6 +918,54 @@ TEST_F(OpTest, ReaddirplusStopsWhenSizeIsFull) {
   EXPECT_EQ(ParseDirents(r, true).size(), 2u);
   EXPECT_EQ(fake.dir_items_sent, 2u);
   EXPECT_EQ(r.payload_size(), 2 * record);
+}
+
+// A reply the client never receives (its buffer too small for it) must not leave behind what
+// it handed out: the client cannot FORGET a node or RELEASE a handle it never learnt of.
+TEST_F(OpTest, UndeliveredRepliesGiveBackReferencesAndHandles) {
+  reply_capacity = sizeof(fuse_out_header);  // room for an error reply, nothing more
+  fake.opened = fs::Opened{.handle = 555};
+
+  EXPECT_TRUE(send_all(RequestBuilder(FUSE_LOOKUP, kNode).name("a").build()).empty());
+  EXPECT_EQ(fake.forgets, (std::vector<std::pair<fs::NodeId, uint64_t>>{{42, 1}}));
+
+  EXPECT_TRUE(send_all(RequestBuilder(FUSE_OPEN, kNode).add(fuse_open_in{}).build()).empty());
+  EXPECT_EQ(fake.last().op, "release");
+  EXPECT_EQ(fake.last().handle, 555u);
+
+  EXPECT_TRUE(send_all(RequestBuilder(FUSE_OPENDIR, kNode).add(fuse_open_in{}).build()).empty());
+  EXPECT_EQ(fake.last().op, "releasedir");
+  EXPECT_EQ(fake.last().handle, 555u);
+
+  fake.forgets.clear();
+  EXPECT_TRUE(send_all(RequestBuilder(FUSE_CREATE, kNode)
+                           .add(fuse_create_in{.flags = O_RDWR | O_CREAT, .mode = S_IFREG | 0600})
+                           .name("b")
+                           .build())
+                  .empty());
+  EXPECT_EQ(fake.calls[fake.calls.size() - 2].op, "release");
+  EXPECT_EQ(fake.forgets, (std::vector<std::pair<fs::NodeId, uint64_t>>{{42, 1}}));
+
+  // READDIRPLUS: one reference back per entry that carried one ("." and ".." carry none).
+  fake.forgets.clear();
+  EXPECT_TRUE(send_all(RequestBuilder(FUSE_READDIRPLUS, kNode)
+                           .add(fuse_read_in{.fh = 21, .size = 4096})
+                           .build())
+                  .empty());
+  std::vector<std::pair<fs::NodeId, uint64_t>> expected;
+  for (const auto& item : fake.dir_items) {
+    if (item.name != "." && item.name != "..") expected.emplace_back(1000 + item.ino, 1);
+  }
+  ASSERT_FALSE(expected.empty());
+  EXPECT_EQ(fake.forgets, expected);
+
+  // A negative entry (node 0) holds no reference; an error reply still goes out.
+  fake.forgets.clear();
+  fake.negative_lookup = true;
+  EXPECT_TRUE(send_all(RequestBuilder(FUSE_LOOKUP, kNode).name("c").build()).empty());
+  EXPECT_TRUE(fake.forgets.empty());
+  fake.fail("getattr", ENOENT);
+  EXPECT_EQ(send(RequestBuilder(FUSE_GETATTR, kNode).add(fuse_getattr_in{})).error(), -ENOENT);
 }
 
 TEST_F(OpTest, Access) {

@@ -1393,6 +1393,35 @@ TEST(VhostSvfsdTest, GetlkByNewOwnersKeepsNoFds) {
   EXPECT_LE(count_fds(), before + 2) << "GETLK kept descriptors for owners that never locked";
 }
 
+// A READDIRPLUS reply that does not fit the guest's buffer is answered EIO, and the lookups it
+// made are undone: the guest never learns those nodes, so it would never FORGET them (each held
+// an O_PATH descriptor in svfsd, without bound).
+TEST(VhostSvfsdTest, ReaddirplusTooLargeForItsBufferKeepsNoReferences) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  for (int i = 0; i < 50; ++i) std::ofstream(tmp.path() / "shared" / ("f" + std::to_string(i)));
+  FuseClient& c = session->client();
+  const fs::path fds = "/proc/" + std::to_string(session->process().pid()) + "/fd";
+  auto count_fds = [&] {
+    return std::distance(fs::directory_iterator(fds), fs::directory_iterator{});
+  };
+  FuseReply dir = c.opendir(FUSE_ROOT_ID);
+  ASSERT_EQ(dir.error(), 0);
+  const std::uint64_t fh = dir.as<fuse_open_out>()->fh;
+  const auto before = count_fds();
+  fuse_read_in in{};
+  in.fh = fh;
+  in.size = 64 * 1024;  // room for every entry, but the buffer below has room for one
+  FuseReply r = c.send(c.make(FUSE_READDIRPLUS, FUSE_ROOT_ID, {Bytes(in)}, 256));
+  EXPECT_EQ(r.error(), -EIO);
+  EXPECT_LE(count_fds(), before + 2) << "READDIRPLUS kept references the guest never received";
+  // The same listing into a buffer that fits still works.
+  FuseReply listed = c.readdirplus(FUSE_ROOT_ID, fh, 0, 64 * 1024);
+  ASSERT_EQ(listed.error(), 0);
+  EXPECT_EQ(FuseClient::parse_direntplus(listed.body()).size(), 52u);  // with . and ..
+}
+
 // The vhost-user socket is the launcher's alone (whoever connects acts as root on the share),
 // and a symlink planted at <socket>.pid is refused, not followed.
 TEST(VhostSvfsdTest, SocketIsPrivateAndPidFileSymlinksAreRefused) {

@@ -194,15 +194,19 @@ class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
 
   size_t written() const { return written_; }
 
-  void send(std::span<const iovec> parts) override {
+  bool send(std::span<const iovec> parts) override {
     size_t total = 0;
     for (const auto& part : parts) total += part.iov_len;
-    if (total > chain_.writable_bytes) return too_large(total);
+    if (total > chain_.writable_bytes) {
+      too_large(total);
+      return false;
+    }
     size_t offset = 0;
     for (const auto& part : parts) {
       offset += ScatterTo(chain_.writable, offset, part.iov_base, part.iov_len);
     }
     written_ = offset;
+    return true;
   }
 
   fs::ReadSink& data_sink(size_t max_length) override {
