@@ -50,6 +50,22 @@ TEST(GuestMemoryTest, RangeSpanningTwoAdjacentRegionsIsRefused) {
   EXPECT_EQ(memory.guest_to_host(0xff8, 16), nullptr);
 }
 
+TEST(GuestMemoryTest, PiecesWalkARangeAcrossAdjacentRegions) {
+  UniqueFd a = MakeMemfd(4096), b = MakeMemfd(4096);
+  GuestMemory memory;
+  ASSERT_TRUE(memory.add({0x0, 4096, 0x10000, 0}, a.get()));
+  ASSERT_TRUE(memory.add({0x1000, 4096, 0x20000, 0}, b.get()));
+  GuestMemory::Piece first = memory.guest_piece(0xff8, 16);
+  EXPECT_EQ(first.host, memory.guest_to_host(0xff8, 8));
+  EXPECT_EQ(first.length, 8u);
+  GuestMemory::Piece second = memory.guest_piece(0x1000, 8);
+  EXPECT_EQ(second.host, memory.guest_to_host(0x1000, 8));
+  EXPECT_EQ(second.length, 8u);
+  EXPECT_EQ(memory.guest_piece(0x1ff0, 64).length, 16u);  // the rest is outside guest memory
+  EXPECT_EQ(memory.guest_piece(0x2000, 1).host, nullptr);
+  EXPECT_EQ(memory.guest_piece(std::numeric_limits<uint64_t>::max(), 1).host, nullptr);
+}
+
 TEST(GuestMemoryTest, RejectsBadRegionsAndRemoves) {
   UniqueFd fd = MakeMemfd(4096);
   GuestMemory memory;

@@ -462,11 +462,20 @@ void VhostUserFrontend::handshake() {
 
   mem_ = std::make_unique<GuestMemory>(options_.memory_size);
   std::vector<std::uint8_t> p;
-  Append(p, std::uint32_t{1});  // nregions
-  Append(p, std::uint32_t{0});  // padding
-  Append(p, MemoryRegion{0, mem_->size(), mem_->user_addr(0), 0});
-  int fd = mem_->fd();
-  set(msg::kSetMemTable, p, std::span<const int>(&fd, 1));
+  const unsigned regions = std::max(1u, options_.memory_regions);
+  if (mem_->size() % (std::uint64_t{regions} * 4096) != 0) {
+    throw std::invalid_argument("memory_size must split into page-aligned regions");
+  }
+  Append(p, std::uint32_t{regions});  // nregions
+  Append(p, std::uint32_t{0});        // padding
+  const std::uint64_t region_size = mem_->size() / regions;
+  std::vector<int> fds;
+  for (unsigned i = 0; i < regions; ++i) {
+    std::uint64_t gpa = i * region_size;
+    Append(p, MemoryRegion{gpa, region_size, mem_->user_addr(gpa), gpa});
+    fds.push_back(mem_->fd());  // one fd per region, all the same memfd at different offsets
+  }
+  set(msg::kSetMemTable, p, fds);
 
   bool event_idx = (acked_features_ & feature::kEventIdx) != 0;
   for (unsigned i = 0; i <= request_queues; ++i) {

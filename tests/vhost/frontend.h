@@ -195,6 +195,9 @@ class Virtqueue {
 
 struct FrontendOptions {
   std::size_t memory_size = 128u << 20;
+  // SET_MEM_TABLE describes the memory as this many equal regions, adjacent in guest-physical
+  // space (as with hot-plugged DIMMs): buffers then may span two regions.
+  unsigned memory_regions = 1;
   std::uint16_t queue_size = 256;
   unsigned request_queues = 1;  // clamped to what the backend reports
   bool event_idx = false;       // negotiate VIRTIO_RING_F_EVENT_IDX when offered

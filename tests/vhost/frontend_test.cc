@@ -1422,6 +1422,51 @@ TEST(VhostSvfsdTest, ReaddirplusTooLargeForItsBufferKeepsNoReferences) {
   EXPECT_EQ(FuseClient::parse_direntplus(listed.body()).size(), 52u);  // with . and ..
 }
 
+// Guest memory in regions adjacent in guest-physical space (hot-plugged DIMMs): a buffer that
+// crosses from one region into the next is one guest buffer and is served as such, split into
+// one host piece per region. It used to be answered EIO as "outside guest memory".
+TEST(VhostSvfsdTest, BuffersSpanningAdjacentMemoryRegionsAreServed) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  FrontendOptions opts;
+  opts.memory_size = 16u << 20;
+  opts.memory_regions = 2;
+  Session s(Backend::kSvfsd, tmp, opts);
+  FuseClient& c = s.client();
+  ASSERT_EQ(c.init().error(), 0);
+  FuseReply created = c.create(FUSE_ROOT_ID, "spanning", S_IFREG | 0644, O_RDWR | O_CREAT);
+  ASSERT_EQ(created.error(), 0);
+  const auto node = created.as<fuse_entry_out>()->nodeid;
+  fuse_open_out open{};
+  std::memcpy(&open, created.body().data() + sizeof(fuse_entry_out), sizeof(open));
+
+  GuestMemory& mem = s.fe().memory();
+  const std::uint64_t boundary = opts.memory_size / 2;
+  // Moves the allocator so the next 64-aligned buffer starts `before` bytes short of the boundary.
+  auto start_short_of_boundary = [&](std::uint64_t before) {
+    std::uint64_t next = (mem.mark() + 63) & ~std::uint64_t{63};
+    ASSERT_LT(next, boundary - before);
+    mem.alloc(boundary - before - next, 1);
+  };
+  std::vector<std::uint8_t> data(8192);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 7 + 3);
+
+  const std::size_t mark = mem.mark();
+  start_short_of_boundary(128);  // the WRITE request (headers and data) crosses the boundary
+  FuseReply written = c.write(node, open.fh, 0, data);
+  ASSERT_EQ(written.error(), 0);
+  EXPECT_EQ(written.as<fuse_write_out>()->size, data.size());
+  EXPECT_EQ(ReadFile(tmp.path() / "shared" / "spanning"),
+            std::string(data.begin(), data.end()));
+  mem.release(mark);
+
+  start_short_of_boundary(256);  // the 80-byte request fits; the reply buffer crosses
+  FuseReply read = c.read(node, open.fh, 0, static_cast<std::uint32_t>(data.size()));
+  ASSERT_EQ(read.error(), 0);
+  EXPECT_TRUE(std::ranges::equal(read.body(), data)) << "READ data differs across the boundary";
+  mem.release(mark);
+}
+
 // The vhost-user socket is the launcher's alone (whoever connects acts as root on the share),
 // and a symlink planted at <socket>.pid is refused, not followed.
 TEST(VhostSvfsdTest, SocketIsPrivateAndPidFileSymlinksAreRefused) {

@@ -102,6 +102,16 @@ uint8_t* GuestMemory::guest_to_host(uint64_t addr, uint64_t len) const {
   return nullptr;
 }
 
+GuestMemory::Piece GuestMemory::guest_piece(uint64_t addr, uint64_t len) const {
+  for (const auto& region : regions_) {
+    const RegionDesc& d = region.desc();
+    if (addr < d.guest_phys_addr || addr - d.guest_phys_addr >= d.memory_size) continue;
+    uint64_t offset = addr - d.guest_phys_addr;
+    return {region.host_base() + offset, std::min(len, d.memory_size - offset)};
+  }
+  return {};
+}
+
 uint8_t* GuestMemory::frontend_to_host(uint64_t addr, uint64_t len) const {
   for (const auto& region : regions_) {
     const RegionDesc& d = region.desc();

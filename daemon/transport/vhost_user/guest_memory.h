@@ -70,6 +70,14 @@ class GuestMemory {
   uint8_t* guest_to_host(uint64_t addr, uint64_t len) const;
   // The same in the frontend's virtual address space (SET_VRING_ADDR).
   uint8_t* frontend_to_host(uint64_t addr, uint64_t len) const;
+  // The start of [addr, addr + len) that lies in one region: its host pointer and length (at
+  // most len; nullptr and 0 if addr is in no region). A buffer that spans regions adjacent in
+  // guest-physical space is walked piece by piece, as Linux's vhost does.
+  struct Piece {
+    uint8_t* host = nullptr;
+    uint64_t length = 0;
+  };
+  Piece guest_piece(uint64_t addr, uint64_t len) const;
 
  private:
   std::vector<MappedRegion> regions_;

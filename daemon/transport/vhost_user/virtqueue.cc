@@ -174,27 +174,33 @@ Virtqueue::Pop Virtqueue::pop(Chain& chain) {
 }
 
 bool Virtqueue::add_segment(Chain& chain, const VringDesc& desc) {
-  uint8_t* host = memory_->guest_to_host(desc.addr, desc.len);
-  if (host == nullptr) {
-    chain.error = fmt::format("descriptor buffer {:#x}+{} outside guest memory", desc.addr, desc.len);
-    return false;
-  }
   size_t total = chain.readable_bytes + chain.writable_bytes;
   if (desc.len > std::numeric_limits<uint32_t>::max() - total) {
     chain.error = "chain length overflows 32 bits";
     return false;
   }
-  if (desc.flags & kDescWrite) {
-    if (desc.len > 0) chain.writable.push_back({host, desc.len});
-    chain.writable_bytes += desc.len;
-  } else {
-    if (!chain.writable.empty() || chain.writable_bytes > 0) {
-      chain.error = "readable descriptor after a writable one";
+  const bool writable = desc.flags & kDescWrite;
+  if (!writable && (!chain.writable.empty() || chain.writable_bytes > 0)) {
+    chain.error = "readable descriptor after a writable one";
+    return false;
+  }
+  std::vector<iovec>& segments = writable ? chain.writable : chain.readable;
+  // One iovec per region the buffer touches (regions may be adjacent in guest-physical space).
+  uint64_t addr = desc.addr;
+  for (uint64_t left = desc.len; left > 0;) {
+    GuestMemory::Piece piece = memory_->guest_piece(addr, left);
+    if (piece.host == nullptr || segments.size() >= kMaxSegments) {
+      chain.error = piece.host == nullptr
+                        ? fmt::format("descriptor buffer {:#x}+{} outside guest memory", desc.addr,
+                                      desc.len)
+                        : fmt::format("descriptor chain of more than {} segments", kMaxSegments);
       return false;
     }
-    if (desc.len > 0) chain.readable.push_back({host, desc.len});
-    chain.readable_bytes += desc.len;
+    segments.push_back({piece.host, piece.length});
+    addr += piece.length;
+    left -= piece.length;
   }
+  (writable ? chain.writable_bytes : chain.readable_bytes) += desc.len;
   return true;
 }
 

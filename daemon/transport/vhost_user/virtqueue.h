@@ -32,6 +32,9 @@ inline constexpr uint16_t kDescIndirect = 4;
 inline constexpr uint16_t kAvailNoInterrupt = 1;
 inline constexpr uint16_t kUsedNoNotify = 1;
 inline constexpr uint32_t kMaxQueueSize = 32768;
+// Most iovecs one chain translates to: a descriptor per queue entry, a few more where buffers
+// cross regions. Bounds what a guest can make the device allocate per chain.
+inline constexpr size_t kMaxSegments = 2 * kMaxQueueSize;
 
 // One descriptor chain popped from the avail ring, translated to host memory.
 struct Chain {
