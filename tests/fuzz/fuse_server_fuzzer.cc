@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/fuse/request_class.h"
 #include "daemon/fuse/server.h"
 #include "tests/unit/fake_filesystem.h"
 #include "tests/unit/request_builder.h"
@@ -313,6 +314,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       uint32_t true_len = static_cast<uint32_t>(bytes.size());
       std::memcpy(bytes.data() + offsetof(fuse_in_header, len), &true_len, sizeof(true_len));
     }
+    (void)svfs::fuse::Classify(bytes);  // what the vhost-user transport does with each copy
     Handle(server, bytes, mode & 1);
   }
   return 0;

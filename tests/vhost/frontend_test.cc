@@ -1491,10 +1491,11 @@ TEST(VhostSvfsdTest, SocketIsPrivateAndPidFileSymlinksAreRefused) {
 }
 
 
-// A lock wait the queue thread itself serves (a SETLKW sent on the hiprio queue) used to keep
-// GET_VRING_BASE waiting for good: the stop joined the thread before interrupting lock waits.
-// Now the stop interrupts it and is answered; the waiter gets EINTR.
-TEST(VhostSvfsdTest, StopEndsALockWaitOnTheHiprioQueue) {
+// A lock wait sent on the hiprio queue used to be served by the queue thread itself: it held
+// the queue (FORGETs stalled behind it) and GET_VRING_BASE waited for good. Now every SETLKW,
+// whatever its queue, gets a thread of its own: the hiprio queue keeps serving, and a stop
+// interrupts the wait (EINTR) and is answered.
+TEST(VhostSvfsdTest, LockWaitOnTheHiprioQueueDoesNotHoldIt) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   LockHeldSession held;
   Session& s = *held.session;
@@ -1502,7 +1503,10 @@ TEST(VhostSvfsdTest, StopEndsALockWaitOnTheHiprioQueue) {
   FuseRequest wait = held.file.request(FUSE_SETLKW, 2, F_WRLCK, /*queue=*/0);
   std::uint64_t rep = c.place(wait, /*publish=*/true).reply;
   s.fe().queue(0).kick();
-  std::this_thread::sleep_for(200ms);  // let the hiprio thread start waiting
+  std::this_thread::sleep_for(200ms);  // let the lock wait start
+  EXPECT_EQ(c.send(c.getattr_request(FUSE_ROOT_ID, /*queue=*/0), 2000ms).error(), 0)
+      << "the hiprio queue stalled behind a lock wait";
+  EXPECT_EQ(ReplyHeaderAt(s.fe().memory(), rep).unique, 0u) << "the lock wait ended by itself";
   auto asked = std::chrono::steady_clock::now();
   s.fe().send_raw(msg::kGetVringBase, msg::kFlagVersion, Payload(std::uint32_t{0}, std::uint32_t{0}));
   auto reply = s.fe().wait_reply(msg::kGetVringBase, 3000ms);

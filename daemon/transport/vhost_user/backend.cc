@@ -23,6 +23,7 @@
 #include <cstring>
 #include <limits>
 
+#include "daemon/fuse/request_class.h"
 #include "daemon/transport/vhost_user/adaptive_poll.h"
 #include "daemon/transport/vhost_user/signal_batch.h"
 #include "protocol/fuse_opcodes.h"
@@ -284,22 +285,40 @@ class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
 
 }  // namespace
 
-// Per-thread buffers for serving chains.
-struct VhostUserBackend::Buffers {
-  std::vector<uint8_t> request = std::vector<uint8_t>(protocol::kMaxRequestSize);
-  std::vector<iovec> payload;
+// A chain's request as copied out of guest memory once. The guest may go on changing its
+// buffers; what is classified and served is this copy.
+struct VhostUserBackend::CopiedRequest {
+  std::span<const uint8_t> bytes;  // header and arguments (WRITE: its two headers)
+  uint64_t unique = 0;
+  bool has_header = false;
+  bool refused = false;           // malformed chain or too large: answered EIO, not served
+  bool external_payload = false;  // WRITE: the data stays in guest memory after `bytes`
+  size_t payload = 0;             // its length
+};
+
+// A chain served off its queue thread (pool worker, lock wait), with its own request copy.
+struct VhostUserBackend::OffThreadChain {
+  OffThreadChain(Chain&& chain_in, const CopiedRequest& copy_in)
+      : chain(std::move(chain_in)), bytes(copy_in.bytes.begin(), copy_in.bytes.end()),
+        copy(copy_in) {
+    copy.bytes = bytes;
+  }
+  Chain chain;
+  std::vector<uint8_t> bytes;
+  CopiedRequest copy;
 };
 
 // Workers that serve request-queue chains when --thread-pool-size is given, so one request
 // blocking (a lock wait) does not stall its whole queue.
 class VhostUserBackend::WorkerPool {
  public:
-  using Job = std::function<void(Buffers&)>;
+  // A job gets the worker's scratch for WRITE payload iovecs.
+  using Job = std::function<void(std::vector<iovec>&)>;
   WorkerPool(unsigned threads, const std::function<void()>& thread_init) {
     for (unsigned i = 0; i < threads; ++i) {
       threads_.emplace_back([this, thread_init] {
         if (thread_init) thread_init();
-        Buffers buffers;
+        std::vector<iovec> payload;
         for (;;) {
           Job job;
           {
@@ -309,7 +328,7 @@ class VhostUserBackend::WorkerPool {
             job = std::move(jobs_.front());
             jobs_.pop_front();
           }
-          job(buffers);
+          job(payload);
         }
       });
     }
@@ -347,9 +366,6 @@ struct VhostUserBackend::Queue {
   bool enabled = false;
   bool broken = false;
   std::thread thread;
-  // Cleared by the thread as it returns: the stop waits for it without a blocking join, since a
-  // request it serves inline may be a lock wait that only an interrupt ends.
-  std::atomic<bool> thread_running{false};
   UniqueFd stop{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   // Set with `stop`: a thread kept busy by the guest (or polling its ring) may not get back to
   // poll() on the eventfd, so it checks this between chains too.
@@ -980,13 +996,8 @@ void VhostUserBackend::stop_queue(Queue& queue) {
   if (::write(queue.stop.get(), &one, sizeof(one)) < 0) {
     spdlog::error("vhost-user: could not signal a queue thread: {}", std::strerror(errno));
   }
-  // A guest can leave the thread in a lock wait (a SETLKW on the hiprio queue, or one whose
-  // opcode changed after the transport classified it): interrupted, it answers EINTR and stops.
-  // So a stop finishes in bounded time whatever the guest has in flight.
-  for (int polls = 1; queue.thread_running.load(std::memory_order_acquire); ++polls) {
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-    if (polls % 500 == 0) server_.interrupt_blocked_requests();  // every 50 ms
-  }
+  // The join is bounded: the thread itself never serves a lock wait (every SETLKW, whatever its
+  // queue, gets a thread of its own, classified from the one copy of the request).
   queue.thread.join();
   {
     // Chains still served off the queue thread must complete before the ring or the memory
@@ -1018,11 +1029,7 @@ void VhostUserBackend::update_queue(uint32_t index) {
     }
     return;
   }
-  queue.thread_running.store(true, std::memory_order_release);
-  queue.thread = std::thread([this, index] {
-    queue_thread(index);
-    queues_[index]->thread_running.store(false, std::memory_order_release);
-  });
+  queue.thread = std::thread([this, index] { queue_thread(index); });
 }
 
 void VhostUserBackend::stop_all_queues() {
@@ -1043,42 +1050,66 @@ void VhostUserBackend::notify_locked(uint32_t index) {
   }
 }
 
-void VhostUserBackend::serve_chain(uint32_t index, const Chain& chain, Buffers& buffers,
-                                   bool defer_notify) {
-  std::vector<uint8_t>& request = buffers.request;
-  constexpr size_t kWriteHeaders = sizeof(fuse_in_header) + sizeof(fuse_write_in);
-
-  auto complete = [&](uint32_t len) { push_used(index, chain.head, len, !defer_notify); };
-
+VhostUserBackend::CopiedRequest VhostUserBackend::copy_request(uint32_t index, const Chain& chain,
+                                                                std::span<uint8_t> buffer) {
+  CopiedRequest copy;
   fuse_in_header in{};
-  bool has_header = chain.readable_bytes >= sizeof(in);
-  if (has_header) GatherFrom(chain.readable, 0, &in, sizeof(in));
-  ChainReplyChannel channel(chain, in.unique);
+  copy.has_header = chain.readable_bytes >= sizeof(in);
+  if (!copy.has_header) {
+    // Too short to answer: the server drops it, and the chain is used with nothing written.
+    size_t n = chain.error.empty() ? GatherFrom(chain.readable, 0, buffer.data(), chain.readable_bytes) : 0;
+    copy.bytes = buffer.first(n);
+    copy.refused = !chain.error.empty();
+    if (copy.refused && MayLogGuestError()) {
+      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}", index, chain.head,
+                   chain.error);
+    }
+    return copy;
+  }
+  GatherFrom(chain.readable, 0, buffer.data(), sizeof(in));
+  std::memcpy(&in, buffer.data(), sizeof(in));
+  copy.unique = in.unique;
+  copy.bytes = buffer.first(sizeof(in));
   if (!chain.error.empty()) {
     if (MayLogGuestError()) {
-      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}{}", index, chain.head,
-                   chain.error, has_header ? " (EIO reply)" : "");
+      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {} (EIO reply)", index,
+                   chain.head, chain.error);
     }
-    if (has_header) channel.send_error(EIO);
-    return complete(static_cast<uint32_t>(channel.written()));
+    copy.refused = true;
+    return copy;
   }
-  if (has_header && in.opcode == FUSE_WRITE && chain.readable_bytes >= kWriteHeaders) {
-    // Zero copy: only the headers are copied; the data goes from guest memory to the file.
-    GatherFrom(chain.readable, 0, request.data(), kWriteHeaders);
-    SliceIov(chain.readable, kWriteHeaders, chain.readable_bytes - kWriteHeaders, buffers.payload);
-    GuestWriteSource source(buffers.payload, chain.readable_bytes - kWriteHeaders);
-    server_.handle(std::span<const uint8_t>(request.data(), kWriteHeaders), &source, channel);
-  } else if (chain.readable_bytes > request.size()) {
+  // The rest is copied after the header, never over it: the opcode read above is the one served.
+  size_t headers = fuse::HeadersBeforePayload(in.opcode);
+  size_t size = headers != 0 && chain.readable_bytes >= headers ? headers : chain.readable_bytes;
+  if (size > buffer.size()) {
     if (MayLogGuestError()) {
-      spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index,
-                   chain.readable_bytes, request.size());
+      spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", index, size,
+                   buffer.size());
     }
-    if (has_header) channel.send_error(EIO);
-  } else {
-    size_t n = GatherFrom(chain.readable, 0, request.data(), chain.readable_bytes);
-    server_.handle(std::span<const uint8_t>(request.data(), n), nullptr, channel);
+    copy.refused = true;
+    return copy;
   }
-  complete(static_cast<uint32_t>(channel.written()));
+  GatherFrom(chain.readable, sizeof(in), buffer.data() + sizeof(in), size - sizeof(in));
+  copy.bytes = buffer.first(size);
+  // Zero copy: a WRITE's data goes from guest memory to the file.
+  copy.external_payload = headers != 0 && size == headers;
+  if (copy.external_payload) copy.payload = chain.readable_bytes - headers;
+  return copy;
+}
+
+void VhostUserBackend::serve_copy(uint32_t index, const Chain& chain, const CopiedRequest& copy,
+                                  std::vector<iovec>& payload, bool defer_notify) {
+  ChainReplyChannel channel(chain, copy.unique);
+  if (copy.refused) {
+    if (copy.has_header) channel.send_error(EIO);
+  } else if (copy.external_payload) {
+    SliceIov(chain.readable, copy.bytes.size(), copy.payload, payload);
+    GuestWriteSource source(payload, copy.payload);
+    server_.handle(copy.bytes, &source, channel);
+  } else {
+    server_.handle(copy.bytes, nullptr, channel);
+  }
+  push_used(index, chain.head, static_cast<uint32_t>(channel.written()), !defer_notify);
 }
 
 void VhostUserBackend::push_used(uint32_t index, uint16_t head, uint32_t len, bool notify) {
@@ -1091,11 +1122,10 @@ void VhostUserBackend::push_used(uint32_t index, uint16_t head, uint32_t len, bo
   if (notify) notify_locked(index);
 }
 
-void VhostUserBackend::refuse_chain(uint32_t index, const Chain& chain, int error) {
-  fuse_in_header in{};
-  GatherFrom(chain.readable, 0, &in, std::min(chain.readable_bytes, sizeof(in)));
-  ChainReplyChannel channel(chain, in.unique);
-  channel.send_error(error);
+void VhostUserBackend::refuse_chain(uint32_t index, const Chain& chain, const CopiedRequest& copy,
+                                    int error) {
+  ChainReplyChannel channel(chain, copy.unique);
+  if (copy.has_header) channel.send_error(error);
   push_used(index, chain.head, static_cast<uint32_t>(channel.written()), /*notify=*/true);
 }
 
@@ -1110,63 +1140,17 @@ inline void CpuRelax() {
 #endif
 }
 
-// The start of a well-formed chain's request: its opcode, and the 4 bytes after the header (the
-// `valid` mask of SETATTR, the open flags of OPEN and CREATE). Opcode 0 for a malformed chain
-// (serve_chain answers those). A hint only: the guest may change its buffers after the peek.
-struct RequestPeek {
-  uint32_t opcode = 0;
-  uint32_t first_word = 0;
-};
-RequestPeek PeekRequest(const Chain& chain) {
-  struct {
-    fuse_in_header in;
-    uint32_t first_word;
-  } start{};
-  if (!chain.error.empty() || chain.readable_bytes < sizeof(start.in)) return {};
-  GatherFrom(chain.readable, 0, &start, std::min(chain.readable_bytes, sizeof(start)));
-  return {start.in.opcode, start.first_word};
-}
-
-// Requests most likely to keep the serving thread for long: syncs, allocation, copies,
-// truncation, a flush-on-close, directory reads, large transfers. Replies batched before one
-// are signalled first, so they do not wait for it. (On cold or remote storage any request can be
-// slow; then a reply waits for at most the one request served after it.)
-bool MayBeSlow(const Chain& chain, const RequestPeek& peek) {
-  constexpr size_t kLargeTransfer = 128 * 1024;
-  switch (peek.opcode) {
-    case FUSE_FSYNC:
-    case FUSE_FSYNCDIR:
-    case FUSE_FALLOCATE:
-    case FUSE_COPY_FILE_RANGE:
-    case FUSE_SYNCFS:
-    case FUSE_FLUSH:
-    case FUSE_READDIR:
-    case FUSE_READDIRPLUS:
-      return true;
-    case FUSE_SETATTR:
-      return peek.first_word & FATTR_SIZE;
-    case FUSE_OPEN:
-    case FUSE_CREATE:
-      return peek.first_word & O_TRUNC;
-    case FUSE_READ:
-      return chain.writable_bytes >= sizeof(fuse_out_header) + kLargeTransfer;
-    case FUSE_WRITE:
-      return chain.readable_bytes >= sizeof(fuse_in_header) + sizeof(fuse_write_in) + kLargeTransfer;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
 void VhostUserBackend::queue_thread(uint32_t index) {
   if (options_.thread_init) options_.thread_init();
   Queue& queue = *queues_[index];
   Virtqueue& vq = queue.vq;
-  // The hiprio queue is always served inline: FORGET is quick, and INTERRUPT must not wait
+  // The hiprio queue is served by its thread alone: FORGET is quick, and INTERRUPT must not wait
   // behind requests blocked in the pool.
   WorkerPool* pool = index == kHiprioQueue ? nullptr : pool_.get();
-  Buffers buffers;
+  std::vector<uint8_t> request_buffer(protocol::kMaxRequestSize);
+  std::vector<iovec> payload;
   Chain chain;
   // FORGETs are not worth a polling CPU.
   AdaptivePoll poller(index == kHiprioQueue ? AdaptivePoll::Duration::zero()
@@ -1195,10 +1179,11 @@ void VhostUserBackend::queue_thread(uint32_t index) {
     notify_locked(index);
   };
   auto handle_chain = [&]() {
-    const RequestPeek peek = PeekRequest(chain);
+    const CopiedRequest copy = copy_request(index, chain, request_buffer);
+    const fuse::Schedule schedule = copy.refused ? fuse::Schedule::kQuick : fuse::Classify(copy.bytes);
     // A lock wait (SETLKW) may block until another request unlocks: it gets a thread of its
-    // own, so neither this queue nor the pool can deadlock behind it.
-    bool may_block = index != kHiprioQueue && peek.opcode == FUSE_SETLKW;
+    // own, on any queue, so neither the queue nor the pool can deadlock or stall behind it.
+    const bool may_block = schedule == fuse::Schedule::kBlocking;
     if (may_block && lock_waiters_.fetch_add(1, std::memory_order_relaxed) >= kMaxLockWaiters) {
       // A thread per waiting lock: a guest must not get to make them without bound.
       lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
@@ -1207,12 +1192,13 @@ void VhostUserBackend::queue_thread(uint32_t index) {
                      kMaxLockWaiters);
       }
       signal_used();
-      refuse_chain(index, chain, ENOLCK);
+      refuse_chain(index, chain, copy, ENOLCK);
       return;
     }
     if (pool == nullptr && !may_block) {
-      if (MayBeSlow(chain, peek)) signal_used();
-      serve_chain(index, chain, buffers, /*defer_notify=*/true);
+      // Replies batched before a slow request are signalled first, so they do not wait for it.
+      if (schedule == fuse::Schedule::kSlow) signal_used();
+      serve_copy(index, chain, copy, payload, /*defer_notify=*/true);
       if (batch.used(SignalBatch::Clock::now(), vq.available())) signal_used();
       return;
     }
@@ -1220,14 +1206,14 @@ void VhostUserBackend::queue_thread(uint32_t index) {
       std::lock_guard lock(queue.inflight_mutex);
       ++queue.inflight;
     }
-    auto job = std::make_shared<Chain>(std::move(chain));
+    auto job = std::make_shared<OffThreadChain>(std::move(chain), copy);
     chain = Chain();
     if (may_block) {
       try {
         std::thread([this, index, job, finish_off_thread] {
           if (options_.thread_init) options_.thread_init();
-          Buffers waiter_buffers;
-          serve_chain(index, *job, waiter_buffers);
+          std::vector<iovec> waiter_payload;
+          serve_copy(index, job->chain, job->copy, waiter_payload);
           lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
           finish_off_thread();
         }).detach();
@@ -1239,14 +1225,14 @@ void VhostUserBackend::queue_thread(uint32_t index) {
         }
         lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
         signal_used();
-        refuse_chain(index, *job, ENOLCK);
+        refuse_chain(index, job->chain, job->copy, ENOLCK);
         finish_off_thread();
       }
       return;
     }
     queue.pool_jobs.fetch_add(1, std::memory_order_relaxed);
-    pool->submit([this, index, job, finish_off_thread](Buffers& worker_buffers) {
-      serve_chain(index, *job, worker_buffers, /*defer_notify=*/true);
+    pool->submit([this, index, job, finish_off_thread](std::vector<iovec>& worker_payload) {
+      serve_copy(index, job->chain, job->copy, worker_payload, /*defer_notify=*/true);
       Queue& q = *queues_[index];
       {
         // Decremented under the lock: the worker that completes the queue's last pooled job

@@ -124,7 +124,8 @@ class VhostUserBackend {
  private:
   struct Queue;
   struct Message;
-  struct Buffers;
+  struct CopiedRequest;
+  struct OffThreadChain;
   class WorkerPool;
 
   VhostUserBackend(fuse::Server& server, BackendOptions options);
@@ -140,16 +141,20 @@ class VhostUserBackend {
   void stop_all_queues();
   void update_all_queues();
   void queue_thread(uint32_t index);
-  // Serves one chain: runs the request and pushes it used (queue or pool thread).
-  // Serves one chain and marks it used; signals the driver unless `defer_notify` (the caller
-  // then calls notify_locked itself, under the queue's used_mutex).
-  void serve_chain(uint32_t index, const Chain& chain, Buffers& buffers, bool defer_notify = false);
+  // Copies a chain's request (header and arguments; for WRITE only its headers) into `buffer`
+  // once: that copy is what is classified and served (queue thread).
+  CopiedRequest copy_request(uint32_t index, const Chain& chain, std::span<uint8_t> buffer);
+  // Serves a chain from its request copy and marks it used; signals the driver unless
+  // `defer_notify` (the caller then calls notify_locked itself, under the queue's used_mutex).
+  // `payload` is scratch for a WRITE's data iovecs (queue, pool or lock-wait thread).
+  void serve_copy(uint32_t index, const Chain& chain, const CopiedRequest& copy,
+                  std::vector<iovec>& payload, bool defer_notify = false);
   void notify_locked(uint32_t index);
   // Marks chain `head` used with `len` bytes written, under the queue's used_mutex, and signals
   // the driver if `notify`.
   void push_used(uint32_t index, uint16_t head, uint32_t len, bool notify);
   // Answers a chain with `error` (no request run), marks it used and signals.
-  void refuse_chain(uint32_t index, const Chain& chain, int error);
+  void refuse_chain(uint32_t index, const Chain& chain, const CopiedRequest& copy, int error);
 
   fuse::Server& server_;
   BackendOptions options_;
