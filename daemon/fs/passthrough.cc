@@ -1089,6 +1089,29 @@ Status PassthroughFs::syncfs(const Context&, NodeId node) {
 // ---------------------------------------------------------------------------------------------
 // Extended attributes
 
+namespace {
+
+// trusted.* attributes take CAP_SYS_ADMIN on the host, which no guest should wield there:
+// overlayfs keeps its whiteouts, redirects and metacopy state in trusted.overlay.*. As with the
+// Rust virtiofsd (which runs without CAP_SYS_ADMIN), they do not exist for the guest: set and
+// remove fail EPERM, get fails ENODATA, and lists leave them out.
+bool HostOnlyXattr(std::string_view name) { return name.starts_with("trusted."); }
+
+// `list` (NUL-terminated names) without the host-only names.
+std::vector<char> WithoutHostOnlyXattrs(std::span<const char> list) {
+  std::vector<char> out;
+  out.reserve(list.size());
+  for (size_t at = 0; at < list.size();) {
+    std::string_view name(list.data() + at, strnlen(list.data() + at, list.size() - at));
+    size_t next = at + name.size() + 1;
+    if (!HostOnlyXattr(name)) out.insert(out.end(), list.begin() + at, list.begin() + std::min(next, list.size()));
+    at = next;
+  }
+  return out;
+}
+
+}  // namespace
+
 template <typename F>
 Result<ssize_t> PassthroughFs::XattrCall(const Context& ctx, NodeId node, F&& call) {
   if (!config_.xattr) return Err(ENOSYS);
@@ -1113,6 +1136,7 @@ Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view
                                std::span<const char> value, uint32_t flags) {
   if (!config_.xattr) return Err(ENOSYS);
   if (config_.readonly) return Err(EROFS);
+  if (HostOnlyXattr(name)) return Err(EPERM);
   const std::string cname(name);
   auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
     return fd >= 0 ? ::fsetxattr(fd, cname.c_str(), value.data(), value.size(), flags)
@@ -1125,6 +1149,8 @@ Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view
 
 Result<std::vector<char>> PassthroughFs::getxattr(const Context& ctx, NodeId node,
                                                   std::string_view name, uint32_t size) {
+  if (!config_.xattr) return Err(ENOSYS);
+  if (HostOnlyXattr(name)) return Err(ENODATA);
   const std::string cname(name);
   std::vector<char> value(size);
   auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
@@ -1138,19 +1164,36 @@ Result<std::vector<char>> PassthroughFs::getxattr(const Context& ctx, NodeId nod
 }
 
 Result<std::vector<char>> PassthroughFs::listxattr(const Context& ctx, NodeId node, uint32_t size) {
-  std::vector<char> list(size);
-  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
-    char* buf = size ? list.data() : nullptr;
-    return fd >= 0 ? ::flistxattr(fd, buf, size) : ::listxattr(path, buf, size);
-  });
-  if (!r) return Err(r.error());
-  list.resize(static_cast<size_t>(*r));
-  return list;
+  // The whole list is read so that host-only names can be left out, and the size a probe
+  // (size 0) reports is that of the filtered list.
+  std::vector<char> list;
+  for (;;) {
+    auto length = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+      return fd >= 0 ? ::flistxattr(fd, nullptr, 0) : ::listxattr(path, nullptr, 0);
+    });
+    if (!length) return Err(length.error());
+    list.resize(static_cast<size_t>(*length));
+    if (list.empty()) break;
+    auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+      return fd >= 0 ? ::flistxattr(fd, list.data(), list.size())
+                     : ::listxattr(path, list.data(), list.size());
+    });
+    if (r) {
+      list.resize(static_cast<size_t>(*r));
+      break;
+    }
+    if (r.error() != ERANGE) return Err(r.error());  // ERANGE: the list grew meanwhile
+  }
+  std::vector<char> visible = WithoutHostOnlyXattrs(list);
+  if (size == 0) return std::vector<char>(visible.size());  // a probe: only the length counts
+  if (visible.size() > size) return Err(ERANGE);
+  return visible;
 }
 
 Status PassthroughFs::removexattr(const Context& ctx, NodeId node, std::string_view name) {
   if (!config_.xattr) return Err(ENOSYS);
   if (config_.readonly) return Err(EROFS);
+  if (HostOnlyXattr(name)) return Err(EPERM);
   const std::string cname(name);
   auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
     return fd >= 0 ? ::fremovexattr(fd, cname.c_str()) : ::removexattr(path, cname.c_str());

@@ -99,6 +99,33 @@ TEST_F(XattrTest, HostSetXattrVisibleThroughMount) {
   EXPECT_EQ(GetXattr(H("hf"), "user.viafd"), std::optional<std::string>("fdv"));
 }
 
+// trusted.* needs CAP_SYS_ADMIN on the host (overlayfs keeps its state there): the guest (here the
+// mount's users, served by svfsd as root) neither sees nor changes them.
+TEST_F(XattrTest, TrustedXattrsStayOnTheHost) {
+  ASSERT_EQ(WriteFile(H("t"), "x"), 0);
+  if (::setxattr(H("t").c_str(), "trusted.svfs", "host", 4, 0) != 0) {
+    GTEST_SKIP() << "cannot set trusted.* on the host here: " << ErrnoName(errno);
+  }
+  ASSERT_EQ(::setxattr(H("t").c_str(), "user.seen", "1", 1, 0), 0) << ErrnoName(errno);
+
+  EXPECT_FALSE(GetXattr(M("t"), "trusted.svfs"));
+  EXPECT_EQ(errno, ENODATA);
+  auto names = ListXattrs(M("t"));
+  EXPECT_EQ(std::find(names.begin(), names.end(), "trusted.svfs"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "user.seen"), names.end());
+  // The size a probe reports is that of the list the guest gets.
+  std::size_t listed = 0;
+  for (const auto& name : names) listed += name.size() + 1;
+  EXPECT_EQ(::listxattr(M("t").c_str(), nullptr, 0), static_cast<ssize_t>(listed));
+
+  EXPECT_EQ(::setxattr(M("t").c_str(), "trusted.overlay.opaque", "y", 1, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_FALSE(GetXattr(H("t"), "trusted.overlay.opaque")) << "a guest set trusted.* on the host";
+  EXPECT_EQ(::removexattr(M("t").c_str(), "trusted.svfs"), -1);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(GetXattr(H("t"), "trusted.svfs"), std::optional<std::string>("host"));
+}
+
 class NoXattrTest : public SvfsdFixture {};  // default options: no --xattr
 
 TEST_F(NoXattrTest, SetxattrFailsWithoutXattrOption) {
