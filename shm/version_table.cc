@@ -20,6 +20,8 @@
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 
+#include "shm/fault_guard.h"
+
 namespace svfs::shm {
 
 namespace bip = boost::interprocess;
@@ -98,6 +100,9 @@ struct VersionTable::Mapping {
   std::string name;  // as given by the caller, for messages and name()
   Access access = Access::kReadOnly;
   bip::mapped_region region;
+  // Declared after `region`, so released before the unmap. A process with write access to the
+  // object could shrink it: accesses then fault into the guard instead of killing us.
+  FaultGuard guard;
   std::byte* base = nullptr;
   uint64_t slot_count = 0;
   uint32_t header_bytes = 0;
@@ -174,6 +179,7 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
     mapping->name = name;
     mapping->access = Access::kReadWrite;
     mapping->region = bip::mapped_region(object, bip::read_write);
+    mapping->guard = FaultGuard::Guard(mapping->region.get_address(), mapping->region.get_size());
     mapping->base = static_cast<std::byte*>(mapping->region.get_address());
     mapping->slot_count = options.slot_count;
     mapping->header_bytes = kHeaderBytes;
@@ -267,6 +273,7 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
     return std::unexpected(Prefix(name) + fmt::format("cannot open /dev/shm/{}: {}", *object_name,
                                                       DescribeBoostError(error)));
   }
+  mapping->guard = FaultGuard::Guard(mapping->region.get_address(), mapping->region.get_size());
   mapping->base = static_cast<std::byte*>(mapping->region.get_address());
   TableHeader* header = mapping->header();
   const uint64_t size = static_cast<uint64_t>(object_bytes);
@@ -343,5 +350,7 @@ uint64_t VersionTable::bump_generation() {
   if (!mapping_ || mapping_->access != Access::kReadWrite) return 0;
   return mapping_->header()->generation.fetch_add(1, std::memory_order_acq_rel) + 1;
 }
+
+bool VersionTable::damaged() const { return mapping_ && mapping_->guard.tripped(); }
 
 }  // namespace svfs::shm

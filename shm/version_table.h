@@ -82,6 +82,10 @@ class VersionTable {
   // Increments the header generation; returns the new value (versiond on (re)start). Returns 0
   // on a read-only mapping.
   uint64_t bump_generation();
+  // Whether the object shrank under this mapping (someone with write access truncated it). The
+  // accesses that found it so completed on private zero pages instead of raising SIGBUS; the
+  // table can no longer be trusted and should be replaced.
+  bool damaged() const;
 
  private:
   struct Mapping;

@@ -30,6 +30,7 @@
 
 #include "daemon/util/unique_fd.h"
 #include "protocol/versiond.capnp.h"
+#include "shm/fault_guard.h"
 #include "shm/version_table.h"
 #include "versiond/fanotify_watcher.h"
 #include "versiond/slot_map.h"
@@ -402,6 +403,18 @@ class Server {
     return observer.whenBecomesReadable().then([this, &observer] { return WatchLoop(observer); });
   }
 
+  // Resolves once the table shrank under versiond (the fault guard's eventfd says a guard
+  // tripped; it may have been another mapping's).
+  kj::Promise<void> DamageLoop(kj::UnixEventPort::FdObserver& observer, int trip_fd) {
+    return observer.whenBecomesReadable().then([this, &observer, trip_fd]() -> kj::Promise<void> {
+      uint64_t trips;
+      while (::read(trip_fd, &trips, sizeof(trips)) > 0) {
+      }
+      if (state_.table().damaged()) return kj::READY_NOW;
+      return DamageLoop(observer, trip_fd);
+    });
+  }
+
  private:
   void Accept(kj::Own<kj::AsyncIoStream> stream) {
     ucred cred{};
@@ -476,13 +489,33 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
                                                          kj::UnixEventPort::FdObserver::OBSERVE_READ);
       background.add(server.WatchLoop(*observer));
     }
+    // Someone with write access to the table can shrink it; versiond then survives its next
+    // access (shm::FaultGuard) and stops here, removing the name so that a restart makes a new
+    // table: versions in a damaged table cannot be trusted.
+    kj::Own<kj::UnixEventPort::FdObserver> trip_observer;
+    kj::Promise<int> damaged = kj::NEVER_DONE;
+    if (int trip_fd = shm::FaultGuard::TripFd(); trip_fd >= 0) {
+      trip_observer = kj::heap<kj::UnixEventPort::FdObserver>(
+          io.unixEventPort, trip_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
+      damaged = server.DamageLoop(*trip_observer, trip_fd).then([] { return 0; });
+    }
     spdlog::info("serving {} (table {}, {} slots)", options.socket_path, options.table_name,
                  state.table().slot_count());
-    auto signal = io.unixEventPort.onSignal(SIGINT)
-                      .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
-                      .wait(io.waitScope);
+    int signal = io.unixEventPort.onSignal(SIGINT)
+                     .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
+                     .then([](siginfo_t info) { return info.si_signo; })
+                     .exclusiveJoin(kj::mv(damaged))
+                     .wait(io.waitScope);
+    if (signal == 0) {
+      shm::VersionTable::Remove(options.table_name);
+      ::unlink(options.socket_path.c_str());
+      return std::unexpected(fmt::format(
+          "svfs-versiond: version table {} shrank under versiond (truncated by a process with "
+          "write access to /dev/shm/{}); removed it: restart svfs-versiond to create a new table, "
+          "and check who may write it (--table-mode)", options.table_name, options.table_name));
+    }
     spdlog::info("signal {}: stopping (the table stays for the daemons and guests using it)",
-                 signal.si_signo);
+                 signal);
   } catch (const kj::Exception& e) {
     ::unlink(options.socket_path.c_str());
     return std::unexpected(fmt::format("svfs-versiond: event loop failed: {}",

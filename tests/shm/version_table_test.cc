@@ -435,6 +435,23 @@ TEST_P(SlotTest, SlotsLiveAtHeaderBytesPlusIndexTimesStride) {
 INSTANTIATE_TEST_SUITE_P(Strides, SlotTest, ::testing::Values(8u, 64u),
                          [](const auto& info) { return fmt::format("stride{}", info.param); });
 
+// A process with write access shrinks the object under live mappings (versiond's and a daemon's):
+// neither dies of SIGBUS; both notice the table is damaged.
+TEST(VersionTableTest, ShrinkUnderTheMappingIsSurvivedAndReported) {
+  ScopedTableName name("shrink");
+  VersionTable owner = MustCreate(name.name(), 1024);
+  auto writer = VersionTable::Attach(name.name(), Access::kReadWrite);
+  ASSERT_TRUE(writer) << writer.error();
+  ASSERT_EQ(owner.bump(1000), 1u);
+  EXPECT_FALSE(owner.damaged());
+  TruncateObject(name, 0);
+  EXPECT_EQ(writer->sample(1000), 0u);  // a private zero page stands in for the lost one
+  owner.bump(1000);
+  owner.bump_generation();
+  EXPECT_TRUE(owner.damaged());
+  EXPECT_TRUE(writer->damaged());
+}
+
 TEST(VersionTableTest, BumpGeneration) {
   ScopedTableName name("gen");
   VersionTable table = MustCreate(name.name(), 4);

@@ -70,6 +70,27 @@ TEST_F(VersiondTest, AttachReturnsTableIdentity) {
   EXPECT_EQ(identity->mapped_bytes, table->mapped_bytes());
 }
 
+// A process with write access truncates the table under versiond: versiond's next access used
+// to kill it with SIGBUS. Now it stops with an error that says what happened, and removes the
+// damaged table so that a restart creates a new one.
+TEST_F(VersiondTest, TableShrunkUnderVersiondIsReportedAndReplacedOnRestart) {
+  auto first = StartClient("before");
+  const std::string path = "/dev/shm/" + daemon_->table();
+  ASSERT_EQ(::truncate(path.c_str(), 0), 0) << std::strerror(errno);
+  auto second = Client::Start({.socket_path = socket_, .name = "after", .retry_interval = 50ms});
+  ASSERT_TRUE(daemon_->WaitForLog("shrank under versiond", 5s)) << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("SIGBUS"), std::string::npos);
+  EXPECT_TRUE(WaitUntil([&] { return ::access(path.c_str(), F_OK) != 0; }, 2s, 10ms))
+      << "the damaged table is still there";
+  second.reset();
+  first.reset();
+  daemon_->Kill(SIGTERM);
+  daemon_->Start();
+  auto table = shm::VersionTable::Attach(daemon_->table(), shm::Access::kReadOnly);
+  ASSERT_TRUE(table.has_value()) << table.error();
+  EXPECT_EQ(table->header().generation.load(), 1u) << "not a new table";
+}
+
 TEST_F(VersiondTest, SameKeySameSlotDifferentKeysDifferentSlots) {
   auto a = StartClient("a");
   auto b = StartClient("b");

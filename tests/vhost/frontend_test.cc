@@ -1467,6 +1467,40 @@ TEST(VhostSvfsdTest, BuffersSpanningAdjacentMemoryRegionsAreServed) {
   mem.release(mark);
 }
 
+// A frontend that shrinks the guest memory file under svfsd used to kill it with SIGBUS on its
+// next access to the lost part. Now such accesses complete on private zero pages: the chain is
+// still used, svfsd keeps serving, and it says what happened when the memory goes.
+TEST(VhostSvfsdTest, GuestMemoryShrunkByTheFrontendDoesNotKillSvfsd) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  FuseClient& c = session->client();
+  FuseReply created = c.create(FUSE_ROOT_ID, "f", S_IFREG | 0644, O_RDWR | O_CREAT);
+  ASSERT_EQ(created.error(), 0);
+  const auto node = created.as<fuse_entry_out>()->nodeid;
+  fuse_open_out open{};
+  std::memcpy(&open, created.body().data() + sizeof(fuse_entry_out), sizeof(open));
+  ASSERT_EQ(c.write(node, open.fh, 0, std::vector<std::uint8_t>(8192, 'x')).error(), 0);
+
+  GuestMemory& mem = session->fe().memory();
+  const std::uint64_t keep = mem.size() / 2;
+  const std::size_t mark = mem.mark();
+  mem.alloc(keep - 128 - mem.mark(), 1);  // the request below `keep`, its reply buffer above
+  FuseClient::Placed read = c.place(c.read_request(node, open.fh, 0, 8192), /*publish=*/true);
+  ASSERT_GE(read.reply, keep);
+  ASSERT_EQ(::ftruncate(mem.fd(), static_cast<off_t>(keep)), 0);
+  session->fe().queue(1).kick();
+  // Only the used ring is read here: this process would fault on the lost part too.
+  auto used = session->fe().queue(1).collect(1, 5000ms);
+  ASSERT_EQ(used.size(), 1u) << "the chain whose reply buffer was lost never came back";
+  EXPECT_TRUE(session->process().Running()) << session->process().ExitDescription();
+  ASSERT_EQ(::ftruncate(mem.fd(), static_cast<off_t>(mem.size())), 0);
+  mem.release(mark);
+  EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
+  session.reset();  // disconnect: svfsd releases the memory and reports the damage
+  EXPECT_NE(ReadFile(tmp.path() / "backend.log").find("shrank the guest memory"), std::string::npos);
+}
+
 // The vhost-user socket is the launcher's alone (whoever connects acts as root on the share),
 // and a symlink planted at <socket>.pid is refused, not followed.
 TEST(VhostSvfsdTest, SocketIsPrivateAndPidFileSymlinksAreRefused) {

@@ -570,7 +570,7 @@ Status VhostUserBackend::run() {
     queue->call.reset();
     queue->err.reset();
   }
-  memory_.clear();
+  release_memory();
   backend_req_fd_.reset();
   return {};
 }
@@ -769,7 +769,7 @@ bool VhostUserBackend::handle(int connection, Message& m) {
         return ack(false);
       }
       stop_all_queues();
-      memory_.clear();
+      release_memory();
       bool ok = true;
       for (uint32_t i = 0; i < count; ++i) {
         auto desc = m.read<RegionDesc>(8 + 32 * i);
@@ -1030,6 +1030,15 @@ void VhostUserBackend::update_queue(uint32_t index) {
     return;
   }
   queue.thread = std::thread([this, index] { queue_thread(index); });
+}
+
+void VhostUserBackend::release_memory() {
+  if (memory_.damaged()) {
+    spdlog::error("vhost-user: the frontend shrank the guest memory file under svfsd: accesses "
+                  "to the lost part completed on private zero pages (their requests read zeros, "
+                  "their replies were lost)");
+  }
+  memory_.clear();
 }
 
 void VhostUserBackend::stop_all_queues() {

@@ -140,6 +140,8 @@ class VhostUserBackend {
   void update_queue(uint32_t index);  // (re)starts the queue thread if it should run
   void stop_all_queues();
   void update_all_queues();
+  // Unmaps the guest memory (queues stopped), saying so if the frontend shrank it under us.
+  void release_memory();
   void queue_thread(uint32_t index);
   // Copies a chain's request (header and arguments; for WRITE only its headers) into `buffer`
   // once: that copy is what is classified and served (queue thread).

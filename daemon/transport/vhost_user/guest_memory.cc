@@ -40,7 +40,8 @@ Result<MappedRegion> MappedRegion::Map(const RegionDesc& desc, int fd) {
 MappedRegion::MappedRegion(MappedRegion&& other) noexcept
     : desc_(other.desc_),
       mapping_(std::exchange(other.mapping_, nullptr)),
-      length_(std::exchange(other.length_, 0)) {}
+      length_(std::exchange(other.length_, 0)),
+      guard_(std::move(other.guard_)) {}
 
 MappedRegion& MappedRegion::operator=(MappedRegion&& other) noexcept {
   if (this != &other) {
@@ -48,6 +49,7 @@ MappedRegion& MappedRegion::operator=(MappedRegion&& other) noexcept {
     desc_ = other.desc_;
     mapping_ = std::exchange(other.mapping_, nullptr);
     length_ = std::exchange(other.length_, 0);
+    guard_ = std::move(other.guard_);
   }
   return *this;
 }
@@ -55,6 +57,7 @@ MappedRegion& MappedRegion::operator=(MappedRegion&& other) noexcept {
 MappedRegion::~MappedRegion() { unmap(); }
 
 void MappedRegion::unmap() {
+  guard_ = shm::FaultGuard();  // before the unmap: the range may be reused
   if (mapping_ != nullptr) ::munmap(mapping_, length_);
   mapping_ = nullptr;
   length_ = 0;
@@ -100,6 +103,10 @@ uint8_t* GuestMemory::guest_to_host(uint64_t addr, uint64_t len) const {
     }
   }
   return nullptr;
+}
+
+bool GuestMemory::damaged() const {
+  return std::ranges::any_of(regions_, [](const MappedRegion& region) { return region.damaged(); });
 }
 
 GuestMemory::Piece GuestMemory::guest_piece(uint64_t addr, uint64_t len) const {

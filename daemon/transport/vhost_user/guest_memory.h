@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "daemon/util/result.h"
+#include "shm/fault_guard.h"
 #include "daemon/util/unique_fd.h"
 
 namespace svfs::transport::vhost_user {
@@ -40,15 +41,21 @@ class MappedRegion {
 
   const RegionDesc& desc() const { return desc_; }
   uint8_t* host_base() const { return static_cast<uint8_t*>(mapping_) + desc_.mmap_offset; }
+  // Whether the file shrank under the mapping (see guard_).
+  bool damaged() const { return guard_.tripped(); }
 
  private:
   MappedRegion(const RegionDesc& desc, void* mapping, size_t length)
-      : desc_(desc), mapping_(mapping), length_(length) {}
+      : desc_(desc), mapping_(mapping), length_(length),
+        guard_(shm::FaultGuard::Guard(mapping, length)) {}
   void unmap();
 
   RegionDesc desc_;
   void* mapping_ = nullptr;
   size_t length_ = 0;
+  // A frontend that shrinks the file under the mapping makes our accesses fault: they complete
+  // on private zero pages instead of killing svfsd (the guest's I/O then is garbage).
+  shm::FaultGuard guard_;
 };
 
 class GuestMemory {
@@ -63,6 +70,8 @@ class GuestMemory {
   Status remove(const RegionDesc& desc);
   void clear() { regions_.clear(); }
   size_t size() const { return regions_.size(); }
+  // Whether the frontend shrank a region's file under its mapping.
+  bool damaged() const;
 
   // Host pointer for [addr, addr + len) in guest-physical space, or nullptr unless the whole
   // range lies inside one region (addr + len must not wrap). len 0 needs addr inside or at the
