@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, sig);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  // Declared before the filesystem, which reports forgotten inodes to it until destroyed.
+  // Declared before the filesystem, which samples and bumps through it until destroyed.
   std::unique_ptr<svfs::versions::SharedVersions> versions;
   if (options.fs.cache.mode() == svfs::fs::CacheMode::kShared) {
     std::string where = !options.socket_path.empty() ? options.socket_path
@@ -152,8 +152,6 @@ int main(int argc, char** argv) {
                  std::strerror(filesystem.error()));
     return 1;
   }
-
-  if (versions) versions->set_store(&(*filesystem)->inodes());
 
   svfs::fuse::Server server(**filesystem);
   if (options.mountpoint.empty()) return RunVhostUser(options, server, signals);

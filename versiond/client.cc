@@ -25,36 +25,8 @@ namespace {
 
 kj::Duration ToKj(std::chrono::milliseconds ms) { return ms.count() * kj::MILLISECONDS; }
 
-// One acquire in flight, shared by the calling thread (which waits) and the loop thread (which
-// completes it). Completing twice is harmless: the first answer wins.
-struct PendingCall {
-  std::mutex mu;  // leaf lock
-  std::condition_variable cv;
-  bool done = false;
-  std::optional<AcquireResult> result;
-
-  void complete(std::optional<AcquireResult> value) {
-    std::lock_guard lock(mu);
-    if (done) return;
-    done = true;
-    result = std::move(value);
-    cv.notify_all();
-  }
-};
-
-// Completes the call with nullopt if the loop drops it unanswered (disconnect, shutdown).
-struct CompleteOnDestroy {
-  CompleteOnDestroy() = default;
-  CompleteOnDestroy(const CompleteOnDestroy&) = delete;
-  CompleteOnDestroy& operator=(const CompleteOnDestroy&) = delete;
-  std::shared_ptr<PendingCall> call;
-  ~CompleteOnDestroy() {
-    if (call) call->complete(std::nullopt);
-  }
-};
-
-// Runs listener calls in order on their own thread, so that the listener may call acquire()
-// (which needs the loop thread) and the loop never waits on listener code.
+// Runs listener calls in order on their own thread, so that the loop never waits on listener
+// code (a detach bumps a whole table).
 class Notifier {
  public:
   explicit Notifier(Client::Listener* listener) : listener_(listener) {
@@ -114,7 +86,6 @@ class Client::Impl {
       stopping_ = true;
       KJ_IF_MAYBE(stop, stop_) { (*stop)->fulfill(); }
       stop_ = nullptr;
-      wakeup_ = nullptr;
     }
     if (thread_.joinable()) thread_.join();
     notifier_.Stop();
@@ -137,39 +108,6 @@ class Client::Impl {
     return table_;
   }
 
-  std::optional<AcquireResult> acquire(std::span<const Key> keys) {
-    if (!executor_ || !attached()) return std::nullopt;
-    auto call = std::make_shared<PendingCall>();
-    uint64_t epoch = 0;
-    try {
-      executor_->executeSync([&] { epoch = StartAcquire(keys, call); });
-    } catch (const kj::Exception&) {
-      return std::nullopt;  // the loop has exited (shutdown)
-    }
-    std::unique_lock lock(call->mu);
-    if (!call->cv.wait_for(lock, options_.call_timeout, [&] { return call->done; })) {
-      lock.unlock();
-      spdlog::warn("svfs-versiond client: acquire of {} keys timed out after {} ms; reconnecting",
-                   keys.size(), options_.call_timeout.count());
-      try {
-        executor_->executeSync([&] { Disconnect(epoch); });
-      } catch (const kj::Exception&) {
-      }
-      return std::nullopt;
-    }
-    return std::move(call->result);
-  }
-
-  void release(uint64_t epoch, std::span<const uint64_t> slots) {
-    if (slots.empty()) return;
-    std::lock_guard lock(mu_);
-    if (!attached_ || epoch != epoch_) return;  // those references died with their session
-    pending_release_.insert(pending_release_.end(), slots.begin(), slots.end());
-    // Wake the loop; later releases before it runs join the same batch.
-    KJ_IF_MAYBE(wakeup, wakeup_) { (*wakeup)->fulfill(); }
-    wakeup_ = nullptr;
-  }
-
  private:
   // Everything of one connection. Lives on the loop thread.
   struct Connection {
@@ -187,7 +125,6 @@ class Client::Impl {
     capnp::TwoPartyVatNetwork network;
     capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
     rpc::Versiond::Client versiond = nullptr;
-    rpc::Session::Client session = nullptr;
     uint64_t epoch = 0;  // 0 until attached
   };
 
@@ -208,7 +145,6 @@ class Client::Impl {
       auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
       {
         std::lock_guard lock(mu_);
-        executor_ = kj::getCurrentThreadExecutor().addRef();
         stop_ = kj::mv(stop.fulfiller);
         if (stopping_) {
           KJ_IF_MAYBE(f, stop_) { (*f)->fulfill(); }
@@ -216,19 +152,14 @@ class Client::Impl {
         started_ = true;
         started_cv_.notify_all();
       }
-      {
-        auto run = RunLoop().exclusiveJoin(ReleaseLoop());
-        kj::mv(stop.promise).exclusiveJoin(kj::mv(run)).wait(io.waitScope);
-      }
-      // Tear down on this thread, calls first (their guards complete the waiting callers with
-      // nullopt), then the connection.
+      kj::mv(stop.promise).exclusiveJoin(RunLoop()).wait(io.waitScope);
+      // Tear down on this thread: calls first, then the connection.
       tasks = nullptr;
       tasks_ = nullptr;
       drop_ = nullptr;
       connection_ = nullptr;
       {
         std::lock_guard lock(mu_);
-        wakeup_ = nullptr;
         stop_ = nullptr;
       }
       io_ = nullptr;
@@ -253,10 +184,13 @@ class Client::Impl {
       }
       auto dropped = kj::newPromiseAndFulfiller<void>();
       drop_ = kj::mv(dropped.fulfiller);
-      return connection_->network.onDisconnect().exclusiveJoin(kj::mv(dropped.promise)).then([this] {
-        Detached();
-        return RunLoop();
-      });
+      return connection_->network.onDisconnect()
+          .exclusiveJoin(kj::mv(dropped.promise))
+          .exclusiveJoin(Heartbeat(connection_->epoch))
+          .then([this] {
+            Detached();
+            return RunLoop();
+          });
     });
   }
 
@@ -304,14 +238,12 @@ class Client::Impl {
     table.slot_count = info.getSlotCount();
     table.slot_stride = info.getSlotStride();
     table.mapped_bytes = info.getMappedBytes();
-    connection_->session = response.getSession();
     uint64_t epoch;
     {
       std::lock_guard lock(mu_);
       epoch = ++epoch_;
       attached_ = true;
       table_ = table;
-      pending_release_.clear();  // of an earlier session: void
     }
     connection_->epoch = epoch;
     unreachable_logged_ = false;
@@ -325,7 +257,6 @@ class Client::Impl {
     {
       std::lock_guard lock(mu_);
       attached_ = false;
-      pending_release_.clear();
     }
     drop_ = nullptr;
     // Not from inside the network's own disconnect continuation: destroy it on a later turn.
@@ -336,71 +267,24 @@ class Client::Impl {
     notifier_.Post([epoch](Listener& l) { l.detached(epoch); });
   }
 
-  // Drops the connection of session `epoch` (a call timed out: the peer may be wedged).
-  void Disconnect(uint64_t epoch) {
-    if (!connection_ || connection_->epoch != epoch) return;
-    KJ_IF_MAYBE(drop, drop_) { (*drop)->fulfill(); }
-  }
-
-  // Loop thread. Returns the epoch the call went to (0 if none).
-  uint64_t StartAcquire(std::span<const Key> keys, std::shared_ptr<PendingCall> call) {
-    if (!connection_ || connection_->epoch == 0) {
-      call->complete(std::nullopt);
-      return 0;
-    }
-    uint64_t epoch = connection_->epoch;
-    auto request = connection_->session.acquireRequest();
-    auto list = request.initKeys(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-      const Key& key = keys[i];
-      auto out = list[i];
-      out.setDev(key.dev);
-      out.setIno(key.ino);
-      out.setFsid(key.fsid);
-      out.setHandleType(key.handle_type);
-      if (!key.handle.empty()) out.setHandle(kj::arrayPtr(key.handle.data(), key.handle.size()));
-    }
-    auto guard = kj::heap<CompleteOnDestroy>();  // not from a temporary: it would complete on copy
-    guard->call = call;
-    tasks_->add(request.send()
-                    .then([call, epoch](capnp::Response<rpc::Session::AcquireResults> response) {
-                      AcquireResult result{.epoch = epoch, .grants = {}};
-                      auto grants = response.getGrants();
-                      result.grants.reserve(grants.size());
-                      for (auto g : grants) result.grants.push_back({g.getSlot(), g.getVersion()});
-                      call->complete(std::move(result));
-                    })
-                    .catch_([this, call, epoch](kj::Exception&& e) {
-                      spdlog::warn("svfs-versiond client: acquire failed: {}; reconnecting",
-                                   e.getDescription().cStr());
-                      call->complete(std::nullopt);
-                      Disconnect(epoch);
-                    })
-                    .attach(kj::mv(guard)));
-    return epoch;
-  }
-
-  // Sends queued releases whenever release() wakes it; one RPC per wakeup.
-  kj::Promise<void> ReleaseLoop() {
-    std::vector<uint64_t> batch;
-    uint64_t epoch = 0;
-    auto wake = kj::newPromiseAndCrossThreadFulfiller<void>();
-    {
-      std::lock_guard lock(mu_);
-      batch.swap(pending_release_);
-      epoch = epoch_;
-      if (batch.empty()) wakeup_ = kj::mv(wake.fulfiller);
-    }
-    if (!batch.empty()) {
-      if (connection_ && connection_->epoch == epoch) {
-        auto request = connection_->session.releaseRequest();
-        auto slots = request.initSlots(batch.size());
-        for (size_t i = 0; i < batch.size(); ++i) slots.set(i, batch[i]);
-        tasks_->add(request.send().ignoreResult());
-      }
-      return kj::evalLater([this] { return ReleaseLoop(); });
-    }
-    return kj::mv(wake.promise).then([this] { return ReleaseLoop(); });
+  // Resolves when versiond misses a heartbeat (no answer within call_timeout): a versiond
+  // that is connected but not serving sees no host edits either.
+  kj::Promise<void> Heartbeat(uint64_t epoch) {
+    return io_->provider->getTimer()
+        .afterDelay(ToKj(options_.heartbeat_interval))
+        .then([this, epoch]() -> kj::Promise<bool> {
+          if (!connection_ || connection_->epoch != epoch) return false;
+          return io_->provider->getTimer()
+              .timeoutAfter(ToKj(options_.call_timeout),
+                            connection_->versiond.pingRequest().send().ignoreResult())
+              .then([] { return true; }, [](kj::Exception&&) { return false; });
+        })
+        .then([this, epoch](bool answered) -> kj::Promise<void> {
+          if (answered) return Heartbeat(epoch);
+          spdlog::warn("svfs-versiond client: versiond at {} missed a heartbeat ({} ms); "
+                       "reconnecting", options_.socket_path, options_.call_timeout.count());
+          return kj::READY_NOW;
+        });
   }
 
   const Options options_;
@@ -414,8 +298,8 @@ class Client::Impl {
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> drop_;
   bool unreachable_logged_ = false;
 
-  // Shared. Lock order: mu_ is taken alone (never while holding a PendingCall's or the
-  // notifier's lock, never across a kj call other than fulfilling a cross-thread fulfiller).
+  // Shared. Lock order: mu_ is taken alone (never while holding the notifier's lock, never
+  // across a kj call other than fulfilling a cross-thread fulfiller).
   mutable std::mutex mu_;
   std::condition_variable started_cv_;
   bool started_ = false;
@@ -423,12 +307,7 @@ class Client::Impl {
   bool attached_ = false;
   uint64_t epoch_ = 0;
   TableIdentity table_;
-  std::vector<uint64_t> pending_release_;  // for session epoch_
-  kj::Maybe<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> wakeup_;
   kj::Maybe<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> stop_;
-  // Set once the loop runs and kept (a reference) until ~Impl, so callers can use it without the
-  // lock; it throws DISCONNECTED once the loop has exited.
-  kj::Own<const kj::Executor> executor_;
 };
 
 std::unique_ptr<Client> Client::Start(Options options) {
@@ -442,9 +321,5 @@ Client::~Client() = default;
 
 bool Client::attached() const { return impl_->attached(); }
 std::optional<TableIdentity> Client::table() const { return impl_->table(); }
-std::optional<AcquireResult> Client::acquire(std::span<const Key> keys) { return impl_->acquire(keys); }
-void Client::release(uint64_t epoch, std::span<const uint64_t> slots) {
-  impl_->release(epoch, slots);
-}
 
 }  // namespace svfs::versiond

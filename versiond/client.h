@@ -1,22 +1,17 @@
-// The svfs-versiond client library svfsd uses: keeps a session with versiond alive on its own
-// kj event-loop thread (reconnecting forever), and offers blocking batched acquire and
-// non-blocking batched release to any thread.
+// The svfs-versiond client library svfsd uses: keeps a registration with versiond alive on its
+// own kj event-loop thread (reconnecting forever), and tells a listener when the table can be
+// trusted (attached) and when not (detached: versiond gone or not answering its heartbeat).
+// Nothing here is on a request path: slots are computed, not asked for.
 //
-// Epochs: every successful attach starts a new session with a larger epoch. Grants belong to the
-// session that made them; when it ends (versiond restarted or the connection broke) versiond has
-// already dropped its references, so the caller must treat its grants of that epoch as void and
-// acquire again in the new session (the listener says when).
+// Epochs: every successful attach starts a new session with a larger epoch, so a listener can
+// tell a late "detached" of an old session from the current one.
 #pragma once
-
-#include <linux/posix_types.h>  // __kernel_fsid_t, the fsid type in fanotify info records
-#include <sys/statfs.h>         // fsid_t, the fsid type of statfs
 
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -31,45 +26,15 @@ struct TableIdentity {
   uint64_t mapped_bytes = 0;
 };
 
-// A file system id as one number, the way Key::fsid carries it: val[0] in the low half. The
-// two kernel spellings (statfs's fsid_t, fanotify's __kernel_fsid_t) must pack alike, so that
-// svfsd's keys (from fstatfs) match versiond's (from fanotify records).
-inline uint64_t PackFsid(const fsid_t& fsid) {
-  return uint64_t{static_cast<uint32_t>(fsid.__val[0])} |
-         uint64_t{static_cast<uint32_t>(fsid.__val[1])} << 32;
-}
-inline uint64_t PackFsid(const __kernel_fsid_t& fsid) {
-  return uint64_t{static_cast<uint32_t>(fsid.val[0])} |
-         uint64_t{static_cast<uint32_t>(fsid.val[1])} << 32;
-}
-
-struct Key {
-  uint64_t dev = 0;
-  uint64_t ino = 0;
-  uint64_t fsid = 0;  // PackFsid
-  int32_t handle_type = 0;
-  std::vector<unsigned char> handle;
-};
-
-struct Grant {
-  uint64_t slot = 0;
-  uint64_t version = 0;
-};
-
-struct AcquireResult {
-  uint64_t epoch = 0;  // which session granted them
-  std::vector<Grant> grants;
-};
-
 class Client {
  public:
-  // Called on a client-owned notifier thread (NOT the kj event-loop thread), no locks held; may
-  // call acquire()/release(). Calls come in order: attached(1), detached(1), attached(2), ...
+  // Called on a client-owned notifier thread (NOT the kj event-loop thread), no locks held.
+  // Calls come in order: attached(1), detached(1), attached(2), ...
   class Listener {
    public:
     virtual ~Listener() = default;
     virtual void attached(const TableIdentity& table, uint64_t epoch) = 0;  // every (re)attach; epoch increases
-    virtual void detached(uint64_t epoch) = 0;  // the session of `epoch` is gone; its grants are void
+    virtual void detached(uint64_t epoch) = 0;  // the session of `epoch` is gone
   };
 
   struct Options {
@@ -77,7 +42,10 @@ class Client {
     std::string name;                      // shown in versiond's log and svfsctl clients
     std::vector<std::string> shared_dirs;  // versiond watches their filesystems for host changes
     std::chrono::milliseconds retry_interval{200};
-    std::chrono::milliseconds call_timeout{2000};
+    std::chrono::milliseconds call_timeout{2000};  // attach, and each heartbeat
+    // A versiond that stops answering (wedged, SIGSTOPped) sees no host edits either: one
+    // heartbeat per interval, and a missed one detaches.
+    std::chrono::milliseconds heartbeat_interval{1000};
     Listener* listener = nullptr;  // must outlive the Client
   };
 
@@ -92,12 +60,6 @@ class Client {
 
   bool attached() const;
   std::optional<TableIdentity> table() const;
-  // Blocking, thread-safe, one RPC for the whole batch; nullopt if not attached or the call
-  // failed/timed out (then it reconnects).
-  std::optional<AcquireResult> acquire(std::span<const Key> keys);
-  // Non-blocking: queued and sent in batches from the event-loop thread. Slots of an epoch other
-  // than the current session's are dropped (those references died with their session).
-  void release(uint64_t epoch, std::span<const uint64_t> slots);
 
   class Impl;
 

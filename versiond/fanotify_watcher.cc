@@ -62,7 +62,7 @@ std::expected<HostChange::Object, std::string> ParseFidRecord(std::span<const un
         fmt::format("file handle of {} bytes overruns its {}-byte record", handle_bytes, rec.size()));
   }
   HostChange::Object obj;
-  obj.fsid = PackFsid(fid.fsid);
+  obj.fsid = protocol::PackFsid(fid.fsid);
   obj.handle_type = handle_type;
   obj.info_type = type;
   const unsigned char* handle = fh + kFileHandleFixedSize;
@@ -212,7 +212,7 @@ std::expected<uint64_t, std::string> FanotifyWatcher::WatchFilesystemOf(const st
   if (::statfs(path.c_str(), &st) != 0) {
     return std::unexpected(fmt::format("cannot watch {}: statfs: {}", path, Errno(errno)));
   }
-  const uint64_t fsid = PackFsid(st.f_fsid);
+  const uint64_t fsid = protocol::PackFsid(st.f_fsid);
   if (fsid == 0) {
     // Events could not be matched to the daemons' keys (the kernel refuses such marks too).
     return std::unexpected(fmt::format(

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "daemon/util/unique_fd.h"
-#include "versiond/client.h"  // PackFsid
+#include "protocol/inode_identity.h"  // PackFsid
 
 namespace svfs::versiond {
 

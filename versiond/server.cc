@@ -7,11 +7,14 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <expected>
+#include <functional>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -30,10 +33,10 @@
 
 #include "daemon/util/unique_fd.h"
 #include "protocol/versiond.capnp.h"
+#include "protocol/inode_identity.h"
 #include "shm/fault_guard.h"
 #include "shm/version_table.h"
 #include "versiond/fanotify_watcher.h"
-#include "versiond/slot_map.h"
 
 namespace svfs::versiond {
 namespace {
@@ -49,28 +52,35 @@ uint64_t RealtimeNs() {
 
 std::string Errno(int err) { return std::strerror(err); }
 
+using ClientId = uint64_t;
+
 struct ClientRecord {
   std::string name;
   pid_t pid = 0;  // SO_PEERCRED, not the claimed one
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<std::string> shared_dirs;
 };
+
+// What one client may ask of versiond; beyond it the call fails (the daemon serves unversioned).
+constexpr size_t kMaxConnections = 1024;
+constexpr size_t kMaxDirsPerClient = 16;
+constexpr size_t kMaxWatchedFilesystems = 256;
 
 // Everything versiond knows. Lives on the event-loop thread only: RPC methods, the fanotify
 // drain and stats all run there, so there is no locking.
 class State {
  public:
   State(ServerOptions options, shm::VersionTable table)
-      : options_(std::move(options)),
-        table_(std::move(table)),
-        slots_(table_.slot_count(), [this](uint64_t slot) { return table_.bump(slot); },
-               [this](uint64_t slot) { return table_.sample(slot); }),
-        started_at_ns_(RealtimeNs()) {}
+      : options_(std::move(options)), table_(std::move(table)), started_at_ns_(RealtimeNs()) {}
 
   void set_watcher(FanotifyWatcher watcher) { watcher_.emplace(std::move(watcher)); }
   FanotifyWatcher* watcher() { return watcher_ ? &*watcher_ : nullptr; }
-  SlotMap& slots() { return slots_; }
   const shm::VersionTable& table() const { return table_; }
+
+  size_t connections() const { return connections_; }
+  void connected() { ++connections_; }
+  void disconnected() { --connections_; }
 
   ClientId add_client(ClientRecord record) {
     ClientId id = next_client_id_++;
@@ -82,12 +92,23 @@ class State {
   void remove_client(ClientId id) {
     auto it = clients_.find(id);
     if (it == clients_.end()) return;
-    ClientRefs refs = slots_.client_refs(id);
-    spdlog::info("detach: client {} \"{}\" pid {} ({} references on {} slots released)", id,
-                 it->second.name, it->second.pid, refs.references, refs.slots);
-    slots_.drop_client(id);
+    spdlog::info("detach: client {} \"{}\" pid {}", id, it->second.name, it->second.pid);
     client_pids_.erase(client_pids_.find(it->second.pid));
     clients_.erase(it);
+  }
+
+  // Marks the filesystem of `path` (once per filesystem, at most kMaxWatchedFilesystems).
+  std::expected<uint64_t, std::string> Watch(const std::string& path) {
+    if (!watcher_) return std::unexpected("fanotify unavailable");
+    struct statfs st {};
+    if (::statfs(path.c_str(), &st) != 0) return std::unexpected(Errno(errno));
+    uint64_t fsid = protocol::PackFsid(st.f_fsid);
+    if (!watched_.contains(fsid) && watched_.size() >= kMaxWatchedFilesystems) {
+      return std::unexpected(fmt::format("already watching {} filesystems", watched_.size()));
+    }
+    auto marked = watcher_->WatchFilesystemOf(path);
+    if (marked) watched_.insert(*marked);
+    return marked;
   }
 
   void FillTable(rpc::TableInfo::Builder out) const {
@@ -102,47 +123,36 @@ class State {
 
   void FillStats(uint32_t hottest, rpc::Stats::Builder out) const {
     FillTable(out.initTable());
-    out.setSlotsInUse(slots_.in_use());
-    out.setSlotsFree(slots_.free());
-    out.setHighWater(slots_.high_water());
     out.setHostBumps(host_bumps_);
     out.setStartedAtNs(started_at_ns_);
+    out.setWatchedFilesystems(watched_.size());
     auto clients = out.initClients(clients_.size());
     unsigned i = 0;
     for (const auto& [id, record] : clients_) {
       auto c = clients[i++];
-      ClientRefs refs = slots_.client_refs(id);
       c.setId(id);
       c.setName(record.name);
       c.setPid(static_cast<uint32_t>(record.pid));
       c.setUid(record.uid);
-      c.setReferences(refs.references);
-      c.setSlots(refs.slots);
+      auto dirs = c.initSharedDirs(record.shared_dirs.size());
+      for (size_t d = 0; d < record.shared_dirs.size(); ++d) dirs.set(d, record.shared_dirs[d]);
     }
-    auto hot = slots_.hottest(std::min(hottest, kMaxHottest));
+    auto hot = Hottest(std::min(hottest, kMaxHottest));
     auto list = out.initHottest(hot.size());
-    for (size_t j = 0; j < hot.size(); ++j) FillSlotInfo(hot[j], list[j]);
-  }
-
-  static void FillSlotInfo(const SlotInfo& info, rpc::SlotInfo::Builder out) {
-    out.setSlot(info.slot);
-    out.setVersion(info.version);
-    out.setReferences(info.references);
-    auto key = out.initKey();
-    key.setDev(info.key.dev);
-    key.setIno(info.key.ino);
-    key.setFsid(info.key.fsid);
-    key.setHandleType(info.key.handle_type);
-    key.setHandle(kj::arrayPtr(info.key.handle.data(), info.key.handle.size()));
+    for (size_t j = 0; j < hot.size(); ++j) {
+      list[j].setSlot(hot[j].second);
+      list[j].setVersion(hot[j].first);
+    }
   }
 
   // One fanotify event. Changes made by attached daemons are skipped: they bump their own slots
   // (after the change, before replying), and bumping again would only cost guests revalidations.
   void OnHostChange(const HostChange& change) {
     if (change.overflow) {
-      uint64_t n = slots_.bump_in_use();
-      host_bumps_ += n;
-      spdlog::warn("fanotify overflow: events were lost; bumped all {} in-use slots", n);
+      uint64_t n = table_.slot_count();
+      for (uint64_t slot = 1; slot < n; ++slot) table_.bump(slot);
+      host_bumps_ += n > 0 ? n - 1 : 0;
+      spdlog::warn("fanotify overflow: events were lost; bumped all {} slots", n > 0 ? n - 1 : 0);
       return;
     }
     if (change.pid != 0 && client_pids_.contains(static_cast<pid_t>(change.pid))) return;
@@ -156,13 +166,16 @@ class State {
     const bool entries_changed = (change.mask & kEntryChange) != 0;
     for (const HostChange::Object& object : change.objects) {
       if (object.is_parent_dir && !entries_changed) continue;
-      auto slot = slots_.find_handle(object.fsid, object.handle_type, object.handle);
-      if (!slot) continue;
+      // The same slot every daemon computes for this inode from its own file handle.
+      uint64_t slot = protocol::SlotOf(
+          protocol::HandleIdentity(object.fsid, object.handle_type, object.handle),
+          table_.slot_count());
+      if (slot == 0) continue;
       // An event names the same directory twice for a rename within it: bump once.
-      if (std::find(bumped, bumped + n_bumped, *slot) != bumped + n_bumped) continue;
-      table_.bump(*slot);
+      if (std::find(bumped, bumped + n_bumped, slot) != bumped + n_bumped) continue;
+      table_.bump(slot);
       host_bumps_++;
-      if (n_bumped < std::size(bumped)) bumped[n_bumped++] = *slot;
+      if (n_bumped < std::size(bumped)) bumped[n_bumped++] = slot;
     }
   }
 
@@ -173,82 +186,76 @@ class State {
   }
 
  private:
+  // The `count` slots with the highest versions, highest first: (version, slot). A scan of the
+  // table, for svfsctl; slots never bumped since creation are left out.
+  std::vector<std::pair<uint64_t, uint64_t>> Hottest(uint32_t count) const {
+    std::vector<std::pair<uint64_t, uint64_t>> top;  // a min-heap of the best so far
+    if (count == 0) return top;
+    auto greater = std::greater<std::pair<uint64_t, uint64_t>>();
+    for (uint64_t slot = 1; slot < table_.slot_count(); ++slot) {
+      uint64_t version = table_.sample(slot);
+      if (version == 0) continue;
+      if (top.size() < count) {
+        top.emplace_back(version, slot);
+        std::push_heap(top.begin(), top.end(), greater);
+      } else if (version > top.front().first) {
+        std::pop_heap(top.begin(), top.end(), greater);
+        top.back() = {version, slot};
+        std::push_heap(top.begin(), top.end(), greater);
+      }
+    }
+    std::sort_heap(top.begin(), top.end(), greater);
+    return top;
+  }
+
   ServerOptions options_;
   shm::VersionTable table_;
-  SlotMap slots_;
   std::optional<FanotifyWatcher> watcher_;
+  std::set<uint64_t> watched_;  // fsids marked
   std::map<ClientId, ClientRecord> clients_;
-  std::multiset<pid_t> client_pids_;  // of attached sessions, to ignore their own changes
+  std::multiset<pid_t> client_pids_;  // of attached clients, to ignore their own changes
   ClientId next_client_id_ = 1;
+  size_t connections_ = 0;
   uint64_t host_bumps_ = 0;
   uint64_t started_at_ns_;
 };
 
-// One attached daemon. Destroyed when the daemon drops the capability or its connection goes
-// (clean exit, crash, SIGKILL): its references are released right then.
-class SessionImpl final : public rpc::Session::Server {
- public:
-  SessionImpl(State& state, ClientId id) : state_(state), id_(id) {}
-  ~SessionImpl() noexcept(false) { state_.remove_client(id_); }
-
-  kj::Promise<void> acquire(AcquireContext context) override {
-    auto keys = context.getParams().getKeys();
-    auto grants = context.getResults().initGrants(keys.size());
-    SlotKey key;
-    for (unsigned i = 0; i < keys.size(); ++i) {
-      auto in = keys[i];
-      key.dev = in.getDev();
-      key.ino = in.getIno();
-      key.fsid = in.getFsid();
-      key.handle_type = in.getHandleType();
-      auto handle = in.getHandle();
-      key.handle.assign(handle.begin(), handle.end());
-      SlotGrant grant = state_.slots().acquire(id_, key);
-      grants[i].setSlot(grant.slot);
-      grants[i].setVersion(grant.version);
-    }
-    return kj::READY_NOW;
-  }
-
-  kj::Promise<void> release(ReleaseContext context) override {
-    for (uint64_t slot : context.getParams().getSlots()) state_.slots().release(id_, slot);
-    return kj::READY_NOW;
-  }
-
- private:
-  State& state_;
-  ClientId id_;
-};
-
-// The bootstrap capability of one connection; knows its peer's credentials.
+// The bootstrap capability of one connection; knows its peer's credentials. Destroyed when the
+// connection goes (clean exit, crash, SIGKILL): the client's registration ends right then.
 class VersiondImpl final : public rpc::Versiond::Server {
  public:
   VersiondImpl(State& state, ucred peer) : state_(state), peer_(peer) {}
+  ~VersiondImpl() noexcept(false) {
+    if (id_) state_.remove_client(*id_);
+  }
 
   kj::Promise<void> attach(AttachContext context) override {
     auto info = context.getParams().getClient();
-    ClientRecord record{info.getName(), peer_.pid, peer_.uid, peer_.gid};
+    if (id_) KJ_FAIL_REQUIRE("this connection is attached already");
+    auto dirs = info.getSharedDirs();
+    if (dirs.size() > kMaxDirsPerClient) {
+      KJ_FAIL_REQUIRE("too many shared directories in one attach", dirs.size(), kMaxDirsPerClient);
+    }
+    ClientRecord record{info.getName(), peer_.pid, peer_.uid, peer_.gid, {}};
     if (static_cast<pid_t>(info.getPid()) != peer_.pid) {
       spdlog::debug("attach: \"{}\" claims pid {}, SO_PEERCRED says {}; using the latter",
                     record.name, info.getPid(), peer_.pid);
     }
-    ClientId id = state_.add_client(record);
-    spdlog::info("attach: client {} \"{}\" pid {} uid {}", id, record.name, peer_.pid, peer_.uid);
-    if (FanotifyWatcher* watcher = state_.watcher()) {
-      for (auto dir : info.getSharedDirs()) {
-        std::string path(dir.cStr());
-        auto fsid = watcher->WatchFilesystemOf(path);
-        if (!fsid) {
-          spdlog::warn("attach: client {}: cannot watch the filesystem of {}: {} (host-side "
-                       "changes there will not be seen)", id, path, fsid.error());
-        } else {
-          spdlog::debug("attach: client {}: watching {} (fsid {:#x})", id, path, *fsid);
-        }
+    for (auto dir : dirs) record.shared_dirs.emplace_back(dir.cStr());
+    std::vector<std::string> to_watch = record.shared_dirs;
+    id_ = state_.add_client(std::move(record));
+    spdlog::info("attach: client {} \"{}\" pid {} uid {}", *id_, info.getName().cStr(), peer_.pid,
+                 peer_.uid);
+    for (const std::string& path : to_watch) {
+      auto fsid = state_.Watch(path);
+      if (!fsid) {
+        spdlog::warn("attach: client {}: cannot watch the filesystem of {}: {} (host-side "
+                     "changes there will not be seen)", *id_, path, fsid.error());
+      } else {
+        spdlog::debug("attach: client {}: watching {} (fsid {:#x})", *id_, path, *fsid);
       }
     }
-    auto results = context.getResults();
-    results.setSession(kj::heap<SessionImpl>(state_, id));
-    state_.FillTable(results.initTable());
+    state_.FillTable(context.getResults().initTable());
     return kj::READY_NOW;
   }
 
@@ -257,17 +264,12 @@ class VersiondImpl final : public rpc::Versiond::Server {
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> slot(SlotContext context) override {
-    auto info = state_.slots().slot_info(context.getParams().getSlot());
-    auto results = context.getResults();
-    results.setFound(info.has_value());
-    if (info) State::FillSlotInfo(*info, results.initInfo());
-    return kj::READY_NOW;
-  }
+  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
  private:
   State& state_;
   ucred peer_;
+  std::optional<ClientId> id_;
 };
 
 // One accepted, authorised connection; destroyed when the peer disconnects.
@@ -430,10 +432,16 @@ class Server {
                    cred.pid, cred.uid, cred.gid);
       return;  // dropping the stream closes it
     }
+    if (state_.connections() >= kMaxConnections) {
+      spdlog::warn("refused connection from pid {} uid {}: {} connections already", cred.pid,
+                   cred.uid, kMaxConnections);
+      return;
+    }
     spdlog::debug("connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
     auto connection = kj::heap<Connection>(kj::mv(stream), kj::heap<VersiondImpl>(state_, cred));
     auto disconnected = connection->network.onDisconnect();
-    tasks_.add(disconnected.attach(kj::mv(connection)));
+    state_.connected();
+    tasks_.add(disconnected.attach(kj::mv(connection), kj::defer([this] { state_.disconnected(); })));
   }
 
   State& state_;

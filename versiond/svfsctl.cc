@@ -1,7 +1,10 @@
-// svfsctl: looks into a running svfs-versiond (status, clients, hottest slots, the key behind a
-// slot) over its RPC socket.
+// svfsctl: looks into a running svfs-versiond (status, clients, hottest slots) over its RPC
+// socket, and tells which slot a host file has (computed as svfsd and versiond compute it).
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +20,7 @@
 #include <fmt/format.h>
 #include <kj/async-io.h>
 
+#include "protocol/inode_identity.h"
 #include "protocol/versiond.capnp.h"
 
 namespace {
@@ -73,14 +77,6 @@ std::string Duration(uint64_t seconds) {
   return fmt::format("{}s", s);
 }
 
-std::string DevIno(svfs::rpc::InodeKey::Reader key) {
-  // st_dev as major:minor the way ls and stat print it.
-  uint64_t dev = key.getDev();
-  unsigned major = static_cast<unsigned>(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
-  unsigned minor = static_cast<unsigned>(((dev >> 12) & 0xffffff00) | (dev & 0xff));
-  return fmt::format("{}:{}:{}", major, minor, key.getIno());
-}
-
 // Connects with a plain socket first, so that the error is the errno the user can act on.
 int ConnectOrExit(const std::string& path) {
   sockaddr_un addr{};
@@ -112,10 +108,8 @@ int Status(svfs::rpc::Stats::Reader stats) {
       {"slot count", fmt::format("{}", table.getSlotCount())},
       {"slot stride", fmt::format("{} bytes", table.getSlotStride())},
       {"mapped", fmt::format("{} bytes", table.getMappedBytes())},
-      {"in use", fmt::format("{}", stats.getSlotsInUse())},
-      {"free", fmt::format("{}", stats.getSlotsFree())},
-      {"high water", fmt::format("{}", stats.getHighWater())},
       {"clients", fmt::format("{}", stats.getClients().size())},
+      {"watched filesystems", fmt::format("{}", stats.getWatchedFilesystems())},
       {"host bumps", fmt::format("{}", stats.getHostBumps())},
       {"uptime", Duration(now_ns > started ? (now_ns - started) / 1'000'000'000ULL : 0)},
   });
@@ -125,22 +119,47 @@ int Status(svfs::rpc::Stats::Reader stats) {
 int Clients(svfs::rpc::Stats::Reader stats) {
   std::vector<std::vector<std::string>> rows;
   for (auto c : stats.getClients()) {
+    std::string dirs;
+    for (auto dir : c.getSharedDirs()) dirs += (dirs.empty() ? "" : ",") + std::string(dir.cStr());
     rows.push_back({fmt::format("{}", c.getId()), fmt::format("{}", c.getPid()),
-                    fmt::format("{}", c.getUid()), fmt::format("{}", c.getReferences()),
-                    fmt::format("{}", c.getSlots()), c.getName().cStr()});
+                    fmt::format("{}", c.getUid()), c.getName().cStr(), dirs});
   }
-  PrintTable({"ID", "PID", "UID", "REFS", "SLOTS", "NAME"}, rows,
-             {true, true, true, true, true, false});
+  PrintTable({"ID", "PID", "UID", "NAME", "SHARED DIRS"}, rows, {true, true, true, false, false});
   return 0;
 }
 
 int Hot(svfs::rpc::Stats::Reader stats) {
   std::vector<std::vector<std::string>> rows;
   for (auto s : stats.getHottest()) {
-    rows.push_back({fmt::format("{}", s.getSlot()), fmt::format("{}", s.getVersion()),
-                    fmt::format("{}", s.getReferences()), DevIno(s.getKey())});
+    rows.push_back({fmt::format("{}", s.getSlot()), fmt::format("{}", s.getVersion())});
   }
-  PrintTable({"SLOT", "VERSION", "REFS", "DEV:INO"}, rows, {true, true, true, false});
+  PrintTable({"SLOT", "VERSION"}, rows, {true, true});
+  return 0;
+}
+
+// The slot of the host file `path` in a table of `slot_count` slots, from its identity as
+// svfsd computes it (a handle where the filesystem has them).
+int Slot(const std::string& path, uint64_t slot_count) {
+  int fd = ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st {};
+  struct statfs sfs {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || ::fstatfs(fd, &sfs) != 0) {
+    std::fprintf(stderr, "svfsctl: slot %s: %s\n", path.c_str(), std::strerror(errno));
+    return 1;
+  }
+  const uint64_t fsid = svfs::protocol::PackFsid(sfs.f_fsid);
+  const uint64_t identity = svfs::protocol::IdentityOfFd(fd, fsid, st.st_dev, st.st_ino);
+  const bool by_handle = identity != svfs::protocol::InodeNumberIdentity(st.st_dev, st.st_ino);
+  ::close(fd);
+  PrintPairs({
+      {"path", path},
+      {"slot", fmt::format("{}", svfs::protocol::SlotOf(identity, slot_count))},
+      {"identity", by_handle ? fmt::format("{:#018x} (file handle on fsid {:#x})", identity, fsid)
+                             : fmt::format("{:#018x} (dev {:#x} ino {}: no file handles, host edits "
+                                           "are not tracked here)", identity,
+                                           static_cast<uint64_t>(st.st_dev),
+                                           static_cast<uint64_t>(st.st_ino))},
+  });
   return 0;
 }
 
@@ -149,17 +168,17 @@ int Hot(svfs::rpc::Stats::Reader stats) {
 int main(int argc, char** argv) {
   std::string socket_path = "/run/svfs/versiond.sock";
   uint32_t hot_n = 20;
-  uint64_t slot_n = 0;
+  std::string slot_path;
 
   CLI::App app{"svfsctl: inspect a running svfs-versiond"};
   app.add_option("--socket", socket_path, "svfs-versiond's socket")->capture_default_str();
   app.require_subcommand(1);
-  auto* status = app.add_subcommand("status", "table identity and slot usage");
-  auto* clients = app.add_subcommand("clients", "attached daemons and the references they hold");
-  auto* hot = app.add_subcommand("hot", "in-use slots with the highest versions");
+  auto* status = app.add_subcommand("status", "table identity, clients, host-side bumps");
+  auto* clients = app.add_subcommand("clients", "attached daemons and what they share");
+  auto* hot = app.add_subcommand("hot", "the slots with the highest versions");
   hot->add_option("-n", hot_n, "how many")->capture_default_str();
-  auto* slot = app.add_subcommand("slot", "the inode behind a slot");
-  slot->add_option("N", slot_n, "slot number")->required();
+  auto* slot = app.add_subcommand("slot", "the slot of a host file (as svfsd computes it)");
+  slot->add_option("PATH", slot_path, "a file or directory on the host")->required();
   CLI11_PARSE(app, argc, argv);
 
   int fd = ConnectOrExit(socket_path);
@@ -170,35 +189,11 @@ int main(int argc, char** argv) {
     capnp::TwoPartyClient client(*stream);
     auto versiond = client.bootstrap().castAs<svfs::rpc::Versiond>();
 
-    if (slot->parsed()) {
-      auto request = versiond.slotRequest();
-      request.setSlot(slot_n);
-      auto response = request.send().wait(io.waitScope);
-      if (!response.getFound()) {
-        std::fprintf(stderr, "svfsctl: slot %llu is not in use\n",
-                     static_cast<unsigned long long>(slot_n));
-        return 1;
-      }
-      auto info = response.getInfo();
-      auto key = info.getKey();
-      PrintPairs({
-          {"slot", fmt::format("{}", info.getSlot())},
-          {"version", fmt::format("{}", info.getVersion())},
-          {"references", fmt::format("{}", info.getReferences())},
-          {"dev", fmt::format("{:#x} ({})", key.getDev(), DevIno(key))},
-          {"ino", fmt::format("{}", key.getIno())},
-          {"fsid", fmt::format("{:#x}", key.getFsid())},
-          {"handle", key.getHandle().size() == 0
-                         ? std::string("none")
-                         : fmt::format("type {} bytes {}", key.getHandleType(), Hex(key.getHandle()))},
-      });
-      return 0;
-    }
-
     auto request = versiond.statsRequest();
     request.setHottest(hot->parsed() ? hot_n : 0);
     auto response = request.send().wait(io.waitScope);
     auto stats = response.getStats();
+    if (slot->parsed()) return Slot(slot_path, stats.getTable().getSlotCount());
     if (status->parsed()) return Status(stats);
     if (clients->parsed()) return Clients(stats);
     return Hot(stats);

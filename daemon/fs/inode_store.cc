@@ -96,7 +96,6 @@ void InodeStore::Forget(NodeId id, uint64_t count) {
     }
     by_id_.erase(it);
   }
-  if (on_evict_) on_evict_(*freed);
   spdlog::debug("inode {} freed", id);
 }
 
@@ -112,17 +111,6 @@ void InodeStore::Clear() {
       by_id_.insert(std::move(root));
     }
   }
-  if (on_evict_) {
-    for (auto& [id, slot] : dropped) on_evict_(*slot.data);
-  }
-}
-
-std::vector<std::shared_ptr<InodeData>> InodeStore::Snapshot() const {
-  std::lock_guard lock(mutex_);
-  std::vector<std::shared_ptr<InodeData>> all;
-  all.reserve(by_id_.size());
-  for (const auto& [id, slot] : by_id_) all.push_back(slot.data);
-  return all;
 }
 
 uint64_t InodeStore::RefCount(NodeId id) const {

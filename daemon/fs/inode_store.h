@@ -4,7 +4,6 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -70,10 +69,9 @@ struct InodeData {
   UniqueFd fd;           // O_PATH|O_NOFOLLOW; invalid when `handle` is set
   std::optional<FileHandle> handle;
   std::shared_ptr<const UniqueFd> mount_fd;  // for open_by_handle_at; set with `handle`
-  // Shared-versions bookkeeping, owned by the VersionTracker (daemon/fs/version_tracker.h): the
-  // inode's slot in the version table and the versiond session that granted it. The one mutable
-  // field, hence atomic.
-  mutable std::atomic<uint64_t> version_ref{0};
+  // Shared versions: the identity the inode's version-table slot is computed from
+  // (protocol/inode_identity.h), set when the inode is made; 0 when versions are not tracked.
+  uint64_t identity = 0;
 
   // An O_PATH fd for this inode: the held fd, or the file handle reopened.
   Result<InodeFd> path_fd() const;
@@ -122,11 +120,6 @@ class InodeStore {
   // Drops every node but the root (DESTROY: the kernel forgets everything).
   void Clear();
 
-  // Called (outside the lock) for every node that leaves the store: FORGET to zero and Clear.
-  // Set once, before the store is shared between threads.
-  void SetEvictionHook(std::function<void(const InodeData&)> hook) { on_evict_ = std::move(hook); }
-  // Every node currently in the store, root included.
-  std::vector<std::shared_ptr<InodeData>> Snapshot() const;
 
   // Current lookup count of `id` (0 if unknown); for tests and debugging.
   uint64_t RefCount(NodeId id) const;
@@ -143,7 +136,6 @@ class InodeStore {
   std::unordered_map<NodeId, Slot> by_id_;   // guarded by mutex_
   std::unordered_map<InodeKey, NodeId, InodeKeyHash> by_key_;  // guarded by mutex_
   NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
-  std::function<void(const InodeData&)> on_evict_;
 };
 
 // Descriptors used as mount_fd for open_by_handle_at, one per mount id.

@@ -1,5 +1,6 @@
 #include "daemon/fs/passthrough.h"
 
+#include "protocol/inode_identity.h"
 #include "protocol/shared_versions.h"
 
 #include <dirent.h>
@@ -7,6 +8,7 @@
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -163,11 +165,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   ::umask(0);
 
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), UniqueFd(proc)));
-  if (versions) {
-    fs->versions_ = versions;
-    // A node the kernel forgot no longer needs its slot.
-    fs->inodes_.SetEvictionHook([versions](const InodeData& inode) { versions->untrack(inode); });
-  }
+  fs->versions_ = versions;
 
   if (fs->config_.file_handles != InodeFileHandles::kNever) {
     // Probe: can we make a handle of the root and open it again (needs CAP_DAC_READ_SEARCH)?
@@ -201,7 +199,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   root_inode->key = KeyOf(*stx);
   root_inode->file_type = stx->stx_mode & S_IFMT;
   root_inode->fd = std::move(root_fd);  // the root always keeps its fd
-  if (fs->versions_) fs->versions_->track(*root_inode);
+  if (fs->versions_) root_inode->identity = fs->IdentityOf(root_inode->fd.get(), *root_inode);
   fs->inodes_.SetRoot(std::move(root_inode));
   spdlog::debug("passthrough: sharing {} (cache {})", fs->config_.shared_dir,
                 CacheModeName(fs->config_.cache.mode()));
@@ -313,6 +311,7 @@ Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const s
         buf.resize(sizeof(struct file_handle) + fh->handle_bytes);
         inode->handle = FileHandle{mount_id, std::move(buf)};
         inode->mount_fd = std::move(*mount_fd);
+        if (versions_) inode->identity = IdentityOf(fd.get(), *inode);
         return inode;  // `fd` closes: the handle is enough to reopen the inode
       }
       if (config_.file_handles == InodeFileHandles::kMandatory) return Err(mount_fd.error());
@@ -321,7 +320,29 @@ Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const s
     }
   }
   inode->fd = std::move(fd);
+  if (versions_) inode->identity = IdentityOf(inode->fd.get(), *inode);
   return inode;
+}
+
+uint64_t PassthroughFs::FsidOf(uint64_t dev, int fd) const {
+  {
+    std::lock_guard lock(fsid_mutex_);
+    if (auto it = fsid_by_dev_.find(dev); it != fsid_by_dev_.end()) return it->second;
+  }
+  struct statfs st {};
+  if (::fstatfs(fd, &st) != 0) return 0;
+  uint64_t fsid = protocol::PackFsid(st.f_fsid);
+  std::lock_guard lock(fsid_mutex_);
+  fsid_by_dev_.emplace(dev, fsid);
+  return fsid;
+}
+
+uint64_t PassthroughFs::IdentityOf(int fd, const InodeData& inode) const {
+  const uint64_t fsid = FsidOf(inode.key.dev, fd);
+  if (!inode.handle) return protocol::IdentityOfFd(fd, fsid, inode.key.dev, inode.key.ino);
+  const auto* fh = reinterpret_cast<const struct file_handle*>(inode.handle->bytes.data());
+  return protocol::HandleIdentity(fsid, fh->handle_type,
+                                  std::span<const unsigned char>(fh->f_handle, fh->handle_bytes));
 }
 
 Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
@@ -348,9 +369,7 @@ Result<Entry> PassthroughFs::EntryFromStatx(UniqueFd fd, const struct statx& stx
                                             std::shared_ptr<InodeData>* inode_out) {
   auto candidate = MakeInode(std::move(fd), stx, parent);
   if (!candidate) return Err(candidate.error());
-  const InodeData* fresh = candidate->get();
   auto inode = inodes_.Acquire(std::move(*candidate));
-  if (versions_ && inode.get() == fresh) versions_->track(*inode);
   Entry entry = EntryFor(*inode, stx, parent);
   if (inode_out) *inode_out = std::move(inode);
   return entry;
@@ -360,7 +379,7 @@ Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const In
   Entry entry;
   entry.node = inode.id;
   if (versions_) {
-    Version version = versions_->sample(inode);
+    Version version = versions_->sample(inode.identity);
     if (version.index != 0) {
       // The stat that found the inode predates the sample: read the attributes again, after it.
       auto path_fd = inode.path_fd();
@@ -397,7 +416,7 @@ uint64_t PassthroughFs::EntryTimeoutNs() const {
 
 void PassthroughFs::BumpNode(NodeId id) const {
   if (!versions_) return;
-  if (auto inode = inodes_.Get(id)) versions_->bump(*inode);
+  if (auto inode = inodes_.Get(id)) versions_->bump(inode->identity);
 }
 
 std::shared_ptr<InodeData> PassthroughFs::StoredInodeAt(int dir_fd, const std::string& name) const {
@@ -450,7 +469,7 @@ Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
 
 Result<Attr> PassthroughFs::StatFd(int fd, const InodeData* inode) const {
   Version version;
-  if (versions_ && inode) version = versions_->sample(*inode);  // before the stat
+  if (versions_ && inode) version = versions_->sample(inode->identity);  // before the stat
   auto stx = StatxFd(fd);
   if (!stx) return Err(stx.error());
   Attr attr;
@@ -977,23 +996,6 @@ Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint6
     if (n < 0) return first ? Status(ErrnoErr()) : Status{};
     if (n == 0) return {};
     first = false;
-    // Slots for this buffer's new entries in one call to versiond instead of one per entry.
-    struct BatchScope {
-      VersionTracker* versions;
-      ~BatchScope() {
-        if (versions) versions->end_batch();
-      }
-    } batch{plus ? versions_ : nullptr};
-    if (batch.versions) {
-      std::vector<std::string_view> names;
-      for (long pos = 0; pos < n;) {
-        const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + pos);
-        pos += d->d_reclen;
-        std::string_view name(d->d_name);
-        if (name != "." && name != "..") names.push_back(name);
-      }
-      batch.versions->begin_batch(dir.fd.get(), names);
-    }
     for (long pos = 0; pos < n;) {
       const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + pos);
       pos += d->d_reclen;

@@ -170,8 +170,13 @@ class PassthroughFs : public FileSystem {
   // rely on our bumps) but replies carry them only once INIT agreed on it (versioned_replies_).
   bool tracking_versions() const { return versions_ != nullptr; }
   void Bump(const InodeData* inode) const {
-    if (versions_ && inode) versions_->bump(*inode);
+    if (versions_ && inode) versions_->bump(inode->identity);
   }
+  // The identity `inode`'s version slot is computed from (`fd` reaches the inode): its file
+  // handle where the filesystem has them (as fanotify reports host edits), else (dev, ino).
+  uint64_t IdentityOf(int fd, const InodeData& inode) const;
+  // statfs f_fsid of the filesystem of `fd` (device `dev`), cached per device.
+  uint64_t FsidOf(uint64_t dev, int fd) const;
   void BumpNode(NodeId id) const;
   // The store's inode for the host inode `name` under `dir_fd` names now, if we have one: the
   // inode an unlink/rename is about to drop a link of (bumped once the change is done).
@@ -227,6 +232,8 @@ class PassthroughFs : public FileSystem {
   PassthroughConfig config_;
   VersionTracker* versions_ = nullptr;
   std::atomic<bool> versioned_replies_{false};
+  mutable std::mutex fsid_mutex_;  // leaf lock; guards fsid_by_dev_
+  mutable std::unordered_map<uint64_t, uint64_t> fsid_by_dev_;
   UniqueFd proc_self_fd_;
   InodeStore inodes_;
   HandleTable handles_;

@@ -1,16 +1,17 @@
 // What the passthrough filesystem needs of the shared version table (shared-versions mode).
+// An inode's slot is computed from its identity (protocol/inode_identity.h), so tracking needs
+// no call to anyone: the filesystem hands over the identity, the tracker maps it to a slot of
+// the table it currently trusts.
 //
 // The ordering invariant (docs/architecture.md): sample an inode's slot BEFORE reading the
 // metadata a reply carries, bump it AFTER a change completes and BEFORE replying. A guest can then
 // never hold metadata tagged with a version newer than the metadata.
 #pragma once
 
+#include <cstdint>
 #include <optional>
-#include <span>
-#include <string_view>
 
 #include "daemon/fs/filesystem.h"
-#include "daemon/fs/inode_store.h"
 
 namespace svfs::fs {
 
@@ -18,26 +19,12 @@ class VersionTracker {
  public:
   virtual ~VersionTracker() = default;
 
-  // The table versions refer to, or nullopt while there is none (versiond unreachable).
+  // The table versions refer to, or nullopt while there is none to trust (versiond unreachable).
   virtual std::optional<VersionTableId> table() const = 0;
-  // A new inode entered the store: obtain its slot (may block on one call to versiond; no-op
-  // while detached, the inode then stays unversioned until the next attach).
-  virtual void track(const InodeData& inode) = 0;
-  // The inode left the store: return its slot reference.
-  virtual void untrack(const InodeData& inode) = 0;
-  // The inode's slot and current version; {0, 0} if it has none.
-  virtual Version sample(const InodeData& inode) const = 0;
-  // Increments the inode's slot (no-op without one).
-  virtual void bump(const InodeData& inode) = 0;
-
-  // READDIRPLUS looks up many names in a row: get slots for the entries `names` under the
-  // directory `dir_fd` in one call to versiond, for this thread's track() calls to take until
-  // end_batch(), which returns the grants nobody took. Optional; a no-op by default.
-  virtual void begin_batch(int dir_fd, std::span<const std::string_view> names) {
-    (void)dir_fd;
-    (void)names;
-  }
-  virtual void end_batch() {}
+  // The slot of the inode with this identity and its current version; {0, 0} while unversioned.
+  virtual Version sample(uint64_t identity) const = 0;
+  // Increments the slot of the inode with this identity.
+  virtual void bump(uint64_t identity) = 0;
 };
 
 }  // namespace svfs::fs

@@ -171,10 +171,6 @@ void BM_StatThroughMount(benchmark::State& state, const std::string& cache) {
     state.counters["lookup/stat"] = (counters_after["LOOKUP"] - counters_before["LOOKUP"]) / n;
     state.counters["getattr/stat"] = (counters_after["GETATTR"] - counters_before["GETATTR"]) / n;
   }
-  if (cache == "shared") {
-    auto stats = QueryStats(s->world.socket(), nullptr, 1);
-    if (stats) state.counters["slots"] = static_cast<double>(stats->in_use);
-  }
 }
 
 BENCHMARK_CAPTURE(BM_StatThroughMount, none, std::string("none"))->UseRealTime();

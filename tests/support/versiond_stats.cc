@@ -1,17 +1,17 @@
 #include "tests/support/versiond_stats.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include "protocol/inode_identity.h"
 #include "protocol/versiond.capnp.h"
 
 namespace svfs_test {
-
-std::optional<SlotRow> StatsSnapshot::Find(uint64_t dev, uint64_t ino) const {
-  for (const auto& s : slots)
-    if (s.dev == dev && s.ino == ino) return s;
-  return std::nullopt;
-}
 
 std::optional<SlotRow> StatsSnapshot::FindSlot(uint64_t slot) const {
   for (const auto& s : slots)
@@ -43,16 +43,15 @@ StatsSnapshot GetStats(const std::string& socket_path, uint32_t hottest, std::ch
   StatsSnapshot out;
   out.table = stats.getTable().getName().cStr();
   out.generation = stats.getTable().getGeneration();
-  out.in_use = stats.getSlotsInUse();
-  out.free = stats.getSlotsFree();
-  out.high_water = stats.getHighWater();
+  out.slot_count = stats.getTable().getSlotCount();
   out.host_bumps = stats.getHostBumps();
-  for (auto c : stats.getClients())
-    out.clients.push_back(
-        {c.getId(), c.getName().cStr(), c.getPid(), c.getUid(), c.getReferences(), c.getSlots()});
-  for (auto s : stats.getHottest())
-    out.slots.push_back(
-        {s.getSlot(), s.getVersion(), s.getReferences(), s.getKey().getDev(), s.getKey().getIno()});
+  out.watched_filesystems = stats.getWatchedFilesystems();
+  for (auto c : stats.getClients()) {
+    ClientRow row{c.getId(), c.getName().cStr(), c.getPid(), c.getUid(), {}};
+    for (auto dir : c.getSharedDirs()) row.shared_dirs.emplace_back(dir.cStr());
+    out.clients.push_back(std::move(row));
+  }
+  for (auto s : stats.getHottest()) out.slots.push_back({s.getSlot(), s.getVersion()});
   return out;
 }
 
@@ -64,6 +63,21 @@ std::optional<StatsSnapshot> QueryStats(const std::string& socket_path, std::str
     if (error) *error = e.getDescription().cStr();
     return std::nullopt;
   }
+}
+
+uint64_t SlotOfPath(const std::string& path, uint64_t slot_count) {
+  int fd = ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct stat st {};
+  struct statfs sfs {};
+  uint64_t slot = 0;
+  if (::fstat(fd, &st) == 0 && ::fstatfs(fd, &sfs) == 0) {
+    uint64_t identity = svfs::protocol::IdentityOfFd(fd, svfs::protocol::PackFsid(sfs.f_fsid),
+                                                     st.st_dev, st.st_ino);
+    slot = svfs::protocol::SlotOf(identity, slot_count);
+  }
+  ::close(fd);
+  return slot;
 }
 
 }  // namespace svfs_test

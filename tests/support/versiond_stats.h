@@ -1,4 +1,5 @@
-// svfs-versiond's stats() over Cap'n Proto RPC, copied out of the reply into plain structs.
+// svfs-versiond's stats() over Cap'n Proto RPC, copied out of the reply into plain structs, and
+// the slot a host file has (computed as svfsd and versiond compute it).
 #pragma once
 
 #include <sys/types.h>
@@ -14,9 +15,6 @@ namespace svfs_test {
 struct SlotRow {
   uint64_t slot = 0;
   uint64_t version = 0;
-  uint64_t references = 0;
-  uint64_t dev = 0;
-  uint64_t ino = 0;
 };
 
 struct ClientRow {
@@ -24,21 +22,18 @@ struct ClientRow {
   std::string name;
   uint32_t pid = 0;
   uint32_t uid = 0;
-  uint64_t references = 0;
-  uint64_t slots = 0;
+  std::vector<std::string> shared_dirs;
 };
 
 struct StatsSnapshot {
   std::string table;
   uint64_t generation = 0;
-  uint64_t in_use = 0;
-  uint64_t free = 0;
-  uint64_t high_water = 0;
+  uint64_t slot_count = 0;
   uint64_t host_bumps = 0;
+  uint64_t watched_filesystems = 0;
   std::vector<ClientRow> clients;
-  std::vector<SlotRow> slots;  // the `hottest` in-use slots asked for
+  std::vector<SlotRow> slots;  // the `hottest` slots asked for
 
-  std::optional<SlotRow> Find(uint64_t dev, uint64_t ino) const;
   std::optional<SlotRow> FindSlot(uint64_t slot) const;
   const ClientRow* FindClient(pid_t pid) const;
 };
@@ -52,5 +47,9 @@ StatsSnapshot GetStats(const std::string& socket_path, uint32_t hottest = 0,
 std::optional<StatsSnapshot> QueryStats(const std::string& socket_path, std::string* error = nullptr,
                                         uint32_t hottest = 100000,
                                         std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+
+// The slot of the host file `path` (not following a final symlink) in a table of `slot_count`
+// slots; 0 if it cannot be reached.
+uint64_t SlotOfPath(const std::string& path, uint64_t slot_count);
 
 }  // namespace svfs_test

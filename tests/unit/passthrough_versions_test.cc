@@ -1,8 +1,9 @@
 // PassthroughFs in shared-versions mode with a recording VersionTracker: which inodes each
-// operation bumps, what replies are tagged with, and the timeouts of a negotiated session. The
+// operation bumps, which slot replies are tagged with, and the timeouts of a negotiated session. The
 // real tracker (daemon/versions/) over a real versiond is exercised by tests/shared/.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -15,6 +16,7 @@
 
 #include "daemon/fs/passthrough.h"
 #include "daemon/fs/version_tracker.h"
+#include "protocol/inode_identity.h"
 #include "protocol/shared_versions.h"
 
 namespace svfs::fs {
@@ -22,62 +24,39 @@ namespace {
 
 constexpr uint64_t kDay = 86400ULL * 1'000'000'000ULL;
 
-// Slots numbered in tracking order; counts kept per slot; bumps recorded by host inode number.
+// Slots computed from the identity the filesystem hands over, as the real tracker does; every
+// slot starts at 100 (a table in use never starts at 0); bumps recorded by identity.
 class RecordingTracker : public VersionTracker {
  public:
+  static constexpr uint64_t kSlots = 1 << 20;
   std::optional<VersionTableId> table() const override {
     if (!has_table) return std::nullopt;
     return VersionTableId{.uuid = {1, 2, 3}, .generation = 4};
   }
-  void track(const InodeData& inode) override {
+  Version sample(uint64_t identity) const override {
     std::lock_guard lock(mutex_);
-    uint64_t slot = next_slot_++;
-    inode.version_ref.store(slot);
-    versions_[slot] = 100;  // as if reused: a slot never starts at 0
-    tracked.insert(inode.key.ino);
+    uint64_t slot = protocol::SlotOf(identity, kSlots);
+    auto it = versions_.find(slot);
+    return {slot, it == versions_.end() ? 100 : it->second};
   }
-  void untrack(const InodeData& inode) override {
+  void bump(uint64_t identity) override {
     std::lock_guard lock(mutex_);
-    untracked.insert(inode.key.ino);
-  }
-  Version sample(const InodeData& inode) const override {
-    std::lock_guard lock(mutex_);
-    uint64_t slot = inode.version_ref.load();
-    if (slot == 0) return {};
-    return {slot, versions_.at(slot)};
-  }
-  void bump(const InodeData& inode) override {
-    std::lock_guard lock(mutex_);
-    uint64_t slot = inode.version_ref.load();
-    if (slot == 0) return;
-    ++versions_[slot];
-    bumped.insert(inode.key.ino);
-  }
-  void begin_batch(int, std::span<const std::string_view> names) override {
-    std::lock_guard lock(mutex_);
-    ++batches;
-    for (auto name : names) batched_names.insert(std::string(name));
-  }
-  void end_batch() override {
-    std::lock_guard lock(mutex_);
-    ++batch_ends;
+    uint64_t slot = protocol::SlotOf(identity, kSlots);
+    auto [it, fresh] = versions_.try_emplace(slot, 100);
+    ++it->second;
+    bumped.insert(identity);
   }
   uint64_t version_of_slot(uint64_t slot) const {
     std::lock_guard lock(mutex_);
-    return versions_.at(slot);
+    auto it = versions_.find(slot);
+    return it == versions_.end() ? 100 : it->second;
   }
 
   bool has_table = true;
-  int batches = 0;
-  int batch_ends = 0;
-  std::set<std::string> batched_names;
-  std::multiset<uint64_t> bumped;  // st_ino of every inode bumped
-  std::set<uint64_t> tracked;
-  std::set<uint64_t> untracked;
+  std::multiset<uint64_t> bumped;  // the identity of every inode bumped
 
  private:
   mutable std::mutex mutex_;
-  uint64_t next_slot_ = 1;
   std::map<uint64_t, uint64_t> versions_;
 };
 
@@ -110,12 +89,21 @@ class PassthroughVersionsTest : public ::testing::Test {
     return *fs_;
   }
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-  uint64_t Ino(const std::string& name) const {
+  // The identity of the host file `name`, computed here as svfsd and versiond compute it.
+  uint64_t Id(const std::string& name) const {
+    int fd = ::open(Path(name).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << name;
     struct stat st {};
-    EXPECT_EQ(::lstat(Path(name).c_str(), &st), 0) << name;
-    return st.st_ino;
+    struct statfs sfs {};
+    EXPECT_EQ(::fstat(fd, &st), 0);
+    EXPECT_EQ(::fstatfs(fd, &sfs), 0);
+    uint64_t id = protocol::IdentityOfFd(fd, protocol::PackFsid(sfs.f_fsid), st.st_dev, st.st_ino);
+    ::close(fd);
+    return id;
   }
-  uint64_t RootIno() const { return Ino(""); }
+  uint64_t SlotOfName(const std::string& name) const {
+    return protocol::SlotOf(Id(name), RecordingTracker::kSlots);
+  }
   void Touch(const std::string& name) {
     int fd = ::open(Path(name).c_str(), O_CREAT | O_WRONLY, 0644);
     ASSERT_GE(fd, 0);
@@ -152,15 +140,16 @@ TEST_F(PassthroughVersionsTest, OtherCacheModesNeverOfferVersions) {
   EXPECT_FALSE(fs.version_table().has_value());
 }
 
-TEST_F(PassthroughVersionsTest, LookupTracksOnceAndTagsReplies) {
+// The slot is the one the inode's identity names, with no call to anyone, the same on every
+// lookup, and the same for a hard link and after a rename (the identity is the inode's, not the
+// name's).
+TEST_F(PassthroughVersionsTest, RepliesCarryTheSlotOfTheInodesIdentity) {
   Touch("f");
   auto& fs = Fs(true);
-  EXPECT_TRUE(tracker_.tracked.count(RootIno()));  // the root has a slot from the start
   auto first = fs.lookup(ctx_, kRootNodeId, "f");
   ASSERT_TRUE(first.has_value());
-  EXPECT_NE(first->attr.version.index, 0u);
+  EXPECT_EQ(first->attr.version.index, SlotOfName("f"));
   EXPECT_EQ(first->attr.version.value, 100u);
-  EXPECT_EQ(tracker_.tracked.count(Ino("f")), 1u);
   auto again = fs.lookup(ctx_, kRootNodeId, "f");
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->attr.version.index, first->attr.version.index);
@@ -168,6 +157,16 @@ TEST_F(PassthroughVersionsTest, LookupTracksOnceAndTagsReplies) {
   ASSERT_TRUE(attr.has_value());
   EXPECT_EQ(attr->version.index, first->attr.version.index);
   EXPECT_TRUE(TakeBumps().empty()) << "reads bump nothing";
+
+  ASSERT_EQ(::link(Path("f").c_str(), Path("hard").c_str()), 0);
+  auto linked = fs.lookup(ctx_, kRootNodeId, "hard");
+  ASSERT_TRUE(linked.has_value());
+  EXPECT_EQ(linked->attr.version.index, first->attr.version.index) << "hard link";
+  ASSERT_EQ(::rename(Path("f").c_str(), Path("renamed").c_str()), 0);
+  fs.forget(first->node, 3);  // out of the store: the next lookup makes the inode afresh
+  auto renamed = fs.lookup(ctx_, kRootNodeId, "renamed");
+  ASSERT_TRUE(renamed.has_value());
+  EXPECT_EQ(renamed->attr.version.index, first->attr.version.index) << "after a rename";
 }
 
 TEST_F(PassthroughVersionsTest, NegotiatedTimeoutsFollowVersions) {
@@ -197,8 +196,12 @@ TEST_F(PassthroughVersionsTest, UnnegotiatedSessionIsCacheNone) {
   auto opened = fs.open(ctx_, e->node, O_RDONLY);
   ASSERT_TRUE(opened.has_value());
   EXPECT_EQ(opened->open_flags, static_cast<uint32_t>(FOPEN_DIRECT_IO));
-  // Still tracked and bumped: other daemons' guests depend on it.
-  EXPECT_TRUE(tracker_.tracked.count(Ino("f")));
+  // Still bumped: other daemons' guests depend on it.
+  SetattrArgs args;
+  args.valid = FATTR_MODE;
+  args.mode = 0600;
+  ASSERT_TRUE(fs.setattr(ctx_, e->node, args).has_value());
+  EXPECT_EQ(TakeBumps(), std::multiset<uint64_t>{Id("f")});
 }
 
 TEST_F(PassthroughVersionsTest, SetattrBumpsBeforeTheReplySamples) {
@@ -211,7 +214,7 @@ TEST_F(PassthroughVersionsTest, SetattrBumpsBeforeTheReplySamples) {
   auto attr = fs.setattr(ctx_, f, args);
   ASSERT_TRUE(attr.has_value());
   EXPECT_EQ(attr->st.st_mode & 07777, 0600u);
-  EXPECT_EQ(TakeBumps(), std::multiset<uint64_t>{Ino("f")});
+  EXPECT_EQ(TakeBumps(), std::multiset<uint64_t>{Id("f")});
   // The reply carries the version after the bump: caching it is safe until the next change.
   EXPECT_EQ(attr->version.value, tracker_.version_of_slot(attr->version.index));
   EXPECT_EQ(attr->version.value, 101u);
@@ -227,7 +230,7 @@ TEST_F(PassthroughVersionsTest, FailedSetattrStillBumpsWhatItTried) {
   args.size = 1;
   Context nobody{.uid = 65534, .gid = 65534};
   EXPECT_FALSE(fs.setattr(nobody, f, args).has_value());
-  EXPECT_EQ(TakeBumps(), std::multiset<uint64_t>{Ino("f")});
+  EXPECT_EQ(TakeBumps(), std::multiset<uint64_t>{Id("f")});
 }
 
 TEST_F(PassthroughVersionsTest, NamespaceOperationsBumpTheirSets) {
@@ -240,7 +243,7 @@ TEST_F(PassthroughVersionsTest, NamespaceOperationsBumpTheirSets) {
   NodeId b = Lookup("b");
   NodeId x = Lookup("x", a);
   Lookup("y", b);
-  uint64_t ia = Ino("a"), ib = Ino("b"), ix = Ino("a/x"), iy = Ino("b/y");
+  uint64_t ia = Id("a"), ib = Id("b"), ix = Id("a/x"), iy = Id("b/y");
   TakeBumps();
 
   ASSERT_TRUE(fs.create(ctx_, a, "new", S_IFREG | 0644, O_RDWR, 0).has_value());
@@ -255,7 +258,7 @@ TEST_F(PassthroughVersionsTest, NamespaceOperationsBumpTheirSets) {
   EXPECT_EQ(TakeBumps(), (std::multiset<uint64_t>{ib, ix})) << "link: new parent and inode";
   ASSERT_TRUE(fs.unlink(ctx_, b, "x2").has_value());
   EXPECT_EQ(TakeBumps(), (std::multiset<uint64_t>{ib, ix})) << "unlink: parent and inode";
-  uint64_t id = Ino("a/d");
+  uint64_t id = Id("a/d");
   ASSERT_TRUE(fs.rmdir(ctx_, a, "d").has_value());
   EXPECT_EQ(TakeBumps(), (std::multiset<uint64_t>{ia, id})) << "rmdir: parent and dir";
   ASSERT_TRUE(fs.rename(ctx_, a, "x", b, "moved", 0).has_value());
@@ -272,7 +275,7 @@ TEST_F(PassthroughVersionsTest, DataAndXattrChangesBumpTheInode) {
   Touch("f");
   auto& fs = Fs(true);
   NodeId f = Lookup("f");
-  uint64_t fi = Ino("f");
+  uint64_t fi = Id("f");
   auto opened = fs.open(ctx_, f, O_RDWR);
   ASSERT_TRUE(opened.has_value());
   EXPECT_TRUE(TakeBumps().empty()) << "open without O_TRUNC";
@@ -301,17 +304,6 @@ TEST_F(PassthroughVersionsTest, DataAndXattrChangesBumpTheInode) {
   EXPECT_TRUE(TakeBumps().empty()) << "reads bump nothing";
 }
 
-TEST_F(PassthroughVersionsTest, ForgottenInodesReturnTheirSlot) {
-  Touch("f");
-  auto& fs = Fs(true);
-  NodeId f = Lookup("f");
-  Lookup("f");
-  fs.forget(f, 1);
-  EXPECT_FALSE(tracker_.untracked.count(Ino("f")));
-  fs.forget(f, 1);
-  EXPECT_TRUE(tracker_.untracked.count(Ino("f")));
-}
-
 TEST_F(PassthroughVersionsTest, ReaddirplusEntriesAreVersioned) {
   Touch("a");
   Touch("b");
@@ -331,11 +323,8 @@ TEST_F(PassthroughVersionsTest, ReaddirplusEntriesAreVersioned) {
   ASSERT_EQ(sink.versions.size(), 2u);
   EXPECT_NE(sink.versions["a"].index, 0u);
   EXPECT_NE(sink.versions["b"].index, 0u);
-  EXPECT_NE(sink.versions["a"].index, sink.versions["b"].index);
-  // One batch per getdents buffer, naming the entries (not "." and ".."), always ended.
-  EXPECT_GE(tracker_.batches, 1);
-  EXPECT_EQ(tracker_.batches, tracker_.batch_ends);
-  EXPECT_EQ(tracker_.batched_names, (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(sink.versions["a"].index, SlotOfName("a"));
+  EXPECT_EQ(sink.versions["b"].index, SlotOfName("b"));
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // The client library against a real svfs-versiond: restarts (epochs, listener order, versions
-// only grow) and a versiond that is not there yet.
+// only grow), a versiond that is not there yet, and one that stops answering.
 #include <signal.h>
 
 #include <gtest/gtest.h>
@@ -57,13 +57,9 @@ TEST(VersiondClientTest, RestartBumpsEverySlotAndClientReattaches) {
   ASSERT_TRUE(WaitUntil([&] { return listener.events().size() == 1; }, 2s, 10ms));
   EXPECT_EQ(listener.events(), std::vector<std::string>{"attached 1"});
 
-  std::vector<Key> keys;
-  for (uint64_t i = 0; i < 50; ++i) keys.push_back(Key{.dev = 9, .ino = 100 + i});
-  auto grants = client->acquire(keys);
-  ASSERT_TRUE(grants);
-  EXPECT_EQ(grants->epoch, 1u);
-  auto table = shm::VersionTable::Attach(daemon.table(), shm::Access::kReadOnly);
+  auto table = shm::VersionTable::Attach(daemon.table(), shm::Access::kReadWrite);
   ASSERT_TRUE(table) << table.error();
+  for (uint64_t s = 1; s < 50; ++s) table->bump(s);  // as daemons would, for their changes
   uint64_t generation = table->header().generation.load();
   std::vector<uint64_t> before(table->slot_count());
   for (uint64_t s = 0; s < before.size(); ++s) before[s] = table->sample(s);
@@ -72,9 +68,6 @@ TEST(VersiondClientTest, RestartBumpsEverySlotAndClientReattaches) {
   daemon.Start();  // same socket path (stale file) and table
 
   EXPECT_EQ(table->header().generation.load(), generation + 1);
-  for (const Grant& g : grants->grants) {
-    EXPECT_GE(table->sample(g.slot), g.version + 1) << "slot " << g.slot;
-  }
   for (uint64_t s = 1; s < before.size(); ++s) {
     ASSERT_GE(table->sample(s), before[s] + 1) << "slot " << s << " was not bumped";
   }
@@ -84,19 +77,7 @@ TEST(VersiondClientTest, RestartBumpsEverySlotAndClientReattaches) {
   EXPECT_EQ(listener.generations().back(), generation + 1);
   ASSERT_TRUE(client->table());
   EXPECT_EQ(client->table()->generation, generation + 1);
-
-  // Releases of the dead session are dropped; the new session grants again, with versions
-  // beyond anything handed out before.
-  std::vector<uint64_t> old_slots;
-  for (const Grant& g : grants->grants) old_slots.push_back(g.slot);
-  client->release(1, old_slots);
-  auto again = client->acquire(keys);
-  ASSERT_TRUE(again);
-  EXPECT_EQ(again->epoch, 2u);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_GT(again->grants[i].version, grants->grants[i].version);
-  }
-  EXPECT_EQ(testing::GetStats(socket).in_use, keys.size());
+  EXPECT_EQ(testing::GetStats(socket).clients.size(), 1u);
 }
 
 TEST(VersiondClientTest, StartsWithoutVersiondAndAttachesWhenItAppears) {
@@ -107,10 +88,6 @@ TEST(VersiondClientTest, StartsWithoutVersiondAndAttachesWhenItAppears) {
                                .listener = &listener});
   EXPECT_FALSE(client->attached());
   EXPECT_FALSE(client->table());
-  std::vector<Key> one = {Key{.dev = 1, .ino = 2}};
-  auto start = std::chrono::steady_clock::now();
-  EXPECT_FALSE(client->acquire(one));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 50ms);
 
   testing::VersiondProcess daemon(SVFS_VERSIOND_PATH, socket, testing::UniqueTableName(),
                                   {"--capacity", "64"});
@@ -118,12 +95,14 @@ TEST(VersiondClientTest, StartsWithoutVersiondAndAttachesWhenItAppears) {
   auto up = std::chrono::steady_clock::now();
   EXPECT_TRUE(WaitUntil([&] { return client->attached(); }, 1s, 10ms));
   EXPECT_LT(std::chrono::steady_clock::now() - up, 1s);
-  EXPECT_TRUE(client->acquire(one));
   EXPECT_TRUE(WaitUntil([&] { return listener.events().size() == 1; }, 1s, 10ms));
   EXPECT_EQ(listener.events(), std::vector<std::string>{"attached 1"});
 }
 
-TEST(VersiondClientTest, DestroyIsPromptWhileVersiondIsDownOrWedged) {
+// A versiond that is connected but stopped (SIGSTOP, wedged) sees no host edits: the missed
+// heartbeat detaches the client, so its daemon stops trusting the table. Destroying the client
+// stays prompt whether versiond is down or wedged.
+TEST(VersiondClientTest, WedgedVersiondDetachesOnTheHeartbeat) {
   testing::TempDir dir;
   std::string socket = dir.path() + "/v.sock";
   {
@@ -135,15 +114,22 @@ TEST(VersiondClientTest, DestroyIsPromptWhileVersiondIsDownOrWedged) {
   testing::VersiondProcess daemon(SVFS_VERSIOND_PATH, socket, testing::UniqueTableName(),
                                   {"--capacity", "64"});
   daemon.Start();
-  auto client = Client::Start({.socket_path = socket, .name = "wedged", .call_timeout = 300ms});
+  RecordingListener listener;
+  auto client = Client::Start({.socket_path = socket, .name = "wedged", .retry_interval = 50ms,
+                               .call_timeout = 300ms, .heartbeat_interval = 100ms,
+                               .listener = &listener});
   ASSERT_TRUE(WaitUntil([&] { return client->attached(); }, 2s, 10ms));
-  ::kill(daemon.pid(), SIGSTOP);  // stopped, not dead: calls hang
-  std::vector<Key> one = {Key{.dev = 1, .ino = 2}};
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(listener.events(), std::vector<std::string>{"attached 1"}) << "heartbeats answered";
+  ::kill(daemon.pid(), SIGSTOP);
+  auto stopped = std::chrono::steady_clock::now();
+  EXPECT_TRUE(WaitUntil([&] { return !client->attached(); }, 2s, 10ms));
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, 1s);  // interval + timeout, not forever
+  EXPECT_TRUE(WaitUntil([&] { return listener.events().size() == 2; }, 1s, 10ms));
+  ::kill(daemon.pid(), SIGCONT);
+  EXPECT_TRUE(WaitUntil([&] { return client->attached(); }, 2s, 10ms)) << "back once it answers";
+  ::kill(daemon.pid(), SIGSTOP);
   auto start = std::chrono::steady_clock::now();
-  std::thread caller([&] { EXPECT_FALSE(client->acquire(one)); });
-  caller.join();
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);  // the call timeout, not forever
-  start = std::chrono::steady_clock::now();
   client.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms);
   ::kill(daemon.pid(), SIGCONT);

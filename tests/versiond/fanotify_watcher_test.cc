@@ -52,7 +52,7 @@ std::optional<Handle> HandleOf(const std::string& path) {
 uint64_t FsidOf(const std::string& path) {
   struct statfs st {};
   EXPECT_EQ(statfs(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
-  return PackFsid(st.f_fsid);
+  return protocol::PackFsid(st.f_fsid);
 }
 
 std::string MaskNames(uint64_t mask) {
