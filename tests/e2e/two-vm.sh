@@ -31,6 +31,7 @@
 #                     "all" = shared,noversions,none,auto,always,virtiofsd,stock-shared
 #   --files N         tree size of the cost run, a multiple of 100 (default 10000)
 #   --passes K        stat passes of the cost run (default 3)
+#   --creates N       files B creates after the stat passes, timed (default 1000)
 #   --tree DIR        cost run on a copy of DIR instead (every regular file in it is stat'ed; the
 #                     list of names travels in the guest's initramfs, not through the share)
 #   --settle S        wait after a host-side change before B looks (default 0.5)
@@ -54,6 +55,7 @@ kmod=
 modes=shared
 files=10000
 passes=3
+creates=1000
 settle=0.5
 check=0
 cmd_timeout=600
@@ -67,6 +69,7 @@ while [ $# -gt 0 ]; do
     --modes) modes=$2; shift 2 ;;
     --files) files=$2; shift 2 ;;
     --passes) passes=$2; shift 2 ;;
+    --creates) creates=$2; shift 2 ;;
     --tree) tree_src=$2; shift 2 ;;
     --settle) settle=$2; shift 2 ;;
     --check) check=1; shift ;;
@@ -367,6 +370,12 @@ run_mode() {
     times+="${times:+ / }$s"
     if [ "$p" = 1 ]; then req1=$((lk + ga)); else req23=$((req23 + lk + ga)); fi
   done
+  # Creating files: B makes $creates new ones (each a LOOKUP of a new name and a CREATE).
+  local made
+  made=$(gcmd B "twovm_createpass created-by-B $creates") || { say "$mode: create pass failed"; return 1; }
+  say "$mode: create pass: $made"
+  case "$made" in "created=$creates "*) ;; *) say "$mode: not every file was created"; return 1 ;; esac
+  local create_secs=${made##*secs=}
   for vm in A B; do gcmd "$vm" quit >/dev/null; done
   for vm in A B; do
     for _ in $(seq 1 100); do kill -0 "${qpid[$vm]}" 2>/dev/null || break; sleep 0.2; done
@@ -384,8 +393,8 @@ run_mode() {
   local note= guest=stock
   [ "$dkind_m" = virtiofsd ] && note="*"
   [ "$use_kmod" = 1 ] && guest="patched${mountopts:+, -o $mountopts}"
-  row=$(printf '| %-12s | %-20s | %-22s | %7s / %-6s | %-14s | %-24s |' "$mode" "$dkind_m cache=$cache_m" \
-    "$guest" "$stale" "$checks" "$req23$note" "$times")
+  row=$(printf '| %-12s | %-20s | %-22s | %7s / %-6s | %-14s | %-24s | %-10s |' "$mode" \
+    "$dkind_m cache=$cache_m" "$guest" "$stale" "$checks" "$req23$note" "$times" "$create_secs")
   echo "$row" >"$work/row"
   echo "$mode $stale $checks $req23 $req1 $neg${stale_list:+ stale:$stale_list}" >"$work/summary"
   return 0
@@ -416,10 +425,10 @@ done
 table_txt=$(
   echo "Two VMs, one shared directory (TCG guests, $files-file tree, $passes stat passes):"
   echo
-  printf '| %-12s | %-20s | %-22s | %-16s | %-14s | %-24s |\n' mode daemon "guest modules" "stale / checks" \
-    "LOOKUP+GETATTR" "B's time per pass (s)"
-  printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ---------------------- ------------------------ \
-    ------------------ ---------------- --------------------------
+  printf '| %-12s | %-20s | %-22s | %-16s | %-14s | %-24s | %-10s |\n' mode daemon "guest modules" \
+    "stale / checks" "LOOKUP+GETATTR" "B's time per pass (s)" "B creates $creates (s)"
+  printf '|%s|%s|%s|%s|%s|%s|%s|\n' -------------- ---------------------- ------------------------ \
+    ------------------ ---------------- -------------------------- ------------
   printf '%s\n' "${rows[@]}"
   echo
   echo "stale / checks: B's view after A's or the host's change differs from the host directory."

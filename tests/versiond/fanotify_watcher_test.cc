@@ -386,6 +386,35 @@ TEST_P(FanotifyWatcherTest, OwnChangeReportsOwnPid) {
   }
 }
 
+// The identity versiond computes from a FID record is the one svfsd computes from the inode it
+// serves (protocol::IdentityOfFd): both land on one slot, with no key ever sent.
+TEST_P(FanotifyWatcherTest, FidRecordsGiveTheIdentityDaemonsCompute) {
+  auto fsid = watcher_->WatchFilesystemOf(dir_);
+  ASSERT_TRUE(fsid) << fsid.error();
+  fsid_ = *fsid;
+  const std::string f = Path("same");
+  close(open(f.c_str(), O_CREAT | O_WRONLY, 0644));
+  auto fh = HandleOf(f);
+  ASSERT_TRUE(fh);
+  auto changes = RunStep("chmod", [&] { return chmod(f.c_str(), 0600) == 0; },
+                         {{FAN_ATTRIB, {Fid(*fh)}, "ATTRIB same"}}, {{"same", *fh}});
+  const int fd = open(f.c_str(), O_PATH | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  struct stat st {};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  const uint64_t served = protocol::IdentityOfFd(fd, FsidOf(f), st.st_dev, st.st_ino);
+  close(fd);
+  bool found = false;
+  for (const HostChange& change : changes) {
+    for (const HostChange::Object& object : change.objects) {
+      if (object.info_type != FAN_EVENT_INFO_TYPE_FID) continue;
+      found = true;
+      EXPECT_EQ(protocol::HandleIdentity(object.fsid, object.handle_type, object.handle), served);
+    }
+  }
+  EXPECT_TRUE(found) << "no FID record for the chmod";
+}
+
 TEST_P(FanotifyWatcherTest, SameFilesystemTwiceGivesSameFsid) {
   auto a = watcher_->WatchFilesystemOf(dir_);
   ASSERT_TRUE(a) << a.error();

@@ -109,6 +109,20 @@ twovm_statpass() {
   echo "missing=$missing secs=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}')"
 }
 
+# twovm_createpass DIR N: creates DIR and N empty files DIR/cK in it; prints how many were made
+# and the guest time it took.
+twovm_createpass() {
+  mkdir "$1" || return 1
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  made=0
+  while [ "$made" -lt "$2" ]; do
+    : >"$1/c$made" || break
+    made=$((made + 1))
+  done
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "created=$made secs=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}')"
+}
+
 # twovm_statlist LIST: as twovm_statpass for the names in LIST (one path a line, relative).
 twovm_statlist() {
   t0=$(cut -d' ' -f1 /proc/uptime)
