@@ -43,4 +43,42 @@ class CachePolicy {
   uint64_t timeout_ns_;
 };
 
+// What one session's replies let the guest cache, chosen at INIT: the cache mode's policy, or,
+// once INIT agreed on shared versions, the versioned rules (docs/protocol.md) in its place.
+class ReplyPolicy {
+ public:
+  // How long versioned attributes live: as long as the version, checked by the guest itself.
+  static constexpr uint64_t kVersionedTimeoutNs = 86400ULL * 1'000'000'000ULL;
+
+  ReplyPolicy(const CachePolicy& cache, bool versioned) : cache_(cache), versioned_(versioned) {}
+
+  bool versioned() const { return versioned_; }
+  // Attributes tagged with slot `version_index` (0: unversioned, which a versioned session must
+  // not let the guest cache at all).
+  uint64_t attr_timeout_ns(uint64_t version_index) const {
+    if (!versioned_) return cache_.attr_timeout_ns();
+    return version_index != 0 ? kVersionedTimeoutNs : 0;
+  }
+  // With versions the guest keeps a dentry while its parent's version is unchanged (it samples
+  // the parent's slot itself); the zero timeout binds only a guest that lost track of it.
+  uint64_t entry_timeout_ns() const { return versioned_ ? 0 : cache_.entry_timeout_ns(); }
+  // A name that does not exist: the timeout of the negative entry to reply, or nullopt to reply
+  // ENOENT (cache=none, and shared mode without versions).
+  std::optional<uint64_t> negative_entry_timeout_ns() const {
+    if (versioned_) return 0;  // kept while the parent's version is unchanged
+    if (cache_.mode() == CacheMode::kNone || cache_.mode() == CacheMode::kShared) return std::nullopt;
+    return cache_.negative_timeout_ns();
+  }
+  // Versioned: the guest keeps or drops its pages and listings by comparing versions on open.
+  uint32_t file_open_flags(bool direct_io_requested) const {
+    if (versioned_) return direct_io_requested ? FOPEN_DIRECT_IO : 0;
+    return cache_.file_open_flags(direct_io_requested);
+  }
+  uint32_t dir_open_flags() const { return versioned_ ? 0 : cache_.dir_open_flags(); }
+
+ private:
+  CachePolicy cache_;
+  bool versioned_;
+};
+
 }  // namespace svfs::fs

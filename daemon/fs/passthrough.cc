@@ -34,7 +34,6 @@ constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
 
 // With shared versions the guest checks a reply's version instead of its age: attributes tagged
 // with a slot may be cached this long (they are dropped as soon as the slot moves).
-constexpr uint64_t kVersionedTimeoutNs = 86400ULL * 1'000'000'000ULL;
 
 // fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
 constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
@@ -231,7 +230,7 @@ uint64_t PassthroughFs::init(uint64_t offered) {
 
 void PassthroughFs::initialized(const Negotiated& negotiated) {
   bool versioned = (negotiated.flags & protocol::kInitSharedVersions) != 0;
-  versioned_replies_.store(versioned, std::memory_order_relaxed);
+  replies_.store(versioned ? &versioned_replies_ : &plain_replies_, std::memory_order_release);
   if (config_.cache.mode() == CacheMode::kShared) {
     spdlog::info("shared versions {}", versioned ? "negotiated: replies carry versions"
                                                  : "not negotiated: serving as cache=none");
@@ -393,25 +392,12 @@ Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const In
   } else {
     entry.attr = MakeAttr(stx, parent, MntId(stx));
   }
-  entry.entry_timeout_ns = EntryTimeoutNs();
+  entry.entry_timeout_ns = replies().entry_timeout_ns();
   return entry;
 }
 
 void PassthroughFs::SetTimeouts(Attr& attr) const {
-  if (versioned_replies_.load(std::memory_order_relaxed)) {
-    // Unversioned attributes (no slot: versiond down, table full) must not be cached at all.
-    attr.timeout_ns = attr.version.index != 0 ? kVersionedTimeoutNs : 0;
-  } else {
-    attr.timeout_ns = config_.cache.attr_timeout_ns();
-  }
-}
-
-uint64_t PassthroughFs::EntryTimeoutNs() const {
-  // With versions the guest keeps a dentry while its parent's version is unchanged (it samples
-  // the parent's slot itself before sending LOOKUP); the timeout only matters to a guest that
-  // lost track of the parent's slot, which must then ask again.
-  if (versioned_replies_.load(std::memory_order_relaxed)) return 0;
-  return config_.cache.entry_timeout_ns();
+  attr.timeout_ns = replies().attr_timeout_ns(attr.version.index);
 }
 
 void PassthroughFs::BumpNode(NodeId id) const {
@@ -495,9 +481,7 @@ int PassthroughFs::HostOpenFlags(uint32_t guest_flags, bool for_create) const {
 
 uint32_t PassthroughFs::ReplyOpenFlags(uint32_t guest_flags) const {
   bool direct_io = (guest_flags & O_DIRECT) && config_.allow_direct_io;
-  // Versioned: the guest keeps or drops its pages by comparing the file's version on open.
-  if (versioned_replies_.load(std::memory_order_relaxed)) return direct_io ? FOPEN_DIRECT_IO : 0;
-  return config_.cache.file_open_flags(direct_io);
+  return replies().file_open_flags(direct_io);
 }
 
 Result<Opened> PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd,
@@ -511,8 +495,7 @@ Result<Opened> PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, 
   Opened opened;
   opened.handle = handles_.Insert(std::move(handle));
   if (is_dir) {
-    opened.open_flags =
-        versioned_replies_.load(std::memory_order_relaxed) ? 0 : config_.cache.dir_open_flags();
+    opened.open_flags = replies().dir_open_flags();
   } else {
     opened.open_flags = ReplyOpenFlags(guest_flags);
   }
@@ -530,12 +513,10 @@ Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::stri
   // (the client's default_permissions check uses attributes that may be cached).
   auto entry = DoLookup(**dir, name, &ctx);
   if (!entry && entry.error() == ENOENT) {
-    // A negative entry the guest may keep: for its timeout, or with versions while the parent's
-    // version is unchanged (the zero timeout then only binds an unpatched reading).
-    if (versioned_replies_.load(std::memory_order_relaxed)) return Entry{};
-    if (config_.cache.mode() != CacheMode::kNone && config_.cache.mode() != CacheMode::kShared) {
+    // A negative entry the guest may keep, if this session's policy allows one.
+    if (auto timeout = replies().negative_entry_timeout_ns()) {
       Entry negative;
-      negative.entry_timeout_ns = config_.cache.negative_timeout_ns();
+      negative.entry_timeout_ns = *timeout;
       return negative;
     }
   }

@@ -167,7 +167,7 @@ class PassthroughFs : public FileSystem {
   Result<Attr> StatFd(int fd, const InodeData* inode = nullptr) const;
 
   // Shared versions. Versions are tracked whenever a tracker is attached (other daemons' guests
-  // rely on our bumps) but replies carry them only once INIT agreed on it (versioned_replies_).
+  // rely on our bumps) but replies carry them only once INIT agreed on it (replies()).
   bool tracking_versions() const { return versions_ != nullptr; }
   void Bump(const InodeData* inode) const {
     if (versions_ && inode) versions_->bump(inode->identity);
@@ -181,9 +181,8 @@ class PassthroughFs : public FileSystem {
   // The store's inode for the host inode `name` under `dir_fd` names now, if we have one: the
   // inode an unlink/rename is about to drop a link of (bumped once the change is done).
   std::shared_ptr<InodeData> StoredInodeAt(int dir_fd, const std::string& name) const;
-  // Sets the reply timeouts of `attr` (and of `entry`) for this session.
+  // Sets the reply timeout of `attr` for this session.
   void SetTimeouts(Attr& attr) const;
-  uint64_t EntryTimeoutNs() const;
 
   // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
   Result<UniqueFd> Reopen(int path_fd, int flags) const;
@@ -231,7 +230,11 @@ class PassthroughFs : public FileSystem {
 
   PassthroughConfig config_;
   VersionTracker* versions_ = nullptr;
-  std::atomic<bool> versioned_replies_{false};
+  // The reply policy of the session: one of the two below, switched by INIT (initialized()).
+  const ReplyPolicy plain_replies_{config_.cache, false};
+  const ReplyPolicy versioned_replies_{config_.cache, true};
+  std::atomic<const ReplyPolicy*> replies_{&plain_replies_};
+  const ReplyPolicy& replies() const { return *replies_.load(std::memory_order_acquire); }
   mutable std::mutex fsid_mutex_;  // leaf lock; guards fsid_by_dev_
   mutable std::unordered_map<uint64_t, uint64_t> fsid_by_dev_;
   UniqueFd proc_self_fd_;
