@@ -125,6 +125,16 @@ int main(int argc, char** argv) {
                    static_cast<unsigned long long>(*options.rlimit_nofile), std::strerror(errno));
       return 1;
     }
+  } else {
+    // Each inode a guest holds keeps a descriptor (O_PATH, or its handle's mount fd): as the Rust
+    // virtiofsd does, raise the soft limit to the hard one, so 1,024 is not the guest's ceiling.
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+      limit.rlim_cur = limit.rlim_max;
+      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        spdlog::warn("cannot raise RLIMIT_NOFILE to {}: {}", limit.rlim_max, std::strerror(errno));
+      }
+    }
   }
 
   // Every thread (versiond's client threads too) inherits this mask; the main thread takes
