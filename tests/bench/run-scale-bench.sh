@@ -96,12 +96,14 @@ for n in $daemon_counts; do
       --rows LOOKUP,GETATTR,CREATE+UNLINK --tsv >"$work/b$i.out" 2>"$work/b$i.err" &
     bench_pids+=($!)
   done
+  # svfsd exits when its frontend goes: its memory is read while the benchmarks still run.
+  sleep "$(echo "$seconds" | awk '{print $1 * 2}')"
   rss_total=0
+  for p in "${daemon_pids[@]}"; do rss_total=$((rss_total + $(rss_kib "$p" || echo 0))); done
   for p in "${bench_pids[@]}"; do wait "$p" || { cat "$work"/b*.err >&2; exit 1; }; done
   t1=$(date +%s.%N)
   cpu1=$(cpu_ticks "$versiond_pid")
   sum1=$(table_sum)
-  for p in "${daemon_pids[@]}"; do rss_total=$((rss_total + $(rss_kib "$p"))); done
   row() {  # ROW<TAB>name<TAB>ops/s<TAB>p50<TAB>p99
     local total p99
     total=$(cat "$work"/b*.out | awk -F'\t' -v r="$1" '$1 == "ROW" && $2 == r {s += $3} END {printf "%.0f", s}')
@@ -119,7 +121,8 @@ done
 echo
 echo "ops/s: summed over the daemons; p99: the median of the daemons' p99 latency of one request"
 echo "(posted to used, depth 1). bumps/s: the table's versions summed, before and after. versiond"
-echo "CPU: % of one core over the whole run. svfsd RSS: mean VmRSS after the run."
+echo "CPU: % of one core over the whole run. svfsd RSS: mean VmRSS during the GETATTR row (it"
+echo "counts the table pages a daemon touched)."
 echo
 
 echo "| svfsd inodes | LOOKUP of a new inode | LOOKUP of a cached inode | fds held per inode | private bytes per inode |"
