@@ -6,7 +6,10 @@
 # attach() once per connection: that registers it (its pid, whose fanotify events versiond
 # ignores since the daemon bumps its own changes; the directories whose filesystems versiond
 # watches) for as long as the connection lasts, and ping() keeps showing it is alive.
-@0x9208e6969802e66c;
+# The file id was changed with the schema of computed slots (no acquire/release): an svfsd or
+# svfsctl of the earlier schema then fails its calls cleanly (unknown interface) and serves
+# unversioned, instead of misreading renumbered fields.
+@0xc9e951f410ad802f;
 
 $import "/capnp/c++.capnp".namespace("svfs::rpc");
 

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <span>
 #include <utility>
 
 namespace svfs::shm {
@@ -20,6 +22,7 @@ static_assert(std::atomic<uintptr_t>::is_always_lock_free && std::atomic<bool>::
 struct Range {
   std::atomic<uintptr_t> begin{0};  // 0: slot free
   std::atomic<uintptr_t> end{0};
+  std::atomic<uintptr_t> page_size{0};
   std::atomic<bool> tripped{false};
 };
 
@@ -46,15 +49,19 @@ void ChainToPrevious(int signal, siginfo_t* info, void* context) {
 
 void OnSigbus(int signal, siginfo_t* info, void* context) {
   const uintptr_t address = reinterpret_cast<uintptr_t>(info->si_addr);
-  for (Range& range : g_ranges) {
+  // Only a fault the kernel raised (si_code > 0) names a real address: a SIGBUS queued by
+  // another process (sigqueue, si_code <= 0) must not get pages replaced.
+  for (Range& range : info->si_code > 0 ? g_ranges : std::span<Range>()) {
     uintptr_t begin = range.begin.load(std::memory_order_acquire);
     if (begin == 0 || address < begin || address >= range.end.load(std::memory_order_acquire)) {
       continue;
     }
     const int saved_errno = errno;
-    void* page = reinterpret_cast<void*>(address & ~(g_page_size - 1));
-    void* mapped = ::mmap(page, g_page_size, PROT_READ | PROT_WRITE,
-                          MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    const uintptr_t page_size = range.page_size.load(std::memory_order_acquire);
+    void* page = reinterpret_cast<void*>(address & ~(page_size - 1));
+    int flags = MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS;
+    if (page_size > g_page_size) flags |= MAP_HUGETLB | (std::countr_zero(page_size) << MAP_HUGE_SHIFT);
+    void* mapped = ::mmap(page, page_size, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (mapped != MAP_FAILED) {
       range.tripped.store(true, std::memory_order_release);
       if (g_trip_fd >= 0) {
@@ -85,7 +92,7 @@ void InstallOnce() {
 
 }  // namespace
 
-FaultGuard FaultGuard::Guard(const void* base, size_t length) {
+FaultGuard FaultGuard::Guard(const void* base, size_t length, size_t page_size) {
   if (base == nullptr || length == 0) return FaultGuard();
   InstallOnce();
   std::lock_guard lock(g_register_mutex);
@@ -95,6 +102,7 @@ FaultGuard FaultGuard::Guard(const void* base, size_t length) {
     const uintptr_t begin = reinterpret_cast<uintptr_t>(base);
     range.tripped.store(false, std::memory_order_relaxed);
     range.end.store(begin + length, std::memory_order_relaxed);
+    range.page_size.store(page_size != 0 ? page_size : g_page_size, std::memory_order_relaxed);
     range.begin.store(begin, std::memory_order_release);  // publishes end and tripped
     return FaultGuard(static_cast<int>(i));
   }

@@ -21,8 +21,9 @@ class FaultGuard {
   static constexpr size_t kMaxRanges = 128;
 
   FaultGuard() = default;
-  // Guards [base, base + length). Installs the SIGBUS handler on first use.
-  static FaultGuard Guard(const void* base, size_t length);
+  // Guards [base, base + length), a mapping of pages of `page_size` bytes (0: the system page
+  // size; a hugetlbfs mapping needs its huge page size). Installs the SIGBUS handler on first use.
+  static FaultGuard Guard(const void* base, size_t length, size_t page_size = 0);
   // An eventfd the handler writes to each time any guard trips (async-signal-safe), for an event
   // loop that wants to react at once; -1 if it could not be created.
   static int TripFd();

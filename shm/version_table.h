@@ -3,9 +3,9 @@
 // (read-only, through ivshmem). Fixed layout, no pointers: the same bytes mean the same thing in
 // every process and in the guest kernel, which reads it without this code (docs/protocol.md).
 //
-// Slot 0 is "no version" and is never handed out. A slot's counter only grows: when a slot is
-// freed and reused for another inode it keeps its count and is bumped, so a stale index held by a
-// guest can only ever read a larger number than it cached, and revalidates.
+// Slot 0 is "no version". An inode's slot is computed from its identity
+// (protocol/inode_identity.h); slots are never handed out or freed, and a counter only grows, so
+// a guest can only ever read a larger number than it cached, and revalidates.
 #pragma once
 
 #include <atomic>

@@ -156,7 +156,6 @@ class Client::Impl {
       // Tear down on this thread: calls first, then the connection.
       tasks = nullptr;
       tasks_ = nullptr;
-      drop_ = nullptr;
       connection_ = nullptr;
       {
         std::lock_guard lock(mu_);
@@ -182,10 +181,7 @@ class Client::Impl {
           return RunLoop();
         });
       }
-      auto dropped = kj::newPromiseAndFulfiller<void>();
-      drop_ = kj::mv(dropped.fulfiller);
       return connection_->network.onDisconnect()
-          .exclusiveJoin(kj::mv(dropped.promise))
           .exclusiveJoin(Heartbeat(connection_->epoch))
           .then([this] {
             Detached();
@@ -258,7 +254,6 @@ class Client::Impl {
       std::lock_guard lock(mu_);
       attached_ = false;
     }
-    drop_ = nullptr;
     // Not from inside the network's own disconnect continuation: destroy it on a later turn.
     tasks_->add(kj::evalLater([c = kj::mv(connection_)]() mutable { c = nullptr; }));
     spdlog::warn("svfs-versiond client: lost versiond at {} (session {}); serving unversioned "
@@ -295,7 +290,6 @@ class Client::Impl {
   kj::AsyncIoContext* io_ = nullptr;
   kj::TaskSet* tasks_ = nullptr;
   kj::Own<Connection> connection_;
-  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> drop_;
   bool unreachable_logged_ = false;
 
   // Shared. Lock order: mu_ is taken alone (never while holding the notifier's lock, never

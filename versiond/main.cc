@@ -1,5 +1,5 @@
-// svfs-versiond: one per host (or per trust domain). Owns the shared version table, hands out
-// slots to svfsd daemons over a UNIX socket, and bumps slots for changes made on the host.
+// svfs-versiond: one per host (or per trust domain). Owns the shared version table, registers
+// svfsd daemons over a UNIX socket, and bumps slots for changes made on the host.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 

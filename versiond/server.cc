@@ -99,7 +99,7 @@ class State {
 
   // Marks the filesystem of `path` (once per filesystem, at most kMaxWatchedFilesystems).
   std::expected<uint64_t, std::string> Watch(const std::string& path) {
-    if (!watcher_) return std::unexpected("fanotify unavailable");
+    if (!watcher_) return std::unexpected(std::string("fanotify unavailable"));
     struct statfs st {};
     if (::statfs(path.c_str(), &st) != 0) return std::unexpected(Errno(errno));
     uint64_t fsid = protocol::PackFsid(st.f_fsid);
@@ -242,19 +242,25 @@ class VersiondImpl final : public rpc::Versiond::Server {
                     record.name, info.getPid(), peer_.pid);
     }
     for (auto dir : dirs) record.shared_dirs.emplace_back(dir.cStr());
-    std::vector<std::string> to_watch = record.shared_dirs;
-    id_ = state_.add_client(std::move(record));
-    spdlog::info("attach: client {} \"{}\" pid {} uid {}", *id_, info.getName().cStr(), peer_.pid,
-                 peer_.uid);
-    for (const std::string& path : to_watch) {
-      auto fsid = state_.Watch(path);
-      if (!fsid) {
-        spdlog::warn("attach: client {}: cannot watch the filesystem of {}: {} (host-side "
-                     "changes there will not be seen)", *id_, path, fsid.error());
-      } else {
-        spdlog::debug("attach: client {}: watching {} (fsid {:#x})", *id_, path, *fsid);
+    // Watched before the client is registered (from then on its own fanotify events are
+    // skipped): a daemon whose filesystem versiond cannot watch must not be served versioned,
+    // or host edits there would never reach its guests. Without fanotify at all, versiond
+    // serves without host-change tracking, as it said at start.
+    if (state_.watcher() != nullptr) {
+      for (const std::string& path : record.shared_dirs) {
+        auto fsid = state_.Watch(path);
+        if (!fsid) {
+          spdlog::warn("attach: \"{}\" pid {} refused: cannot watch the filesystem of {}: {}",
+                       record.name, peer_.pid, path, fsid.error());
+          KJ_FAIL_REQUIRE("svfs-versiond cannot watch this shared directory's filesystem",
+                          path, fsid.error());
+        }
+        spdlog::debug("attach: \"{}\": watching {} (fsid {:#x})", record.name, path, *fsid);
       }
     }
+    std::string name = record.name;
+    id_ = state_.add_client(std::move(record));
+    spdlog::info("attach: client {} \"{}\" pid {} uid {}", *id_, name, peer_.pid, peer_.uid);
     state_.FillTable(context.getResults().initTable());
     return kj::READY_NOW;
   }
@@ -394,7 +400,7 @@ class Server {
     FanotifyWatcher* watcher = state_.watcher();
     auto drained = watcher->Drain([this](const HostChange& change) { state_.OnHostChange(change); });
     if (!drained) {
-      spdlog::error("fanotify read failed: {}; bumping all in-use slots and stopping host-change "
+      spdlog::error("fanotify read failed: {}; bumping all slots and stopping host-change "
                     "tracking", drained.error());
       state_.OnHostChange(HostChange{.overflow = true});
       return kj::READY_NOW;

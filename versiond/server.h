@@ -1,4 +1,4 @@
-// svfs-versiond's RPC server: owns the version table and the slot map, serves the Versiond
+// svfs-versiond's RPC server: owns the version table, serves the Versiond
 // bootstrap (protocol/versiond.capnp) to authorised peers on a UNIX socket, and bumps slots for
 // host-side changes reported by fanotify.
 #pragma once

@@ -32,9 +32,6 @@ constexpr uint64_t kDirectIoAllowMmap = FUSE_DIRECT_IO_ALLOW_MMAP;
 constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
 #endif
 
-// With shared versions the guest checks a reply's version instead of its age: attributes tagged
-// with a slot may be cached this long (they are dropped as soon as the slot moves).
-
 // fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
 constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
 

@@ -322,11 +322,11 @@ void Server::undo_entry(const fs::Entry& entry) {
   if (entry.node != 0) fs_.forget(entry.node, 1);
 }
 
-void Server::undo_open(Call& call, const fs::Opened& opened) {
+void Server::undo_open(Call& call, fs::NodeId node, const fs::Opened& opened) {
   if (call.header.opcode == FUSE_OPENDIR) {
-    (void)fs_.releasedir(call.context, call.header.nodeid, opened.handle);
+    (void)fs_.releasedir(call.context, node, opened.handle);
   } else {
-    (void)fs_.release(call.context, call.header.nodeid, opened.handle, 0, 0, 0);
+    (void)fs_.release(call.context, node, opened.handle, 0, 0, 0);
   }
 }
 
@@ -343,7 +343,7 @@ void Server::reply_attr(Call& call, const fs::Attr& attr) {
 void Server::reply_open(Call& call, const fs::Opened& opened) {
   fuse_open_out out = EncodeOpen(opened);
   iovec part{&out, sizeof(out)};
-  if (!reply_parts(call, std::span<iovec>(&part, 1))) undo_open(call, opened);
+  if (!reply_parts(call, std::span<iovec>(&part, 1))) undo_open(call, call.header.nodeid, opened);
 }
 
 template <typename T>
@@ -589,7 +589,7 @@ void Server::do_create(Call& call, bool tmpfile) {
   protocol::VersionTrailer trailer = EncodeVersion(result->entry.attr.version);
   iovec parts[3] = {{&entry, sizeof(entry)}, {&open, sizeof(open)}, {&trailer, sizeof(trailer)}};
   if (!reply_parts(call, std::span<iovec>(parts, shared_versions() ? 3 : 2))) {
-    undo_open(call, result->opened);
+    undo_open(call, result->entry.node, result->opened);
     undo_entry(result->entry);
   }
 }
@@ -738,11 +738,13 @@ void Server::do_readdir(Call& call, bool plus) {
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
   BufferDirSink sink(in->size, plus, shared_versions());
   auto status = fs_.readdir(call.context, call.header.nodeid, in->fh, in->offset, plus, sink);
-  if (!status) return reply_error(call, status.error());
   auto bytes = sink.bytes();
-  if (!reply_bytes(call, bytes.data(), bytes.size())) {
+  // Entries the guest does not receive (an error after some were added, or an undelivered
+  // reply) give their lookup references back.
+  if (!status || !reply_bytes(call, bytes.data(), bytes.size())) {
     for (fs::NodeId node : sink.nodes()) fs_.forget(node, 1);
   }
+  if (!status) return reply_error(call, status.error());
 }
 
 void Server::do_access(Call& call) {

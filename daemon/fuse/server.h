@@ -123,7 +123,7 @@ class Server {
   void reply_open(Call&, const fs::Opened& opened);
   // Takes back what a reply the client never received handed out.
   void undo_entry(const fs::Entry& entry);
-  void undo_open(Call&, const fs::Opened& opened);
+  void undo_open(Call&, fs::NodeId node, const fs::Opened& opened);
   template <typename T>
   void reply_struct(Call& call, const T& value) { reply_bytes(call, &value, sizeof(value)); }
   template <typename T>

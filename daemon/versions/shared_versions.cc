@@ -51,34 +51,70 @@ fs::Version SharedVersions::sample(uint64_t identity) const {
   if (!table || table->damaged()) return {};
   uint64_t slot = protocol::SlotOf(identity, table->slot_count());
   if (slot == 0) return {};
-  return fs::Version{slot, table->sample(slot)};
+  fs::Version version{slot, table->sample(slot)};
+  // A detach between the load above and the sample may have bumped this slot already, and no
+  // one would bump it for host edits after: such a version must not reach the guest.
+  if (trusted_.load(std::memory_order_acquire) != table) return {};
+  return version;
 }
 
 void SharedVersions::bump(uint64_t identity) {
-  shm::VersionTable* table = mapped_.load(std::memory_order_acquire);
+  shm::VersionTable* table = mapped_.load();
+  if (!table) {
+    // Before the first table is mapped: versiond may already skip our fanotify events. Either
+    // the first attach sees the flag and bumps everything, or this reload sees its table.
+    missed_.store(true);
+    table = mapped_.load();
+  }
   if (table) table->bump(protocol::SlotOf(identity, table->slot_count()));
+  // versiond serves another table now (it was replaced): its guests see our changes there.
+  shm::VersionTable* other = other_.load(std::memory_order_acquire);
+  if (other) other->bump(protocol::SlotOf(identity, other->slot_count()));
+}
+
+void SharedVersions::BumpAll(shm::VersionTable& table) {
+  uint64_t slots = table.slot_count();
+  for (uint64_t slot = 1; slot < slots; ++slot) table.bump(slot);
+}
+
+shm::VersionTable* SharedVersions::MapTable(const versiond::TableIdentity& identity) {
+  for (const auto& mapped : tables_) {
+    if (std::memcmp(mapped->header().uuid, identity.uuid.data(), identity.uuid.size()) == 0) {
+      return mapped.get();
+    }
+  }
+  auto mapped = shm::VersionTable::Attach(identity.name, shm::Access::kReadWrite);
+  if (!mapped) {
+    spdlog::error("shared versions: {}; serving unversioned", mapped.error());
+    return nullptr;
+  }
+  tables_.push_back(std::make_unique<shm::VersionTable>(std::move(*mapped)));
+  return tables_.back().get();
 }
 
 void SharedVersions::attached(const versiond::TableIdentity& identity, uint64_t epoch) {
   std::unique_lock lock(attach_mutex_);
-  if (!table_) {
-    auto mapped = shm::VersionTable::Attach(identity.name, shm::Access::kReadWrite);
-    if (!mapped) {
-      spdlog::error("shared versions: {}; serving unversioned", mapped.error());
-      return;
-    }
-    table_ = std::make_unique<shm::VersionTable>(std::move(*mapped));
-    mapped_.store(table_.get(), std::memory_order_release);
-  } else if (std::memcmp(table_->header().uuid, identity.uuid.data(), identity.uuid.size()) != 0) {
+  shm::VersionTable* table = MapTable(identity);
+  if (!table) return;
+  shm::VersionTable* announced = mapped_.load(std::memory_order_acquire);
+  if (!announced) {
+    mapped_.store(table);
+    // Changes made since versiond registered us were bumped nowhere: every slot moves on once.
+    if (missed_.exchange(false)) BumpAll(*table);
+  } else if (table != announced) {
     // The guest was told about the first table and reads that one; versions in another table
-    // would never reach it. Staying unversioned keeps it coherent (cache=none behaviour).
+    // would never reach it. Staying unversioned keeps it coherent (cache=none behaviour); our
+    // changes are bumped in both tables, for the guests of daemons on the new one (all its
+    // slots once now: our changes until now never reached it).
+    if (other_.exchange(table) != table) BumpAll(*table);
     spdlog::error("shared versions: svfs-versiond now serves a different table ({}); replies stay "
                   "unversioned until svfsd restarts",
                   identity.name);
     return;
   }
+  other_.store(nullptr, std::memory_order_release);
   epoch_.store(epoch, std::memory_order_release);
-  trusted_.store(table_.get(), std::memory_order_release);
+  trusted_.store(table, std::memory_order_release);
   spdlog::info("shared versions: attached to svfs-versiond (table {}, generation {}, session {})",
                identity.name, identity.generation, epoch);
   lock.unlock();
@@ -94,7 +130,7 @@ void SharedVersions::detached(uint64_t epoch) {
   // slot moves on once; guests of other daemons revalidate once too (a cost, never staleness).
   auto start = std::chrono::steady_clock::now();
   uint64_t slots = table->slot_count();
-  for (uint64_t slot = 1; slot < slots; ++slot) table->bump(slot);
+  BumpAll(*table);
   auto took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
   spdlog::warn("shared versions: lost svfs-versiond (session {}); bumped all {} slots in {:.1f} ms, "
                "serving as cache=none until it returns",

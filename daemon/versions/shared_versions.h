@@ -6,7 +6,6 @@
 // sees host-side edits, so replies go unversioned until it is back.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -14,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "daemon/fs/version_tracker.h"
 #include "shm/version_table.h"
@@ -53,14 +53,22 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   Options options_;
   std::unique_ptr<versiond::Client> client_;
 
-  // The table named in INIT replies: mapped at the first attach and kept for svfsd's lifetime
-  // (our guest reads that one; a later versiond serving another table cannot version it).
-  // Bumped whether or not versiond is there, so our own changes always move its versions.
-  std::unique_ptr<shm::VersionTable> table_;             // set once, under attach_mutex_
-  std::atomic<shm::VersionTable*> mapped_{nullptr};      // table_.get() once set
+  // Maps the table versiond names, or finds it mapped. Under attach_mutex_.
+  shm::VersionTable* MapTable(const versiond::TableIdentity& identity);
+  static void BumpAll(shm::VersionTable& table);
+
+  // Every table mapped, kept for svfsd's lifetime (guarded by attach_mutex_).
+  std::vector<std::unique_ptr<shm::VersionTable>> tables_;
+  // The table named in INIT replies (the first attached): our guest reads that one. Bumped
+  // whether or not versiond is there, so our own changes always move its versions.
+  std::atomic<shm::VersionTable*> mapped_{nullptr};
+  // A different table versiond serves now (it was replaced), bumped too; else null.
+  std::atomic<shm::VersionTable*> other_{nullptr};
   // The table while versiond serves it (replies versioned), else null.
   std::atomic<shm::VersionTable*> trusted_{nullptr};
   std::atomic<uint64_t> epoch_{0};  // of the session that made the table trusted
+  // A bump came before any table was mapped (seq_cst with mapped_, see bump()).
+  std::atomic<bool> missed_{false};
 
   std::mutex attach_mutex_;  // serializes attached/detached; no other lock is taken under it
   std::condition_variable attach_cv_;  // signalled after each attach (Start waits on it)

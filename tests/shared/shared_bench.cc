@@ -4,8 +4,8 @@
 // real svfs-versiond). The host kernel does not negotiate versions, so both modes serve it with
 // zero entry and attribute timeouts: every fstatat(dir_fd, name) is a LOOKUP plus GETATTRs on the
 // daemon (reported per stat from svfsd's SIGUSR1 counters). The difference is the work of shared
-// mode: a slot per inode (acquired once, held while the kernel holds the inode) and a
-// table sample before each stat of the host file.
+// mode: each inode's identity computed once (its slot follows from it) and a table sample
+// before each stat of the host file.
 //
 // Usage: svfs_shared_bench [--files=N] [--threads=N] [benchmark flags]
 //   --files    files in the directory, looked up round robin (default 1000)
@@ -151,7 +151,7 @@ void BM_StatThroughMount(benchmark::State& state, const std::string& cache) {
   }
   std::vector<std::string> names;
   for (int i = 0; i < g_files; ++i) names.push_back("file-" + std::to_string(i));
-  // Warm: every inode looked up once (shared mode acquires its slots here, not in the loop).
+  // Warm: every inode looked up once (new inodes cost more in both modes; not in the loop).
   struct stat st {};
   for (const auto& name : names) ::fstatat(dir_fd, name.c_str(), &st, 0);
   auto counters_before = DaemonCounters(*s->mount->process);

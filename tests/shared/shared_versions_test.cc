@@ -538,9 +538,16 @@ TEST_F(SharedVersionsTest, VersiondRestartBumpsEverySlotAndDaemonsReattach) {
   const uint64_t generation = table_->header().generation.load();
   std::array<uint8_t, 16> uuid;
   std::memcpy(uuid.data(), table_->header().uuid, 16);
-  const std::map<uint64_t, uint64_t> before = Snapshot({"", "d", "d/b", "a", "zz", "zz/sentinel"});
-
   world_.versiond()->Kill(SIGKILL);
+  // Each daemon bumps every slot when it loses versiond; the snapshot is taken after that, so
+  // what it checks below is the restart's own bump.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return m1_->process->Log().find("lost svfs-versiond") != std::string::npos &&
+               m2_->process->Log().find("lost svfs-versiond") != std::string::npos;
+      },
+      5000ms));
+  const std::map<uint64_t, uint64_t> before = Snapshot({"", "d", "d/b", "a", "zz", "zz/sentinel"});
   std::string error;
   const auto start = Clock::now();
   ASSERT_TRUE(world_.StartVersiond(VersiondPath(), &error)) << error;

@@ -585,13 +585,23 @@ void ExpectReplyNotHeldBehindASlowRequest(const std::vector<std::string>& svfsd_
     heads[i] = chain.head;
     replies[i] = chain.reply;
   }
+  // A signal left over from the setup's requests (svfsd may signal once more when it finds the
+  // ring drained) must not count as this one.
+  pollfd pfd{vq.call_fd(), POLLIN, 0};
+  for (std::uint64_t stale; ::poll(&pfd, 1, 0) == 1;) {
+    ASSERT_EQ(::read(vq.call_fd(), &stale, sizeof(stale)), static_cast<ssize_t>(sizeof(stale)));
+  }
   for (std::uint16_t h : heads) vq.repost(h);
   vq.kick();
 
-  pollfd pfd{vq.call_fd(), POLLIN, 0};
-  ASSERT_EQ(::poll(&pfd, 1, 5000), 1) << "no interrupt within 5 s";
   std::vector<std::uint16_t> used;
-  vq.reap([&](const UsedElem& u) { used.push_back(static_cast<std::uint16_t>(u.id)); });
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (used.empty() && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_EQ(::poll(&pfd, 1, 5000), 1) << "no interrupt within 5 s";
+    std::uint64_t signals;
+    ASSERT_EQ(::read(vq.call_fd(), &signals, sizeof(signals)), static_cast<ssize_t>(sizeof(signals)));
+    vq.reap([&](const UsedElem& u) { used.push_back(static_cast<std::uint16_t>(u.id)); });
+  }
   EXPECT_EQ(used, std::vector<std::uint16_t>{heads[0]})
       << "the interrupt came only after a FALLOCATE (or not for the GETATTR)";
   auto reply_error = [&](int i) {

@@ -1,6 +1,8 @@
 #include "daemon/transport/vhost_user/guest_memory.h"
 
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 
 #include <algorithm>
 #include <limits>
@@ -34,7 +36,10 @@ Result<MappedRegion> MappedRegion::Map(const RegionDesc& desc, int fd) {
   size_t length = desc.mmap_offset + desc.memory_size;
   void* mapping = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (mapping == MAP_FAILED) return ErrnoErr();
-  return MappedRegion(desc, mapping, length);
+  // Guest memory on hugetlbfs is mapped in huge pages: the fault guard must replace whole ones.
+  struct statfs st {};
+  size_t page_size = ::fstatfs(fd, &st) == 0 && st.f_type == HUGETLBFS_MAGIC ? st.f_bsize : 0;
+  return MappedRegion(desc, mapping, length, page_size);
 }
 
 MappedRegion::MappedRegion(MappedRegion&& other) noexcept

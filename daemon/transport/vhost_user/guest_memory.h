@@ -45,9 +45,9 @@ class MappedRegion {
   bool damaged() const { return guard_.tripped(); }
 
  private:
-  MappedRegion(const RegionDesc& desc, void* mapping, size_t length)
+  MappedRegion(const RegionDesc& desc, void* mapping, size_t length, size_t page_size)
       : desc_(desc), mapping_(mapping), length_(length),
-        guard_(shm::FaultGuard::Guard(mapping, length)) {}
+        guard_(shm::FaultGuard::Guard(mapping, length, page_size)) {}
   void unmap();
 
   RegionDesc desc_;
