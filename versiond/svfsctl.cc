@@ -9,9 +9,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -163,6 +166,47 @@ int Slot(const std::string& path, uint64_t slot_count) {
   return 0;
 }
 
+// How the inodes under `root` (one filesystem) share slots in tables of several sizes: what
+// sizing --capacity needs (a shared slot costs a revalidation when either inode changes).
+int Collisions(const std::string& root, const std::vector<uint64_t>& sizes) {
+  std::vector<uint64_t> identities;
+  std::error_code error;
+  auto add = [&](const std::filesystem::path& path) {
+    int fd = ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st {};
+    struct statfs sfs {};
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && ::fstatfs(fd, &sfs) == 0) {
+      identities.push_back(svfs::protocol::IdentityOfFd(fd, svfs::protocol::PackFsid(sfs.f_fsid),
+                                                        st.st_dev, st.st_ino));
+    }
+    if (fd >= 0) ::close(fd);
+  };
+  add(root);
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           root, std::filesystem::directory_options::skip_permission_denied, error);
+       !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+    add(it->path());
+  }
+  if (error) {
+    std::fprintf(stderr, "svfsctl: collisions %s: %s\n", root.c_str(), error.message().c_str());
+    return 1;
+  }
+  std::sort(identities.begin(), identities.end());
+  identities.erase(std::unique(identities.begin(), identities.end()), identities.end());
+  std::vector<std::vector<std::string>> rows;
+  for (uint64_t slots : sizes) {
+    std::unordered_map<uint64_t, unsigned> per_slot;
+    for (uint64_t id : identities) ++per_slot[svfs::protocol::SlotOf(id, slots)];
+    size_t sharing = 0;
+    for (const auto& [slot, n] : per_slot) sharing += n > 1 ? n : 0;
+    rows.push_back({fmt::format("{}", slots), fmt::format("{}", identities.size()),
+                    fmt::format("{}", sharing),
+                    fmt::format("{:.2f} %", identities.empty() ? 0.0 : 100.0 * sharing / identities.size())});
+  }
+  PrintTable({"SLOTS", "INODES", "SHARING A SLOT", "SHARE"}, rows, {true, true, true, true});
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -179,8 +223,15 @@ int main(int argc, char** argv) {
   hot->add_option("-n", hot_n, "how many")->capture_default_str();
   auto* slot = app.add_subcommand("slot", "the slot of a host file (as svfsd computes it)");
   slot->add_option("PATH", slot_path, "a file or directory on the host")->required();
+  std::string tree;
+  std::vector<uint64_t> sizes = {65536, 1048575, 16777215};
+  auto* collisions = app.add_subcommand("collisions", "how the inodes of a tree would share slots "
+                                                      "(no versiond needed)");
+  collisions->add_option("DIR", tree, "a directory tree on the host")->required();
+  collisions->add_option("--slots", sizes, "table sizes to try")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
+  if (collisions->parsed()) return Collisions(tree, sizes);
   int fd = ConnectOrExit(socket_path);
   try {
     auto io = kj::setupAsyncIo();

@@ -289,6 +289,11 @@ TEST_F(VersiondTest, SvfsctlShowsTableAndClients) {
   }
   EXPECT_EQ(printed, std::to_string(slot)) << slot_of.output;
 
+  // Sizing: in a table of 2 slots every inode shares slot 1; in a huge one, none of these 2 do.
+  auto crowded = testing::RunCommand({SVFSCTL_PATH, "collisions", dir_.path(), "--slots", "2"});
+  EXPECT_EQ(crowded.status, 0) << crowded.output;
+  EXPECT_NE(crowded.output.find("100.00 %"), std::string::npos) << crowded.output;
+
   auto missing = testing::RunCommand({SVFSCTL_PATH, "--socket", dir_.path() + "/none.sock", "status"});
   EXPECT_NE(missing.status, 0);
   EXPECT_NE(missing.output.find("cannot connect to " + dir_.path() +
