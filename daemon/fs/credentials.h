@@ -13,6 +13,9 @@
 
 #include <sys/types.h>
 
+#include "daemon/fs/filesystem.h"
+#include "daemon/util/result.h"
+
 namespace svfs::fs {
 
 // Clears the calling thread's supplementary group list (raw syscall, this thread only) so a
@@ -37,5 +40,16 @@ class ScopedCredentials {
   bool switched_gid_ = false;
   bool ok_ = true;
 };
+
+// Runs `call` (a libc call returning < 0 on error) with the guest's credentials and returns
+// its result or errno, captured before the credentials are restored.
+template <typename F>
+auto AsGuest(const Context& ctx, F&& call) -> Result<decltype(call())> {
+  ScopedCredentials creds(ctx.uid, ctx.gid);
+  if (!creds.ok()) return Err(EPERM);
+  auto r = call();
+  if (r < 0) return ErrnoErr();
+  return r;
+}
 
 }  // namespace svfs::fs

@@ -1,0 +1,184 @@
+#include "daemon/transport/vhost_user/chain_io.h"
+
+#include <limits.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace svfs::transport::vhost_user {
+
+bool MayLogGuestError() {
+  static std::atomic<int64_t> window{0};
+  static std::atomic<uint32_t> count{0};
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count();
+  int64_t start = window.load(std::memory_order_relaxed);
+  if (now != start && window.compare_exchange_strong(start, now, std::memory_order_relaxed)) {
+    uint32_t dropped = count.exchange(0, std::memory_order_relaxed);
+    if (dropped > 10) spdlog::warn("vhost-user: {} guest errors not logged", dropped - 10);
+  }
+  return count.fetch_add(1, std::memory_order_relaxed) < 10;
+}
+
+// Copies `len` bytes starting `offset` bytes into the iovecs to `dst`; returns the count copied.
+size_t GatherFrom(const std::vector<iovec>& iov, size_t offset, void* dst, size_t len) {
+  auto* out = static_cast<uint8_t*>(dst);
+  size_t done = 0;
+  for (const auto& seg : iov) {
+    if (done == len) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len - done);
+    std::memcpy(out + done, static_cast<uint8_t*>(seg.iov_base) + offset, n);
+    done += n;
+    offset = 0;
+  }
+  return done;
+}
+
+// Copies `len` bytes from `src` into the iovecs starting `offset` bytes in.
+size_t ScatterTo(const std::vector<iovec>& iov, size_t offset, const void* src, size_t len) {
+  auto* in = static_cast<const uint8_t*>(src);
+  size_t done = 0;
+  for (const auto& seg : iov) {
+    if (done == len) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len - done);
+    std::memcpy(static_cast<uint8_t*>(seg.iov_base) + offset, in + done, n);
+    done += n;
+    offset = 0;
+  }
+  return done;
+}
+
+// The iovecs covering [offset, offset + len) of `iov`.
+void SliceIov(const std::vector<iovec>& iov, size_t offset, size_t len, std::vector<iovec>& out) {
+  out.clear();
+  for (const auto& seg : iov) {
+    if (len == 0) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len);
+    out.push_back({static_cast<uint8_t*>(seg.iov_base) + offset, n});
+    len -= n;
+    offset = 0;
+  }
+}
+
+Result<size_t> GuestWriteSource::write_to(int fd, uint64_t offset) {
+  size_t total = 0;
+  size_t first = 0;
+  std::vector<iovec> iov(iov_.begin(), iov_.end());  // adjusted on short writes
+  while (first < iov.size()) {
+    int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = ::pwritev(fd, &iov[first], count, static_cast<off_t>(offset + total));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (total > 0) break;
+      return ErrnoErr();
+    }
+    if (n == 0) break;
+    total += static_cast<size_t>(n);
+    size_t left = static_cast<size_t>(n);
+    while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (left > 0) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  return total;
+}
+
+bool ChainReplyChannel::send(std::span<const iovec> parts) {
+  size_t total = 0;
+  for (const auto& part : parts) total += part.iov_len;
+  if (total > chain_.writable_bytes) {
+    too_large(total);
+    return false;
+  }
+  size_t offset = 0;
+  for (const auto& part : parts) {
+    offset += ScatterTo(chain_.writable, offset, part.iov_base, part.iov_len);
+  }
+  written_ = offset;
+  return true;
+}
+
+fs::ReadSink& ChainReplyChannel::data_sink(size_t max_length) {
+  size_t room = chain_.writable_bytes > sizeof(fuse_out_header)
+                    ? chain_.writable_bytes - sizeof(fuse_out_header)
+                    : 0;
+  limit_ = std::min(max_length, room);
+  filled_ = 0;
+  return *this;
+}
+
+Result<size_t> ChainReplyChannel::read_from(int fd, uint64_t offset, size_t length) {
+  length = std::min(length, limit_ - filled_);
+  if (length == 0) return size_t{0};
+  SliceIov(chain_.writable, sizeof(fuse_out_header) + filled_, length, slice_);
+  size_t total = 0;
+  size_t first = 0;
+  while (first < slice_.size()) {
+    int count = static_cast<int>(std::min<size_t>(slice_.size() - first, IOV_MAX));
+    ssize_t n = ::preadv(fd, &slice_[first], count, static_cast<off_t>(offset + total));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (total > 0) break;
+      return ErrnoErr();
+    }
+    total += static_cast<size_t>(n);
+    size_t batch = 0;
+    for (int i = 0; i < count; ++i) batch += slice_[first + i].iov_len;
+    if (static_cast<size_t>(n) < batch) break;  // end of file or short read
+    first += static_cast<size_t>(count);
+  }
+  filled_ += total;
+  return total;
+}
+
+void ChainReplyChannel::send_data(const fuse_out_header& header) {
+  if (header.len > chain_.writable_bytes || header.len < sizeof(header) ||
+      header.len - sizeof(header) > filled_) {
+    return too_large(header.len);
+  }
+  ScatterTo(chain_.writable, 0, &header, sizeof(header));
+  written_ = header.len;
+}
+
+void ChainReplyChannel::send_error(int error) {
+  fuse_out_header out{};
+  out.len = sizeof(out);
+  out.error = -error;
+  out.unique = unique_;
+  if (chain_.writable_bytes < sizeof(out)) {
+    written_ = 0;
+    return;
+  }
+  ScatterTo(chain_.writable, 0, &out, sizeof(out));
+  written_ = sizeof(out);
+}
+
+void ChainReplyChannel::too_large(size_t total) {
+  if (MayLogGuestError()) {
+    spdlog::warn("vhost-user: reply of {} bytes does not fit the guest's {}-byte buffer (EIO)",
+                 total, chain_.writable_bytes);
+  }
+  send_error(EIO);
+}
+
+}  // namespace svfs::transport::vhost_user
