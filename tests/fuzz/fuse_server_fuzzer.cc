@@ -8,6 +8,8 @@
 // in order on one session (so INIT/DESTROY/INTERRUPT sequences are reachable). Mode bits:
 //   1: pass the bytes after header + fuse_write_in (80) as an external WRITE payload
 //   2: patch fuse_in_header.len to the true length (reaches the decoders more often)
+//   4: the reply is not delivered (send() returns false, as for a guest buffer too small), so
+//      the server's undo of references and handles runs
 //
 // With SVFS_FUZZ_SEED_DIR set, LLVMFuzzerInitialize writes a seed corpus of valid requests
 // (one per implemented opcode) into that directory before fuzzing starts.
@@ -48,7 +50,8 @@ constexpr size_t kWriteArgsEnd = sizeof(fuse_in_header) + sizeof(fuse_write_in);
 // Checks every reply the server sends.
 class CheckingChannel final : public svfs::fuse::ReplyChannel, public svfs::fs::ReadSink {
  public:
-  explicit CheckingChannel(uint64_t unique) : unique_(unique) {}
+  explicit CheckingChannel(uint64_t unique, bool refuse = false)
+      : unique_(unique), refuse_(refuse) {}
   size_t replies = 0;
 
   bool send(std::span<const iovec> parts) override {
@@ -69,7 +72,7 @@ class CheckingChannel final : public svfs::fuse::ReplyChannel, public svfs::fs::
     fuse_out_header h;
     std::memcpy(&h, parts[0].iov_base, sizeof(h));
     check(h, total);
-    return true;
+    return !refuse_;
   }
 
   svfs::fs::ReadSink& data_sink(size_t max_length) override {
@@ -112,6 +115,7 @@ class CheckingChannel final : public svfs::fuse::ReplyChannel, public svfs::fs::
   }
 
   uint64_t unique_;
+  bool refuse_;
   size_t sink_max_ = 0;
   std::vector<uint8_t> sink_;
 };
@@ -126,12 +130,12 @@ std::vector<uint8_t> InitRequest() {
   return RequestBuilder(FUSE_INIT, 0, 1).add(in).build();
 }
 
-void Handle(svfs::fuse::Server& server, std::span<const uint8_t> bytes, bool external) {
+void Handle(svfs::fuse::Server& server, std::span<const uint8_t> bytes, bool external, bool refuse) {
   uint64_t unique = 0;
   if (bytes.size() >= sizeof(fuse_in_header)) {
     std::memcpy(&unique, bytes.data() + offsetof(fuse_in_header, unique), sizeof(unique));
   }
-  CheckingChannel channel(unique);
+  CheckingChannel channel(unique, refuse);
   if (external && bytes.size() > kWriteArgsEnd) {
     // Copy the payload out so ASan catches reads past the request part.
     std::string payload(reinterpret_cast<const char*>(bytes.data()) + kWriteArgsEnd,
@@ -315,7 +319,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::memcpy(bytes.data() + offsetof(fuse_in_header, len), &true_len, sizeof(true_len));
     }
     (void)svfs::fuse::Classify(bytes);  // what the vhost-user transport does with each copy
-    Handle(server, bytes, mode & 1);
+    Handle(server, bytes, mode & 1, mode & 4);
   }
   return 0;
 }
