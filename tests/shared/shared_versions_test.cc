@@ -117,6 +117,13 @@ class SharedWorldTest : public ::testing::Test {
     return out;
   }
 
+  // versiond lists a daemon a moment before the daemon has mapped the table (and logs so):
+  // tests that expect a bump by the time an operation returns wait for that.
+  static bool WaitTableMapped(World::Mount* m) {
+    return WaitUntil([&] { return m->process->Log().find("shared versions: attached") != std::string::npos; },
+                     5000ms);
+  }
+
   static void LstatOk(const std::string& path) {
     struct stat st {};
     ASSERT_EQ(::lstat(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
@@ -140,6 +147,7 @@ class SharedVersionsTest : public SharedWorldTest {
     ASSERT_NE(m2_, nullptr);
     ASSERT_TRUE(WaitUntil([&] { return Stats().clients.size() == 2; }, 5000ms))
         << "both daemons should attach to versiond";
+    ASSERT_TRUE(WaitTableMapped(m1_) && WaitTableMapped(m2_));
     // A sentinel that only the test process changes on the host: waiting for its bump proves
     // versiond has handled every fanotify event queued before it.
     ASSERT_EQ(::mkdir(M1("by").c_str(), 0755), 0);
@@ -611,6 +619,7 @@ TEST_F(SharedWorldTest, InodesSharingASlotInvalidateEachOther) {
   World::Mount* m = StartSvfsd("m1");
   ASSERT_NE(m, nullptr);
   ASSERT_TRUE(WaitUntil([&] { return Stats().clients.size() == 1; }, 5000ms));
+  ASSERT_TRUE(WaitTableMapped(m));
   ASSERT_EQ(WriteHostFile(m->path + "/a", "a"), 0);
   ASSERT_EQ(WriteHostFile(m->path + "/b", "b"), 0);
   ASSERT_EQ(SlotOf("a"), 1u);
