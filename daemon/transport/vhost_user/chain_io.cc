@@ -11,6 +11,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/fuse/request_class.h"
+
 namespace svfs::transport::vhost_user {
 
 bool MayLogGuestError() {
@@ -27,56 +29,94 @@ bool MayLogGuestError() {
   return count.fetch_add(1, std::memory_order_relaxed) < 10;
 }
 
-// Copies `len` bytes starting `offset` bytes into the iovecs to `dst`; returns the count copied.
+namespace {
+
+// Calls visit(base, length) for each piece of [offset, offset + len) of `iov`, in order; returns
+// the bytes visited (fewer than `len` if the iovecs end first).
+template <typename Visit>
+size_t ForEachPiece(const std::vector<iovec>& iov, size_t offset, size_t len, Visit visit) {
+  size_t done = 0;
+  for (const auto& seg : iov) {
+    if (done == len) break;
+    if (offset >= seg.iov_len) {
+      offset -= seg.iov_len;
+      continue;
+    }
+    size_t n = std::min(seg.iov_len - offset, len - done);
+    visit(static_cast<uint8_t*>(seg.iov_base) + offset, n);
+    done += n;
+    offset = 0;
+  }
+  return done;
+}
+
+}  // namespace
+
 size_t GatherFrom(const std::vector<iovec>& iov, size_t offset, void* dst, size_t len) {
   auto* out = static_cast<uint8_t*>(dst);
-  size_t done = 0;
-  for (const auto& seg : iov) {
-    if (done == len) break;
-    if (offset >= seg.iov_len) {
-      offset -= seg.iov_len;
-      continue;
-    }
-    size_t n = std::min(seg.iov_len - offset, len - done);
-    std::memcpy(out + done, static_cast<uint8_t*>(seg.iov_base) + offset, n);
-    done += n;
-    offset = 0;
-  }
-  return done;
+  return ForEachPiece(iov, offset, len, [&](uint8_t* piece, size_t n) {
+    std::memcpy(out, piece, n);
+    out += n;
+  });
 }
 
-// Copies `len` bytes from `src` into the iovecs starting `offset` bytes in.
 size_t ScatterTo(const std::vector<iovec>& iov, size_t offset, const void* src, size_t len) {
   auto* in = static_cast<const uint8_t*>(src);
-  size_t done = 0;
-  for (const auto& seg : iov) {
-    if (done == len) break;
-    if (offset >= seg.iov_len) {
-      offset -= seg.iov_len;
-      continue;
-    }
-    size_t n = std::min(seg.iov_len - offset, len - done);
-    std::memcpy(static_cast<uint8_t*>(seg.iov_base) + offset, in + done, n);
-    done += n;
-    offset = 0;
-  }
-  return done;
+  return ForEachPiece(iov, offset, len, [&](uint8_t* piece, size_t n) {
+    std::memcpy(piece, in, n);
+    in += n;
+  });
 }
 
-// The iovecs covering [offset, offset + len) of `iov`.
 void SliceIov(const std::vector<iovec>& iov, size_t offset, size_t len, std::vector<iovec>& out) {
   out.clear();
-  for (const auto& seg : iov) {
-    if (len == 0) break;
-    if (offset >= seg.iov_len) {
-      offset -= seg.iov_len;
-      continue;
+  ForEachPiece(iov, offset, len, [&](uint8_t* piece, size_t n) { out.push_back({piece, n}); });
+}
+
+CopiedRequest CopyRequest(uint32_t queue_index, const Chain& chain, std::span<uint8_t> buffer) {
+  CopiedRequest copy;
+  fuse_in_header in{};
+  copy.has_header = chain.readable_bytes >= sizeof(in);
+  if (!copy.has_header) {
+    // Too short to answer: the server drops it, and the chain is used with nothing written.
+    size_t n = chain.error.empty() ? GatherFrom(chain.readable, 0, buffer.data(), chain.readable_bytes) : 0;
+    copy.bytes = buffer.first(n);
+    copy.refused = !chain.error.empty();
+    if (copy.refused && MayLogGuestError()) {
+      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {}", queue_index,
+                   chain.head, chain.error);
     }
-    size_t n = std::min(seg.iov_len - offset, len);
-    out.push_back({static_cast<uint8_t*>(seg.iov_base) + offset, n});
-    len -= n;
-    offset = 0;
+    return copy;
   }
+  GatherFrom(chain.readable, 0, buffer.data(), sizeof(in));
+  std::memcpy(&in, buffer.data(), sizeof(in));
+  copy.unique = in.unique;
+  copy.bytes = buffer.first(sizeof(in));
+  if (!chain.error.empty()) {
+    if (MayLogGuestError()) {
+      spdlog::warn("vhost-user: queue {}: malformed descriptor chain {}: {} (EIO reply)",
+                   queue_index, chain.head, chain.error);
+    }
+    copy.refused = true;
+    return copy;
+  }
+  // The rest is copied after the header, never over it: the opcode read above is the one served.
+  size_t headers = fuse::HeadersBeforePayload(in.opcode);
+  size_t size = headers != 0 && chain.readable_bytes >= headers ? headers : chain.readable_bytes;
+  if (size > buffer.size()) {
+    if (MayLogGuestError()) {
+      spdlog::warn("vhost-user: queue {}: {}-byte request exceeds {} bytes", queue_index, size,
+                   buffer.size());
+    }
+    copy.refused = true;
+    return copy;
+  }
+  GatherFrom(chain.readable, sizeof(in), buffer.data() + sizeof(in), size - sizeof(in));
+  copy.bytes = buffer.first(size);
+  // Zero copy: a WRITE's data goes from guest memory to the file.
+  copy.external_payload = headers != 0 && size == headers;
+  if (copy.external_payload) copy.payload = chain.readable_bytes - headers;
+  return copy;
 }
 
 Result<size_t> GuestWriteSource::write_to(int fd, uint64_t offset) {

@@ -1,7 +1,7 @@
 // I/O on one descriptor chain's buffers (the chain's iovecs, translated from guest memory):
 // copies out of and into them, the WRITE payload written to a file straight from guest memory,
 // and the reply channel that puts a FUSE reply into the chain's writable buffers. The guest may
-// change these buffers at any time; callers copy what they decide on once (see CopiedRequest).
+// change these buffers at any time; callers copy what they decide on once (CopyRequest).
 #pragma once
 
 #include <linux/fuse.h>
@@ -28,6 +28,20 @@ size_t GatherFrom(const std::vector<iovec>& iov, size_t offset, void* dst, size_
 size_t ScatterTo(const std::vector<iovec>& iov, size_t offset, const void* src, size_t len);
 // The iovecs covering [offset, offset + len) of `iov`.
 void SliceIov(const std::vector<iovec>& iov, size_t offset, size_t len, std::vector<iovec>& out);
+
+// A chain's request as copied out of guest memory once. The guest may go on changing its
+// buffers; what is classified and served is this copy.
+struct CopiedRequest {
+  std::span<const uint8_t> bytes;  // header and arguments (WRITE: its two headers)
+  uint64_t unique = 0;
+  bool has_header = false;
+  bool refused = false;           // malformed chain or too large (logged): answer EIO, not served
+  bool external_payload = false;  // WRITE: the data stays in guest memory after `bytes`
+  size_t payload = 0;             // its length
+};
+// Copies a chain's request (header and arguments; for WRITE only its headers) into `buffer`;
+// `queue_index` is for the log.
+CopiedRequest CopyRequest(uint32_t queue_index, const Chain& chain, std::span<uint8_t> buffer);
 
 // WRITE payload straight from guest memory: `iov` (the caller's, kept alive for the write).
 class GuestWriteSource final : public fs::WriteSource {

@@ -2,9 +2,9 @@
 // SET_MEM_TABLE or ADD_MEM_REG, each mmapped from its fd, and the translation of guest-physical
 // addresses (descriptor buffers) and frontend-virtual addresses (vring addresses) to host pointers.
 //
-// Thread safety: none inside. The backend stops every queue thread (joins it) before it changes
+// Thread safety: none inside. The Device stops every queue thread (joins it) before it changes
 // the table and restarts them afterwards, so queue threads only ever read a table that does not
-// change under them (see VhostUserBackend::pause_queues).
+// change under them (device.h).
 #pragma once
 
 #include <sys/types.h>
