@@ -116,20 +116,10 @@ struct VersionTable::Mapping {
   }
 };
 
-VersionTable::VersionTable(Mapping* mapping) : mapping_(mapping) {}
-
-VersionTable::VersionTable(VersionTable&& other) noexcept
-    : mapping_(std::exchange(other.mapping_, nullptr)) {}
-
-VersionTable& VersionTable::operator=(VersionTable&& other) noexcept {
-  if (this != &other) {
-    delete mapping_;
-    mapping_ = std::exchange(other.mapping_, nullptr);
-  }
-  return *this;
-}
-
-VersionTable::~VersionTable() { delete mapping_; }
+VersionTable::VersionTable(std::unique_ptr<Mapping> mapping) : mapping_(std::move(mapping)) {}
+VersionTable::VersionTable(VersionTable&&) noexcept = default;
+VersionTable& VersionTable::operator=(VersionTable&&) noexcept = default;
+VersionTable::~VersionTable() = default;
 
 std::expected<VersionTable, std::string> VersionTable::Create(const CreateOptions& options) {
   const std::string& name = options.name;
@@ -206,7 +196,7 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
     std::memcpy(header->uuid, uuid_bytes.data(), uuid_bytes.size());
     // Magic last: an attacher that sees it (acquire) also sees every field above.
     std::atomic_ref<uint64_t>(header->magic).store(kTableMagic, std::memory_order_release);
-    return VersionTable(mapping.release());
+    return VersionTable(std::move(mapping));
   } catch (const bip::interprocess_exception& error) {
     if (!created && error.get_error_code() == bip::already_exists_error) {
       return std::unexpected(Prefix(name) + fmt::format("already exists (/dev/shm/{}; attach to it, "
@@ -314,7 +304,7 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
   mapping->slot_count = slot_count;
   mapping->header_bytes = kHeaderBytes;
   mapping->slot_stride = stride;
-  return VersionTable(mapping.release());
+  return VersionTable(std::move(mapping));
 }
 
 bool VersionTable::Remove(std::string_view name) {

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <expected>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -89,8 +90,8 @@ class VersionTable {
 
  private:
   struct Mapping;
-  explicit VersionTable(Mapping* mapping);
-  Mapping* mapping_ = nullptr;  // owned
+  explicit VersionTable(std::unique_ptr<Mapping> mapping);
+  std::unique_ptr<Mapping> mapping_;  // empty once moved from
 };
 
 }  // namespace svfs::shm
