@@ -1380,6 +1380,12 @@ TEST(VhostSvfsdTest, CreateOfAnExistingFifoDoesNotBlock) {
   EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
 }
 
+// How many descriptors process `pid` holds.
+long OpenFdCount(pid_t pid) {
+  const fs::path fds = "/proc/" + std::to_string(pid) + "/fd";
+  return std::distance(fs::directory_iterator(fds), fs::directory_iterator{});
+}
+
 // GETLK by an owner that holds no lock answers from a temporary description: 1000 owners asking
 // leave svfsd's fd count where it was (it grew by one fd per owner).
 TEST(VhostSvfsdTest, GetlkByNewOwnersKeepsNoFds) {
@@ -1388,10 +1394,7 @@ TEST(VhostSvfsdTest, GetlkByNewOwnersKeepsNoFds) {
   auto session = SvfsdSession(tmp, 1);
   FuseClient& c = session->client();
   LockedFile file(c);
-  const fs::path fds = "/proc/" + std::to_string(session->process().pid()) + "/fd";
-  auto count_fds = [&] {
-    return std::distance(fs::directory_iterator(fds), fs::directory_iterator{});
-  };
+  auto count_fds = [&] { return OpenFdCount(session->process().pid()); };
   ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
   const auto before = count_fds();
   for (std::uint64_t owner = 100; owner < 1100; ++owner) {
@@ -1412,10 +1415,7 @@ TEST(VhostSvfsdTest, ReaddirplusTooLargeForItsBufferKeepsNoReferences) {
   auto session = SvfsdSession(tmp, 1);
   for (int i = 0; i < 50; ++i) std::ofstream(tmp.path() / "shared" / ("f" + std::to_string(i)));
   FuseClient& c = session->client();
-  const fs::path fds = "/proc/" + std::to_string(session->process().pid()) + "/fd";
-  auto count_fds = [&] {
-    return std::distance(fs::directory_iterator(fds), fs::directory_iterator{});
-  };
+  auto count_fds = [&] { return OpenFdCount(session->process().pid()); };
   FuseReply dir = c.opendir(FUSE_ROOT_ID);
   ASSERT_EQ(dir.error(), 0);
   const std::uint64_t fh = dir.as<fuse_open_out>()->fh;
