@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/util/unique_fd.h"
+#include "common/unique_fd.h"
 #include "protocol/inode_identity.h"  // PackFsid
 
 namespace svfs::versiond {

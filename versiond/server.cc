@@ -31,7 +31,7 @@
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
-#include "daemon/util/unique_fd.h"
+#include "common/unique_fd.h"
 #include "protocol/versiond.capnp.h"
 #include "protocol/inode_identity.h"
 #include "shm/fault_guard.h"

@@ -14,7 +14,7 @@
 #include <sys/types.h>
 
 #include "daemon/fs/filesystem.h"
-#include "daemon/util/result.h"
+#include "common/result.h"
 
 namespace svfs::fs {
 

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/util/result.h"
+#include "common/result.h"
 
 namespace svfs::fs {
 

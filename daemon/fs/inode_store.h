@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "daemon/fs/filesystem.h"
-#include "daemon/util/result.h"
-#include "daemon/util/unique_fd.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace svfs::fs {
 

@@ -24,8 +24,8 @@
 #include "daemon/fs/inode_store.h"
 #include "daemon/fs/passthrough_config.h"
 #include "daemon/fs/version_tracker.h"
-#include "daemon/util/result.h"
-#include "daemon/util/unique_fd.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace svfs::fs {
 

@@ -19,9 +19,9 @@
 #include "daemon/transport/vhost_user/listener.h"
 #include "daemon/transport/vhost_user/message.h"
 #include "daemon/transport/vhost_user/queue_runner.h"
-#include "daemon/util/event_fd.h"
-#include "daemon/util/result.h"
-#include "daemon/util/unique_fd.h"
+#include "common/event_fd.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace svfs::transport::vhost_user {
 

@@ -12,8 +12,8 @@
 
 #include "daemon/transport/vhost_user/guest_memory.h"
 #include "daemon/transport/vhost_user/queue.h"
-#include "daemon/util/result.h"
-#include "daemon/util/unique_fd.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace svfs::transport::vhost_user {
 

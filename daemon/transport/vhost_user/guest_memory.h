@@ -13,9 +13,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "daemon/util/result.h"
+#include "common/result.h"
 #include "shm/fault_guard.h"
-#include "daemon/util/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace svfs::transport::vhost_user {
 

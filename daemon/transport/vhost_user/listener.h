@@ -5,8 +5,8 @@
 
 #include <string>
 
-#include "daemon/util/result.h"
-#include "daemon/util/unique_fd.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace svfs::transport::vhost_user {
 

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "daemon/util/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace svfs::transport::vhost_user {
 

@@ -20,7 +20,7 @@
 
 #include "daemon/transport/vhost_user/signal_batch.h"
 #include "daemon/transport/vhost_user/virtqueue.h"
-#include "daemon/util/event_fd.h"
+#include "common/event_fd.h"
 
 namespace svfs::transport::vhost_user {
 

@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 
-#include "daemon/util/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace svfs {
 
