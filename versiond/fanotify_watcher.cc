@@ -16,7 +16,7 @@ namespace {
 
 // Large enough for hundreds of FID events per read; the kernel never splits an event across reads.
 constexpr size_t kReadBufferSize = 64 * 1024;
-// Reads per Drain before handing control back to the caller's event loop.
+// Reads per drain() before handing control back to the caller's event loop.
 constexpr int kMaxReadsPerDrain = 64;
 
 constexpr uint64_t kEventMask = FAN_ATTRIB | FAN_MODIFY | FAN_CLOSE_WRITE | FAN_CREATE |
@@ -206,7 +206,7 @@ std::expected<FanotifyWatcher, std::string> FanotifyWatcher::Create() {
   return FanotifyWatcher(UniqueFd(fd), target_fid);
 }
 
-std::expected<uint64_t, std::string> FanotifyWatcher::WatchFilesystemOf(const std::string& path) {
+std::expected<uint64_t, std::string> FanotifyWatcher::watch_filesystem_of(const std::string& path) {
   // statfs first: a bad path gets a plain error, and we need the fsid the daemons will send.
   struct statfs st {};
   if (::statfs(path.c_str(), &st) != 0) {
@@ -267,7 +267,7 @@ std::expected<uint64_t, std::string> FanotifyWatcher::WatchFilesystemOf(const st
   return fsid;
 }
 
-std::expected<size_t, std::string> FanotifyWatcher::Drain(const ChangeCallback& on_change) {
+std::expected<size_t, std::string> FanotifyWatcher::drain(const ChangeCallback& on_change) {
   size_t total = 0;
   for (int reads = 0; reads < kMaxReadsPerDrain;) {
     const ssize_t n = ::read(fd_.get(), buf_.get(), kReadBufferSize);

@@ -59,19 +59,19 @@ class FanotifyWatcher {
 
   // Adds a filesystem mark on the filesystem holding `path` (idempotent) and returns its packed
   // fsid. Subscribes to FAN_RENAME too when the kernel has it.
-  std::expected<uint64_t, std::string> WatchFilesystemOf(const std::string& path);
+  std::expected<uint64_t, std::string> watch_filesystem_of(const std::string& path);
 
   int fd() const { return fd_.get(); }
   // Whether the kernel took FAN_REPORT_TARGET_FID: dirent events (create, delete, moves) then
   // also carry the FID of the entry's inode.
   bool reports_target_fid() const { return target_fid_; }
-  // Whether marks include FAN_RENAME (known after the first successful WatchFilesystemOf).
+  // Whether marks include FAN_RENAME (known after the first successful watch_filesystem_of).
   bool reports_rename() const { return rename_ == RenameSupport::kYes; }
 
   // Reads pending events without blocking and calls `on_change` for each. Returns the number of
   // events, or an error on a read error other than EAGAIN. Stops after a bounded number of reads
   // so a busy filesystem cannot starve the caller's loop; the fd then stays readable.
-  std::expected<size_t, std::string> Drain(const ChangeCallback& on_change);
+  std::expected<size_t, std::string> drain(const ChangeCallback& on_change);
 
  private:
   enum class RenameSupport { kUnknown, kYes, kNo };
@@ -80,7 +80,7 @@ class FanotifyWatcher {
   UniqueFd fd_;
   bool target_fid_ = false;
   RenameSupport rename_ = RenameSupport::kUnknown;
-  std::unique_ptr<unsigned char[]> buf_;  // read buffer, kept across Drain calls
+  std::unique_ptr<unsigned char[]> buf_;  // read buffer, kept across drain() calls
 };
 
 }  // namespace svfs::versiond

@@ -106,7 +106,7 @@ class State {
     if (!watched_.contains(fsid) && watched_.size() >= kMaxWatchedFilesystems) {
       return std::unexpected(fmt::format("already watching {} filesystems", watched_.size()));
     }
-    auto marked = watcher_->WatchFilesystemOf(path);
+    auto marked = watcher_->watch_filesystem_of(path);
     if (marked) watched_.insert(*marked);
     return marked;
   }
@@ -394,11 +394,11 @@ class Server {
   }
 
   // Reads fanotify events whenever the fd becomes readable. kj's observer is edge-triggered and
-  // Drain stops after a bounded number of reads, so keep draining (yielding between rounds) until
+  // drain() stops after a bounded number of reads, so keep draining (yielding between rounds) until
   // a round finds nothing, and only then wait for the next edge.
   kj::Promise<void> WatchLoop(kj::UnixEventPort::FdObserver& observer) {
     FanotifyWatcher* watcher = state_.watcher();
-    auto drained = watcher->Drain([this](const HostChange& change) { state_.OnHostChange(change); });
+    auto drained = watcher->drain([this](const HostChange& change) { state_.OnHostChange(change); });
     if (!drained) {
       spdlog::error("fanotify read failed: {}; bumping all slots and stopping host-change "
                     "tracking", drained.error());

@@ -171,7 +171,7 @@ class FanotifyWatcherTest : public ::testing::TestWithParam<std::string> {
 
   // Runs `op` in a forked child (so the events carry the child's pid), polls and drains until
   // `wants` are seen or 3 s pass, then collects everything else the child caused. `op` returns
-  // false on failure. Prints the latency from the start of the change to Drain seeing it and the
+  // false on failure. Prints the latency from the start of the change to drain() seeing it and the
   // records of every event.
   std::vector<HostChange> RunStep(const std::string& step, const std::function<bool()>& op,
                                   const std::vector<Want>& wants,
@@ -199,7 +199,7 @@ class FanotifyWatcherTest : public ::testing::TestWithParam<std::string> {
       pollfd pfd{watcher_->fd(), POLLIN, 0};
       const int rc = poll(&pfd, 1, 1000);
       if (rc < 0 && errno != EINTR) ADD_FAILURE() << "poll: " << std::strerror(errno);
-      auto n = watcher_->Drain(collect);
+      auto n = watcher_->drain(collect);
       if (!n) ADD_FAILURE() << n.error();
       if (AllMatched(mine, wants, fsid_)) seen_at = NowNs();
     }
@@ -207,7 +207,7 @@ class FanotifyWatcherTest : public ::testing::TestWithParam<std::string> {
     EXPECT_EQ(waitpid(child, &status, 0), child);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << step << " failed in the child";
     // Everything the child caused was queued before it exited.
-    auto n = watcher_->Drain(collect);
+    auto n = watcher_->drain(collect);
     if (!n) ADD_FAILURE() << n.error();
 
     std::printf("[%s %s] pid %d, latency %s, %zu events of other processes\n",
@@ -231,7 +231,7 @@ class FanotifyWatcherTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(FanotifyWatcherTest, ChildChangesCarryHandlesNamesAndPid) {
-  auto fsid = watcher_->WatchFilesystemOf(dir_);
+  auto fsid = watcher_->watch_filesystem_of(dir_);
   ASSERT_TRUE(fsid) << fsid.error();
   fsid_ = *fsid;
   EXPECT_EQ(fsid_, FsidOf(dir_));
@@ -324,7 +324,7 @@ TEST_P(FanotifyWatcherTest, ChildChangesCarryHandlesNamesAndPid) {
 // A rename between directories over an existing entry must name both parents, the moved inode
 // and the replaced one (versiond bumps all four).
 TEST_P(FanotifyWatcherTest, RenameOverAcrossDirectories) {
-  auto fsid = watcher_->WatchFilesystemOf(dir_);
+  auto fsid = watcher_->watch_filesystem_of(dir_);
   ASSERT_TRUE(fsid) << fsid.error();
   fsid_ = *fsid;
   const std::string a = Path("a"), b = Path("b"), x = a + "/x", y = b + "/y";
@@ -337,7 +337,7 @@ TEST_P(FanotifyWatcherTest, RenameOverAcrossDirectories) {
   }
   auto ah = HandleOf(a), bh = HandleOf(b), xh = HandleOf(x), yh = HandleOf(y);
   ASSERT_TRUE(ah && bh && xh && yh);
-  ASSERT_TRUE(watcher_->Drain([](const HostChange&) {}));  // the setup's own events
+  ASSERT_TRUE(watcher_->drain([](const HostChange&) {}));  // the setup's own events
 
   std::vector<Want> wants{{FAN_MOVED_FROM, {Entry(*ah, "x")}, "MOVED_FROM a/x"},
                           {FAN_MOVED_TO, {Entry(*bh, "y")}, "MOVED_TO b/y"},
@@ -354,7 +354,7 @@ TEST_P(FanotifyWatcherTest, RenameOverAcrossDirectories) {
 }
 
 TEST_P(FanotifyWatcherTest, OwnChangeReportsOwnPid) {
-  auto fsid = watcher_->WatchFilesystemOf(dir_);
+  auto fsid = watcher_->watch_filesystem_of(dir_);
   ASSERT_TRUE(fsid) << fsid.error();
   fsid_ = *fsid;
   const std::string f = Path("own");
@@ -363,7 +363,7 @@ TEST_P(FanotifyWatcherTest, OwnChangeReportsOwnPid) {
   close(fd);
   auto fh = HandleOf(f);
   ASSERT_TRUE(fh);
-  watcher_->Drain([](const HostChange&) {});  // the create, not what this test is about
+  watcher_->drain([](const HostChange&) {});  // the create, not what this test is about
 
   const int64_t start = NowNs();
   ASSERT_EQ(chmod(f.c_str(), 0600), 0);
@@ -372,7 +372,7 @@ TEST_P(FanotifyWatcherTest, OwnChangeReportsOwnPid) {
   while (!seen && NowNs() < deadline) {
     pollfd pfd{watcher_->fd(), POLLIN, 0};
     poll(&pfd, 1, 1000);
-    auto n = watcher_->Drain([&](const HostChange& c) {
+    auto n = watcher_->drain([&](const HostChange& c) {
       if (c.pid == static_cast<uint32_t>(getpid()) && Matches(c, {FAN_ATTRIB, {Fid(*fh)}}, fsid_)) {
         seen = true;
       }
@@ -389,7 +389,7 @@ TEST_P(FanotifyWatcherTest, OwnChangeReportsOwnPid) {
 // The identity versiond computes from a FID record is the one svfsd computes from the inode it
 // serves (protocol::IdentityOfFd): both land on one slot, with no key ever sent.
 TEST_P(FanotifyWatcherTest, FidRecordsGiveTheIdentityDaemonsCompute) {
-  auto fsid = watcher_->WatchFilesystemOf(dir_);
+  auto fsid = watcher_->watch_filesystem_of(dir_);
   ASSERT_TRUE(fsid) << fsid.error();
   fsid_ = *fsid;
   const std::string f = Path("same");
@@ -416,13 +416,13 @@ TEST_P(FanotifyWatcherTest, FidRecordsGiveTheIdentityDaemonsCompute) {
 }
 
 TEST_P(FanotifyWatcherTest, SameFilesystemTwiceGivesSameFsid) {
-  auto a = watcher_->WatchFilesystemOf(dir_);
+  auto a = watcher_->watch_filesystem_of(dir_);
   ASSERT_TRUE(a) << a.error();
   const std::string f = Path("x");
   close(open(f.c_str(), O_CREAT | O_WRONLY, 0644));
-  auto b = watcher_->WatchFilesystemOf(f);  // a file on the same filesystem
+  auto b = watcher_->watch_filesystem_of(f);  // a file on the same filesystem
   ASSERT_TRUE(b) << b.error();
-  auto c = watcher_->WatchFilesystemOf(dir_);
+  auto c = watcher_->watch_filesystem_of(dir_);
   ASSERT_TRUE(c) << c.error();
   EXPECT_EQ(*a, *b);
   EXPECT_EQ(*a, *c);
@@ -430,12 +430,12 @@ TEST_P(FanotifyWatcherTest, SameFilesystemTwiceGivesSameFsid) {
 }
 
 TEST_P(FanotifyWatcherTest, MovedWatcherKeepsItsMarksAndFd) {
-  ASSERT_TRUE(watcher_->WatchFilesystemOf(dir_));
+  ASSERT_TRUE(watcher_->watch_filesystem_of(dir_));
   const int fd = watcher_->fd();
   FanotifyWatcher moved = std::move(*watcher_);
   EXPECT_EQ(watcher_->fd(), -1);
   EXPECT_EQ(moved.fd(), fd);
-  auto idle = moved.Drain([](const HostChange&) {});
+  auto idle = moved.drain([](const HostChange&) {});
   ASSERT_TRUE(idle) << idle.error();
   const std::string f = Path("m");
   const int file = open(f.c_str(), O_CREAT | O_WRONLY, 0644);
@@ -444,14 +444,14 @@ TEST_P(FanotifyWatcherTest, MovedWatcherKeepsItsMarksAndFd) {
   pollfd pfd{moved.fd(), POLLIN, 0};
   ASSERT_EQ(poll(&pfd, 1, 1000), 1);
   size_t mine = 0;
-  auto n = moved.Drain([&](const HostChange& c) { mine += c.pid == static_cast<uint32_t>(getpid()); });
+  auto n = moved.drain([&](const HostChange& c) { mine += c.pid == static_cast<uint32_t>(getpid()); });
   ASSERT_TRUE(n) << n.error();
   EXPECT_GE(mine, 1u);
 }
 
 TEST_P(FanotifyWatcherTest, BadPathNamesThePath) {
   const std::string bad = Path("does/not/exist");
-  auto r = watcher_->WatchFilesystemOf(bad);
+  auto r = watcher_->watch_filesystem_of(bad);
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().find(bad), std::string::npos) << r.error();
   EXPECT_NE(r.error().find(std::strerror(ENOENT)), std::string::npos) << r.error();
