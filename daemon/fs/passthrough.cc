@@ -6,13 +6,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -31,9 +29,6 @@ constexpr uint64_t kDirectIoAllowMmap = FUSE_DIRECT_IO_ALLOW_MMAP;
 #else
 constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
 #endif
-
-// fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
-constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
 
 // The SETATTR bits that change the inode (the others select how: FATTR_FH, FATTR_*_NOW, ...).
 constexpr uint32_t kSetattrChanges =
@@ -79,20 +74,6 @@ struct stat StatFromStatx(const struct statx& stx) {
 }
 
 bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
-
-struct flock ToFlock(const FileLock& lock) {
-  struct flock fl {};
-  fl.l_type = static_cast<short>(lock.type);
-  fl.l_whence = SEEK_SET;
-  fl.l_start = static_cast<off_t>(lock.start);
-  fl.l_len = lock.end >= kOffsetMax ? 0 : static_cast<off_t>(lock.end - lock.start + 1);
-  fl.l_pid = 0;  // required by the OFD commands
-  return fl;
-}
-
-bool ValidLockRange(const FileLock& lock) {
-  return lock.start <= kOffsetMax && (lock.end >= kOffsetMax || lock.end >= lock.start);
-}
 
 }  // namespace
 
@@ -802,62 +783,6 @@ Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, ui
   return CreateEntryAndHandle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
 }
 
-Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                   uint32_t size, ReadSink& sink) {
-  auto h = SVFS_TRY(GetHandle(handle));  // the shared_ptr keeps the fd open during the read
-  if (h->is_dir) return Err(EISDIR);
-  return sink.read_from(h->fd.get(), offset, size);
-}
-
-Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                    WriteSource& data, uint32_t write_flags) {
-  if (config_.readonly) return Err(EROFS);
-  auto h = SVFS_TRY(GetHandle(handle));
-  if (h->is_dir) return Err(EISDIR);
-  int fd = h->fd.get();
-  if (write_flags & FUSE_WRITE_KILL_SUIDGID) {
-    // Our writes run as root (CAP_FSETID), so the host kernel would keep the bits: drop them as
-    // it would for an unprivileged writer (setgid only when group-executable).
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) {
-      mode_t mode = st.st_mode & 07777 & ~S_ISUID;
-      if (st.st_mode & S_IXGRP) mode &= ~S_ISGID;
-      if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) != 0) return ErrnoErr();
-    }
-  }
-  auto written = data.write_to(fd, offset);
-  // Even a failed write may have written part of its data.
-  Bump(h->inode.get());
-  return written;
-}
-
-Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lock_owner) {
-  auto h = SVFS_TRY(GetHandle(handle));
-  // Like close() on the host: the owner's POSIX locks on this inode go away.
-  DropOwnerLocks(h->node, lock_owner);
-  // close() of a duplicate gives the host filesystem its flush-on-close (e.g. NFS writeback).
-  int dup = ::fcntl(h->fd.get(), F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return ErrnoErr();
-  if (::close(dup) != 0 && errno != EINTR) return ErrnoErr();
-  return {};
-}
-
-Status PassthroughFs::release(const Context&, NodeId, HandleId handle, uint32_t,
-                              uint32_t release_flags, uint64_t lock_owner) {
-  auto h = handles_.Remove(handle);
-  if (!h) return Err(EBADF);
-  if (release_flags & FUSE_RELEASE_FLUSH) DropOwnerLocks(h->node, lock_owner);
-  if (release_flags & FUSE_RELEASE_FLOCK_UNLOCK) ::flock(h->fd.get(), LOCK_UN);
-  return {};
-}
-
-Status PassthroughFs::fsync(const Context&, NodeId, HandleId handle, bool datasync) {
-  auto h = SVFS_TRY(GetHandle(handle));
-  int r = datasync ? ::fdatasync(h->fd.get()) : ::fsync(h->fd.get());
-  if (r != 0) return ErrnoErr();
-  return {};
-}
-
 // ---------------------------------------------------------------------------------------------
 // Directories
 
@@ -978,197 +903,6 @@ Status PassthroughFs::syncfs(const Context&, NodeId node) {
   }
   if (::syncfs(sync_fd) != 0) return ErrnoErr();
   return {};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Data operations
-
-Status PassthroughFs::fallocate(const Context&, NodeId, HandleId handle, uint32_t mode,
-                                uint64_t offset, uint64_t length) {
-  if (config_.readonly) return Err(EROFS);
-  auto h = SVFS_TRY(GetHandle(handle));
-  int r = ::fallocate(h->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
-                      static_cast<off_t>(length));
-  int err = errno;
-  if (r == 0) Bump(h->inode.get());
-  if (r != 0) return Err(err);
-  return {};
-}
-
-Result<uint64_t> PassthroughFs::lseek(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                      uint32_t whence) {
-  if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END && whence != SEEK_DATA &&
-      whence != SEEK_HOLE) {
-    return Err(EINVAL);
-  }
-  auto h = SVFS_TRY(GetHandle(handle));
-  off_t r = ::lseek(h->fd.get(), static_cast<off_t>(offset), static_cast<int>(whence));
-  if (r < 0) return ErrnoErr();
-  return static_cast<uint64_t>(r);
-}
-
-Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId handle_in,
-                                              uint64_t offset_in, NodeId, HandleId handle_out,
-                                              uint64_t offset_out, uint64_t length,
-                                              uint64_t flags) {
-  if (config_.readonly) return Err(EROFS);
-  auto in = SVFS_TRY(GetHandle(handle_in));
-  auto out = SVFS_TRY(GetHandle(handle_out));
-  loff_t off_in = static_cast<loff_t>(offset_in);
-  loff_t off_out = static_cast<loff_t>(offset_out);
-  ssize_t n = ::copy_file_range(in->fd.get(), &off_in, out->fd.get(), &off_out, length,
-                                static_cast<unsigned>(flags));
-  int err = errno;
-  if (n > 0) Bump(out->inode.get());
-  if (n < 0) return Err(err);
-  return static_cast<size_t>(n);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Locks
-
-Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handle& handle,
-                                                        uint64_t owner,
-                                                        std::optional<uint32_t> pid) {
-  const auto key = std::make_pair(node, owner);
-  {
-    std::lock_guard lock(locks_mutex_);
-    if (auto it = locks_.find(key); it != locks_.end()) {
-      if (pid) it->second.pid = *pid;
-      return it->second.fd;
-    }
-  }
-  // Read-write when possible so the same description serves read and write locks of this owner
-  // from any of its handles (the access-mode check against the handle is done by the caller).
-  {
-    // One description per locking owner: bounded, so a guest cannot exhaust the daemon's fds.
-    std::lock_guard lock(locks_mutex_);
-    if (locks_.size() >= kMaxLockOwners) return Err(ENOLCK);
-  }
-  auto fd = Reopen(handle.fd.get(), O_RDWR | O_NONBLOCK);
-  if (!fd) fd = Reopen(handle.fd.get(), O_RDONLY | O_NONBLOCK);
-  auto shared = std::make_shared<UniqueFd>(SVFS_TRY(std::move(fd)));
-  std::lock_guard lock(locks_mutex_);
-  auto [it, inserted] = locks_.emplace(key, OwnerLocks{shared, pid.value_or(0)});
-  if (!inserted && pid) it->second.pid = *pid;
-  return it->second.fd;  // a concurrent caller may have won; ours closes unused
-}
-
-void PassthroughFs::DropOwnerLocks(NodeId node, uint64_t owner) {
-  std::shared_ptr<UniqueFd> fd;  // closed outside the lock
-  std::lock_guard lock(locks_mutex_);
-  if (auto entry = locks_.extract(std::make_pair(node, owner)); !entry.empty()) {
-    fd = std::move(entry.mapped().fd);
-  }
-}
-
-uint32_t PassthroughFs::LockHolderPid(NodeId node, uint64_t except,
-                                      const struct flock& conflict) {
-  std::vector<OwnerLocks> candidates;
-  {
-    std::lock_guard lock(locks_mutex_);
-    for (auto it = locks_.lower_bound({node, 0}); it != locks_.end() && it->first.first == node;
-         ++it) {
-      if (it->first.second != except) candidates.push_back(it->second);
-    }
-  }
-  // OFD GETLK does not name the holder. A description does not conflict with its own locks, so
-  // the holder is the candidate that does not see exactly this lock when asking for its range.
-  for (const auto& candidate : candidates) {
-    struct flock probe {};
-    probe.l_type = F_WRLCK;
-    probe.l_whence = SEEK_SET;
-    probe.l_start = conflict.l_start;
-    probe.l_len = conflict.l_len;
-    if (::fcntl(candidate.fd->get(), F_OFD_GETLK, &probe) != 0) continue;
-    if (probe.l_type != conflict.l_type || probe.l_start != conflict.l_start ||
-        probe.l_len != conflict.l_len) {
-      return candidate.pid;
-    }
-  }
-  return 0;
-}
-
-namespace {
-
-// POSIX: a read lock needs a readable fd, a write lock a writable one.
-bool LockAllowedByAccessMode(uint32_t type, int access_mode) {
-  if (type == F_RDLCK) return access_mode != O_WRONLY;
-  if (type == F_WRLCK) return access_mode != O_RDONLY;
-  return true;
-}
-
-}  // namespace
-
-Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, uint64_t owner,
-                                      const FileLock& lock) {
-  if (!config_.posix_lock) return Err(ENOSYS);
-  if (!ValidLockRange(lock)) return Err(EINVAL);
-  auto h = SVFS_TRY(GetHandle(handle));
-  const NodeId node = h->node;
-  // An owner that never locked holds nothing, so any description answers for it: a temporary
-  // one, not a kept one (a guest asking with ever new owners would otherwise pile up fds).
-  std::shared_ptr<UniqueFd> fd;
-  {
-    std::lock_guard guard(locks_mutex_);
-    if (auto it = locks_.find({node, owner}); it != locks_.end()) fd = it->second.fd;
-  }
-  if (!fd) {
-    auto probe = Reopen(h->fd.get(), O_RDONLY | O_NONBLOCK);
-    if (!probe) probe = Reopen(h->fd.get(), O_WRONLY | O_NONBLOCK);
-    fd = std::make_shared<UniqueFd>(SVFS_TRY(std::move(probe)));
-  }
-  struct flock fl = ToFlock(lock);
-  if (::fcntl(fd->get(), F_OFD_GETLK, &fl) != 0) return ErrnoErr();
-  FileLock result;
-  result.type = static_cast<uint32_t>(fl.l_type);
-  if (fl.l_type == F_UNLCK) {
-    result.start = lock.start;
-    result.end = lock.end;
-    return result;
-  }
-  result.start = static_cast<uint64_t>(fl.l_start);
-  result.end = fl.l_len == 0 ? kOffsetMax : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
-  // OFD locks report no pid; name the guest process of our owner holding it (0 if the holder
-  // is not one of ours, e.g. a process on the host).
-  result.pid = LockHolderPid(node, owner, fl);
-  return result;
-}
-
-Status PassthroughFs::setlk(const Context& ctx, NodeId, HandleId handle, uint64_t owner,
-                            const FileLock& lock, uint32_t lk_flags, bool wait) {
-  auto h = SVFS_TRY(GetHandle(handle));
-
-  if (lk_flags & FUSE_LK_FLOCK) {
-    if (!config_.flock) return Err(ENOSYS);
-    int op = lock.type == F_RDLCK ? LOCK_SH : lock.type == F_WRLCK ? LOCK_EX : LOCK_UN;
-    if (!wait) op |= LOCK_NB;
-    for (;;) {
-      if (wait && ctx.is_interrupted()) return Err(EINTR);
-      if (::flock(h->fd.get(), op) == 0) return {};
-      if (errno != EINTR) return ErrnoErr();
-      if (ctx.is_interrupted()) return Err(EINTR);
-    }
-  }
-
-  if (!config_.posix_lock) return Err(ENOSYS);
-  if (!ValidLockRange(lock)) return Err(EINVAL);
-  const NodeId node = h->node;
-  if (!LockAllowedByAccessMode(lock.type, h->access_mode)) return Err(EBADF);
-  if (lock.type == F_UNLCK) {
-    // Nothing to unlock if this owner never locked (don't open a description just for that).
-    std::lock_guard guard(locks_mutex_);
-    if (!locks_.contains({node, owner})) return {};
-  }
-  auto fd = SVFS_TRY(LockFd(node, *h, owner, lock.pid));
-  struct flock fl = ToFlock(lock);
-  const int cmd = wait ? F_OFD_SETLKW : F_OFD_SETLK;
-  for (;;) {
-    if (wait && ctx.is_interrupted()) return Err(EINTR);
-    if (::fcntl(fd->get(), cmd, &fl) == 0) return {};
-    if (errno != EINTR) return ErrnoErr();
-    if (ctx.is_interrupted()) return Err(EINTR);
-  }
 }
 
 }  // namespace svfs::fs

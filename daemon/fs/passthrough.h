@@ -58,6 +58,8 @@ class HandleTable {
   HandleId next_id_ = 1;                                           // guarded by mutex_
 };
 
+// Implemented in passthrough.cc, with the data operations on open files in passthrough_io.cc,
+// locks in passthrough_locks.cc and extended attributes in passthrough_xattr.cc.
 class PassthroughFs : public FileSystem {
  public:
   // Opens shared_dir; fails with ENOENT/ENOTDIR/... if it cannot be used. `versions` (shared
