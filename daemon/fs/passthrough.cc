@@ -178,22 +178,17 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
 uint64_t PassthroughFs::init(uint64_t offered) {
   uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC |
                   FUSE_DONT_MASK;
-  const CachePolicy& cache = config_.cache;
-  if (cache.readdirplus()) want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
-  if (cache.auto_inval_data()) want |= FUSE_AUTO_INVAL_DATA;
+  want |= config_.cache.init_flags();
   if (config_.posix_lock) want |= FUSE_POSIX_LOCKS;
   if (config_.flock) want |= FUSE_FLOCK_LOCKS;
   if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
   if (config_.announce_submounts) want |= FUSE_SUBMOUNTS;
-  if (cache.mode() != CacheMode::kNone) want |= FUSE_CACHE_SYMLINKS;
   // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
   // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
   want |= kDirectIoAllowMmap;
-  if (cache.mode() == CacheMode::kShared && versions_ &&
+  if (config_.cache.mode() == CacheMode::kShared && versions_ &&
       (offered & protocol::kInitSharedVersions) && versions_->table()) {
-    // The guest validates its caches against the table: let it cache like cache=always.
-    want |= protocol::kInitSharedVersions | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
-            FUSE_CACHE_SYMLINKS;
+    want |= protocol::kInitSharedVersions | ReplyPolicy::kVersionedInitFlags;
   }
   return want & offered;
 }
