@@ -44,6 +44,14 @@ CachePolicy::CachePolicy(CacheMode mode, std::optional<uint64_t> timeout_overrid
       timeout_ns_(mode == CacheMode::kShared ? 0
                                              : timeout_override_ns.value_or(DefaultTimeoutNs(mode))) {}
 
+uint64_t CachePolicy::init_flags() const {
+  uint64_t flags = 0;
+  if (readdirplus()) flags |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
+  if (auto_inval_data()) flags |= FUSE_AUTO_INVAL_DATA;
+  if (mode_ != CacheMode::kNone) flags |= FUSE_CACHE_SYMLINKS;
+  return flags;
+}
+
 uint32_t CachePolicy::file_open_flags(bool direct_io_requested) const {
   switch (mode_) {
     case CacheMode::kNone:

@@ -37,6 +37,8 @@ class CachePolicy {
   bool readdirplus() const { return mode_ != CacheMode::kNone && mode_ != CacheMode::kShared; }
   // The kernel drops cached pages when size or mtime changed (FUSE_AUTO_INVAL_DATA): auto only.
   bool auto_inval_data() const { return mode_ == CacheMode::kAuto; }
+  // The INIT flags the mode asks for: READDIRPLUS, AUTO_INVAL_DATA and CACHE_SYMLINKS as above.
+  uint64_t init_flags() const;
 
  private:
   CacheMode mode_;
@@ -49,6 +51,10 @@ class ReplyPolicy {
  public:
   // How long versioned attributes live: as long as the version, checked by the guest itself.
   static constexpr uint64_t kVersionedTimeoutNs = 86400ULL * 1'000'000'000ULL;
+  // INIT flags asked for on top of the cache mode's when the guest offers versions: it validates
+  // its caches against the table, so it may cache like cache=always.
+  static constexpr uint64_t kVersionedInitFlags =
+      FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS;
 
   ReplyPolicy(const CachePolicy& cache, bool versioned) : cache_(cache), versioned_(versioned) {}
 

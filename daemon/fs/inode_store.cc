@@ -130,9 +130,7 @@ Result<std::shared_ptr<const UniqueFd>> MountFds::Get(
     std::lock_guard lock(mutex_);
     if (auto it = fds_.find(mount_id); it != fds_.end()) return it->second;
   }
-  auto opened = open();
-  if (!opened) return Err(opened.error());
-  auto fd = std::make_shared<const UniqueFd>(std::move(*opened));
+  auto fd = std::make_shared<const UniqueFd>(SVFS_TRY(open()));
   std::lock_guard lock(mutex_);
   // A concurrent caller may have won; keep the first one (ours closes when `fd` goes away).
   auto [it, inserted] = fds_.emplace(mount_id, fd);

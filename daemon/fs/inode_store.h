@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "daemon/fs/filesystem.h"
@@ -136,6 +137,43 @@ class InodeStore {
   std::unordered_map<NodeId, Slot> by_id_;   // guarded by mutex_
   std::unordered_map<InodeKey, NodeId, InodeKeyHash> by_key_;  // guarded by mutex_
   NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
+};
+
+// One lookup reference on a node, taken by InodeStore::Acquire/AcquirePinned and given back
+// (Forget(id, 1)) when this is dropped, unless release()d: an operation whose reply hands the
+// node to the guest releases it, one that fails after the lookup just returns.
+class LookupRef {
+ public:
+  LookupRef() = default;
+  // Adopts the reference the caller took on `inode` (nullptr: none).
+  LookupRef(InodeStore& store, std::shared_ptr<InodeData> inode)
+      : store_(inode ? &store : nullptr), inode_(std::move(inode)) {}
+  LookupRef(LookupRef&& other) noexcept
+      : store_(std::exchange(other.store_, nullptr)), inode_(std::move(other.inode_)) {}
+  LookupRef& operator=(LookupRef&& other) noexcept {
+    if (this != &other) {
+      GiveBack();
+      store_ = std::exchange(other.store_, nullptr);
+      inode_ = std::move(other.inode_);
+    }
+    return *this;
+  }
+  LookupRef(const LookupRef&) = delete;
+  LookupRef& operator=(const LookupRef&) = delete;
+  ~LookupRef() { GiveBack(); }
+
+  // The referenced inode (kept after release()); nullptr if none.
+  const std::shared_ptr<InodeData>& inode() const { return inode_; }
+  // The reference now belongs to the guest: nothing is given back.
+  void release() { store_ = nullptr; }
+
+ private:
+  void GiveBack() {
+    if (store_) std::exchange(store_, nullptr)->Forget(inode_->id, 1);
+  }
+
+  InodeStore* store_ = nullptr;  // null once released (or if nothing is held)
+  std::shared_ptr<InodeData> inode_;
 };
 
 // Descriptors used as mount_fd for open_by_handle_at, one per mount id.

@@ -6,13 +6,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -32,8 +30,9 @@ constexpr uint64_t kDirectIoAllowMmap = FUSE_DIRECT_IO_ALLOW_MMAP;
 constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
 #endif
 
-// fuse_file_lock.end value meaning "up to EOF" (the kernel's OFFSET_MAX).
-constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
+// The SETATTR bits that change the inode (the others select how: FATTR_FH, FATTR_*_NOW, ...).
+constexpr uint32_t kSetattrChanges =
+    FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME;
 
 // Cheap double check of what the server already validates: a single path component.
 bool ValidName(std::string_view name) {
@@ -75,20 +74,6 @@ struct stat StatFromStatx(const struct statx& stx) {
 }
 
 bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
-
-struct flock ToFlock(const FileLock& lock) {
-  struct flock fl {};
-  fl.l_type = static_cast<short>(lock.type);
-  fl.l_whence = SEEK_SET;
-  fl.l_start = static_cast<off_t>(lock.start);
-  fl.l_len = lock.end >= kOffsetMax ? 0 : static_cast<off_t>(lock.end - lock.start + 1);
-  fl.l_pid = 0;  // required by the OFD commands
-  return fl;
-}
-
-bool ValidLockRange(const FileLock& lock) {
-  return lock.start <= kOffsetMax && (lock.end >= kOffsetMax || lock.end >= lock.start);
-}
 
 }  // namespace
 
@@ -135,21 +120,20 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
     return Err(err);
   }
   UniqueFd root_fd(root);
-  int proc = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (proc < 0) {
+  UniqueFd proc(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!proc) {
     int err = errno;
     spdlog::error("/proc/self/fd: {} (is /proc mounted?)", std::strerror(err));
     return Err(err);
   }
-  auto stx = StatxFd(root_fd.get());
-  if (!stx) return Err(stx.error());
+  const struct statx stx = SVFS_TRY(StatxFd(root_fd.get()));
 
   // Create ops apply the guest's umask themselves (FUSE_DONT_MASK); the process umask would
   // mask a second time. umask is per process, so this affects the whole daemon, which is fine:
   // the daemon creates no other files.
   ::umask(0);
 
-  std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), UniqueFd(proc)));
+  std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), std::move(proc)));
   fs->versions_ = versions;
 
   if (fs->config_.file_handles != InodeFileHandles::kNever) {
@@ -181,8 +165,8 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   }
 
   auto root_inode = std::make_shared<InodeData>();
-  root_inode->key = KeyOf(*stx);
-  root_inode->file_type = stx->stx_mode & S_IFMT;
+  root_inode->key = KeyOf(stx);
+  root_inode->file_type = stx.stx_mode & S_IFMT;
   root_inode->fd = std::move(root_fd);  // the root always keeps its fd
   if (fs->versions_) root_inode->identity = fs->IdentityOf(root_inode->fd.get(), *root_inode);
   fs->inodes_.SetRoot(std::move(root_inode));
@@ -194,22 +178,17 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
 uint64_t PassthroughFs::init(uint64_t offered) {
   uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC |
                   FUSE_DONT_MASK;
-  const CachePolicy& cache = config_.cache;
-  if (cache.readdirplus()) want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
-  if (cache.auto_inval_data()) want |= FUSE_AUTO_INVAL_DATA;
+  want |= config_.cache.init_flags();
   if (config_.posix_lock) want |= FUSE_POSIX_LOCKS;
   if (config_.flock) want |= FUSE_FLOCK_LOCKS;
   if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
   if (config_.announce_submounts) want |= FUSE_SUBMOUNTS;
-  if (cache.mode() != CacheMode::kNone) want |= FUSE_CACHE_SYMLINKS;
   // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
   // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
   want |= kDirectIoAllowMmap;
-  if (cache.mode() == CacheMode::kShared && versions_ &&
+  if (config_.cache.mode() == CacheMode::kShared && versions_ &&
       (offered & protocol::kInitSharedVersions) && versions_->table()) {
-    // The guest validates its caches against the table: let it cache like cache=always.
-    want |= protocol::kInitSharedVersions | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
-            FUSE_CACHE_SYMLINKS;
+    want |= protocol::kInitSharedVersions | ReplyPolicy::kVersionedInitFlags;
   }
   return want & offered;
 }
@@ -271,9 +250,8 @@ Result<UniqueFd> PassthroughFs::OpenMountFd(int fd, mode_t file_type, uint64_t m
   // Opening fifos or devices could block or have side effects: use the parent directory, which
   // is on the same mount unless this inode is itself a mount point.
   if (parent && parent->key.mnt_id == mnt_id) {
-    auto parent_fd = parent->path_fd();
-    if (!parent_fd) return Err(parent_fd.error());
-    return Reopen(parent_fd->get(), O_RDONLY | O_DIRECTORY);
+    auto parent_fd = SVFS_TRY(parent->path_fd());
+    return Reopen(parent_fd.get(), O_RDONLY | O_DIRECTORY);
   }
   return Err(EOPNOTSUPP);
 }
@@ -342,22 +320,19 @@ Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
   return attr;
 }
 
-Result<Entry> PassthroughFs::EntryFromFd(UniqueFd fd, const InodeData* parent,
-                                         std::shared_ptr<InodeData>* inode_out) {
-  auto stx = StatxFd(fd.get());
-  if (!stx) return Err(stx.error());
-  return EntryFromStatx(std::move(fd), *stx, parent, inode_out);
+Result<PassthroughFs::ReferencedEntry> PassthroughFs::EntryFromFd(UniqueFd fd,
+                                                                  const InodeData* parent) {
+  const struct statx stx = SVFS_TRY(StatxFd(fd.get()));
+  return EntryFromStatx(std::move(fd), stx, parent);
 }
 
-Result<Entry> PassthroughFs::EntryFromStatx(UniqueFd fd, const struct statx& stx,
-                                            const InodeData* parent,
-                                            std::shared_ptr<InodeData>* inode_out) {
-  auto candidate = MakeInode(std::move(fd), stx, parent);
-  if (!candidate) return Err(candidate.error());
-  auto inode = inodes_.Acquire(std::move(*candidate));
-  Entry entry = EntryFor(*inode, stx, parent);
-  if (inode_out) *inode_out = std::move(inode);
-  return entry;
+Result<PassthroughFs::ReferencedEntry> PassthroughFs::EntryFromStatx(UniqueFd fd,
+                                                                     const struct statx& stx,
+                                                                     const InodeData* parent) {
+  auto candidate = SVFS_TRY(MakeInode(std::move(fd), stx, parent));
+  LookupRef ref(inodes_, inodes_.Acquire(std::move(candidate)));
+  Entry entry = EntryFor(*ref.inode(), stx, parent);
+  return ReferencedEntry{entry, std::move(ref)};
 }
 
 Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const {
@@ -401,51 +376,52 @@ std::shared_ptr<InodeData> PassthroughFs::StoredInodeAt(int dir_fd, const std::s
   return inodes_.Find(KeyOf(stx));
 }
 
-Result<Entry> PassthroughFs::DoLookup(const InodeData& parent, std::string_view name,
-                                      const Context* as) {
+Result<PassthroughFs::ReferencedEntry> PassthroughFs::DoLookup(const InodeData& parent,
+                                                               std::string_view name,
+                                                               const Context* as) {
   if (!ValidName(name)) return Err(EINVAL);
-  auto parent_fd = parent.path_fd();  // before switching: reopening a file handle is privileged
-  if (!parent_fd) return Err(parent_fd.error());
+  // Before switching: reopening a file handle is privileged.
+  const InodeFd parent_fd = SVFS_TRY(parent.path_fd());
   const std::string cname(name);
   // Fast path: a name that resolves to an inode the store already pins needs no new fd. One
   // statx finds its key, and the fd the store holds keeps that inode (and so its number) alive,
   // so the key cannot name another file. Otherwise open it and make (or find) its node.
   struct statx stx {};
-  std::shared_ptr<InodeData> known;
+  LookupRef known;
   int fd = -1;
   auto walk = [&] {
     // Inodes held by file handle are never pinned: the statx could not find one.
     if (!use_file_handles_) {
-      if (::statx(parent_fd->get(), cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+      if (::statx(parent_fd.get(), cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
                   STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
         return -1;
       }
-      known = inodes_.AcquirePinned(KeyOf(stx));
-      if (known) return 0;
+      known = LookupRef(inodes_, inodes_.AcquirePinned(KeyOf(stx)));
+      if (known.inode()) return 0;
     }
-    fd = ::openat(parent_fd->get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    fd = ::openat(parent_fd.get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     return fd;
   };
-  auto walked = as ? AsGuest(*as, walk) : Result<int>(walk());
-  if (!walked) return Err(walked.error());
-  if (*walked < 0) return ErrnoErr();
-  if (known) return EntryFor(*known, stx, &parent);
+  const int walked = SVFS_TRY(as ? AsGuest(*as, walk) : Result<int>(walk()));
+  if (walked < 0) return ErrnoErr();  // as root (AsGuest reports a failed call itself)
+  if (known.inode()) {
+    Entry entry = EntryFor(*known.inode(), stx, &parent);
+    return ReferencedEntry{entry, std::move(known)};
+  }
   return EntryFromFd(UniqueFd(fd), &parent);
 }
 
 Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
-  auto fd = inode.path_fd();
-  if (!fd) return Err(fd.error());
-  return StatFd(fd->get(), &inode);
+  const InodeFd fd = SVFS_TRY(inode.path_fd());
+  return StatFd(fd.get(), &inode);
 }
 
 Result<Attr> PassthroughFs::StatFd(int fd, const InodeData* inode) const {
   Version version;
   if (versions_ && inode) version = versions_->sample(inode->identity);  // before the stat
-  auto stx = StatxFd(fd);
-  if (!stx) return Err(stx.error());
+  const struct statx stx = SVFS_TRY(StatxFd(fd));
   Attr attr;
-  attr.st = StatFromStatx(*stx);
+  attr.st = StatFromStatx(stx);
   attr.version = version;
   SetTimeouts(attr);
   return attr;
@@ -470,8 +446,8 @@ uint32_t PassthroughFs::ReplyOpenFlags(uint32_t guest_flags) const {
   return replies().file_open_flags(direct_io);
 }
 
-Result<Opened> PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd,
-                                        int host_flags, bool is_dir, uint32_t guest_flags) {
+Opened PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd,
+                                int host_flags, bool is_dir, uint32_t guest_flags) {
   auto handle = std::make_shared<Handle>();
   handle->node = inode->id;
   handle->inode = std::move(inode);
@@ -493,12 +469,12 @@ Result<Opened> PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, 
 
 Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::string_view name) {
   if (!ValidName(name)) return Err(EINVAL);
-  auto dir = GetInode(parent);
-  if (!dir) return Err(dir.error());
+  auto dir = SVFS_TRY(GetInode(parent));
   // Walk the name as the guest user, so the host checks search permission on the parent too
   // (the client's default_permissions check uses attributes that may be cached).
-  auto entry = DoLookup(**dir, name, &ctx);
-  if (!entry && entry.error() == ENOENT) {
+  auto entry = DoLookup(*dir, name, &ctx);
+  if (entry) return entry->release();
+  if (entry.error() == ENOENT) {
     // A negative entry the guest may keep, if this session's policy allows one.
     if (auto timeout = replies().negative_entry_timeout_ns()) {
       Entry negative;
@@ -506,7 +482,7 @@ Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::stri
       return negative;
     }
   }
-  return entry;
+  return Err(entry.error());
 }
 
 void PassthroughFs::forget(NodeId node, uint64_t count) { inodes_.Forget(node, count); }
@@ -518,63 +494,55 @@ Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<H
       return StatFd(h->fd.get(), h->inode.get());
     }
   }
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  return StatInode(**inode);
+  auto inode = SVFS_TRY(GetInode(node));
+  return StatInode(*inode);
 }
 
 Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const SetattrArgs& args) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  constexpr uint32_t kModifying =
-      FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME;
-  if (config_.readonly && (args.valid & kModifying)) return Err(EROFS);
+  auto inode = SVFS_TRY(GetInode(node));
+  const bool modifying = (args.valid & kSetattrChanges) != 0;
+  if (config_.readonly && modifying) return Err(EROFS);
   std::shared_ptr<Handle> handle;
-  if ((args.valid & FATTR_FH) && args.handle) {
-    auto h = GetHandle(*args.handle);
-    if (!h) return Err(h.error());
-    handle = std::move(*h);
-  }
+  if ((args.valid & FATTR_FH) && args.handle) handle = SVFS_TRY(GetHandle(*args.handle));
   // With a handle, operate on its fd: it stays valid for an unlinked file, where reopening a
   // file handle would fail with ESTALE.
-  Result<InodeFd> path_fd = handle ? Result<InodeFd>(InodeFd(handle->fd.get()))
-                                   : (*inode)->path_fd();
-  if (!path_fd) return Err(path_fd.error());
-  const std::string proc_name = FdName(path_fd->get());
-  const int proc = proc_self_fd_.get();
+  const InodeFd path_fd = handle ? InodeFd(handle->fd.get()) : SVFS_TRY(inode->path_fd());
+  Status changed = ChangeAttributes(ctx, *inode, handle.get(), path_fd.get(), args);
   // Any change attempted may have partly happened (chmod done, chown refused): bump whatever
-  // the outcome, before the reply.
-  struct BumpOnExit {
-    const PassthroughFs* fs;
-    const InodeData* inode;
-    ~BumpOnExit() { fs->Bump(inode); }
-  };
-  std::optional<BumpOnExit> bump;
-  if (args.valid & kModifying) bump.emplace(this, inode->get());
+  // the outcome, before the reply, and before the stat below samples the version.
+  if (modifying) Bump(inode.get());
+  SVFS_TRY(changed);
+  if (handle) return StatFd(handle->fd.get(), inode.get());
+  return StatInode(*inode);
+}
 
+Status PassthroughFs::ChangeAttributes(const Context& ctx, const InodeData& inode,
+                                       const Handle* handle, int path_fd,
+                                       const SetattrArgs& args) {
+  const std::string proc_name = FdName(path_fd);
+  const int proc = proc_self_fd_.get();
   if (args.valid & FATTR_MODE) {
-    auto r = AsGuest(ctx, [&] { return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0); });
-    if (!r) return Err(r.error());
+    SVFS_TRY(AsGuest(ctx, [&] {
+      return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0);
+    }));
   }
   if (args.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (args.valid & FATTR_UID) ? args.uid : static_cast<uid_t>(-1);
     gid_t gid = (args.valid & FATTR_GID) ? args.gid : static_cast<gid_t>(-1);
-    auto r = AsGuest(ctx, [&] {
-      return ::fchownat(path_fd->get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    });
-    if (!r) return Err(r.error());
+    SVFS_TRY(AsGuest(ctx, [&] {
+      return ::fchownat(path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    }));
   }
   if (args.valid & FATTR_SIZE) {
     auto size = static_cast<off_t>(args.size);
     if (handle) {
       if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
     } else {
-      if (!(*inode)->is_regular()) return Err((*inode)->is_dir() ? EISDIR : EINVAL);
+      if (!inode.is_regular()) return Err(inode.is_dir() ? EISDIR : EINVAL);
       ScopedCredentials creds(ctx.uid, ctx.gid);  // write permission checked as the guest user
       if (!creds.ok()) return Err(EPERM);
-      auto fd = Reopen(path_fd->get(), O_WRONLY | O_NONBLOCK);
-      if (!fd) return Err(fd.error());
-      if (::ftruncate(fd->get(), size) != 0) return ErrnoErr();
+      auto fd = SVFS_TRY(Reopen(path_fd, O_WRONLY | O_NONBLOCK));
+      if (::ftruncate(fd.get(), size) != 0) return ErrnoErr();
     }
   }
   if (args.valid & (FATTR_ATIME | FATTR_MTIME)) {
@@ -585,22 +553,17 @@ Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const Setat
     else if (args.valid & FATTR_ATIME_NOW) times[0].tv_nsec = UTIME_NOW;
     if (!(args.valid & FATTR_MTIME)) times[1].tv_nsec = UTIME_OMIT;
     else if (args.valid & FATTR_MTIME_NOW) times[1].tv_nsec = UTIME_NOW;
-    auto r = AsGuest(ctx, [&] { return ::utimensat(proc, proc_name.c_str(), times, 0); });
-    if (!r) return Err(r.error());
+    SVFS_TRY(AsGuest(ctx, [&] { return ::utimensat(proc, proc_name.c_str(), times, 0); }));
   }
-  bump.reset();  // bump, then sample and stat
-  if (handle) return StatFd(handle->fd.get(), inode->get());
-  return StatInode(**inode);
+  return {};
 }
 
 Result<std::string> PassthroughFs::readlink(const Context&, NodeId node) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  if (!(*inode)->is_symlink()) return Err(EINVAL);
-  auto fd = (*inode)->path_fd();
-  if (!fd) return Err(fd.error());
+  auto inode = SVFS_TRY(GetInode(node));
+  if (!inode->is_symlink()) return Err(EINVAL);
+  const InodeFd fd = SVFS_TRY(inode->path_fd());
   std::string target(PATH_MAX, '\0');
-  ssize_t n = ::readlinkat(fd->get(), "", target.data(), target.size());
+  ssize_t n = ::readlinkat(fd.get(), "", target.data(), target.size());
   if (n < 0) return ErrnoErr();
   target.resize(static_cast<size_t>(n));
   return target;
@@ -615,24 +578,19 @@ Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> PassthroughFs::DirForName
     NodeId parent, std::string_view name) const {
   if (!ValidName(name)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
-  auto dir = GetInode(parent);
-  if (!dir) return Err(dir.error());
-  auto dir_fd = (*dir)->path_fd();
-  if (!dir_fd) return Err(dir_fd.error());
-  return std::pair{std::move(*dir), std::move(*dir_fd)};
+  auto dir = SVFS_TRY(GetInode(parent));
+  auto dir_fd = SVFS_TRY(dir->path_fd());
+  return std::pair{std::move(dir), std::move(dir_fd)};
 }
 
 template <typename F>
 Result<Entry> PassthroughFs::MakeNode(const Context& ctx, NodeId parent, std::string_view name,
                                       F&& make) {
-  auto target = DirForNameChange(parent, name);
-  if (!target) return Err(target.error());
-  auto& [dir, dir_fd] = *target;
+  auto [dir, dir_fd] = SVFS_TRY(DirForNameChange(parent, name));
   const std::string cname(name);
-  auto r = AsGuest(ctx, [&] { return make(dir_fd.get(), cname.c_str()); });
-  if (!r) return Err(r.error());
+  SVFS_TRY(AsGuest(ctx, [&] { return make(dir_fd.get(), cname.c_str()); }));
   Bump(dir.get());
-  return DoLookup(*dir, name);
+  return SVFS_TRY(DoLookup(*dir, name)).release();
 }
 
 Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target, NodeId parent,
@@ -660,13 +618,10 @@ Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::strin
 
 Status PassthroughFs::RemoveName(const Context& ctx, NodeId parent, std::string_view name,
                                  int flags) {
-  auto target = DirForNameChange(parent, name);
-  if (!target) return Err(target.error());
-  auto& [dir, dir_fd] = *target;
+  auto [dir, dir_fd] = SVFS_TRY(DirForNameChange(parent, name));
   const std::string cname(name);
   auto victim = StoredInodeAt(dir_fd.get(), cname);  // loses a link: bumped below
-  auto r = AsGuest(ctx, [&] { return ::unlinkat(dir_fd.get(), cname.c_str(), flags); });
-  if (!r) return Err(r.error());
+  SVFS_TRY(AsGuest(ctx, [&] { return ::unlinkat(dir_fd.get(), cname.c_str(), flags); }));
   Bump(dir.get());
   Bump(victim.get());
   return {};
@@ -685,25 +640,20 @@ Status PassthroughFs::rename(const Context& ctx, NodeId old_parent, std::string_
   if (!ValidName(old_name) || !ValidName(new_name)) return Err(EINVAL);
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
-  auto old_dir = GetInode(old_parent);
-  if (!old_dir) return Err(old_dir.error());
-  auto new_dir = GetInode(new_parent);
-  if (!new_dir) return Err(new_dir.error());
-  auto old_fd = (*old_dir)->path_fd();
-  if (!old_fd) return Err(old_fd.error());
-  auto new_fd = (*new_dir)->path_fd();
-  if (!new_fd) return Err(new_fd.error());
+  auto old_dir = SVFS_TRY(GetInode(old_parent));
+  auto new_dir = SVFS_TRY(GetInode(new_parent));
+  const InodeFd old_fd = SVFS_TRY(old_dir->path_fd());
+  const InodeFd new_fd = SVFS_TRY(new_dir->path_fd());
   const std::string from(old_name), to(new_name);
   // The moved inode and the one replaced (or exchanged): both change (ctime, link count, "..").
-  auto moved = StoredInodeAt(old_fd->get(), from);
-  auto replaced = StoredInodeAt(new_fd->get(), to);
+  auto moved = StoredInodeAt(old_fd.get(), from);
+  auto replaced = StoredInodeAt(new_fd.get(), to);
   // RENAME_WHITEOUT is passed on: the host refuses it (EINVAL/EPERM) where it cannot work.
-  auto r = AsGuest(ctx, [&] {
-    return ::renameat2(old_fd->get(), from.c_str(), new_fd->get(), to.c_str(), flags);
-  });
-  if (!r) return Err(r.error());
-  Bump(old_dir->get());
-  if (new_dir->get() != old_dir->get()) Bump(new_dir->get());
+  SVFS_TRY(AsGuest(ctx, [&] {
+    return ::renameat2(old_fd.get(), from.c_str(), new_fd.get(), to.c_str(), flags);
+  }));
+  Bump(old_dir.get());
+  if (new_dir != old_dir) Bump(new_dir.get());
   Bump(moved.get());
   Bump(replaced.get());
   return {};
@@ -713,18 +663,16 @@ Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_pa
                                   std::string_view new_name) {
   if (!ValidName(new_name)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  auto fd = (*inode)->path_fd();
-  if (!fd) return Err(fd.error());
+  auto inode = SVFS_TRY(GetInode(node));
+  const InodeFd fd = SVFS_TRY(inode->path_fd());
   return MakeNode(ctx, new_parent, new_name, [&](int dir, const char* n) {
     // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which the guest's credentials lack; linking the
     // /proc magic link (followed once, to the inode itself) works for everyone.
-    int r = ::linkat(fd->get(), "", dir, n, AT_EMPTY_PATH);
-    if (r != 0 && (errno == ENOENT || errno == EPERM) && !(*inode)->is_dir()) {
-      r = ::linkat(proc_self_fd_.get(), FdName(fd->get()).c_str(), dir, n, AT_SYMLINK_FOLLOW);
+    int r = ::linkat(fd.get(), "", dir, n, AT_EMPTY_PATH);
+    if (r != 0 && (errno == ENOENT || errno == EPERM) && !inode->is_dir()) {
+      r = ::linkat(proc_self_fd_.get(), FdName(fd.get()).c_str(), dir, n, AT_SYMLINK_FOLLOW);
     }
-    if (r == 0) Bump(inode->get());  // its link count changed
+    if (r == 0) Bump(inode.get());  // its link count changed
     return r;
   });
 }
@@ -733,24 +681,23 @@ Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_pa
 // Files
 
 Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t flags) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  if ((*inode)->is_symlink()) return Err(ELOOP);
+  auto inode = SVFS_TRY(GetInode(node));
+  if (inode->is_symlink()) return Err(ELOOP);
   // The guest kernel opens fifos, sockets and devices itself and never sends OPEN for them;
   // refusing keeps a hostile guest from opening host devices or blocking a worker on a fifo.
-  if (!(*inode)->is_regular() && !(*inode)->is_dir()) return Err(ENXIO);
+  if (!inode->is_regular() && !inode->is_dir()) return Err(ENXIO);
   int host_flags = HostOpenFlags(flags, false);
   if (config_.readonly && WritesData(host_flags)) return Err(EROFS);
-  auto path_fd = (*inode)->path_fd();
-  if (!path_fd) return Err(path_fd.error());
-  Result<UniqueFd> fd;
-  {
-    ScopedCredentials creds(ctx.uid, ctx.gid);
-    fd = creds.ok() ? Reopen(path_fd->get(), host_flags) : Result<UniqueFd>(Err(EPERM));
-  }
-  if (!fd) return Err(fd.error());
-  if (host_flags & O_TRUNC) Bump(inode->get());
-  return AddHandle(*inode, std::move(*fd), host_flags, (*inode)->is_dir(), flags);
+  const InodeFd path_fd = SVFS_TRY(inode->path_fd());
+  auto fd = SVFS_TRY(ReopenAsGuest(ctx, path_fd.get(), host_flags));
+  if (host_flags & O_TRUNC) Bump(inode.get());
+  return AddHandle(inode, std::move(fd), host_flags, inode->is_dir(), flags);
+}
+
+Result<UniqueFd> PassthroughFs::ReopenAsGuest(const Context& ctx, int path_fd, int flags) const {
+  ScopedCredentials creds(ctx.uid, ctx.gid);
+  if (!creds.ok()) return Err(EPERM);
+  return Reopen(path_fd, flags);
 }
 
 Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const InodeData& parent,
@@ -760,171 +707,87 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
   // may have renamed or replaced it). Reopening the fd through /proc/self/fd guarantees that but
   // costs twice an open by name, so open the name first and keep that only if it is the same
   // inode.
-  Result<Entry> entry = Err(ENOENT);
-  std::shared_ptr<InodeData> inode;
+  std::optional<ReferencedEntry> entry;
   if (name != nullptr) {
     UniqueFd by_name(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (by_name.valid()) {
       auto opened_stx = StatxFd(fd.get());
       auto named_stx = StatxFd(by_name.get());
       if (opened_stx && named_stx && KeyOf(*opened_stx) == KeyOf(*named_stx)) {
-        entry = EntryFromStatx(std::move(by_name), *named_stx, &parent, &inode);
-        if (!entry) return Err(entry.error());
+        entry = SVFS_TRY(EntryFromStatx(std::move(by_name), *named_stx, &parent));
       }
     }
   }
   if (!entry) {
-    auto path_fd = Reopen(fd.get(), O_PATH);
-    if (!path_fd) return Err(path_fd.error());
-    entry = EntryFromFd(std::move(*path_fd), &parent, &inode);
-    if (!entry) return Err(entry.error());
+    auto path_fd = SVFS_TRY(Reopen(fd.get(), O_PATH));
+    entry = SVFS_TRY(EntryFromFd(std::move(path_fd), &parent));
   }
-  auto opened = AddHandle(std::move(inode), std::move(fd), host_flags, false, guest_flags);
-  if (!opened) {
-    inodes_.Forget(entry->node, 1);
-    return Err(opened.error());
-  }
-  return EntryOpened{*entry, *opened};
+  Opened opened = AddHandle(entry->ref.inode(), std::move(fd), host_flags, false, guest_flags);
+  return EntryOpened{entry->release(), opened};
 }
 
 Result<UniqueFd> PassthroughFs::OpenExistingForCreate(const Context& ctx, int dir_fd,
                                                        const char* name, int host_flags) {
   UniqueFd path_fd(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!path_fd) return ErrnoErr();
-  auto stx = StatxFd(path_fd.get());
-  if (!stx) return Err(stx.error());
-  const mode_t type = stx->stx_mode & S_IFMT;
+  const mode_t type = SVFS_TRY(StatxFd(path_fd.get())).stx_mode & S_IFMT;
   if (type == S_IFDIR) return Err(EISDIR);
   if (type == S_IFLNK) return Err(ELOOP);  // as open(O_CREAT | O_NOFOLLOW) on a symlink
   if (type != S_IFREG) return Err(ENXIO);
-  // The checked inode itself is reopened (no second walk of the name), as the guest.
-  ScopedCredentials creds(ctx.uid, ctx.gid);
-  if (!creds.ok()) return Err(EPERM);
-  return Reopen(path_fd.get(), host_flags);
+  // The checked inode itself is reopened (no second walk of the name).
+  return ReopenAsGuest(ctx, path_fd.get(), host_flags);
 }
 
 Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std::string_view name,
                                           uint32_t mode, uint32_t flags, uint32_t umask) {
-  auto target = DirForNameChange(parent, name);
-  if (!target) return Err(target.error());
-  auto& [dir, dir_fd] = *target;
+  auto [dir, dir_fd] = SVFS_TRY(DirForNameChange(parent, name));
   int host_flags = HostOpenFlags(flags, true) | O_CREAT | O_NOFOLLOW;
   host_flags &= ~__O_TMPFILE;
   const std::string cname(name);
   // Created exclusively first: an existing name is then opened only after its type is checked,
   // so a guest cannot reach a host device (made with MKNOD) or block on a fifo through CREATE.
-  auto fd = AsGuest(ctx, [&] {
+  auto opened = AsGuest(ctx, [&] {
     return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL, (mode & 07777) & ~umask);
   });
-  const bool created = fd.has_value();
-  if (!fd && fd.error() == EEXIST && !(host_flags & O_EXCL)) {
-    auto existing = OpenExistingForCreate(ctx, dir_fd.get(), cname.c_str(), host_flags);
-    if (!existing) return Err(existing.error());
-    fd = existing->release();
+  const bool created = opened.has_value();
+  if (!opened && opened.error() == EEXIST && !(host_flags & O_EXCL)) {
+    auto existing = SVFS_TRY(OpenExistingForCreate(ctx, dir_fd.get(), cname.c_str(), host_flags));
+    opened = existing.release();
   }
-  if (!fd) return Err(fd.error());
+  UniqueFd fd(SVFS_TRY(opened));
   if (created) Bump(dir.get());  // opening an existing file leaves the directory as it was
   if (tracking_versions() && (host_flags & O_TRUNC)) {
     // An existing file may have been truncated: bump it before the entry samples it.
-    if (auto stx = StatxFd(*fd)) Bump(inodes_.Find(KeyOf(*stx)).get());
+    if (auto stx = StatxFd(fd.get())) Bump(inodes_.Find(KeyOf(*stx)).get());
   }
-  return CreateEntryAndHandle(UniqueFd(*fd), *dir, dir_fd.get(), cname.c_str(), host_flags, flags);
+  return CreateEntryAndHandle(std::move(fd), *dir, dir_fd.get(), cname.c_str(), host_flags, flags);
 }
 
 Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, uint32_t mode,
                                            uint32_t flags, uint32_t umask) {
   if (config_.readonly) return Err(EROFS);
-  auto dir = GetInode(parent);
-  if (!dir) return Err(dir.error());
-  auto dir_fd = (*dir)->path_fd();
-  if (!dir_fd) return Err(dir_fd.error());
+  auto dir = SVFS_TRY(GetInode(parent));
+  const InodeFd dir_fd = SVFS_TRY(dir->path_fd());
   // O_EXCL stays: with O_TMPFILE it means "never linkable".
   int host_flags = (HostOpenFlags(flags, false) & ~(O_CREAT | O_NOFOLLOW)) | (flags & O_EXCL);
   if ((host_flags & O_ACCMODE) == O_RDONLY) host_flags = (host_flags & ~O_ACCMODE) | O_RDWR;
   host_flags |= O_TMPFILE;
-  auto fd = AsGuest(ctx, [&] {
-    return ::openat(dir_fd->get(), ".", host_flags, (mode & 07777) & ~umask);
-  });
-  if (!fd) return Err(fd.error());
-  return CreateEntryAndHandle(UniqueFd(*fd), **dir, -1, nullptr, host_flags, flags);
-}
-
-Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                   uint32_t size, ReadSink& sink) {
-  auto h = GetHandle(handle);  // the shared_ptr keeps the fd open during the read
-  if (!h) return Err(h.error());
-  if ((*h)->is_dir) return Err(EISDIR);
-  return sink.read_from((*h)->fd.get(), offset, size);
-}
-
-Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                    WriteSource& data, uint32_t write_flags) {
-  if (config_.readonly) return Err(EROFS);
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  if ((*h)->is_dir) return Err(EISDIR);
-  int fd = (*h)->fd.get();
-  if (write_flags & FUSE_WRITE_KILL_SUIDGID) {
-    // Our writes run as root (CAP_FSETID), so the host kernel would keep the bits: drop them as
-    // it would for an unprivileged writer (setgid only when group-executable).
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) {
-      mode_t mode = st.st_mode & 07777 & ~S_ISUID;
-      if (st.st_mode & S_IXGRP) mode &= ~S_ISGID;
-      if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) != 0) return ErrnoErr();
-    }
-  }
-  auto written = data.write_to(fd, offset);
-  // Even a failed write may have written part of its data.
-  Bump((*h)->inode.get());
-  return written;
-}
-
-Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lock_owner) {
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  // Like close() on the host: the owner's POSIX locks on this inode go away.
-  DropOwnerLocks((*h)->node, lock_owner);
-  // close() of a duplicate gives the host filesystem its flush-on-close (e.g. NFS writeback).
-  int dup = ::fcntl((*h)->fd.get(), F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return ErrnoErr();
-  if (::close(dup) != 0 && errno != EINTR) return ErrnoErr();
-  return {};
-}
-
-Status PassthroughFs::release(const Context&, NodeId, HandleId handle, uint32_t,
-                              uint32_t release_flags, uint64_t lock_owner) {
-  auto h = handles_.Remove(handle);
-  if (!h) return Err(EBADF);
-  if (release_flags & FUSE_RELEASE_FLUSH) DropOwnerLocks(h->node, lock_owner);
-  if (release_flags & FUSE_RELEASE_FLOCK_UNLOCK) ::flock(h->fd.get(), LOCK_UN);
-  return {};
-}
-
-Status PassthroughFs::fsync(const Context&, NodeId, HandleId handle, bool datasync) {
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  int r = datasync ? ::fdatasync((*h)->fd.get()) : ::fsync((*h)->fd.get());
-  if (r != 0) return ErrnoErr();
-  return {};
+  UniqueFd fd(SVFS_TRY(AsGuest(ctx, [&] {
+    return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~umask);
+  })));
+  return CreateEntryAndHandle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Directories
 
 Result<Opened> PassthroughFs::opendir(const Context& ctx, NodeId node, uint32_t) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  if (!(*inode)->is_dir()) return Err(ENOTDIR);
-  auto path_fd = (*inode)->path_fd();
-  if (!path_fd) return Err(path_fd.error());
-  Result<UniqueFd> fd;
-  {
-    ScopedCredentials creds(ctx.uid, ctx.gid);  // read permission on the directory
-    fd = creds.ok() ? Reopen(path_fd->get(), O_RDONLY | O_DIRECTORY) : Result<UniqueFd>(Err(EPERM));
-  }
-  if (!fd) return Err(fd.error());
-  return AddHandle(*inode, std::move(*fd), O_RDONLY, true, 0);
+  auto inode = SVFS_TRY(GetInode(node));
+  if (!inode->is_dir()) return Err(ENOTDIR);
+  const InodeFd path_fd = SVFS_TRY(inode->path_fd());
+  // As the guest: the host checks its read permission on the directory.
+  auto fd = SVFS_TRY(ReopenAsGuest(ctx, path_fd.get(), O_RDONLY | O_DIRECTORY));
+  return AddHandle(inode, std::move(fd), O_RDONLY, true, 0);
 }
 
 namespace {
@@ -942,16 +805,11 @@ struct LinuxDirent64 {
 
 Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint64_t offset, bool plus,
                               DirSink& sink) {
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  Handle& dir = **h;
+  auto h = SVFS_TRY(GetHandle(handle));
+  Handle& dir = *h;
   if (!dir.is_dir) return Err(ENOTDIR);
   std::shared_ptr<InodeData> parent;
-  if (plus) {
-    auto inode = GetInode(dir.node);
-    if (!inode) return Err(inode.error());
-    parent = std::move(*inode);
-  }
+  if (plus) parent = SVFS_TRY(GetInode(dir.node));
 
   // Lock order: dir_mutex, then (inside DoLookup) the InodeStore mutex.
   std::lock_guard lock(dir.dir_mutex);
@@ -974,15 +832,13 @@ Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint6
         if (!sink.add(dirent, nullptr)) return {};
         continue;
       }
-      Entry entry;  // zeroed for "." and ".." and when the name vanished meanwhile
+      ReferencedEntry entry;  // zeroed for "." and ".." and when the name vanished meanwhile
       if (name != "." && name != "..") {
         // As the caller: a directory readable but not searchable must not leak attributes.
-        if (auto looked_up = DoLookup(*parent, name, &ctx)) entry = *looked_up;
+        if (auto looked_up = DoLookup(*parent, name, &ctx)) entry = std::move(*looked_up);
       }
-      if (!sink.add(dirent, &entry)) {
-        if (entry.node != 0) inodes_.Forget(entry.node, 1);
-        return {};
-      }
+      if (!sink.add(dirent, &entry.entry)) return {};  // `entry` gives its reference back
+      entry.ref.release();  // sent: the reference is the guest's now
     }
   }
 }
@@ -1000,259 +856,48 @@ Status PassthroughFs::fsyncdir(const Context& ctx, NodeId node, HandleId handle,
 // Filesystem-wide
 
 Result<struct statvfs> PassthroughFs::statfs(const Context&, NodeId node) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  auto fd = (*inode)->path_fd();
-  if (!fd) return Err(fd.error());
+  auto inode = SVFS_TRY(GetInode(node));
+  const InodeFd fd = SVFS_TRY(inode->path_fd());
   struct statvfs st {};
-  if (::fstatvfs(fd->get(), &st) != 0) return ErrnoErr();
+  if (::fstatvfs(fd.get(), &st) != 0) return ErrnoErr();
   return st;
 }
 
 Status PassthroughFs::access(const Context& ctx, NodeId node, uint32_t mask) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  auto fd = (*inode)->path_fd();
-  if (!fd) return Err(fd.error());
+  auto inode = SVFS_TRY(GetInode(node));
+  const InodeFd fd = SVFS_TRY(inode->path_fd());
   if (config_.readonly && (mask & W_OK)) return Err(EROFS);
-  const std::string proc_name = FdName(fd->get());
+  const std::string proc_name = FdName(fd.get());
   // AT_EACCESS checks with the fsuid/fsgid we switch to; without it faccessat uses the real
   // uid (root). Raw syscall: glibc may emulate faccessat2 in userspace using the euid.
-  auto r = AsGuest(ctx, [&] {
+  SVFS_TRY(AsGuest(ctx, [&] {
     return ::syscall(SYS_faccessat2, proc_self_fd_.get(), proc_name.c_str(), mask, AT_EACCESS);
-  });
-  if (!r) return Err(r.error());
+  }));
   return {};
 }
 
 Status PassthroughFs::syncfs(const Context&, NodeId node) {
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  auto path_fd = (*inode)->path_fd();
-  if (!path_fd) return Err(path_fd.error());
+  auto inode = SVFS_TRY(GetInode(node));
+  const InodeFd path_fd = SVFS_TRY(inode->path_fd());
   // syncfs does not accept O_PATH fds. Only a directory or a regular file is opened: opening a
   // device or fifo would reach its host driver. Any other inode syncs its mount's filesystem
   // through the mount fd (held with file handles) or the shared directory.
   int sync_fd = -1;
-  Result<UniqueFd> opened = Err(EBADF);
-  if ((*inode)->is_dir() || (*inode)->is_regular()) {
-    opened = Reopen(path_fd->get(),
-                    (*inode)->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK);
-    if (!opened) return Err(opened.error());
-    sync_fd = opened->get();
-  } else if ((*inode)->mount_fd) {
-    sync_fd = (*inode)->mount_fd->get();
+  UniqueFd opened;
+  if (inode->is_dir() || inode->is_regular()) {
+    opened = SVFS_TRY(Reopen(path_fd.get(),
+                             inode->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK));
+    sync_fd = opened.get();
+  } else if (inode->mount_fd) {
+    sync_fd = inode->mount_fd->get();
   } else {
-    auto root = GetInode(kRootNodeId);
-    if (!root) return Err(root.error());
-    auto root_fd = (*root)->path_fd();
-    if (!root_fd) return Err(root_fd.error());
-    opened = Reopen(root_fd->get(), O_RDONLY | O_DIRECTORY);
-    if (!opened) return Err(opened.error());
-    sync_fd = opened->get();
+    auto root = SVFS_TRY(GetInode(kRootNodeId));
+    const InodeFd root_fd = SVFS_TRY(root->path_fd());
+    opened = SVFS_TRY(Reopen(root_fd.get(), O_RDONLY | O_DIRECTORY));
+    sync_fd = opened.get();
   }
   if (::syncfs(sync_fd) != 0) return ErrnoErr();
   return {};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Data operations
-
-Status PassthroughFs::fallocate(const Context&, NodeId, HandleId handle, uint32_t mode,
-                                uint64_t offset, uint64_t length) {
-  if (config_.readonly) return Err(EROFS);
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  int r = ::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
-                      static_cast<off_t>(length));
-  int err = errno;
-  if (r == 0) Bump((*h)->inode.get());
-  if (r != 0) return Err(err);
-  return {};
-}
-
-Result<uint64_t> PassthroughFs::lseek(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                      uint32_t whence) {
-  if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END && whence != SEEK_DATA &&
-      whence != SEEK_HOLE) {
-    return Err(EINVAL);
-  }
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  off_t r = ::lseek((*h)->fd.get(), static_cast<off_t>(offset), static_cast<int>(whence));
-  if (r < 0) return ErrnoErr();
-  return static_cast<uint64_t>(r);
-}
-
-Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId handle_in,
-                                              uint64_t offset_in, NodeId, HandleId handle_out,
-                                              uint64_t offset_out, uint64_t length,
-                                              uint64_t flags) {
-  if (config_.readonly) return Err(EROFS);
-  auto in = GetHandle(handle_in);
-  if (!in) return Err(in.error());
-  auto out = GetHandle(handle_out);
-  if (!out) return Err(out.error());
-  loff_t off_in = static_cast<loff_t>(offset_in);
-  loff_t off_out = static_cast<loff_t>(offset_out);
-  ssize_t n = ::copy_file_range((*in)->fd.get(), &off_in, (*out)->fd.get(), &off_out, length,
-                                static_cast<unsigned>(flags));
-  int err = errno;
-  if (n > 0) Bump((*out)->inode.get());
-  if (n < 0) return Err(err);
-  return static_cast<size_t>(n);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Locks
-
-Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handle& handle,
-                                                        uint64_t owner,
-                                                        std::optional<uint32_t> pid) {
-  const auto key = std::make_pair(node, owner);
-  {
-    std::lock_guard lock(locks_mutex_);
-    if (auto it = locks_.find(key); it != locks_.end()) {
-      if (pid) it->second.pid = *pid;
-      return it->second.fd;
-    }
-  }
-  // Read-write when possible so the same description serves read and write locks of this owner
-  // from any of its handles (the access-mode check against the handle is done by the caller).
-  {
-    // One description per locking owner: bounded, so a guest cannot exhaust the daemon's fds.
-    std::lock_guard lock(locks_mutex_);
-    if (locks_.size() >= kMaxLockOwners) return Err(ENOLCK);
-  }
-  auto fd = Reopen(handle.fd.get(), O_RDWR | O_NONBLOCK);
-  if (!fd) fd = Reopen(handle.fd.get(), O_RDONLY | O_NONBLOCK);
-  if (!fd) return Err(fd.error());
-  auto shared = std::make_shared<UniqueFd>(std::move(*fd));
-  std::lock_guard lock(locks_mutex_);
-  auto [it, inserted] = locks_.emplace(key, OwnerLocks{shared, pid.value_or(0)});
-  if (!inserted && pid) it->second.pid = *pid;
-  return it->second.fd;  // a concurrent caller may have won; ours closes unused
-}
-
-void PassthroughFs::DropOwnerLocks(NodeId node, uint64_t owner) {
-  std::shared_ptr<UniqueFd> fd;  // closed outside the lock
-  std::lock_guard lock(locks_mutex_);
-  if (auto entry = locks_.extract(std::make_pair(node, owner)); !entry.empty()) {
-    fd = std::move(entry.mapped().fd);
-  }
-}
-
-uint32_t PassthroughFs::LockHolderPid(NodeId node, uint64_t except,
-                                      const struct flock& conflict) {
-  std::vector<OwnerLocks> candidates;
-  {
-    std::lock_guard lock(locks_mutex_);
-    for (auto it = locks_.lower_bound({node, 0}); it != locks_.end() && it->first.first == node;
-         ++it) {
-      if (it->first.second != except) candidates.push_back(it->second);
-    }
-  }
-  // OFD GETLK does not name the holder. A description does not conflict with its own locks, so
-  // the holder is the candidate that does not see exactly this lock when asking for its range.
-  for (const auto& candidate : candidates) {
-    struct flock probe {};
-    probe.l_type = F_WRLCK;
-    probe.l_whence = SEEK_SET;
-    probe.l_start = conflict.l_start;
-    probe.l_len = conflict.l_len;
-    if (::fcntl(candidate.fd->get(), F_OFD_GETLK, &probe) != 0) continue;
-    if (probe.l_type != conflict.l_type || probe.l_start != conflict.l_start ||
-        probe.l_len != conflict.l_len) {
-      return candidate.pid;
-    }
-  }
-  return 0;
-}
-
-namespace {
-
-// POSIX: a read lock needs a readable fd, a write lock a writable one.
-bool LockAllowedByAccessMode(uint32_t type, int access_mode) {
-  if (type == F_RDLCK) return access_mode != O_WRONLY;
-  if (type == F_WRLCK) return access_mode != O_RDONLY;
-  return true;
-}
-
-}  // namespace
-
-Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, uint64_t owner,
-                                      const FileLock& lock) {
-  if (!config_.posix_lock) return Err(ENOSYS);
-  if (!ValidLockRange(lock)) return Err(EINVAL);
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-  const NodeId node = (*h)->node;
-  // An owner that never locked holds nothing, so any description answers for it: a temporary
-  // one, not a kept one (a guest asking with ever new owners would otherwise pile up fds).
-  std::shared_ptr<UniqueFd> fd;
-  {
-    std::lock_guard guard(locks_mutex_);
-    if (auto it = locks_.find({node, owner}); it != locks_.end()) fd = it->second.fd;
-  }
-  if (!fd) {
-    auto probe = Reopen((*h)->fd.get(), O_RDONLY | O_NONBLOCK);
-    if (!probe) probe = Reopen((*h)->fd.get(), O_WRONLY | O_NONBLOCK);
-    if (!probe) return Err(probe.error());
-    fd = std::make_shared<UniqueFd>(std::move(*probe));
-  }
-  struct flock fl = ToFlock(lock);
-  if (::fcntl(fd->get(), F_OFD_GETLK, &fl) != 0) return ErrnoErr();
-  FileLock result;
-  result.type = static_cast<uint32_t>(fl.l_type);
-  if (fl.l_type == F_UNLCK) {
-    result.start = lock.start;
-    result.end = lock.end;
-    return result;
-  }
-  result.start = static_cast<uint64_t>(fl.l_start);
-  result.end = fl.l_len == 0 ? kOffsetMax : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
-  // OFD locks report no pid; name the guest process of our owner holding it (0 if the holder
-  // is not one of ours, e.g. a process on the host).
-  result.pid = LockHolderPid(node, owner, fl);
-  return result;
-}
-
-Status PassthroughFs::setlk(const Context& ctx, NodeId, HandleId handle, uint64_t owner,
-                            const FileLock& lock, uint32_t lk_flags, bool wait) {
-  auto h = GetHandle(handle);
-  if (!h) return Err(h.error());
-
-  if (lk_flags & FUSE_LK_FLOCK) {
-    if (!config_.flock) return Err(ENOSYS);
-    int op = lock.type == F_RDLCK ? LOCK_SH : lock.type == F_WRLCK ? LOCK_EX : LOCK_UN;
-    if (!wait) op |= LOCK_NB;
-    for (;;) {
-      if (wait && ctx.is_interrupted()) return Err(EINTR);
-      if (::flock((*h)->fd.get(), op) == 0) return {};
-      if (errno != EINTR) return ErrnoErr();
-      if (ctx.is_interrupted()) return Err(EINTR);
-    }
-  }
-
-  if (!config_.posix_lock) return Err(ENOSYS);
-  if (!ValidLockRange(lock)) return Err(EINVAL);
-  const NodeId node = (*h)->node;
-  if (!LockAllowedByAccessMode(lock.type, (*h)->access_mode)) return Err(EBADF);
-  if (lock.type == F_UNLCK) {
-    // Nothing to unlock if this owner never locked (don't open a description just for that).
-    std::lock_guard guard(locks_mutex_);
-    if (!locks_.contains({node, owner})) return {};
-  }
-  auto fd = LockFd(node, **h, owner, lock.pid);
-  if (!fd) return Err(fd.error());
-  struct flock fl = ToFlock(lock);
-  const int cmd = wait ? F_OFD_SETLKW : F_OFD_SETLK;
-  for (;;) {
-    if (wait && ctx.is_interrupted()) return Err(EINTR);
-    if (::fcntl((*fd)->get(), cmd, &fl) == 0) return {};
-    if (errno != EINTR) return ErrnoErr();
-    if (ctx.is_interrupted()) return Err(EINTR);
-  }
 }
 
 }  // namespace svfs::fs

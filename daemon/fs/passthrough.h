@@ -58,6 +58,8 @@ class HandleTable {
   HandleId next_id_ = 1;                                           // guarded by mutex_
 };
 
+// Implemented in passthrough.cc, with the data operations on open files in passthrough_io.cc,
+// locks in passthrough_locks.cc and extended attributes in passthrough_xattr.cc.
 class PassthroughFs : public FileSystem {
  public:
   // Opens shared_dir; fails with ENOENT/ENOTDIR/... if it cannot be used. `versions` (shared
@@ -143,17 +145,27 @@ class PassthroughFs : public FileSystem {
   Result<std::shared_ptr<InodeData>> GetInode(NodeId id) const;
   Result<std::shared_ptr<Handle>> GetHandle(HandleId id) const;
 
+  // An entry for a reply with the lookup reference it hands the guest: given back if the entry
+  // is not sent after all. Default: no node (a zeroed entry) and no reference.
+  struct ReferencedEntry {
+    Entry entry;
+    LookupRef ref;
+    // The entry, for a reply that is sure to go out: the reference is the guest's from here.
+    Entry release() {
+      ref.release();
+      return entry;
+    }
+  };
+
   // Resolves `name` under `parent` (O_PATH|O_NOFOLLOW), takes a lookup reference and fills an
   // Entry. The walk runs with `as`'s credentials if given (search permission), else as root.
-  Result<Entry> DoLookup(const InodeData& parent, std::string_view name,
-                         const Context* as = nullptr);
+  Result<ReferencedEntry> DoLookup(const InodeData& parent, std::string_view name,
+                                   const Context* as = nullptr);
   // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
-  // `inode_out`, if given, receives the referenced inode.
-  Result<Entry> EntryFromFd(UniqueFd fd, const InodeData* parent,
-                            std::shared_ptr<InodeData>* inode_out = nullptr);
+  Result<ReferencedEntry> EntryFromFd(UniqueFd fd, const InodeData* parent);
   // The same, with the fd's statx already taken.
-  Result<Entry> EntryFromStatx(UniqueFd fd, const struct statx& stx, const InodeData* parent,
-                               std::shared_ptr<InodeData>* inode_out = nullptr);
+  Result<ReferencedEntry> EntryFromStatx(UniqueFd fd, const struct statx& stx,
+                                         const InodeData* parent);
   // The entry reply for `inode` (already referenced), whose statx the caller just took.
   Entry EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const;
   Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx,
@@ -186,14 +198,20 @@ class PassthroughFs : public FileSystem {
 
   // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
   Result<UniqueFd> Reopen(int path_fd, int flags) const;
+  // The same with the guest's credentials, so the host checks its permission to open.
+  Result<UniqueFd> ReopenAsGuest(const Context& ctx, int path_fd, int flags) const;
   // Path "/proc/self/fd/N" relative to proc_self_fd_: the string "N".
   static std::string FdName(int fd);
 
   // Adjusts guest open flags for the host open (O_DIRECT, writeback widening, no O_CREAT...).
   int HostOpenFlags(uint32_t flags, bool for_create) const;
   uint32_t ReplyOpenFlags(uint32_t guest_flags) const;
-  Result<Opened> AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd, int host_flags, bool is_dir,
-                           uint32_t guest_flags);
+  Opened AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd, int host_flags, bool is_dir,
+                   uint32_t guest_flags);
+  // SETATTR's changes on `path_fd` (the inode's, or `handle`'s when given), stopping at the
+  // first that fails.
+  Status ChangeAttributes(const Context& ctx, const InodeData& inode, const Handle* handle,
+                          int path_fd, const SetattrArgs& args);
 
   // Creates a name under `parent` with `make(dir_fd, name)` as the guest, then looks it up.
   template <typename F>

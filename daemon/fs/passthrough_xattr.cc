@@ -38,20 +38,17 @@ std::vector<char> WithoutHostOnlyXattrs(std::span<const char> list) {
 template <typename F>
 Result<ssize_t> PassthroughFs::XattrCall(const Context& ctx, NodeId node, F&& call) {
   if (!config_.xattr) return Err(ENOSYS);
-  auto inode = GetInode(node);
-  if (!inode) return Err(inode.error());
-  auto path_fd = (*inode)->path_fd();
-  if (!path_fd) return Err(path_fd.error());
-  if ((*inode)->is_regular() || (*inode)->is_dir()) {
+  auto inode = SVFS_TRY(GetInode(node));
+  const InodeFd path_fd = SVFS_TRY(inode->path_fd());
+  if (inode->is_regular() || inode->is_dir()) {
     // Opened as root (setting an xattr does not need read permission); the xattr call itself
     // runs as the guest so the host checks its permission.
-    auto fd = Reopen(path_fd->get(), O_RDONLY | O_NONBLOCK);
-    if (!fd) return Err(fd.error());
-    return AsGuest(ctx, [&] { return call(fd->get(), nullptr); });
+    auto fd = SVFS_TRY(Reopen(path_fd.get(), O_RDONLY | O_NONBLOCK));
+    return AsGuest(ctx, [&] { return call(fd.get(), nullptr); });
   }
   // Symlinks and special files cannot be opened: use the path variant on the magic link, which
   // resolves to the inode itself.
-  const std::string path = "/proc/self/fd/" + FdName(path_fd->get());
+  const std::string path = "/proc/self/fd/" + FdName(path_fd.get());
   return AsGuest(ctx, [&] { return call(-1, path.c_str()); });
 }
 
@@ -61,11 +58,10 @@ Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view
   if (config_.readonly) return Err(EROFS);
   if (HostOnlyXattr(name)) return Err(EPERM);
   const std::string cname(name);
-  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+  SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
     return fd >= 0 ? ::fsetxattr(fd, cname.c_str(), value.data(), value.size(), flags)
                    : ::setxattr(path, cname.c_str(), value.data(), value.size(), flags);
-  });
-  if (!r) return Err(r.error());
+  }));
   BumpNode(node);
   return {};
 }
@@ -76,13 +72,12 @@ Result<std::vector<char>> PassthroughFs::getxattr(const Context& ctx, NodeId nod
   if (HostOnlyXattr(name)) return Err(ENODATA);
   const std::string cname(name);
   std::vector<char> value(size);
-  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+  const ssize_t length = SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
     void* buf = size ? value.data() : nullptr;
     return fd >= 0 ? ::fgetxattr(fd, cname.c_str(), buf, size)
                    : ::getxattr(path, cname.c_str(), buf, size);
-  });
-  if (!r) return Err(r.error());
-  value.resize(static_cast<size_t>(*r));  // size 0: a vector of the value's length
+  }));
+  value.resize(static_cast<size_t>(length));  // size 0: a vector of the value's length
   return value;
 }
 
@@ -91,11 +86,10 @@ Result<std::vector<char>> PassthroughFs::listxattr(const Context& ctx, NodeId no
   // (size 0) reports is that of the filtered list.
   std::vector<char> list;
   for (;;) {
-    auto length = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    const ssize_t length = SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
       return fd >= 0 ? ::flistxattr(fd, nullptr, 0) : ::listxattr(path, nullptr, 0);
-    });
-    if (!length) return Err(length.error());
-    list.resize(static_cast<size_t>(*length));
+    }));
+    list.resize(static_cast<size_t>(length));
     if (list.empty()) break;
     auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
       return fd >= 0 ? ::flistxattr(fd, list.data(), list.size())
@@ -118,10 +112,9 @@ Status PassthroughFs::removexattr(const Context& ctx, NodeId node, std::string_v
   if (config_.readonly) return Err(EROFS);
   if (HostOnlyXattr(name)) return Err(EPERM);
   const std::string cname(name);
-  auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+  SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
     return fd >= 0 ? ::fremovexattr(fd, cname.c_str()) : ::removexattr(path, cname.c_str());
-  });
-  if (!r) return Err(r.error());
+  }));
   BumpNode(node);
   return {};
 }

@@ -126,6 +126,29 @@ TEST_F(InodeStoreTest, ClearKeepsRoot) {
   EXPECT_EQ(store_.size(), 1u);
 }
 
+TEST_F(InodeStoreTest, LookupRefGivesItsReferenceBackUnlessReleased) {
+  NodeId id = 0;
+  {
+    LookupRef dropped(store_, store_.Acquire(Make("/a")));
+    id = dropped.inode()->id;
+    EXPECT_EQ(store_.RefCount(id), 1u);
+  }
+  EXPECT_EQ(store_.Get(id), nullptr);  // an operation that failed after its lookup
+
+  LookupRef moved_from(store_, store_.Acquire(Make("/a")));
+  id = moved_from.inode()->id;
+  LookupRef sent(std::move(moved_from));
+  EXPECT_EQ(store_.RefCount(id), 1u);  // moved, not given back
+  sent.release();                      // handed to the guest
+  sent = LookupRef();
+  EXPECT_EQ(store_.RefCount(id), 1u);
+  store_.Forget(id, 1);
+
+  LookupRef root(store_, store_.Get(kRootNodeId));  // the root is never counted
+  root = LookupRef();
+  EXPECT_NE(store_.Get(kRootNodeId), nullptr);
+}
+
 }  // namespace
 }  // namespace svfs::fs
 
