@@ -30,11 +30,11 @@ kj::Duration ToKj(std::chrono::milliseconds ms) { return ms.count() * kj::MILLIS
 class Notifier {
  public:
   explicit Notifier(Client::Listener* listener) : listener_(listener) {
-    if (listener_ != nullptr) thread_ = std::thread([this] { Run(); });
+    if (listener_ != nullptr) thread_ = std::thread([this] { run(); });
   }
-  ~Notifier() { Stop(); }
+  ~Notifier() { stop(); }
 
-  void Post(std::function<void(Client::Listener&)> event) {
+  void post(std::function<void(Client::Listener&)> event) {
     if (listener_ == nullptr) return;
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -42,8 +42,8 @@ class Notifier {
     cv_.notify_one();
   }
 
-  // Pending events are dropped: after Stop() returns the listener is never called again.
-  void Stop() {
+  // Pending events are dropped: after stop() returns the listener is never called again.
+  void stop() {
     {
       std::lock_guard lock(mu_);
       stopping_ = true;
@@ -53,7 +53,7 @@ class Notifier {
   }
 
  private:
-  void Run() {
+  void run() {
     std::unique_lock lock(mu_);
     while (true) {
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -88,11 +88,11 @@ class Client::Impl {
       stop_ = nullptr;
     }
     if (thread_.joinable()) thread_.join();
-    notifier_.Stop();
+    notifier_.stop();
   }
 
-  void Start() {
-    thread_ = std::thread([this] { ThreadMain(); });
+  void start() {
+    thread_ = std::thread([this] { thread_main(); });
     std::unique_lock lock(mu_);
     started_cv_.wait(lock, [this] { return started_; });
   }
@@ -135,7 +135,7 @@ class Client::Impl {
     }
   };
 
-  void ThreadMain() {
+  void thread_main() {
     try {
       auto io = kj::setupAsyncIo();
       io_ = &io;
@@ -152,7 +152,7 @@ class Client::Impl {
         started_ = true;
         started_cv_.notify_all();
       }
-      kj::mv(stop.promise).exclusiveJoin(RunLoop()).wait(io.waitScope);
+      kj::mv(stop.promise).exclusiveJoin(run_loop()).wait(io.waitScope);
       // Tear down on this thread: calls first, then the connection.
       tasks = nullptr;
       tasks_ = nullptr;
@@ -174,23 +174,23 @@ class Client::Impl {
   }
 
   // Connects, attaches, waits for the session to end, and starts over.
-  kj::Promise<void> RunLoop() {
-    return Connect().then([this](bool ok) -> kj::Promise<void> {
+  kj::Promise<void> run_loop() {
+    return connect().then([this](bool ok) -> kj::Promise<void> {
       if (!ok) {
         return io_->provider->getTimer().afterDelay(ToKj(options_.retry_interval)).then([this] {
-          return RunLoop();
+          return run_loop();
         });
       }
       return connection_->network.onDisconnect()
-          .exclusiveJoin(Heartbeat(connection_->epoch))
+          .exclusiveJoin(heartbeat(connection_->epoch))
           .then([this] {
-            Detached();
-            return RunLoop();
+            detached();
+            return run_loop();
           });
     });
   }
 
-  kj::Promise<bool> Connect() {
+  kj::Promise<bool> connect() {
     auto address = kj::str("unix:", options_.socket_path.c_str());
     return io_->provider->getNetwork()
         .parseAddress(address)
@@ -209,7 +209,7 @@ class Client::Impl {
           return io_->provider->getTimer().timeoutAfter(ToKj(options_.call_timeout), kj::mv(sent));
         })
         .then([this](capnp::Response<rpc::Versiond::AttachResults> response) {
-          Attached(response);
+          attached(response);
           return true;
         })
         .catch_([this](kj::Exception&& e) {
@@ -224,7 +224,7 @@ class Client::Impl {
         });
   }
 
-  void Attached(capnp::Response<rpc::Versiond::AttachResults>& response) {
+  void attached(capnp::Response<rpc::Versiond::AttachResults>& response) {
     auto info = response.getTable();
     TableIdentity table;
     table.name = info.getName();
@@ -245,10 +245,10 @@ class Client::Impl {
     unreachable_logged_ = false;
     spdlog::info("svfs-versiond client: attached to versiond at {} (table {} generation {}, "
                  "session {})", options_.socket_path, table.name, table.generation, epoch);
-    notifier_.Post([table, epoch](Listener& l) { l.attached(table, epoch); });
+    notifier_.post([table, epoch](Listener& l) { l.attached(table, epoch); });
   }
 
-  void Detached() {
+  void detached() {
     uint64_t epoch = connection_->epoch;
     {
       std::lock_guard lock(mu_);
@@ -259,12 +259,12 @@ class Client::Impl {
     spdlog::warn("svfs-versiond client: lost versiond at {} (session {}); serving unversioned "
                  "replies until it is back", options_.socket_path, epoch);
     unreachable_logged_ = true;  // the "lost" line covers the reconnect failures that follow
-    notifier_.Post([epoch](Listener& l) { l.detached(epoch); });
+    notifier_.post([epoch](Listener& l) { l.detached(epoch); });
   }
 
   // Resolves when versiond misses a heartbeat (no answer within call_timeout): a versiond
   // that is connected but not serving sees no host edits either.
-  kj::Promise<void> Heartbeat(uint64_t epoch) {
+  kj::Promise<void> heartbeat(uint64_t epoch) {
     return io_->provider->getTimer()
         .afterDelay(ToKj(options_.heartbeat_interval))
         .then([this, epoch]() -> kj::Promise<bool> {
@@ -275,7 +275,7 @@ class Client::Impl {
               .then([] { return true; }, [](kj::Exception&&) { return false; });
         })
         .then([this, epoch](bool answered) -> kj::Promise<void> {
-          if (answered) return Heartbeat(epoch);
+          if (answered) return heartbeat(epoch);
           spdlog::warn("svfs-versiond client: versiond at {} missed a heartbeat ({} ms); "
                        "reconnecting", options_.socket_path, options_.call_timeout.count());
           return kj::READY_NOW;
@@ -306,7 +306,7 @@ class Client::Impl {
 
 std::unique_ptr<Client> Client::Start(Options options) {
   auto impl = std::make_unique<Impl>(std::move(options));
-  impl->Start();
+  impl->start();
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 

@@ -111,7 +111,7 @@ class State {
     return marked;
   }
 
-  void FillTable(rpc::TableInfo::Builder out) const {
+  void fill_table(rpc::TableInfo::Builder out) const {
     const shm::TableHeader& header = table_.header();
     out.setName(std::string(table_.name()));
     out.setUuid(kj::arrayPtr(header.uuid, sizeof(header.uuid)));
@@ -121,8 +121,8 @@ class State {
     out.setMappedBytes(table_.mapped_bytes());
   }
 
-  void FillStats(uint32_t hottest, rpc::Stats::Builder out) const {
-    FillTable(out.initTable());
+  void fill_stats(uint32_t hottest, rpc::Stats::Builder out) const {
+    fill_table(out.initTable());
     out.setHostBumps(host_bumps_);
     out.setStartedAtNs(started_at_ns_);
     out.setWatchedFilesystems(watched_.size());
@@ -147,7 +147,7 @@ class State {
 
   // One fanotify event. Changes made by attached daemons are skipped: they bump their own slots
   // (after the change, before replying), and bumping again would only cost guests revalidations.
-  void OnHostChange(const HostChange& change) {
+  void on_host_change(const HostChange& change) {
     if (change.overflow) {
       uint64_t n = table_.slot_count();
       for (uint64_t slot = 1; slot < n; ++slot) table_.bump(slot);
@@ -179,7 +179,7 @@ class State {
     }
   }
 
-  bool Allowed(const ucred& cred) const {
+  bool allowed(const ucred& cred) const {
     if (cred.uid == 0) return true;
     return std::ranges::find(options_.allow_uids, cred.uid) != options_.allow_uids.end() ||
            std::ranges::find(options_.allow_gids, cred.gid) != options_.allow_gids.end();
@@ -261,12 +261,12 @@ class VersiondImpl final : public rpc::Versiond::Server {
     std::string name = record.name;
     id_ = state_.add_client(std::move(record));
     spdlog::info("attach: client {} \"{}\" pid {} uid {}", *id_, name, peer_.pid, peer_.uid);
-    state_.FillTable(context.getResults().initTable());
+    state_.fill_table(context.getResults().initTable());
     return kj::READY_NOW;
   }
 
   kj::Promise<void> stats(StatsContext context) override {
-    state_.FillStats(context.getParams().getHottest(), context.getResults().initStats());
+    state_.fill_stats(context.getParams().getHottest(), context.getResults().initStats());
     return kj::READY_NOW;
   }
 
@@ -386,45 +386,45 @@ class Server {
  public:
   explicit Server(State& state) : state_(state), tasks_(errors_) {}
 
-  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener) {
+  kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener) {
     return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream> stream) {
-      Accept(kj::mv(stream));
-      return AcceptLoop(listener);
+      accept(kj::mv(stream));
+      return accept_loop(listener);
     });
   }
 
   // Reads fanotify events whenever the fd becomes readable. kj's observer is edge-triggered and
   // drain() stops after a bounded number of reads, so keep draining (yielding between rounds) until
   // a round finds nothing, and only then wait for the next edge.
-  kj::Promise<void> WatchLoop(kj::UnixEventPort::FdObserver& observer) {
+  kj::Promise<void> watch_loop(kj::UnixEventPort::FdObserver& observer) {
     FanotifyWatcher* watcher = state_.watcher();
-    auto drained = watcher->drain([this](const HostChange& change) { state_.OnHostChange(change); });
+    auto drained = watcher->drain([this](const HostChange& change) { state_.on_host_change(change); });
     if (!drained) {
       spdlog::error("fanotify read failed: {}; bumping all slots and stopping host-change "
                     "tracking", drained.error());
-      state_.OnHostChange(HostChange{.overflow = true});
+      state_.on_host_change(HostChange{.overflow = true});
       return kj::READY_NOW;
     }
     if (*drained > 0) {
-      return kj::evalLater([this, &observer] { return WatchLoop(observer); });
+      return kj::evalLater([this, &observer] { return watch_loop(observer); });
     }
-    return observer.whenBecomesReadable().then([this, &observer] { return WatchLoop(observer); });
+    return observer.whenBecomesReadable().then([this, &observer] { return watch_loop(observer); });
   }
 
   // Resolves once the table shrank under versiond (the fault guard's eventfd says a guard
   // tripped; it may have been another mapping's).
-  kj::Promise<void> DamageLoop(kj::UnixEventPort::FdObserver& observer, int trip_fd) {
+  kj::Promise<void> damage_loop(kj::UnixEventPort::FdObserver& observer, int trip_fd) {
     return observer.whenBecomesReadable().then([this, &observer, trip_fd]() -> kj::Promise<void> {
       uint64_t trips;
       while (::read(trip_fd, &trips, sizeof(trips)) > 0) {
       }
       if (state_.table().damaged()) return kj::READY_NOW;
-      return DamageLoop(observer, trip_fd);
+      return damage_loop(observer, trip_fd);
     });
   }
 
  private:
-  void Accept(kj::Own<kj::AsyncIoStream> stream) {
+  void accept(kj::Own<kj::AsyncIoStream> stream) {
     ucred cred{};
     uint len = sizeof(cred);
     try {
@@ -433,7 +433,7 @@ class Server {
       spdlog::warn("refused connection: SO_PEERCRED failed: {}", e.getDescription().cStr());
       return;
     }
-    if (!state_.Allowed(cred)) {
+    if (!state_.allowed(cred)) {
       spdlog::warn("refused connection from pid {} uid {} gid {} (not in --allow-uid/--allow-gid)",
                    cred.pid, cred.uid, cred.gid);
       return;  // dropping the stream closes it
@@ -494,14 +494,14 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
     kj::Own<kj::UnixEventPort::FdObserver> observer;
     ErrorLogger errors;
     kj::TaskSet background(errors);
-    background.add(server.AcceptLoop(*listener).catch_([](kj::Exception&& e) {
+    background.add(server.accept_loop(*listener).catch_([](kj::Exception&& e) {
       spdlog::error("accept failed: {}; no new connections will be served",
                     e.getDescription().cStr());
     }));
     if (FanotifyWatcher* w = state.watcher()) {
       observer = kj::heap<kj::UnixEventPort::FdObserver>(io.unixEventPort, w->fd(),
                                                          kj::UnixEventPort::FdObserver::OBSERVE_READ);
-      background.add(server.WatchLoop(*observer));
+      background.add(server.watch_loop(*observer));
     }
     // Someone with write access to the table can shrink it; versiond then survives its next
     // access (shm::FaultGuard) and stops here, removing the name so that a restart makes a new
@@ -511,7 +511,7 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
     if (int trip_fd = shm::FaultGuard::TripFd(); trip_fd >= 0) {
       trip_observer = kj::heap<kj::UnixEventPort::FdObserver>(
           io.unixEventPort, trip_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
-      damaged = server.DamageLoop(*trip_observer, trip_fd).then([] { return 0; });
+      damaged = server.damage_loop(*trip_observer, trip_fd).then([] { return 0; });
     }
     spdlog::info("serving {} (table {}, {} slots)", options.socket_path, options.table_name,
                  state.table().slot_count());

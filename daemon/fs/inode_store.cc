@@ -18,27 +18,27 @@ Result<InodeFd> InodeData::path_fd() const {
   return InodeFd(UniqueFd(opened));
 }
 
-void InodeStore::SetRoot(std::shared_ptr<InodeData> root) {
+void InodeStore::set_root(std::shared_ptr<InodeData> root) {
   std::lock_guard lock(mutex_);
   root->id = kRootNodeId;
   by_key_[root->key] = kRootNodeId;
   by_id_[kRootNodeId] = Slot{std::move(root), 1};
 }
 
-std::shared_ptr<InodeData> InodeStore::Get(NodeId id) const {
+std::shared_ptr<InodeData> InodeStore::get(NodeId id) const {
   std::lock_guard lock(mutex_);
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : it->second.data;
 }
 
-std::shared_ptr<InodeData> InodeStore::Find(const InodeKey& key) const {
+std::shared_ptr<InodeData> InodeStore::find(const InodeKey& key) const {
   std::lock_guard lock(mutex_);
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return nullptr;
   return by_id_.at(it->second).data;
 }
 
-std::shared_ptr<InodeData> InodeStore::Acquire(std::shared_ptr<InodeData> candidate) {
+std::shared_ptr<InodeData> InodeStore::acquire(std::shared_ptr<InodeData> candidate) {
   std::shared_ptr<InodeData> result;
   {
     std::lock_guard lock(mutex_);
@@ -69,7 +69,7 @@ std::shared_ptr<InodeData> InodeStore::Acquire(std::shared_ptr<InodeData> candid
   return result;
 }
 
-std::shared_ptr<InodeData> InodeStore::AcquirePinned(const InodeKey& key) {
+std::shared_ptr<InodeData> InodeStore::acquire_pinned(const InodeKey& key) {
   std::lock_guard lock(mutex_);
   auto key_it = by_key_.find(key);
   if (key_it == by_key_.end()) return nullptr;
@@ -79,7 +79,7 @@ std::shared_ptr<InodeData> InodeStore::AcquirePinned(const InodeKey& key) {
   return slot.data;
 }
 
-void InodeStore::Forget(NodeId id, uint64_t count) {
+void InodeStore::forget(NodeId id, uint64_t count) {
   if (id == kRootNodeId) return;
   std::shared_ptr<InodeData> freed;  // destroyed after the lock is released
   {
@@ -90,7 +90,7 @@ void InodeStore::Forget(NodeId id, uint64_t count) {
     slot.refs = count >= slot.refs ? 0 : slot.refs - count;
     if (slot.refs > 0) return;
     freed = std::move(slot.data);
-    // The key may already name a newer node (see Acquire): erase it only if it is ours.
+    // The key may already name a newer node (see acquire): erase it only if it is ours.
     if (auto key_it = by_key_.find(freed->key); key_it != by_key_.end() && key_it->second == id) {
       by_key_.erase(key_it);
     }
@@ -99,7 +99,7 @@ void InodeStore::Forget(NodeId id, uint64_t count) {
   spdlog::debug("inode {} freed", id);
 }
 
-void InodeStore::Clear() {
+void InodeStore::clear() {
   std::unordered_map<NodeId, Slot> dropped;  // destroyed after the lock is released
   {
     std::lock_guard lock(mutex_);
@@ -113,7 +113,7 @@ void InodeStore::Clear() {
   }
 }
 
-uint64_t InodeStore::RefCount(NodeId id) const {
+uint64_t InodeStore::ref_count(NodeId id) const {
   std::lock_guard lock(mutex_);
   auto it = by_id_.find(id);
   return it == by_id_.end() ? 0 : it->second.refs;
@@ -124,7 +124,7 @@ size_t InodeStore::size() const {
   return by_id_.size();
 }
 
-Result<std::shared_ptr<const UniqueFd>> MountFds::Get(
+Result<std::shared_ptr<const UniqueFd>> MountFds::get(
     int mount_id, const std::function<Result<UniqueFd>()>& open) {
   {
     std::lock_guard lock(mutex_);

@@ -83,13 +83,13 @@ struct InodeData {
 
 // Node id <-> inode table with FUSE lookup counts.
 //
-// Every reply that hands an entry to the kernel takes one reference (Acquire); FORGET drops n.
+// Every reply that hands an entry to the kernel takes one reference (acquire); FORGET drops n.
 // At zero the entry is removed, and the inode's fd closes when the last in-flight operation
 // drops its shared_ptr. The root (node 1) is never freed.
 //
 // Locking: one mutex (`mutex_`) guards both maps and all reference counts. It is a leaf lock:
 // no other lock is taken while holding it, and it is never held across a syscall (fds are opened
-// before Acquire and closed after the lock is released, by the shared_ptr's destructor running
+// before acquire() and closed after the lock is released, by the shared_ptr's destructor running
 // outside the critical section).
 class InodeStore {
  public:
@@ -98,32 +98,32 @@ class InodeStore {
   InodeStore& operator=(const InodeStore&) = delete;
 
   // Installs the root inode as node 1 (never freed, not reference counted).
-  void SetRoot(std::shared_ptr<InodeData> root);
+  void set_root(std::shared_ptr<InodeData> root);
 
   // Returns the inode for `id`, or nullptr if unknown.
-  std::shared_ptr<InodeData> Get(NodeId id) const;
+  std::shared_ptr<InodeData> get(NodeId id) const;
   // Returns the inode with `key`, or nullptr if the store has none.
-  std::shared_ptr<InodeData> Find(const InodeKey& key) const;
+  std::shared_ptr<InodeData> find(const InodeKey& key) const;
 
   // Takes one lookup reference on the inode with `candidate->key`: if the store already has one,
   // that inode is returned (and `candidate` is discarded); otherwise `candidate` gets a fresh
   // node id and is inserted.
-  std::shared_ptr<InodeData> Acquire(std::shared_ptr<InodeData> candidate);
+  std::shared_ptr<InodeData> acquire(std::shared_ptr<InodeData> candidate);
 
   // Takes one lookup reference on the inode with `key` if the store holds its fd (so the host
   // cannot have reused the inode number); nullptr if unknown or known only by file handle.
-  std::shared_ptr<InodeData> AcquirePinned(const InodeKey& key);
+  std::shared_ptr<InodeData> acquire_pinned(const InodeKey& key);
 
   // Drops `count` lookup references (saturating at zero); frees the node at zero. Unknown ids
   // and the root are ignored.
-  void Forget(NodeId id, uint64_t count);
+  void forget(NodeId id, uint64_t count);
 
   // Drops every node but the root (DESTROY: the kernel forgets everything).
-  void Clear();
+  void clear();
 
 
   // Current lookup count of `id` (0 if unknown); for tests and debugging.
-  uint64_t RefCount(NodeId id) const;
+  uint64_t ref_count(NodeId id) const;
   // Number of nodes including the root.
   size_t size() const;
 
@@ -139,8 +139,8 @@ class InodeStore {
   NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
 };
 
-// One lookup reference on a node, taken by InodeStore::Acquire/AcquirePinned and given back
-// (Forget(id, 1)) when this is dropped, unless release()d: an operation whose reply hands the
+// One lookup reference on a node, taken by InodeStore::acquire/acquire_pinned and given back
+// (forget(id, 1)) when this is dropped, unless release()d: an operation whose reply hands the
 // node to the guest releases it, one that fails after the lookup just returns.
 class LookupRef {
  public:
@@ -152,7 +152,7 @@ class LookupRef {
       : store_(std::exchange(other.store_, nullptr)), inode_(std::move(other.inode_)) {}
   LookupRef& operator=(LookupRef&& other) noexcept {
     if (this != &other) {
-      GiveBack();
+      give_back();
       store_ = std::exchange(other.store_, nullptr);
       inode_ = std::move(other.inode_);
     }
@@ -160,7 +160,7 @@ class LookupRef {
   }
   LookupRef(const LookupRef&) = delete;
   LookupRef& operator=(const LookupRef&) = delete;
-  ~LookupRef() { GiveBack(); }
+  ~LookupRef() { give_back(); }
 
   // The referenced inode (kept after release()); nullptr if none.
   const std::shared_ptr<InodeData>& inode() const { return inode_; }
@@ -168,8 +168,8 @@ class LookupRef {
   void release() { store_ = nullptr; }
 
  private:
-  void GiveBack() {
-    if (store_) std::exchange(store_, nullptr)->Forget(inode_->id, 1);
+  void give_back() {
+    if (store_) std::exchange(store_, nullptr)->forget(inode_->id, 1);
   }
 
   InodeStore* store_ = nullptr;  // null once released (or if nothing is held)
@@ -181,7 +181,7 @@ class MountFds {
  public:
   // Returns the fd for `mount_id`; the first time, `open` (called without the lock held) must
   // return a non-O_PATH fd on that mount (open_by_handle_at refuses O_PATH mount fds).
-  Result<std::shared_ptr<const UniqueFd>> Get(int mount_id,
+  Result<std::shared_ptr<const UniqueFd>> get(int mount_id,
                                               const std::function<Result<UniqueFd>()>& open);
 
  private:

@@ -80,26 +80,26 @@ bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & 
 // ---------------------------------------------------------------------------------------------
 // HandleTable
 
-HandleId HandleTable::Insert(std::shared_ptr<Handle> handle) {
+HandleId HandleTable::insert(std::shared_ptr<Handle> handle) {
   std::lock_guard lock(mutex_);
   HandleId id = next_id_++;
   handles_.emplace(id, std::move(handle));
   return id;
 }
 
-std::shared_ptr<Handle> HandleTable::Get(HandleId id) const {
+std::shared_ptr<Handle> HandleTable::get(HandleId id) const {
   std::lock_guard lock(mutex_);
   auto it = handles_.find(id);
   return it == handles_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Handle> HandleTable::Remove(HandleId id) {
+std::shared_ptr<Handle> HandleTable::remove(HandleId id) {
   std::lock_guard lock(mutex_);
   auto node = handles_.extract(id);
   return node.empty() ? nullptr : std::move(node.mapped());
 }
 
-void HandleTable::Clear() {
+void HandleTable::clear() {
   std::unordered_map<HandleId, std::shared_ptr<Handle>> dropped;  // closed outside the lock
   std::lock_guard lock(mutex_);
   dropped.swap(handles_);
@@ -143,7 +143,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
     fh->handle_bytes = MAX_HANDLE_SZ;
     int mount_id = 0;
     int err = 0;
-    auto mount_fd = fs->Reopen(root_fd.get(), O_RDONLY | O_DIRECTORY);
+    auto mount_fd = fs->reopen(root_fd.get(), O_RDONLY | O_DIRECTORY);
     if (!mount_fd) {
       err = mount_fd.error();
     } else if (::name_to_handle_at(root_fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) != 0) {
@@ -168,8 +168,8 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   root_inode->key = KeyOf(stx);
   root_inode->file_type = stx.stx_mode & S_IFMT;
   root_inode->fd = std::move(root_fd);  // the root always keeps its fd
-  if (fs->versions_) root_inode->identity = fs->IdentityOf(root_inode->fd.get(), *root_inode);
-  fs->inodes_.SetRoot(std::move(root_inode));
+  if (fs->versions_) root_inode->identity = fs->identity_of(root_inode->fd.get(), *root_inode);
+  fs->inodes_.set_root(std::move(root_inode));
   spdlog::debug("passthrough: sharing {} (cache {})", fs->config_.shared_dir,
                 CacheModeName(fs->config_.cache.mode()));
   return fs;
@@ -213,28 +213,28 @@ void PassthroughFs::destroy() {
     std::lock_guard lock(locks_mutex_);
     dropped.swap(locks_);
   }
-  handles_.Clear();
-  inodes_.Clear();
+  handles_.clear();
+  inodes_.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-Result<std::shared_ptr<InodeData>> PassthroughFs::GetInode(NodeId id) const {
-  auto inode = inodes_.Get(id);
+Result<std::shared_ptr<InodeData>> PassthroughFs::inode_of(NodeId id) const {
+  auto inode = inodes_.get(id);
   if (!inode) return Err(EBADF);
   return inode;
 }
 
-Result<std::shared_ptr<Handle>> PassthroughFs::GetHandle(HandleId id) const {
-  auto handle = handles_.Get(id);
+Result<std::shared_ptr<Handle>> PassthroughFs::handle_of(HandleId id) const {
+  auto handle = handles_.get(id);
   if (!handle) return Err(EBADF);
   return handle;
 }
 
 std::string PassthroughFs::FdName(int fd) { return std::to_string(fd); }
 
-Result<UniqueFd> PassthroughFs::Reopen(int path_fd, int flags) const {
+Result<UniqueFd> PassthroughFs::reopen(int path_fd, int flags) const {
   // Through the magic link the already-resolved inode is opened: no path walk, no symlink
   // following. O_NOFOLLOW would make the magic link itself fail, and O_CREAT is meaningless.
   flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL);
@@ -243,20 +243,20 @@ Result<UniqueFd> PassthroughFs::Reopen(int path_fd, int flags) const {
   return UniqueFd(fd);
 }
 
-Result<UniqueFd> PassthroughFs::OpenMountFd(int fd, mode_t file_type, uint64_t mnt_id,
+Result<UniqueFd> PassthroughFs::open_mount_fd(int fd, mode_t file_type, uint64_t mnt_id,
                                              const InodeData* parent) const {
-  if (file_type == S_IFDIR) return Reopen(fd, O_RDONLY | O_DIRECTORY);
-  if (file_type == S_IFREG) return Reopen(fd, O_RDONLY | O_NONBLOCK);
+  if (file_type == S_IFDIR) return reopen(fd, O_RDONLY | O_DIRECTORY);
+  if (file_type == S_IFREG) return reopen(fd, O_RDONLY | O_NONBLOCK);
   // Opening fifos or devices could block or have side effects: use the parent directory, which
   // is on the same mount unless this inode is itself a mount point.
   if (parent && parent->key.mnt_id == mnt_id) {
     auto parent_fd = SVFS_TRY(parent->path_fd());
-    return Reopen(parent_fd.get(), O_RDONLY | O_DIRECTORY);
+    return reopen(parent_fd.get(), O_RDONLY | O_DIRECTORY);
   }
   return Err(EOPNOTSUPP);
 }
 
-Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const struct statx& stx,
+Result<std::shared_ptr<InodeData>> PassthroughFs::make_inode(UniqueFd fd, const struct statx& stx,
                                                             const InodeData* parent) {
   auto inode = std::make_shared<InodeData>();
   inode->key = KeyOf(stx);
@@ -267,14 +267,14 @@ Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const s
     fh->handle_bytes = MAX_HANDLE_SZ;
     int mount_id = 0;
     if (::name_to_handle_at(fd.get(), "", fh, &mount_id, AT_EMPTY_PATH) == 0) {
-      auto mount_fd = mount_fds_.Get(mount_id, [&] {
-        return OpenMountFd(fd.get(), inode->file_type, inode->key.mnt_id, parent);
+      auto mount_fd = mount_fds_.get(mount_id, [&] {
+        return open_mount_fd(fd.get(), inode->file_type, inode->key.mnt_id, parent);
       });
       if (mount_fd) {
         buf.resize(sizeof(struct file_handle) + fh->handle_bytes);
         inode->handle = FileHandle{mount_id, std::move(buf)};
         inode->mount_fd = std::move(*mount_fd);
-        if (versions_) inode->identity = IdentityOf(fd.get(), *inode);
+        if (versions_) inode->identity = identity_of(fd.get(), *inode);
         return inode;  // `fd` closes: the handle is enough to reopen the inode
       }
       if (config_.file_handles == InodeFileHandles::kMandatory) return Err(mount_fd.error());
@@ -283,11 +283,11 @@ Result<std::shared_ptr<InodeData>> PassthroughFs::MakeInode(UniqueFd fd, const s
     }
   }
   inode->fd = std::move(fd);
-  if (versions_) inode->identity = IdentityOf(inode->fd.get(), *inode);
+  if (versions_) inode->identity = identity_of(inode->fd.get(), *inode);
   return inode;
 }
 
-uint64_t PassthroughFs::FsidOf(uint64_t dev, int fd) const {
+uint64_t PassthroughFs::fsid_of(uint64_t dev, int fd) const {
   {
     std::lock_guard lock(fsid_mutex_);
     if (auto it = fsid_by_dev_.find(dev); it != fsid_by_dev_.end()) return it->second;
@@ -300,19 +300,19 @@ uint64_t PassthroughFs::FsidOf(uint64_t dev, int fd) const {
   return fsid;
 }
 
-uint64_t PassthroughFs::IdentityOf(int fd, const InodeData& inode) const {
-  const uint64_t fsid = FsidOf(inode.key.dev, fd);
+uint64_t PassthroughFs::identity_of(int fd, const InodeData& inode) const {
+  const uint64_t fsid = fsid_of(inode.key.dev, fd);
   if (!inode.handle) return protocol::IdentityOfFd(fd, fsid, inode.key.dev, inode.key.ino);
   const auto* fh = reinterpret_cast<const struct file_handle*>(inode.handle->bytes.data());
   return protocol::HandleIdentity(fsid, fh->handle_type,
                                   std::span<const unsigned char>(fh->f_handle, fh->handle_bytes));
 }
 
-Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
+Attr PassthroughFs::make_attr(const struct statx& stx, const InodeData* parent,
                              uint64_t own_mnt_id) const {
   Attr attr;
   attr.st = StatFromStatx(stx);
-  SetTimeouts(attr);
+  set_timeouts(attr);
   if (config_.announce_submounts && S_ISDIR(stx.stx_mode) && parent &&
       parent->key.mnt_id != own_mnt_id) {
     attr.flags |= FUSE_ATTR_SUBMOUNT;
@@ -320,22 +320,22 @@ Attr PassthroughFs::MakeAttr(const struct statx& stx, const InodeData* parent,
   return attr;
 }
 
-Result<PassthroughFs::ReferencedEntry> PassthroughFs::EntryFromFd(UniqueFd fd,
+Result<PassthroughFs::ReferencedEntry> PassthroughFs::entry_from_fd(UniqueFd fd,
                                                                   const InodeData* parent) {
   const struct statx stx = SVFS_TRY(StatxFd(fd.get()));
-  return EntryFromStatx(std::move(fd), stx, parent);
+  return entry_from_statx(std::move(fd), stx, parent);
 }
 
-Result<PassthroughFs::ReferencedEntry> PassthroughFs::EntryFromStatx(UniqueFd fd,
+Result<PassthroughFs::ReferencedEntry> PassthroughFs::entry_from_statx(UniqueFd fd,
                                                                      const struct statx& stx,
                                                                      const InodeData* parent) {
-  auto candidate = SVFS_TRY(MakeInode(std::move(fd), stx, parent));
-  LookupRef ref(inodes_, inodes_.Acquire(std::move(candidate)));
-  Entry entry = EntryFor(*ref.inode(), stx, parent);
+  auto candidate = SVFS_TRY(make_inode(std::move(fd), stx, parent));
+  LookupRef ref(inodes_, inodes_.acquire(std::move(candidate)));
+  Entry entry = entry_for(*ref.inode(), stx, parent);
   return ReferencedEntry{entry, std::move(ref)};
 }
 
-Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const {
+Entry PassthroughFs::entry_for(const InodeData& inode, struct statx stx, const InodeData* parent) const {
   Entry entry;
   entry.node = inode.id;
   if (versions_) {
@@ -347,36 +347,36 @@ Entry PassthroughFs::EntryFor(const InodeData& inode, struct statx stx, const In
       if (again) stx = *again;
       else version = {};  // vanished meanwhile: reply unversioned, with what we have
     }
-    entry.attr = MakeAttr(stx, parent, MntId(stx));
+    entry.attr = make_attr(stx, parent, MntId(stx));
     entry.attr.version = version;
-    SetTimeouts(entry.attr);
+    set_timeouts(entry.attr);
   } else {
-    entry.attr = MakeAttr(stx, parent, MntId(stx));
+    entry.attr = make_attr(stx, parent, MntId(stx));
   }
   entry.entry_timeout_ns = replies().entry_timeout_ns();
   return entry;
 }
 
-void PassthroughFs::SetTimeouts(Attr& attr) const {
+void PassthroughFs::set_timeouts(Attr& attr) const {
   attr.timeout_ns = replies().attr_timeout_ns(attr.version.index);
 }
 
-void PassthroughFs::BumpNode(NodeId id) const {
+void PassthroughFs::bump_node(NodeId id) const {
   if (!versions_) return;
-  if (auto inode = inodes_.Get(id)) versions_->bump(inode->identity);
+  if (auto inode = inodes_.get(id)) versions_->bump(inode->identity);
 }
 
-std::shared_ptr<InodeData> PassthroughFs::StoredInodeAt(int dir_fd, const std::string& name) const {
+std::shared_ptr<InodeData> PassthroughFs::stored_inode_at(int dir_fd, const std::string& name) const {
   if (!versions_) return nullptr;
   struct statx stx {};
   if (::statx(dir_fd, name.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
               STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
     return nullptr;
   }
-  return inodes_.Find(KeyOf(stx));
+  return inodes_.find(KeyOf(stx));
 }
 
-Result<PassthroughFs::ReferencedEntry> PassthroughFs::DoLookup(const InodeData& parent,
+Result<PassthroughFs::ReferencedEntry> PassthroughFs::lookup_name(const InodeData& parent,
                                                                std::string_view name,
                                                                const Context* as) {
   if (!ValidName(name)) return Err(EINVAL);
@@ -396,7 +396,7 @@ Result<PassthroughFs::ReferencedEntry> PassthroughFs::DoLookup(const InodeData& 
                   STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
         return -1;
       }
-      known = LookupRef(inodes_, inodes_.AcquirePinned(KeyOf(stx)));
+      known = LookupRef(inodes_, inodes_.acquire_pinned(KeyOf(stx)));
       if (known.inode()) return 0;
     }
     fd = ::openat(parent_fd.get(), cname.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -405,29 +405,29 @@ Result<PassthroughFs::ReferencedEntry> PassthroughFs::DoLookup(const InodeData& 
   const int walked = SVFS_TRY(as ? AsGuest(*as, walk) : Result<int>(walk()));
   if (walked < 0) return ErrnoErr();  // as root (AsGuest reports a failed call itself)
   if (known.inode()) {
-    Entry entry = EntryFor(*known.inode(), stx, &parent);
+    Entry entry = entry_for(*known.inode(), stx, &parent);
     return ReferencedEntry{entry, std::move(known)};
   }
-  return EntryFromFd(UniqueFd(fd), &parent);
+  return entry_from_fd(UniqueFd(fd), &parent);
 }
 
-Result<Attr> PassthroughFs::StatInode(const InodeData& inode) const {
+Result<Attr> PassthroughFs::stat_inode(const InodeData& inode) const {
   const InodeFd fd = SVFS_TRY(inode.path_fd());
-  return StatFd(fd.get(), &inode);
+  return stat_fd(fd.get(), &inode);
 }
 
-Result<Attr> PassthroughFs::StatFd(int fd, const InodeData* inode) const {
+Result<Attr> PassthroughFs::stat_fd(int fd, const InodeData* inode) const {
   Version version;
   if (versions_ && inode) version = versions_->sample(inode->identity);  // before the stat
   const struct statx stx = SVFS_TRY(StatxFd(fd));
   Attr attr;
   attr.st = StatFromStatx(stx);
   attr.version = version;
-  SetTimeouts(attr);
+  set_timeouts(attr);
   return attr;
 }
 
-int PassthroughFs::HostOpenFlags(uint32_t guest_flags, bool for_create) const {
+int PassthroughFs::host_open_flags(uint32_t guest_flags, bool for_create) const {
   int flags = static_cast<int>(guest_flags);
   flags &= ~(O_NOCTTY | O_PATH | O_NOFOLLOW);
   if (!for_create) flags &= ~(O_CREAT | O_EXCL | __O_TMPFILE);
@@ -441,12 +441,12 @@ int PassthroughFs::HostOpenFlags(uint32_t guest_flags, bool for_create) const {
   return flags | O_CLOEXEC;
 }
 
-uint32_t PassthroughFs::ReplyOpenFlags(uint32_t guest_flags) const {
+uint32_t PassthroughFs::reply_open_flags(uint32_t guest_flags) const {
   bool direct_io = (guest_flags & O_DIRECT) && config_.allow_direct_io;
   return replies().file_open_flags(direct_io);
 }
 
-Opened PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd,
+Opened PassthroughFs::add_handle(std::shared_ptr<const InodeData> inode, UniqueFd fd,
                                 int host_flags, bool is_dir, uint32_t guest_flags) {
   auto handle = std::make_shared<Handle>();
   handle->node = inode->id;
@@ -455,11 +455,11 @@ Opened PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd
   handle->access_mode = host_flags & O_ACCMODE;
   handle->is_dir = is_dir;
   Opened opened;
-  opened.handle = handles_.Insert(std::move(handle));
+  opened.handle = handles_.insert(std::move(handle));
   if (is_dir) {
     opened.open_flags = replies().dir_open_flags();
   } else {
-    opened.open_flags = ReplyOpenFlags(guest_flags);
+    opened.open_flags = reply_open_flags(guest_flags);
   }
   return opened;
 }
@@ -469,10 +469,10 @@ Opened PassthroughFs::AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd
 
 Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::string_view name) {
   if (!ValidName(name)) return Err(EINVAL);
-  auto dir = SVFS_TRY(GetInode(parent));
+  auto dir = SVFS_TRY(inode_of(parent));
   // Walk the name as the guest user, so the host checks search permission on the parent too
   // (the client's default_permissions check uses attributes that may be cached).
-  auto entry = DoLookup(*dir, name, &ctx);
+  auto entry = lookup_name(*dir, name, &ctx);
   if (entry) return entry->release();
   if (entry.error() == ENOENT) {
     // A negative entry the guest may keep, if this session's policy allows one.
@@ -485,38 +485,38 @@ Result<Entry> PassthroughFs::lookup(const Context& ctx, NodeId parent, std::stri
   return Err(entry.error());
 }
 
-void PassthroughFs::forget(NodeId node, uint64_t count) { inodes_.Forget(node, count); }
+void PassthroughFs::forget(NodeId node, uint64_t count) { inodes_.forget(node, count); }
 
 Result<Attr> PassthroughFs::getattr(const Context&, NodeId node, std::optional<HandleId> handle) {
   if (handle) {
     // fstat of an open file: works for unlinked files even when the inode is held by handle.
-    if (auto h = handles_.Get(*handle)) {
-      return StatFd(h->fd.get(), h->inode.get());
+    if (auto h = handles_.get(*handle)) {
+      return stat_fd(h->fd.get(), h->inode.get());
     }
   }
-  auto inode = SVFS_TRY(GetInode(node));
-  return StatInode(*inode);
+  auto inode = SVFS_TRY(inode_of(node));
+  return stat_inode(*inode);
 }
 
 Result<Attr> PassthroughFs::setattr(const Context& ctx, NodeId node, const SetattrArgs& args) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   const bool modifying = (args.valid & kSetattrChanges) != 0;
   if (config_.readonly && modifying) return Err(EROFS);
   std::shared_ptr<Handle> handle;
-  if ((args.valid & FATTR_FH) && args.handle) handle = SVFS_TRY(GetHandle(*args.handle));
+  if ((args.valid & FATTR_FH) && args.handle) handle = SVFS_TRY(handle_of(*args.handle));
   // With a handle, operate on its fd: it stays valid for an unlinked file, where reopening a
   // file handle would fail with ESTALE.
   const InodeFd path_fd = handle ? InodeFd(handle->fd.get()) : SVFS_TRY(inode->path_fd());
-  Status changed = ChangeAttributes(ctx, *inode, handle.get(), path_fd.get(), args);
+  Status changed = change_attributes(ctx, *inode, handle.get(), path_fd.get(), args);
   // Any change attempted may have partly happened (chmod done, chown refused): bump whatever
   // the outcome, before the reply, and before the stat below samples the version.
-  if (modifying) Bump(inode.get());
+  if (modifying) bump(inode.get());
   SVFS_TRY(changed);
-  if (handle) return StatFd(handle->fd.get(), inode.get());
-  return StatInode(*inode);
+  if (handle) return stat_fd(handle->fd.get(), inode.get());
+  return stat_inode(*inode);
 }
 
-Status PassthroughFs::ChangeAttributes(const Context& ctx, const InodeData& inode,
+Status PassthroughFs::change_attributes(const Context& ctx, const InodeData& inode,
                                        const Handle* handle, int path_fd,
                                        const SetattrArgs& args) {
   const std::string proc_name = FdName(path_fd);
@@ -541,7 +541,7 @@ Status PassthroughFs::ChangeAttributes(const Context& ctx, const InodeData& inod
       if (!inode.is_regular()) return Err(inode.is_dir() ? EISDIR : EINVAL);
       ScopedCredentials creds(ctx.uid, ctx.gid);  // write permission checked as the guest user
       if (!creds.ok()) return Err(EPERM);
-      auto fd = SVFS_TRY(Reopen(path_fd, O_WRONLY | O_NONBLOCK));
+      auto fd = SVFS_TRY(reopen(path_fd, O_WRONLY | O_NONBLOCK));
       if (::ftruncate(fd.get(), size) != 0) return ErrnoErr();
     }
   }
@@ -559,7 +559,7 @@ Status PassthroughFs::ChangeAttributes(const Context& ctx, const InodeData& inod
 }
 
 Result<std::string> PassthroughFs::readlink(const Context&, NodeId node) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   if (!inode->is_symlink()) return Err(EINVAL);
   const InodeFd fd = SVFS_TRY(inode->path_fd());
   std::string target(PATH_MAX, '\0');
@@ -574,65 +574,65 @@ Result<std::string> PassthroughFs::readlink(const Context&, NodeId node) {
 
 // The directory a name is created in or removed from: the name checked, the share writable,
 // the parent's inode and an O_PATH fd on it.
-Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> PassthroughFs::DirForNameChange(
+Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> PassthroughFs::dir_for_name_change(
     NodeId parent, std::string_view name) const {
   if (!ValidName(name)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
-  auto dir = SVFS_TRY(GetInode(parent));
+  auto dir = SVFS_TRY(inode_of(parent));
   auto dir_fd = SVFS_TRY(dir->path_fd());
   return std::pair{std::move(dir), std::move(dir_fd)};
 }
 
 template <typename F>
-Result<Entry> PassthroughFs::MakeNode(const Context& ctx, NodeId parent, std::string_view name,
+Result<Entry> PassthroughFs::make_node(const Context& ctx, NodeId parent, std::string_view name,
                                       F&& make) {
-  auto [dir, dir_fd] = SVFS_TRY(DirForNameChange(parent, name));
+  auto [dir, dir_fd] = SVFS_TRY(dir_for_name_change(parent, name));
   const std::string cname(name);
   SVFS_TRY(AsGuest(ctx, [&] { return make(dir_fd.get(), cname.c_str()); }));
-  Bump(dir.get());
-  return SVFS_TRY(DoLookup(*dir, name)).release();
+  bump(dir.get());
+  return SVFS_TRY(lookup_name(*dir, name)).release();
 }
 
 Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target, NodeId parent,
                                      std::string_view name) {
   if (target.find('\0') != std::string_view::npos) return Err(EINVAL);
   const std::string ctarget(target);
-  return MakeNode(ctx, parent, name, [&](int dir, const char* n) {
+  return make_node(ctx, parent, name, [&](int dir, const char* n) {
     return ::symlinkat(ctarget.c_str(), dir, n);
   });
 }
 
 Result<Entry> PassthroughFs::mknod(const Context& ctx, NodeId parent, std::string_view name,
                                    uint32_t mode, uint32_t rdev, uint32_t umask) {
-  return MakeNode(ctx, parent, name, [&](int dir, const char* n) {
+  return make_node(ctx, parent, name, [&](int dir, const char* n) {
     return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~umask), rdev);
   });
 }
 
 Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::string_view name,
                                    uint32_t mode, uint32_t umask) {
-  return MakeNode(ctx, parent, name, [&](int dir, const char* n) {
+  return make_node(ctx, parent, name, [&](int dir, const char* n) {
     return ::mkdirat(dir, n, mode & 07777 & ~umask);
   });
 }
 
-Status PassthroughFs::RemoveName(const Context& ctx, NodeId parent, std::string_view name,
+Status PassthroughFs::remove_name(const Context& ctx, NodeId parent, std::string_view name,
                                  int flags) {
-  auto [dir, dir_fd] = SVFS_TRY(DirForNameChange(parent, name));
+  auto [dir, dir_fd] = SVFS_TRY(dir_for_name_change(parent, name));
   const std::string cname(name);
-  auto victim = StoredInodeAt(dir_fd.get(), cname);  // loses a link: bumped below
+  auto victim = stored_inode_at(dir_fd.get(), cname);  // loses a link: bumped below
   SVFS_TRY(AsGuest(ctx, [&] { return ::unlinkat(dir_fd.get(), cname.c_str(), flags); }));
-  Bump(dir.get());
-  Bump(victim.get());
+  bump(dir.get());
+  bump(victim.get());
   return {};
 }
 
 Status PassthroughFs::unlink(const Context& ctx, NodeId parent, std::string_view name) {
-  return RemoveName(ctx, parent, name, 0);
+  return remove_name(ctx, parent, name, 0);
 }
 
 Status PassthroughFs::rmdir(const Context& ctx, NodeId parent, std::string_view name) {
-  return RemoveName(ctx, parent, name, AT_REMOVEDIR);
+  return remove_name(ctx, parent, name, AT_REMOVEDIR);
 }
 
 Status PassthroughFs::rename(const Context& ctx, NodeId old_parent, std::string_view old_name,
@@ -640,22 +640,22 @@ Status PassthroughFs::rename(const Context& ctx, NodeId old_parent, std::string_
   if (!ValidName(old_name) || !ValidName(new_name)) return Err(EINVAL);
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
-  auto old_dir = SVFS_TRY(GetInode(old_parent));
-  auto new_dir = SVFS_TRY(GetInode(new_parent));
+  auto old_dir = SVFS_TRY(inode_of(old_parent));
+  auto new_dir = SVFS_TRY(inode_of(new_parent));
   const InodeFd old_fd = SVFS_TRY(old_dir->path_fd());
   const InodeFd new_fd = SVFS_TRY(new_dir->path_fd());
   const std::string from(old_name), to(new_name);
   // The moved inode and the one replaced (or exchanged): both change (ctime, link count, "..").
-  auto moved = StoredInodeAt(old_fd.get(), from);
-  auto replaced = StoredInodeAt(new_fd.get(), to);
+  auto moved = stored_inode_at(old_fd.get(), from);
+  auto replaced = stored_inode_at(new_fd.get(), to);
   // RENAME_WHITEOUT is passed on: the host refuses it (EINVAL/EPERM) where it cannot work.
   SVFS_TRY(AsGuest(ctx, [&] {
     return ::renameat2(old_fd.get(), from.c_str(), new_fd.get(), to.c_str(), flags);
   }));
-  Bump(old_dir.get());
-  if (new_dir != old_dir) Bump(new_dir.get());
-  Bump(moved.get());
-  Bump(replaced.get());
+  bump(old_dir.get());
+  if (new_dir != old_dir) bump(new_dir.get());
+  bump(moved.get());
+  bump(replaced.get());
   return {};
 }
 
@@ -663,16 +663,16 @@ Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_pa
                                   std::string_view new_name) {
   if (!ValidName(new_name)) return Err(EINVAL);
   if (config_.readonly) return Err(EROFS);
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   const InodeFd fd = SVFS_TRY(inode->path_fd());
-  return MakeNode(ctx, new_parent, new_name, [&](int dir, const char* n) {
+  return make_node(ctx, new_parent, new_name, [&](int dir, const char* n) {
     // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which the guest's credentials lack; linking the
     // /proc magic link (followed once, to the inode itself) works for everyone.
     int r = ::linkat(fd.get(), "", dir, n, AT_EMPTY_PATH);
     if (r != 0 && (errno == ENOENT || errno == EPERM) && !inode->is_dir()) {
       r = ::linkat(proc_self_fd_.get(), FdName(fd.get()).c_str(), dir, n, AT_SYMLINK_FOLLOW);
     }
-    if (r == 0) Bump(inode.get());  // its link count changed
+    if (r == 0) bump(inode.get());  // its link count changed
     return r;
   });
 }
@@ -681,26 +681,26 @@ Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_pa
 // Files
 
 Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t flags) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   if (inode->is_symlink()) return Err(ELOOP);
   // The guest kernel opens fifos, sockets and devices itself and never sends OPEN for them;
   // refusing keeps a hostile guest from opening host devices or blocking a worker on a fifo.
   if (!inode->is_regular() && !inode->is_dir()) return Err(ENXIO);
-  int host_flags = HostOpenFlags(flags, false);
+  int host_flags = host_open_flags(flags, false);
   if (config_.readonly && WritesData(host_flags)) return Err(EROFS);
   const InodeFd path_fd = SVFS_TRY(inode->path_fd());
-  auto fd = SVFS_TRY(ReopenAsGuest(ctx, path_fd.get(), host_flags));
-  if (host_flags & O_TRUNC) Bump(inode.get());
-  return AddHandle(inode, std::move(fd), host_flags, inode->is_dir(), flags);
+  auto fd = SVFS_TRY(reopen_as_guest(ctx, path_fd.get(), host_flags));
+  if (host_flags & O_TRUNC) bump(inode.get());
+  return add_handle(inode, std::move(fd), host_flags, inode->is_dir(), flags);
 }
 
-Result<UniqueFd> PassthroughFs::ReopenAsGuest(const Context& ctx, int path_fd, int flags) const {
+Result<UniqueFd> PassthroughFs::reopen_as_guest(const Context& ctx, int path_fd, int flags) const {
   ScopedCredentials creds(ctx.uid, ctx.gid);
   if (!creds.ok()) return Err(EPERM);
-  return Reopen(path_fd, flags);
+  return reopen(path_fd, flags);
 }
 
-Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const InodeData& parent,
+Result<EntryOpened> PassthroughFs::create_entry_and_handle(UniqueFd fd, const InodeData& parent,
                                                         int dir_fd, const char* name,
                                                         int host_flags, uint32_t guest_flags) {
   // The entry must describe the opened file itself, not whatever its name means by now (someone
@@ -714,19 +714,19 @@ Result<EntryOpened> PassthroughFs::CreateEntryAndHandle(UniqueFd fd, const Inode
       auto opened_stx = StatxFd(fd.get());
       auto named_stx = StatxFd(by_name.get());
       if (opened_stx && named_stx && KeyOf(*opened_stx) == KeyOf(*named_stx)) {
-        entry = SVFS_TRY(EntryFromStatx(std::move(by_name), *named_stx, &parent));
+        entry = SVFS_TRY(entry_from_statx(std::move(by_name), *named_stx, &parent));
       }
     }
   }
   if (!entry) {
-    auto path_fd = SVFS_TRY(Reopen(fd.get(), O_PATH));
-    entry = SVFS_TRY(EntryFromFd(std::move(path_fd), &parent));
+    auto path_fd = SVFS_TRY(reopen(fd.get(), O_PATH));
+    entry = SVFS_TRY(entry_from_fd(std::move(path_fd), &parent));
   }
-  Opened opened = AddHandle(entry->ref.inode(), std::move(fd), host_flags, false, guest_flags);
+  Opened opened = add_handle(entry->ref.inode(), std::move(fd), host_flags, false, guest_flags);
   return EntryOpened{entry->release(), opened};
 }
 
-Result<UniqueFd> PassthroughFs::OpenExistingForCreate(const Context& ctx, int dir_fd,
+Result<UniqueFd> PassthroughFs::open_existing_for_create(const Context& ctx, int dir_fd,
                                                        const char* name, int host_flags) {
   UniqueFd path_fd(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!path_fd) return ErrnoErr();
@@ -735,13 +735,13 @@ Result<UniqueFd> PassthroughFs::OpenExistingForCreate(const Context& ctx, int di
   if (type == S_IFLNK) return Err(ELOOP);  // as open(O_CREAT | O_NOFOLLOW) on a symlink
   if (type != S_IFREG) return Err(ENXIO);
   // The checked inode itself is reopened (no second walk of the name).
-  return ReopenAsGuest(ctx, path_fd.get(), host_flags);
+  return reopen_as_guest(ctx, path_fd.get(), host_flags);
 }
 
 Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std::string_view name,
                                           uint32_t mode, uint32_t flags, uint32_t umask) {
-  auto [dir, dir_fd] = SVFS_TRY(DirForNameChange(parent, name));
-  int host_flags = HostOpenFlags(flags, true) | O_CREAT | O_NOFOLLOW;
+  auto [dir, dir_fd] = SVFS_TRY(dir_for_name_change(parent, name));
+  int host_flags = host_open_flags(flags, true) | O_CREAT | O_NOFOLLOW;
   host_flags &= ~__O_TMPFILE;
   const std::string cname(name);
   // Created exclusively first: an existing name is then opened only after its type is checked,
@@ -751,43 +751,43 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
   });
   const bool created = opened.has_value();
   if (!opened && opened.error() == EEXIST && !(host_flags & O_EXCL)) {
-    auto existing = SVFS_TRY(OpenExistingForCreate(ctx, dir_fd.get(), cname.c_str(), host_flags));
+    auto existing = SVFS_TRY(open_existing_for_create(ctx, dir_fd.get(), cname.c_str(), host_flags));
     opened = existing.release();
   }
   UniqueFd fd(SVFS_TRY(opened));
-  if (created) Bump(dir.get());  // opening an existing file leaves the directory as it was
+  if (created) bump(dir.get());  // opening an existing file leaves the directory as it was
   if (tracking_versions() && (host_flags & O_TRUNC)) {
     // An existing file may have been truncated: bump it before the entry samples it.
-    if (auto stx = StatxFd(fd.get())) Bump(inodes_.Find(KeyOf(*stx)).get());
+    if (auto stx = StatxFd(fd.get())) bump(inodes_.find(KeyOf(*stx)).get());
   }
-  return CreateEntryAndHandle(std::move(fd), *dir, dir_fd.get(), cname.c_str(), host_flags, flags);
+  return create_entry_and_handle(std::move(fd), *dir, dir_fd.get(), cname.c_str(), host_flags, flags);
 }
 
 Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, uint32_t mode,
                                            uint32_t flags, uint32_t umask) {
   if (config_.readonly) return Err(EROFS);
-  auto dir = SVFS_TRY(GetInode(parent));
+  auto dir = SVFS_TRY(inode_of(parent));
   const InodeFd dir_fd = SVFS_TRY(dir->path_fd());
   // O_EXCL stays: with O_TMPFILE it means "never linkable".
-  int host_flags = (HostOpenFlags(flags, false) & ~(O_CREAT | O_NOFOLLOW)) | (flags & O_EXCL);
+  int host_flags = (host_open_flags(flags, false) & ~(O_CREAT | O_NOFOLLOW)) | (flags & O_EXCL);
   if ((host_flags & O_ACCMODE) == O_RDONLY) host_flags = (host_flags & ~O_ACCMODE) | O_RDWR;
   host_flags |= O_TMPFILE;
   UniqueFd fd(SVFS_TRY(AsGuest(ctx, [&] {
     return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~umask);
   })));
-  return CreateEntryAndHandle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
+  return create_entry_and_handle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Directories
 
 Result<Opened> PassthroughFs::opendir(const Context& ctx, NodeId node, uint32_t) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   if (!inode->is_dir()) return Err(ENOTDIR);
   const InodeFd path_fd = SVFS_TRY(inode->path_fd());
   // As the guest: the host checks its read permission on the directory.
-  auto fd = SVFS_TRY(ReopenAsGuest(ctx, path_fd.get(), O_RDONLY | O_DIRECTORY));
-  return AddHandle(inode, std::move(fd), O_RDONLY, true, 0);
+  auto fd = SVFS_TRY(reopen_as_guest(ctx, path_fd.get(), O_RDONLY | O_DIRECTORY));
+  return add_handle(inode, std::move(fd), O_RDONLY, true, 0);
 }
 
 namespace {
@@ -805,13 +805,13 @@ struct LinuxDirent64 {
 
 Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint64_t offset, bool plus,
                               DirSink& sink) {
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   Handle& dir = *h;
   if (!dir.is_dir) return Err(ENOTDIR);
   std::shared_ptr<InodeData> parent;
-  if (plus) parent = SVFS_TRY(GetInode(dir.node));
+  if (plus) parent = SVFS_TRY(inode_of(dir.node));
 
-  // Lock order: dir_mutex, then (inside DoLookup) the InodeStore mutex.
+  // Lock order: dir_mutex, then (inside lookup_name) the InodeStore mutex.
   std::lock_guard lock(dir.dir_mutex);
   if (::lseek(dir.fd.get(), static_cast<off_t>(offset), SEEK_SET) < 0) return ErrnoErr();
   alignas(LinuxDirent64) char buf[16 * 1024];
@@ -835,7 +835,7 @@ Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint6
       ReferencedEntry entry;  // zeroed for "." and ".." and when the name vanished meanwhile
       if (name != "." && name != "..") {
         // As the caller: a directory readable but not searchable must not leak attributes.
-        if (auto looked_up = DoLookup(*parent, name, &ctx)) entry = std::move(*looked_up);
+        if (auto looked_up = lookup_name(*parent, name, &ctx)) entry = std::move(*looked_up);
       }
       if (!sink.add(dirent, &entry.entry)) return {};  // `entry` gives its reference back
       entry.ref.release();  // sent: the reference is the guest's now
@@ -844,7 +844,7 @@ Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint6
 }
 
 Status PassthroughFs::releasedir(const Context&, NodeId, HandleId handle) {
-  if (!handles_.Remove(handle)) return Err(EBADF);
+  if (!handles_.remove(handle)) return Err(EBADF);
   return {};
 }
 
@@ -856,7 +856,7 @@ Status PassthroughFs::fsyncdir(const Context& ctx, NodeId node, HandleId handle,
 // Filesystem-wide
 
 Result<struct statvfs> PassthroughFs::statfs(const Context&, NodeId node) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   const InodeFd fd = SVFS_TRY(inode->path_fd());
   struct statvfs st {};
   if (::fstatvfs(fd.get(), &st) != 0) return ErrnoErr();
@@ -864,7 +864,7 @@ Result<struct statvfs> PassthroughFs::statfs(const Context&, NodeId node) {
 }
 
 Status PassthroughFs::access(const Context& ctx, NodeId node, uint32_t mask) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   const InodeFd fd = SVFS_TRY(inode->path_fd());
   if (config_.readonly && (mask & W_OK)) return Err(EROFS);
   const std::string proc_name = FdName(fd.get());
@@ -877,7 +877,7 @@ Status PassthroughFs::access(const Context& ctx, NodeId node, uint32_t mask) {
 }
 
 Status PassthroughFs::syncfs(const Context&, NodeId node) {
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   const InodeFd path_fd = SVFS_TRY(inode->path_fd());
   // syncfs does not accept O_PATH fds. Only a directory or a regular file is opened: opening a
   // device or fifo would reach its host driver. Any other inode syncs its mount's filesystem
@@ -885,15 +885,15 @@ Status PassthroughFs::syncfs(const Context&, NodeId node) {
   int sync_fd = -1;
   UniqueFd opened;
   if (inode->is_dir() || inode->is_regular()) {
-    opened = SVFS_TRY(Reopen(path_fd.get(),
+    opened = SVFS_TRY(reopen(path_fd.get(),
                              inode->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK));
     sync_fd = opened.get();
   } else if (inode->mount_fd) {
     sync_fd = inode->mount_fd->get();
   } else {
-    auto root = SVFS_TRY(GetInode(kRootNodeId));
+    auto root = SVFS_TRY(inode_of(kRootNodeId));
     const InodeFd root_fd = SVFS_TRY(root->path_fd());
-    opened = SVFS_TRY(Reopen(root_fd.get(), O_RDONLY | O_DIRECTORY));
+    opened = SVFS_TRY(reopen(root_fd.get(), O_RDONLY | O_DIRECTORY));
     sync_fd = opened.get();
   }
   if (::syncfs(sync_fd) != 0) return ErrnoErr();

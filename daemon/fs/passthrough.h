@@ -46,11 +46,11 @@ struct Handle {
 // Handle id -> open handle. Lock order: `mutex_` is a leaf lock, held only for map access.
 class HandleTable {
  public:
-  HandleId Insert(std::shared_ptr<Handle> handle);
-  std::shared_ptr<Handle> Get(HandleId id) const;
+  HandleId insert(std::shared_ptr<Handle> handle);
+  std::shared_ptr<Handle> get(HandleId id) const;
   // Removes and returns the handle (nullptr if unknown); the fd closes when the last user drops it.
-  std::shared_ptr<Handle> Remove(HandleId id);
-  void Clear();
+  std::shared_ptr<Handle> remove(HandleId id);
+  void clear();
 
  private:
   mutable std::mutex mutex_;
@@ -142,8 +142,8 @@ class PassthroughFs : public FileSystem {
  private:
   PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd);
 
-  Result<std::shared_ptr<InodeData>> GetInode(NodeId id) const;
-  Result<std::shared_ptr<Handle>> GetHandle(HandleId id) const;
+  Result<std::shared_ptr<InodeData>> inode_of(NodeId id) const;
+  Result<std::shared_ptr<Handle>> handle_of(HandleId id) const;
 
   // An entry for a reply with the lookup reference it hands the guest: given back if the entry
   // is not sent after all. Default: no node (a zeroed entry) and no reference.
@@ -159,77 +159,77 @@ class PassthroughFs : public FileSystem {
 
   // Resolves `name` under `parent` (O_PATH|O_NOFOLLOW), takes a lookup reference and fills an
   // Entry. The walk runs with `as`'s credentials if given (search permission), else as root.
-  Result<ReferencedEntry> DoLookup(const InodeData& parent, std::string_view name,
+  Result<ReferencedEntry> lookup_name(const InodeData& parent, std::string_view name,
                                    const Context* as = nullptr);
   // Takes a lookup reference on the inode open as `fd` (O_PATH) and fills an Entry.
-  Result<ReferencedEntry> EntryFromFd(UniqueFd fd, const InodeData* parent);
+  Result<ReferencedEntry> entry_from_fd(UniqueFd fd, const InodeData* parent);
   // The same, with the fd's statx already taken.
-  Result<ReferencedEntry> EntryFromStatx(UniqueFd fd, const struct statx& stx,
+  Result<ReferencedEntry> entry_from_statx(UniqueFd fd, const struct statx& stx,
                                          const InodeData* parent);
   // The entry reply for `inode` (already referenced), whose statx the caller just took.
-  Entry EntryFor(const InodeData& inode, struct statx stx, const InodeData* parent) const;
-  Result<std::shared_ptr<InodeData>> MakeInode(UniqueFd fd, const struct statx& stx,
+  Entry entry_for(const InodeData& inode, struct statx stx, const InodeData* parent) const;
+  Result<std::shared_ptr<InodeData>> make_inode(UniqueFd fd, const struct statx& stx,
                                                const InodeData* parent);
   // A readable fd on the mount of `fd` (for open_by_handle_at), never opening special files.
-  Result<UniqueFd> OpenMountFd(int fd, mode_t file_type, uint64_t mnt_id,
+  Result<UniqueFd> open_mount_fd(int fd, mode_t file_type, uint64_t mnt_id,
                                const InodeData* parent) const;
-  Attr MakeAttr(const struct statx& stx, const InodeData* parent, uint64_t own_mnt_id) const;
-  Result<Attr> StatInode(const InodeData& inode) const;
+  Attr make_attr(const struct statx& stx, const InodeData* parent, uint64_t own_mnt_id) const;
+  Result<Attr> stat_inode(const InodeData& inode) const;
   // Attributes of `fd`, tagged with `inode`'s version sampled before the stat.
-  Result<Attr> StatFd(int fd, const InodeData* inode = nullptr) const;
+  Result<Attr> stat_fd(int fd, const InodeData* inode = nullptr) const;
 
   // Shared versions. Versions are tracked whenever a tracker is attached (other daemons' guests
   // rely on our bumps) but replies carry them only once INIT agreed on it (replies()).
   bool tracking_versions() const { return versions_ != nullptr; }
-  void Bump(const InodeData* inode) const {
+  void bump(const InodeData* inode) const {
     if (versions_ && inode) versions_->bump(inode->identity);
   }
   // The identity `inode`'s version slot is computed from (`fd` reaches the inode): its file
   // handle where the filesystem has them (as fanotify reports host edits), else (dev, ino).
-  uint64_t IdentityOf(int fd, const InodeData& inode) const;
+  uint64_t identity_of(int fd, const InodeData& inode) const;
   // statfs f_fsid of the filesystem of `fd` (device `dev`), cached per device.
-  uint64_t FsidOf(uint64_t dev, int fd) const;
-  void BumpNode(NodeId id) const;
+  uint64_t fsid_of(uint64_t dev, int fd) const;
+  void bump_node(NodeId id) const;
   // The store's inode for the host inode `name` under `dir_fd` names now, if we have one: the
   // inode an unlink/rename is about to drop a link of (bumped once the change is done).
-  std::shared_ptr<InodeData> StoredInodeAt(int dir_fd, const std::string& name) const;
+  std::shared_ptr<InodeData> stored_inode_at(int dir_fd, const std::string& name) const;
   // Sets the reply timeout of `attr` for this session.
-  void SetTimeouts(Attr& attr) const;
+  void set_timeouts(Attr& attr) const;
 
   // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
-  Result<UniqueFd> Reopen(int path_fd, int flags) const;
+  Result<UniqueFd> reopen(int path_fd, int flags) const;
   // The same with the guest's credentials, so the host checks its permission to open.
-  Result<UniqueFd> ReopenAsGuest(const Context& ctx, int path_fd, int flags) const;
+  Result<UniqueFd> reopen_as_guest(const Context& ctx, int path_fd, int flags) const;
   // Path "/proc/self/fd/N" relative to proc_self_fd_: the string "N".
   static std::string FdName(int fd);
 
   // Adjusts guest open flags for the host open (O_DIRECT, writeback widening, no O_CREAT...).
-  int HostOpenFlags(uint32_t flags, bool for_create) const;
-  uint32_t ReplyOpenFlags(uint32_t guest_flags) const;
-  Opened AddHandle(std::shared_ptr<const InodeData> inode, UniqueFd fd, int host_flags, bool is_dir,
+  int host_open_flags(uint32_t flags, bool for_create) const;
+  uint32_t reply_open_flags(uint32_t guest_flags) const;
+  Opened add_handle(std::shared_ptr<const InodeData> inode, UniqueFd fd, int host_flags, bool is_dir,
                    uint32_t guest_flags);
   // SETATTR's changes on `path_fd` (the inode's, or `handle`'s when given), stopping at the
   // first that fails.
-  Status ChangeAttributes(const Context& ctx, const InodeData& inode, const Handle* handle,
+  Status change_attributes(const Context& ctx, const InodeData& inode, const Handle* handle,
                           int path_fd, const SetattrArgs& args);
 
   // Creates a name under `parent` with `make(dir_fd, name)` as the guest, then looks it up.
   template <typename F>
-  Result<Entry> MakeNode(const Context& ctx, NodeId parent, std::string_view name, F&& make);
-  Status RemoveName(const Context& ctx, NodeId parent, std::string_view name, int flags);
-  Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> DirForNameChange(
+  Result<Entry> make_node(const Context& ctx, NodeId parent, std::string_view name, F&& make);
+  Status remove_name(const Context& ctx, NodeId parent, std::string_view name, int flags);
+  Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> dir_for_name_change(
       NodeId parent, std::string_view name) const;
   // CREATE without O_EXCL of a name that exists: the existing inode opened with `host_flags`
   // as the guest if it is a regular file; EISDIR, ELOOP or ENXIO (devices, fifos, sockets).
-  Result<UniqueFd> OpenExistingForCreate(const Context& ctx, int dir_fd, const char* name,
+  Result<UniqueFd> open_existing_for_create(const Context& ctx, int dir_fd, const char* name,
                                          int host_flags);
   // CREATE/TMPFILE: entry for the file just created and opened as `fd` plus a handle owning it;
   // `name` under `dir_fd` is where it was created (nullptr for O_TMPFILE).
-  Result<EntryOpened> CreateEntryAndHandle(UniqueFd fd, const InodeData& parent, int dir_fd,
+  Result<EntryOpened> create_entry_and_handle(UniqueFd fd, const InodeData& parent, int dir_fd,
                                            const char* name, int host_flags, uint32_t guest_flags);
   // Runs `call(fd, path)` as the guest on an fd (regular files, dirs) or /proc path (others).
   template <typename F>
-  Result<ssize_t> XattrCall(const Context& ctx, NodeId node, F&& call);
+  Result<ssize_t> xattr_call(const Context& ctx, NodeId node, F&& call);
 
   // POSIX record locks. The kernel's lock owner stands for a guest process (its files_struct),
   // and POSIX locks belong to (process, inode), not to an open file: so there is one open file
@@ -239,12 +239,12 @@ class PassthroughFs : public FileSystem {
     uint32_t pid = 0;              // guest pid of the last SETLK, reported by GETLK
   };
   // The lock fd for (node, owner), opened from `handle` on first use.
-  Result<std::shared_ptr<UniqueFd>> LockFd(NodeId node, const Handle& handle, uint64_t owner,
+  Result<std::shared_ptr<UniqueFd>> lock_fd(NodeId node, const Handle& handle, uint64_t owner,
                                            std::optional<uint32_t> pid);
   // Closes (node, owner)'s lock fd, releasing its locks as close() would on the host.
-  void DropOwnerLocks(NodeId node, uint64_t owner);
+  void drop_owner_locks(NodeId node, uint64_t owner);
   // Guest pid of the owner (other than `except`) that holds `conflict` on `node`; 0 if unknown.
-  uint32_t LockHolderPid(NodeId node, uint64_t except, const struct flock& conflict);
+  uint32_t lock_holder_pid(NodeId node, uint64_t except, const struct flock& conflict);
 
   PassthroughConfig config_;
   VersionTracker* versions_ = nullptr;

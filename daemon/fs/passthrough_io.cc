@@ -11,7 +11,7 @@ namespace svfs::fs {
 
 Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint64_t offset,
                                    uint32_t size, ReadSink& sink) {
-  auto h = SVFS_TRY(GetHandle(handle));  // the shared_ptr keeps the fd open during the read
+  auto h = SVFS_TRY(handle_of(handle));  // the shared_ptr keeps the fd open during the read
   if (h->is_dir) return Err(EISDIR);
   return sink.read_from(h->fd.get(), offset, size);
 }
@@ -19,7 +19,7 @@ Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint
 Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uint64_t offset,
                                     WriteSource& data, uint32_t write_flags) {
   if (config_.readonly) return Err(EROFS);
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   if (h->is_dir) return Err(EISDIR);
   int fd = h->fd.get();
   if (write_flags & FUSE_WRITE_KILL_SUIDGID) {
@@ -34,14 +34,14 @@ Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uin
   }
   auto written = data.write_to(fd, offset);
   // Even a failed write may have written part of its data.
-  Bump(h->inode.get());
+  bump(h->inode.get());
   return written;
 }
 
 Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lock_owner) {
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   // Like close() on the host: the owner's POSIX locks on this inode go away.
-  DropOwnerLocks(h->node, lock_owner);
+  drop_owner_locks(h->node, lock_owner);
   // close() of a duplicate gives the host filesystem its flush-on-close (e.g. NFS writeback).
   int dup = ::fcntl(h->fd.get(), F_DUPFD_CLOEXEC, 0);
   if (dup < 0) return ErrnoErr();
@@ -51,15 +51,15 @@ Status PassthroughFs::flush(const Context&, NodeId, HandleId handle, uint64_t lo
 
 Status PassthroughFs::release(const Context&, NodeId, HandleId handle, uint32_t,
                               uint32_t release_flags, uint64_t lock_owner) {
-  auto h = handles_.Remove(handle);
+  auto h = handles_.remove(handle);
   if (!h) return Err(EBADF);
-  if (release_flags & FUSE_RELEASE_FLUSH) DropOwnerLocks(h->node, lock_owner);
+  if (release_flags & FUSE_RELEASE_FLUSH) drop_owner_locks(h->node, lock_owner);
   if (release_flags & FUSE_RELEASE_FLOCK_UNLOCK) ::flock(h->fd.get(), LOCK_UN);
   return {};
 }
 
 Status PassthroughFs::fsync(const Context&, NodeId, HandleId handle, bool datasync) {
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   int r = datasync ? ::fdatasync(h->fd.get()) : ::fsync(h->fd.get());
   if (r != 0) return ErrnoErr();
   return {};
@@ -68,11 +68,11 @@ Status PassthroughFs::fsync(const Context&, NodeId, HandleId handle, bool datasy
 Status PassthroughFs::fallocate(const Context&, NodeId, HandleId handle, uint32_t mode,
                                 uint64_t offset, uint64_t length) {
   if (config_.readonly) return Err(EROFS);
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   int r = ::fallocate(h->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
                       static_cast<off_t>(length));
   int err = errno;
-  if (r == 0) Bump(h->inode.get());
+  if (r == 0) bump(h->inode.get());
   if (r != 0) return Err(err);
   return {};
 }
@@ -83,7 +83,7 @@ Result<uint64_t> PassthroughFs::lseek(const Context&, NodeId, HandleId handle, u
       whence != SEEK_HOLE) {
     return Err(EINVAL);
   }
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   off_t r = ::lseek(h->fd.get(), static_cast<off_t>(offset), static_cast<int>(whence));
   if (r < 0) return ErrnoErr();
   return static_cast<uint64_t>(r);
@@ -94,14 +94,14 @@ Result<size_t> PassthroughFs::copy_file_range(const Context&, NodeId, HandleId h
                                               uint64_t offset_out, uint64_t length,
                                               uint64_t flags) {
   if (config_.readonly) return Err(EROFS);
-  auto in = SVFS_TRY(GetHandle(handle_in));
-  auto out = SVFS_TRY(GetHandle(handle_out));
+  auto in = SVFS_TRY(handle_of(handle_in));
+  auto out = SVFS_TRY(handle_of(handle_out));
   loff_t off_in = static_cast<loff_t>(offset_in);
   loff_t off_out = static_cast<loff_t>(offset_out);
   ssize_t n = ::copy_file_range(in->fd.get(), &off_in, out->fd.get(), &off_out, length,
                                 static_cast<unsigned>(flags));
   int err = errno;
-  if (n > 0) Bump(out->inode.get());
+  if (n > 0) bump(out->inode.get());
   if (n < 0) return Err(err);
   return static_cast<size_t>(n);
 }

@@ -40,7 +40,7 @@ bool LockAllowedByAccessMode(uint32_t type, int access_mode) {
 
 }  // namespace
 
-Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handle& handle,
+Result<std::shared_ptr<UniqueFd>> PassthroughFs::lock_fd(NodeId node, const Handle& handle,
                                                         uint64_t owner,
                                                         std::optional<uint32_t> pid) {
   const auto key = std::make_pair(node, owner);
@@ -58,8 +58,8 @@ Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handl
     std::lock_guard lock(locks_mutex_);
     if (locks_.size() >= kMaxLockOwners) return Err(ENOLCK);
   }
-  auto fd = Reopen(handle.fd.get(), O_RDWR | O_NONBLOCK);
-  if (!fd) fd = Reopen(handle.fd.get(), O_RDONLY | O_NONBLOCK);
+  auto fd = reopen(handle.fd.get(), O_RDWR | O_NONBLOCK);
+  if (!fd) fd = reopen(handle.fd.get(), O_RDONLY | O_NONBLOCK);
   auto shared = std::make_shared<UniqueFd>(SVFS_TRY(std::move(fd)));
   std::lock_guard lock(locks_mutex_);
   auto [it, inserted] = locks_.emplace(key, OwnerLocks{shared, pid.value_or(0)});
@@ -67,7 +67,7 @@ Result<std::shared_ptr<UniqueFd>> PassthroughFs::LockFd(NodeId node, const Handl
   return it->second.fd;  // a concurrent caller may have won; ours closes unused
 }
 
-void PassthroughFs::DropOwnerLocks(NodeId node, uint64_t owner) {
+void PassthroughFs::drop_owner_locks(NodeId node, uint64_t owner) {
   std::shared_ptr<UniqueFd> fd;  // closed outside the lock
   std::lock_guard lock(locks_mutex_);
   if (auto entry = locks_.extract(std::make_pair(node, owner)); !entry.empty()) {
@@ -75,7 +75,7 @@ void PassthroughFs::DropOwnerLocks(NodeId node, uint64_t owner) {
   }
 }
 
-uint32_t PassthroughFs::LockHolderPid(NodeId node, uint64_t except,
+uint32_t PassthroughFs::lock_holder_pid(NodeId node, uint64_t except,
                                       const struct flock& conflict) {
   std::vector<OwnerLocks> candidates;
   {
@@ -106,7 +106,7 @@ Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, u
                                       const FileLock& lock) {
   if (!config_.posix_lock) return Err(ENOSYS);
   if (!ValidLockRange(lock)) return Err(EINVAL);
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
   const NodeId node = h->node;
   // An owner that never locked holds nothing, so any description answers for it: a temporary
   // one, not a kept one (a guest asking with ever new owners would otherwise pile up fds).
@@ -116,8 +116,8 @@ Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, u
     if (auto it = locks_.find({node, owner}); it != locks_.end()) fd = it->second.fd;
   }
   if (!fd) {
-    auto probe = Reopen(h->fd.get(), O_RDONLY | O_NONBLOCK);
-    if (!probe) probe = Reopen(h->fd.get(), O_WRONLY | O_NONBLOCK);
+    auto probe = reopen(h->fd.get(), O_RDONLY | O_NONBLOCK);
+    if (!probe) probe = reopen(h->fd.get(), O_WRONLY | O_NONBLOCK);
     fd = std::make_shared<UniqueFd>(SVFS_TRY(std::move(probe)));
   }
   struct flock fl = ToFlock(lock);
@@ -133,13 +133,13 @@ Result<FileLock> PassthroughFs::getlk(const Context&, NodeId, HandleId handle, u
   result.end = fl.l_len == 0 ? kOffsetMax : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
   // OFD locks report no pid; name the guest process of our owner holding it (0 if the holder
   // is not one of ours, e.g. a process on the host).
-  result.pid = LockHolderPid(node, owner, fl);
+  result.pid = lock_holder_pid(node, owner, fl);
   return result;
 }
 
 Status PassthroughFs::setlk(const Context& ctx, NodeId, HandleId handle, uint64_t owner,
                             const FileLock& lock, uint32_t lk_flags, bool wait) {
-  auto h = SVFS_TRY(GetHandle(handle));
+  auto h = SVFS_TRY(handle_of(handle));
 
   if (lk_flags & FUSE_LK_FLOCK) {
     if (!config_.flock) return Err(ENOSYS);
@@ -162,7 +162,7 @@ Status PassthroughFs::setlk(const Context& ctx, NodeId, HandleId handle, uint64_
     std::lock_guard guard(locks_mutex_);
     if (!locks_.contains({node, owner})) return {};
   }
-  auto fd = SVFS_TRY(LockFd(node, *h, owner, lock.pid));
+  auto fd = SVFS_TRY(lock_fd(node, *h, owner, lock.pid));
   struct flock fl = ToFlock(lock);
   const int cmd = wait ? F_OFD_SETLKW : F_OFD_SETLK;
   for (;;) {

@@ -36,14 +36,14 @@ std::vector<char> WithoutHostOnlyXattrs(std::span<const char> list) {
 }  // namespace
 
 template <typename F>
-Result<ssize_t> PassthroughFs::XattrCall(const Context& ctx, NodeId node, F&& call) {
+Result<ssize_t> PassthroughFs::xattr_call(const Context& ctx, NodeId node, F&& call) {
   if (!config_.xattr) return Err(ENOSYS);
-  auto inode = SVFS_TRY(GetInode(node));
+  auto inode = SVFS_TRY(inode_of(node));
   const InodeFd path_fd = SVFS_TRY(inode->path_fd());
   if (inode->is_regular() || inode->is_dir()) {
     // Opened as root (setting an xattr does not need read permission); the xattr call itself
     // runs as the guest so the host checks its permission.
-    auto fd = SVFS_TRY(Reopen(path_fd.get(), O_RDONLY | O_NONBLOCK));
+    auto fd = SVFS_TRY(reopen(path_fd.get(), O_RDONLY | O_NONBLOCK));
     return AsGuest(ctx, [&] { return call(fd.get(), nullptr); });
   }
   // Symlinks and special files cannot be opened: use the path variant on the magic link, which
@@ -58,11 +58,11 @@ Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view
   if (config_.readonly) return Err(EROFS);
   if (HostOnlyXattr(name)) return Err(EPERM);
   const std::string cname(name);
-  SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+  SVFS_TRY(xattr_call(ctx, node, [&](int fd, const char* path) -> ssize_t {
     return fd >= 0 ? ::fsetxattr(fd, cname.c_str(), value.data(), value.size(), flags)
                    : ::setxattr(path, cname.c_str(), value.data(), value.size(), flags);
   }));
-  BumpNode(node);
+  bump_node(node);
   return {};
 }
 
@@ -72,7 +72,7 @@ Result<std::vector<char>> PassthroughFs::getxattr(const Context& ctx, NodeId nod
   if (HostOnlyXattr(name)) return Err(ENODATA);
   const std::string cname(name);
   std::vector<char> value(size);
-  const ssize_t length = SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+  const ssize_t length = SVFS_TRY(xattr_call(ctx, node, [&](int fd, const char* path) -> ssize_t {
     void* buf = size ? value.data() : nullptr;
     return fd >= 0 ? ::fgetxattr(fd, cname.c_str(), buf, size)
                    : ::getxattr(path, cname.c_str(), buf, size);
@@ -86,12 +86,12 @@ Result<std::vector<char>> PassthroughFs::listxattr(const Context& ctx, NodeId no
   // (size 0) reports is that of the filtered list.
   std::vector<char> list;
   for (;;) {
-    const ssize_t length = SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    const ssize_t length = SVFS_TRY(xattr_call(ctx, node, [&](int fd, const char* path) -> ssize_t {
       return fd >= 0 ? ::flistxattr(fd, nullptr, 0) : ::listxattr(path, nullptr, 0);
     }));
     list.resize(static_cast<size_t>(length));
     if (list.empty()) break;
-    auto r = XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+    auto r = xattr_call(ctx, node, [&](int fd, const char* path) -> ssize_t {
       return fd >= 0 ? ::flistxattr(fd, list.data(), list.size())
                      : ::listxattr(path, list.data(), list.size());
     });
@@ -112,10 +112,10 @@ Status PassthroughFs::removexattr(const Context& ctx, NodeId node, std::string_v
   if (config_.readonly) return Err(EROFS);
   if (HostOnlyXattr(name)) return Err(EPERM);
   const std::string cname(name);
-  SVFS_TRY(XattrCall(ctx, node, [&](int fd, const char* path) -> ssize_t {
+  SVFS_TRY(xattr_call(ctx, node, [&](int fd, const char* path) -> ssize_t {
     return fd >= 0 ? ::fremovexattr(fd, cname.c_str()) : ::removexattr(path, cname.c_str());
   }));
-  BumpNode(node);
+  bump_node(node);
   return {};
 }
 

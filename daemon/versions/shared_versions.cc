@@ -77,7 +77,7 @@ void SharedVersions::BumpAll(shm::VersionTable& table) {
   for (uint64_t slot = 1; slot < slots; ++slot) table.bump(slot);
 }
 
-shm::VersionTable* SharedVersions::MapTable(const versiond::TableIdentity& identity) {
+shm::VersionTable* SharedVersions::map_table(const versiond::TableIdentity& identity) {
   for (const auto& mapped : tables_) {
     if (std::memcmp(mapped->header().uuid, identity.uuid.data(), identity.uuid.size()) == 0) {
       return mapped.get();
@@ -94,7 +94,7 @@ shm::VersionTable* SharedVersions::MapTable(const versiond::TableIdentity& ident
 
 void SharedVersions::attached(const versiond::TableIdentity& identity, uint64_t epoch) {
   std::unique_lock lock(attach_mutex_);
-  shm::VersionTable* table = MapTable(identity);
+  shm::VersionTable* table = map_table(identity);
   if (!table) return;
   shm::VersionTable* announced = mapped_.load(std::memory_order_acquire);
   if (!announced) {

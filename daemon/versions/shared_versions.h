@@ -54,7 +54,7 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   std::unique_ptr<versiond::Client> client_;
 
   // Maps the table versiond names, or finds it mapped. Under attach_mutex_.
-  shm::VersionTable* MapTable(const versiond::TableIdentity& identity);
+  shm::VersionTable* map_table(const versiond::TableIdentity& identity);
   static void BumpAll(shm::VersionTable& table);
 
   // Every table mapped, kept for svfsd's lifetime (guarded by attach_mutex_).

@@ -93,7 +93,7 @@ Setup* Start(const std::string& cache) {
   return s;
 }
 
-Setup* Get(const std::string& cache) {
+Setup* get(const std::string& cache) {
   static Setup* none = nullptr;
   static Setup* shared = nullptr;
   Setup*& s = cache == "shared" ? shared : none;
@@ -139,7 +139,7 @@ std::map<std::string, uint64_t> DaemonCounters(Process& daemon) {
 // fstatat() of existing names through the mount, relative to an open fd of their directory,
 // round robin over the directory.
 void BM_StatThroughMount(benchmark::State& state, const std::string& cache) {
-  Setup* s = Get(cache);
+  Setup* s = get(cache);
   if (!s->ok) {
     state.SkipWithError("setup failed (see stderr)");
     return;

@@ -24,13 +24,13 @@ struct FilledStore {
     auto root = std::make_shared<InodeData>();
     root->key = {.dev = 2049, .ino = 2, .mnt_id = 29};
     root->file_type = S_IFDIR;
-    store.SetRoot(root);
+    store.set_root(root);
     for (int64_t i = 0; i < count; ++i) {
       auto inode = std::make_shared<InodeData>();
       inode->key = {.dev = 2049, .ino = 1000 + static_cast<uint64_t>(i), .mnt_id = 29};
       inode->file_type = S_IFREG;
       lookups.push_back(inode->key);
-      store.Acquire(std::move(inode));
+      store.acquire(std::move(inode));
     }
     std::shuffle(lookups.begin(), lookups.end(), std::mt19937_64(42));
   }
@@ -40,7 +40,7 @@ void BM_FindByKey(benchmark::State& state) {
   FilledStore filled(state.range(0));
   size_t next = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(filled.store.Find(filled.lookups[next]));
+    benchmark::DoNotOptimize(filled.store.find(filled.lookups[next]));
     if (++next == filled.lookups.size()) next = 0;
   }
   state.SetItemsProcessed(state.iterations());

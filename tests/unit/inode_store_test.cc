@@ -21,7 +21,7 @@ class InodeStoreTest : public ::testing::Test {
     ASSERT_EQ(::close(::open((dir_ + "/a").c_str(), O_CREAT | O_WRONLY, 0644)), 0);
     ASSERT_EQ(::link((dir_ + "/a").c_str(), (dir_ + "/b").c_str()), 0);
     ASSERT_EQ(::close(::open((dir_ + "/c").c_str(), O_CREAT | O_WRONLY, 0644)), 0);
-    store_.SetRoot(Make(""));
+    store_.set_root(Make(""));
   }
   void TearDown() override {
     for (const char* n : {"/a", "/b", "/c"}) ::unlink((dir_ + n).c_str());
@@ -46,107 +46,107 @@ class InodeStoreTest : public ::testing::Test {
 };
 
 TEST_F(InodeStoreTest, RootIsNodeOne) {
-  auto root = store_.Get(kRootNodeId);
+  auto root = store_.get(kRootNodeId);
   ASSERT_NE(root, nullptr);
   EXPECT_EQ(root->id, kRootNodeId);
-  store_.Forget(kRootNodeId, 100);
-  EXPECT_NE(store_.Get(kRootNodeId), nullptr);
+  store_.forget(kRootNodeId, 100);
+  EXPECT_NE(store_.get(kRootNodeId), nullptr);
 }
 
 TEST_F(InodeStoreTest, LookupTwiceForgetOneKeepsForgetTwoFrees) {
-  NodeId id = store_.Acquire(Make("/a"))->id;
+  NodeId id = store_.acquire(Make("/a"))->id;
   EXPECT_GE(id, 2u);
-  EXPECT_EQ(store_.Acquire(Make("/a"))->id, id);
-  EXPECT_EQ(store_.RefCount(id), 2u);
-  store_.Forget(id, 1);
-  ASSERT_NE(store_.Get(id), nullptr);
-  EXPECT_EQ(store_.RefCount(id), 1u);
-  store_.Forget(id, 1);
-  EXPECT_EQ(store_.Get(id), nullptr);
+  EXPECT_EQ(store_.acquire(Make("/a"))->id, id);
+  EXPECT_EQ(store_.ref_count(id), 2u);
+  store_.forget(id, 1);
+  ASSERT_NE(store_.get(id), nullptr);
+  EXPECT_EQ(store_.ref_count(id), 1u);
+  store_.forget(id, 1);
+  EXPECT_EQ(store_.get(id), nullptr);
   EXPECT_EQ(store_.size(), 1u);
 }
 
 TEST_F(InodeStoreTest, ForgetTwoAtOnceFrees) {
-  NodeId id = store_.Acquire(Make("/a"))->id;
-  store_.Acquire(Make("/a"));
-  store_.Forget(id, 2);
-  EXPECT_EQ(store_.Get(id), nullptr);
+  NodeId id = store_.acquire(Make("/a"))->id;
+  store_.acquire(Make("/a"));
+  store_.forget(id, 2);
+  EXPECT_EQ(store_.get(id), nullptr);
 }
 
 TEST_F(InodeStoreTest, SameHostInodeThroughTwoNamesIsOneNode) {
-  NodeId a = store_.Acquire(Make("/a"))->id;
-  NodeId b = store_.Acquire(Make("/b"))->id;
-  NodeId c = store_.Acquire(Make("/c"))->id;
+  NodeId a = store_.acquire(Make("/a"))->id;
+  NodeId b = store_.acquire(Make("/b"))->id;
+  NodeId c = store_.acquire(Make("/c"))->id;
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
-  EXPECT_EQ(store_.RefCount(a), 2u);
+  EXPECT_EQ(store_.ref_count(a), 2u);
 }
 
 TEST_F(InodeStoreTest, NewNodeIdsAreNotReused) {
-  NodeId a = store_.Acquire(Make("/a"))->id;
-  store_.Forget(a, 1);
-  NodeId again = store_.Acquire(Make("/a"))->id;
+  NodeId a = store_.acquire(Make("/a"))->id;
+  store_.forget(a, 1);
+  NodeId again = store_.acquire(Make("/a"))->id;
   EXPECT_NE(a, again);
 }
 
 TEST_F(InodeStoreTest, ForgetOfUnknownIdIsHarmless) {
-  store_.Forget(12345, 1);
-  store_.Forget(0, 1);
-  NodeId a = store_.Acquire(Make("/a"))->id;
-  store_.Forget(a + 1000, 5);
-  EXPECT_EQ(store_.RefCount(a), 1u);
+  store_.forget(12345, 1);
+  store_.forget(0, 1);
+  NodeId a = store_.acquire(Make("/a"))->id;
+  store_.forget(a + 1000, 5);
+  EXPECT_EQ(store_.ref_count(a), 1u);
 }
 
 TEST_F(InodeStoreTest, CountsNeverUnderflow) {
-  NodeId a = store_.Acquire(Make("/a"))->id;
-  store_.Forget(a, 1000);
-  EXPECT_EQ(store_.Get(a), nullptr);
-  store_.Forget(a, 1);  // already gone
-  NodeId again = store_.Acquire(Make("/a"))->id;
-  EXPECT_EQ(store_.RefCount(again), 1u);
-  store_.Forget(again, UINT64_MAX);
-  EXPECT_EQ(store_.Get(again), nullptr);
+  NodeId a = store_.acquire(Make("/a"))->id;
+  store_.forget(a, 1000);
+  EXPECT_EQ(store_.get(a), nullptr);
+  store_.forget(a, 1);  // already gone
+  NodeId again = store_.acquire(Make("/a"))->id;
+  EXPECT_EQ(store_.ref_count(again), 1u);
+  store_.forget(again, UINT64_MAX);
+  EXPECT_EQ(store_.get(again), nullptr);
 }
 
 TEST_F(InodeStoreTest, InFlightReferenceSurvivesForget) {
-  auto inode = store_.Acquire(Make("/a"));
+  auto inode = store_.acquire(Make("/a"));
   int fd = inode->fd.get();
-  store_.Forget(inode->id, 1);
-  EXPECT_EQ(store_.Get(inode->id), nullptr);
+  store_.forget(inode->id, 1);
+  EXPECT_EQ(store_.get(inode->id), nullptr);
   // Still usable: the shared_ptr keeps the O_PATH fd open.
   struct stat st {};
   EXPECT_EQ(::fstat(fd, &st), 0);
 }
 
 TEST_F(InodeStoreTest, ClearKeepsRoot) {
-  NodeId a = store_.Acquire(Make("/a"))->id;
-  store_.Clear();
-  EXPECT_EQ(store_.Get(a), nullptr);
-  EXPECT_NE(store_.Get(kRootNodeId), nullptr);
+  NodeId a = store_.acquire(Make("/a"))->id;
+  store_.clear();
+  EXPECT_EQ(store_.get(a), nullptr);
+  EXPECT_NE(store_.get(kRootNodeId), nullptr);
   EXPECT_EQ(store_.size(), 1u);
 }
 
 TEST_F(InodeStoreTest, LookupRefGivesItsReferenceBackUnlessReleased) {
   NodeId id = 0;
   {
-    LookupRef dropped(store_, store_.Acquire(Make("/a")));
+    LookupRef dropped(store_, store_.acquire(Make("/a")));
     id = dropped.inode()->id;
-    EXPECT_EQ(store_.RefCount(id), 1u);
+    EXPECT_EQ(store_.ref_count(id), 1u);
   }
-  EXPECT_EQ(store_.Get(id), nullptr);  // an operation that failed after its lookup
+  EXPECT_EQ(store_.get(id), nullptr);  // an operation that failed after its lookup
 
-  LookupRef moved_from(store_, store_.Acquire(Make("/a")));
+  LookupRef moved_from(store_, store_.acquire(Make("/a")));
   id = moved_from.inode()->id;
   LookupRef sent(std::move(moved_from));
-  EXPECT_EQ(store_.RefCount(id), 1u);  // moved, not given back
+  EXPECT_EQ(store_.ref_count(id), 1u);  // moved, not given back
   sent.release();                      // handed to the guest
   sent = LookupRef();
-  EXPECT_EQ(store_.RefCount(id), 1u);
-  store_.Forget(id, 1);
+  EXPECT_EQ(store_.ref_count(id), 1u);
+  store_.forget(id, 1);
 
-  LookupRef root(store_, store_.Get(kRootNodeId));  // the root is never counted
+  LookupRef root(store_, store_.get(kRootNodeId));  // the root is never counted
   root = LookupRef();
-  EXPECT_NE(store_.Get(kRootNodeId), nullptr);
+  EXPECT_NE(store_.get(kRootNodeId), nullptr);
 }
 
 }  // namespace
@@ -159,21 +159,21 @@ TEST(InodeStoreHandles, DifferentHandleForSameKeyIsANewNode) {
   InodeStore store;
   auto root = std::make_shared<InodeData>();
   root->key = InodeKey{1, 1, 1};
-  store.SetRoot(root);
+  store.set_root(root);
   auto make = [](unsigned char tag) {
     auto inode = std::make_shared<InodeData>();
     inode->key = InodeKey{1, 42, 1};
     inode->handle = FileHandle{1, {tag}};
     return inode;
   };
-  NodeId old_id = store.Acquire(make(1))->id;
-  EXPECT_EQ(store.Acquire(make(1))->id, old_id);  // same handle: same node
-  NodeId new_id = store.Acquire(make(2))->id;     // inode number reused by a new file
+  NodeId old_id = store.acquire(make(1))->id;
+  EXPECT_EQ(store.acquire(make(1))->id, old_id);  // same handle: same node
+  NodeId new_id = store.acquire(make(2))->id;     // inode number reused by a new file
   EXPECT_NE(new_id, old_id);
-  store.Forget(old_id, 2);  // must not drop the key of the new node
-  EXPECT_EQ(store.Get(old_id), nullptr);
-  EXPECT_EQ(store.Acquire(make(2))->id, new_id);
-  EXPECT_EQ(store.RefCount(new_id), 2u);
+  store.forget(old_id, 2);  // must not drop the key of the new node
+  EXPECT_EQ(store.get(old_id), nullptr);
+  EXPECT_EQ(store.acquire(make(2))->id, new_id);
+  EXPECT_EQ(store.ref_count(new_id), 2u);
 }
 
 }  // namespace

@@ -145,7 +145,7 @@ TEST_F(PassthroughTest, CreateWriteReadLookup) {
   ASSERT_TRUE(entry.has_value());
   EXPECT_EQ(entry->node, created->entry.node);
   EXPECT_EQ(entry->attr.st.st_size, 11);
-  EXPECT_EQ(fs.inodes().RefCount(entry->node), 2u);
+  EXPECT_EQ(fs.inodes().ref_count(entry->node), 2u);
 
   auto opened = fs.open(ctx_, entry->node, O_RDONLY);
   ASSERT_TRUE(opened.has_value());
@@ -158,7 +158,7 @@ TEST_F(PassthroughTest, CreateWriteReadLookup) {
   EXPECT_TRUE(fs.release(ctx_, 0, created->opened.handle, 0, 0, 0).has_value());
 
   fs.forget(entry->node, 2);
-  EXPECT_EQ(fs.inodes().RefCount(entry->node), 0u);
+  EXPECT_EQ(fs.inodes().ref_count(entry->node), 0u);
   EXPECT_FALSE(fs.getattr(ctx_, entry->node, std::nullopt).has_value());
 }
 
@@ -239,9 +239,9 @@ TEST_F(PassthroughTest, ReaddirplusTakesOneReferencePerSentEntry) {
       continue;
     }
     ASSERT_NE(item.entry.node, 0u) << item.name;
-    EXPECT_EQ(fs.inodes().RefCount(item.entry.node), 1u) << item.name;
+    EXPECT_EQ(fs.inodes().ref_count(item.entry.node), 1u) << item.name;
     fs.forget(item.entry.node, 1);
-    EXPECT_EQ(fs.inodes().RefCount(item.entry.node), 0u);
+    EXPECT_EQ(fs.inodes().ref_count(item.entry.node), 0u);
   }
   EXPECT_EQ(fs.inodes().size(), 1u);
   fs.releasedir(ctx_, kRootNodeId, opened->handle);
@@ -556,7 +556,7 @@ TEST_F(PassthroughTest, FileHandlesMode) {
     auto& fs = **created;
     auto e = fs.lookup(ctx_, kRootNodeId, "f");
     ASSERT_TRUE(e.has_value());
-    auto inode = fs.inodes().Get(e->node);
+    auto inode = fs.inodes().get(e->node);
     ASSERT_NE(inode, nullptr);
     EXPECT_TRUE(inode->handle.has_value());
     EXPECT_FALSE(inode->fd.valid());
@@ -572,7 +572,7 @@ TEST_F(PassthroughTest, FileHandlesMode) {
     EXPECT_NE(inner->node, 0u);
     EXPECT_TRUE(fs.getattr(ctx_, inner->node, std::nullopt).has_value());
     fs.forget(e->node, 1);
-    EXPECT_EQ(fs.inodes().Get(e->node), nullptr);
+    EXPECT_EQ(fs.inodes().get(e->node), nullptr);
     fs.release(ctx_, 0, opened->handle, 0, 0, 0);
     ::unlink(Path("d/inner").c_str());
     ::rmdir(Path("d").c_str());
