@@ -9,6 +9,7 @@
 #include <linux/fuse.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -102,6 +103,23 @@ class WriteSource {
   virtual ~WriteSource() = default;
   virtual size_t size() const = 0;
   virtual Result<size_t> write_to(int fd, uint64_t offset) = 0;
+};
+
+// WRITE data held in memory (the /dev/fuse transport's request buffer; tests).
+class SpanWriteSource final : public WriteSource {
+ public:
+  explicit SpanWriteSource(std::span<const uint8_t> data) : data_(data) {}
+  explicit SpanWriteSource(std::string_view data)
+      : data_(reinterpret_cast<const uint8_t*>(data.data()), data.size()) {}
+  size_t size() const override { return data_.size(); }
+  Result<size_t> write_to(int fd, uint64_t offset) override {
+    ssize_t n = ::pwrite(fd, data_.data(), data_.size(), static_cast<off_t>(offset));
+    if (n < 0) return ErrnoErr();
+    return static_cast<size_t>(n);
+  }
+
+ private:
+  std::span<const uint8_t> data_;
 };
 
 // One directory entry as READDIR/READDIRPLUS deliver it.

@@ -35,20 +35,6 @@ class StringSink : public ReadSink {
   std::string data;
 };
 
-class StringSource : public WriteSource {
- public:
-  explicit StringSource(std::string data) : data_(std::move(data)) {}
-  size_t size() const override { return data_.size(); }
-  Result<size_t> write_to(int fd, uint64_t offset) override {
-    ssize_t n = ::pwrite(fd, data_.data(), data_.size(), static_cast<off_t>(offset));
-    if (n < 0) return ErrnoErr();
-    return static_cast<size_t>(n);
-  }
-
- private:
-  std::string data_;
-};
-
 // Holds at most `capacity` entries per call, like a small reply buffer.
 class VectorDirSink : public DirSink {
  public:
@@ -135,7 +121,7 @@ TEST_F(PassthroughTest, CreateWriteReadLookup) {
   ASSERT_TRUE(created.has_value()) << created.error();
   EXPECT_GE(created->entry.node, 2u);
   EXPECT_EQ(created->entry.attr.st.st_mode & 07777, 0644u);
-  StringSource src("hello world");
+  SpanWriteSource src("hello world");
   auto written = fs.write(ctx_, created->entry.node, created->opened.handle, 0, src, 0);
   ASSERT_TRUE(written.has_value());
   EXPECT_EQ(*written, 11u);
@@ -606,7 +592,7 @@ TEST_F(PassthroughTest, TmpfileAndLseek) {
   auto t = fs.tmpfile(ctx_, kRootNodeId, 0600, O_RDWR, 0);
   if (!t.has_value() && t.error() == EOPNOTSUPP) GTEST_SKIP();
   ASSERT_TRUE(t.has_value()) << t.error();
-  StringSource src("abc");
+  SpanWriteSource src("abc");
   ASSERT_TRUE(fs.write(ctx_, t->entry.node, t->opened.handle, 0, src, 0).has_value());
   auto end = fs.lseek(ctx_, t->entry.node, t->opened.handle, 0, SEEK_END);
   ASSERT_TRUE(end.has_value());

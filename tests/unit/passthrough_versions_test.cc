@@ -280,14 +280,7 @@ TEST_F(PassthroughVersionsTest, DataAndXattrChangesBumpTheInode) {
   ASSERT_TRUE(opened.has_value());
   EXPECT_TRUE(TakeBumps().empty()) << "open without O_TRUNC";
 
-  class OneByte : public WriteSource {
-   public:
-    size_t size() const override { return 1; }
-    Result<size_t> write_to(int fd, uint64_t offset) override {
-      if (::pwrite(fd, "z", 1, static_cast<off_t>(offset)) != 1) return ErrnoErr();
-      return 1u;
-    }
-  } byte;
+  SpanWriteSource byte("z");
   ASSERT_TRUE(fs.write(ctx_, f, opened->handle, 0, byte, 0).has_value());
   EXPECT_EQ(TakeBumps(), std::multiset<uint64_t>{fi}) << "write";
   ASSERT_TRUE(fs.fallocate(ctx_, f, opened->handle, 0, 0, 4096).has_value());
