@@ -11,22 +11,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/log_limiter.h"
 #include "daemon/fuse/request_class.h"
 
 namespace svfs::transport::vhost_user {
 
 bool MayLogGuestError() {
-  static std::atomic<int64_t> window{0};
-  static std::atomic<uint32_t> count{0};
-  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                    std::chrono::steady_clock::now().time_since_epoch())
-                    .count();
-  int64_t start = window.load(std::memory_order_relaxed);
-  if (now != start && window.compare_exchange_strong(start, now, std::memory_order_relaxed)) {
-    uint32_t dropped = count.exchange(0, std::memory_order_relaxed);
-    if (dropped > 10) spdlog::warn("vhost-user: {} guest errors not logged", dropped - 10);
-  }
-  return count.fetch_add(1, std::memory_order_relaxed) < 10;
+  static LogLimiter limiter("vhost-user guest errors");
+  return limiter.allow();
 }
 
 namespace {
