@@ -151,20 +151,10 @@ class BufferDirSink final : public fs::DirSink {
   std::vector<fs::NodeId> nodes_;
 };
 
-void NoOpSignalHandler(int) {}
-
 }  // namespace
 
-void InstallInterruptSignalHandler() {
-  struct sigaction action {};
-  action.sa_handler = NoOpSignalHandler;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = 0;  // no SA_RESTART: a blocked fcntl must return EINTR
-  sigaction(kInterruptSignal, &action, nullptr);
-}
-
 Server::Server(fs::FileSystem& filesystem, ServerOptions options)
-    : fs_(filesystem), options_(options) {}
+    : fs_(filesystem), options_(options), interrupts_(options.unmatched_interrupt_lifetime) {}
 
 void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
                     ReplyChannel& channel) {
@@ -192,6 +182,9 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
   } else {
     dispatch(call);
   }
+  // The request is over: an interrupt kept for its unique can no longer reach it. (An INTERRUPT's
+  // own unique names no request.)
+  if (header->opcode != FUSE_INTERRUPT) interrupts_.finished(header->unique);
   stats_.count(header->opcode, call.failed);
 }
 
@@ -411,6 +404,7 @@ void Server::do_init(Call& call) {
                 sizeof(table->generation));
   }
 
+  interrupts_.forget_kept();
   negotiated_ = fs::Negotiated{.minor = out.minor, .flags = agreed, .max_write = out.max_write};
   fs_.initialized(negotiated_);
   initialized_.store(true, std::memory_order_release);
@@ -767,14 +761,19 @@ void Server::do_getlk(Call& call) {
 void Server::do_setlk(Call& call, bool wait) {
   auto in = call.args.read<fuse_lk_in>();
   if (!in) return malformed(call, DecodeError::kTruncated);
-  std::atomic<bool> interrupted{false};
-  if (wait) {
-    call.context.interrupted = &interrupted;
-    register_blocking(call.header.unique, &interrupted);
+  if (!wait) {
+    return reply_result(call, fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner,
+                                        DecodeLock(in->lk), in->lk_flags, false));
   }
-  auto status = fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner,
-                          DecodeLock(in->lk), in->lk_flags, wait);
-  if (wait) unregister_blocking(call.header.unique, &interrupted);
+  Status status;
+  {
+    // Registered only while the filesystem may block; the reply goes out after.
+    InterruptRegistry::Wait waiting(interrupts_, call.header.unique);
+    call.context.interrupted = &waiting.interrupted();
+    status = fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner, DecodeLock(in->lk),
+                       in->lk_flags, true);
+  }
+  call.context.interrupted = nullptr;
   reply_result(call, status);
 }
 
@@ -785,38 +784,10 @@ void Server::do_interrupt(Call& call) {
     stats_.count_malformed();
     return;
   }
-  std::lock_guard lock(blocking_mutex_);
-  // None: finished already, or never blocks; nothing to do.
-  auto [first, last] = blocking_.equal_range(in->unique);
-  for (auto it = first; it != last; ++it) {
-    it->second.interrupted->store(true, std::memory_order_release);
-    pthread_kill(it->second.thread, kInterruptSignal);
-  }
+  interrupts_.interrupt(in->unique);
 }
 
-void Server::interrupt_blocked_requests() {
-  std::lock_guard lock(blocking_mutex_);
-  for (auto& [unique, blocking] : blocking_) {
-    blocking.interrupted->store(true, std::memory_order_release);
-    pthread_kill(blocking.thread, kInterruptSignal);
-  }
-}
-
-void Server::register_blocking(uint64_t unique, std::atomic<bool>* flag) {
-  std::lock_guard lock(blocking_mutex_);
-  blocking_.emplace(unique, Blocking{flag, pthread_self()});
-}
-
-void Server::unregister_blocking(uint64_t unique, std::atomic<bool>* flag) {
-  std::lock_guard lock(blocking_mutex_);
-  auto [first, last] = blocking_.equal_range(unique);
-  for (auto it = first; it != last; ++it) {
-    if (it->second.interrupted == flag) {
-      blocking_.erase(it);
-      return;
-    }
-  }
-}
+void Server::interrupt_blocked_requests() { interrupts_.interrupt_all(); }
 
 void Server::do_fallocate(Call& call) {
   auto in = call.args.read<fuse_fallocate_in>();
