@@ -1,8 +1,6 @@
 #include "daemon/fuse/server.h"
 
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -23,7 +21,6 @@ struct Server::Call {
   fs::WriteSource* external_payload;
   ReplyChannel& channel;
   fs::Context context;
-  bool replied = false;
   bool failed = false;
 };
 
@@ -273,7 +270,6 @@ bool Server::reply_parts(Call& call, std::span<iovec> payload) {
   for (const iovec& part : payload) {
     if (part.iov_len) parts[count++] = part;
   }
-  call.replied = true;
   return call.channel.send(std::span<const iovec>(parts, count));
 }
 
@@ -283,8 +279,7 @@ void Server::reply_error(Call& call, int error) {
   // on the hiprio queue without a device-writable buffer.
   if (call.header.opcode == FUSE_FORGET || call.header.opcode == FUSE_BATCH_FORGET ||
       call.header.opcode == FUSE_INTERRUPT || call.header.opcode == FUSE_NOTIFY_REPLY) {
-    call.replied = true;
-    call.failed = true;
+      call.failed = true;
     return;
   }
   fuse_out_header out{};
@@ -292,7 +287,6 @@ void Server::reply_error(Call& call, int error) {
   out.error = -(error > 0 ? error : EIO);
   out.unique = call.header.unique;
   iovec part{&out, sizeof(out)};
-  call.replied = true;
   call.failed = true;
   call.channel.send(std::span<const iovec>(&part, 1));
 }
@@ -427,8 +421,8 @@ void Server::do_lookup(Call& call) {
 }
 
 void Server::do_forget(Call& call) {
+  // No reply, not even when malformed: the kernel waits for none.
   auto in = call.args.read<fuse_forget_in>();
-  call.replied = true;  // FORGET has no reply, even when malformed
   if (!in) {
     stats_.count_malformed();
     return;
@@ -437,7 +431,7 @@ void Server::do_forget(Call& call) {
 }
 
 void Server::do_batch_forget(Call& call) {
-  call.replied = true;  // no reply
+  // No reply, not even when malformed.
   auto in = call.args.read<fuse_batch_forget_in>();
   if (!in || call.args.remaining() / sizeof(fuse_forget_one) < in->count) {
     stats_.count_malformed();
@@ -598,7 +592,6 @@ void Server::do_read(Call& call) {
   fuse_out_header out{};
   out.len = static_cast<uint32_t>(sizeof(out) + std::min<size_t>(*n, in->size));
   out.unique = call.header.unique;
-  call.replied = true;
   call.channel.send_data(out);
 }
 
@@ -778,7 +771,8 @@ void Server::do_setlk(Call& call, bool wait) {
 }
 
 void Server::do_interrupt(Call& call) {
-  call.replied = true;  // INTERRUPT itself gets no reply; the interrupted request answers EINTR
+  // INTERRUPT itself gets no reply (InterruptRegistry says why); the interrupted request answers
+  // EINTR.
   auto in = call.args.read<fuse_interrupt_in>();
   if (!in) {
     stats_.count_malformed();
