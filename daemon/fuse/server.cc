@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "protocol/fuse_opcodes.h"
@@ -357,7 +358,7 @@ void Server::do_init(Call& call) {
   size_t size = std::min(call.args.remaining(), sizeof(fuse_init_in));
   if (size < kInitInCompatSize) return malformed(call, DecodeError::kTruncated);
   auto in = call.args.read_prefix<fuse_init_in>(size);
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (initialized()) {
     spdlog::warn("INIT received on an initialized session; refusing");
     return reply_error(call, EIO);
@@ -414,9 +415,8 @@ void Server::do_destroy(Call& call) {
 }
 
 void Server::do_lookup(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kLookup, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kLookup);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.lookup(call.context, call.header.nodeid, *name));
 }
 
@@ -445,7 +445,7 @@ void Server::do_batch_forget(Call& call) {
 
 void Server::do_getattr(Call& call) {
   auto in = call.args.read<fuse_getattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   std::optional<fs::HandleId> handle;
   if (in->getattr_flags & FUSE_GETATTR_FH) handle = in->fh;
   reply_result(call, fs_.getattr(call.context, call.header.nodeid, handle));
@@ -453,7 +453,7 @@ void Server::do_getattr(Call& call) {
 
 void Server::do_setattr(Call& call) {
   auto in = call.args.read<fuse_setattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   fs::SetattrArgs args;
   args.valid = in->valid;
   if (in->valid & FATTR_FH) args.handle = in->fh;
@@ -482,44 +482,39 @@ void Server::do_readlink(Call& call) {
 }
 
 void Server::do_symlink(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
-  auto target = call.args.read_name(NameRule::kSymlink, &why);
-  if (!target) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
+  auto target = call.args.read_name(NameRule::kSymlink);
+  if (!target) return malformed(call, target.error());
   reply_result(call, fs_.symlink(call.context, *target, call.header.nodeid, *name));
 }
 
 void Server::do_mknod(Call& call) {
   auto in = call.args.read<fuse_mknod_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.mknod(call.context, call.header.nodeid, *name, in->mode, in->rdev,
                                in->umask));
 }
 
 void Server::do_mkdir(Call& call) {
   auto in = call.args.read<fuse_mkdir_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.mkdir(call.context, call.header.nodeid, *name, in->mode, in->umask));
 }
 
 void Server::do_unlink(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.unlink(call.context, call.header.nodeid, *name));
 }
 
 void Server::do_rmdir(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.rmdir(call.context, call.header.nodeid, *name));
 }
 
@@ -528,45 +523,42 @@ void Server::do_rename(Call& call, bool with_flags) {
   uint32_t flags = 0;
   if (with_flags) {
     auto in = call.args.read<fuse_rename2_in>();
-    if (!in) return malformed(call, DecodeError::kTruncated);
+    if (!in) return malformed(call, in.error());
     new_parent = in->newdir;
     flags = in->flags;
   } else {
     auto in = call.args.read<fuse_rename_in>();
-    if (!in) return malformed(call, DecodeError::kTruncated);
+    if (!in) return malformed(call, in.error());
     new_parent = in->newdir;
   }
-  DecodeError why{};
-  auto old_name = call.args.read_name(NameRule::kEntry, &why);
-  if (!old_name) return malformed(call, why);
-  auto new_name = call.args.read_name(NameRule::kEntry, &why);
-  if (!new_name) return malformed(call, why);
+  auto old_name = call.args.read_name(NameRule::kEntry);
+  if (!old_name) return malformed(call, old_name.error());
+  auto new_name = call.args.read_name(NameRule::kEntry);
+  if (!new_name) return malformed(call, new_name.error());
   reply_result(call, fs_.rename(call.context, call.header.nodeid, *old_name, new_parent, *new_name,
                                 flags));
 }
 
 void Server::do_link(Call& call) {
   auto in = call.args.read<fuse_link_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.link(call.context, in->oldnodeid, call.header.nodeid, *name));
 }
 
 void Server::do_open(Call& call) {
   auto in = call.args.read<fuse_open_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.open(call.context, call.header.nodeid, in->flags));
 }
 
 void Server::do_create(Call& call, bool tmpfile) {
   auto in = call.args.read<fuse_create_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
+  if (!in) return malformed(call, in.error());
   // The kernel names a TMPFILE "/": present on the wire, meaningless to us.
-  auto name = call.args.read_name(tmpfile ? NameRule::kIgnored : NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(tmpfile ? NameRule::kIgnored : NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   auto result = tmpfile ? fs_.tmpfile(call.context, call.header.nodeid, in->mode, in->flags,
                                       in->umask)
                         : fs_.create(call.context, call.header.nodeid, *name, in->mode,
@@ -584,7 +576,7 @@ void Server::do_create(Call& call, bool tmpfile) {
 
 void Server::do_read(Call& call) {
   auto in = call.args.read<fuse_read_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
   fs::ReadSink& sink = call.channel.data_sink(in->size);
   auto n = fs_.read(call.context, call.header.nodeid, in->fh, in->offset, in->size, sink);
@@ -597,13 +589,13 @@ void Server::do_read(Call& call) {
 
 void Server::do_write(Call& call) {
   auto in = call.args.read<fuse_write_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > options_.max_write) return malformed(call, DecodeError::kTooLarge);
   std::optional<BufferWriteSource> inline_payload;
   fs::WriteSource* payload = call.external_payload;
   if (payload == nullptr) {
     auto bytes = call.args.read_bytes(in->size);
-    if (!bytes) return malformed(call, DecodeError::kTruncated);
+    if (!bytes) return malformed(call, bytes.error());
     inline_payload.emplace(*bytes);
     payload = &*inline_payload;
   }
@@ -635,7 +627,7 @@ void Server::do_statfs(Call& call) {
 
 void Server::do_release(Call& call, bool directory) {
   auto in = call.args.read<fuse_release_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (directory) {
     return reply_result(call, fs_.releasedir(call.context, call.header.nodeid, in->fh));
   }
@@ -645,13 +637,13 @@ void Server::do_release(Call& call, bool directory) {
 
 void Server::do_flush(Call& call) {
   auto in = call.args.read<fuse_flush_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.flush(call.context, call.header.nodeid, in->fh, in->lock_owner));
 }
 
 void Server::do_fsync(Call& call, bool directory) {
   auto in = call.args.read<fuse_fsync_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   bool datasync = in->fsync_flags & FUSE_FSYNC_FDATASYNC;
   if (directory) {
     return reply_result(call, fs_.fsyncdir(call.context, call.header.nodeid, in->fh, datasync));
@@ -662,23 +654,21 @@ void Server::do_fsync(Call& call, bool directory) {
 void Server::do_setxattr(Call& call) {
   // Without FUSE_SETXATTR_EXT (not negotiated) the argument is the 8-byte compat struct.
   auto in = call.args.read_prefix<fuse_setxattr_in>(FUSE_COMPAT_SETXATTR_IN_SIZE);
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kXattr, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kXattr);
+  if (!name) return malformed(call, name.error());
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto value = call.args.read_bytes(in->size);
-  if (!value) return malformed(call, DecodeError::kTruncated);
+  if (!value) return malformed(call, value.error());
   std::span<const char> chars(reinterpret_cast<const char*>(value->data()), value->size());
   reply_result(call, fs_.setxattr(call.context, call.header.nodeid, *name, chars, in->flags));
 }
 
 void Server::do_getxattr(Call& call) {
   auto in = call.args.read<fuse_getxattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kXattr, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kXattr);
+  if (!name) return malformed(call, name.error());
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto value = fs_.getxattr(call.context, call.header.nodeid, *name, in->size);
   if (!value) return reply_error(call, value.error());
@@ -693,7 +683,7 @@ void Server::do_getxattr(Call& call) {
 
 void Server::do_listxattr(Call& call) {
   auto in = call.args.read<fuse_getxattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto names = fs_.listxattr(call.context, call.header.nodeid, in->size);
   if (!names) return reply_error(call, names.error());
@@ -707,21 +697,20 @@ void Server::do_listxattr(Call& call) {
 }
 
 void Server::do_removexattr(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kXattr, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kXattr);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.removexattr(call.context, call.header.nodeid, *name));
 }
 
 void Server::do_opendir(Call& call) {
   auto in = call.args.read<fuse_open_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.opendir(call.context, call.header.nodeid, in->flags));
 }
 
 void Server::do_readdir(Call& call, bool plus) {
   auto in = call.args.read<fuse_read_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
   BufferDirSink sink(in->size, plus, shared_versions());
   auto status = fs_.readdir(call.context, call.header.nodeid, in->fh, in->offset, plus, sink);
@@ -736,13 +725,13 @@ void Server::do_readdir(Call& call, bool plus) {
 
 void Server::do_access(Call& call) {
   auto in = call.args.read<fuse_access_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.access(call.context, call.header.nodeid, in->mask));
 }
 
 void Server::do_getlk(Call& call) {
   auto in = call.args.read<fuse_lk_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   auto lock = fs_.getlk(call.context, call.header.nodeid, in->fh, in->owner, DecodeLock(in->lk));
   if (!lock) return reply_error(call, lock.error());
   fuse_lk_out out{};
@@ -753,7 +742,7 @@ void Server::do_getlk(Call& call) {
 
 void Server::do_setlk(Call& call, bool wait) {
   auto in = call.args.read<fuse_lk_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (!wait) {
     return reply_result(call, fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner,
                                         DecodeLock(in->lk), in->lk_flags, false));
@@ -785,14 +774,14 @@ void Server::interrupt_blocked_requests() { interrupts_.interrupt_all(); }
 
 void Server::do_fallocate(Call& call) {
   auto in = call.args.read<fuse_fallocate_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.fallocate(call.context, call.header.nodeid, in->fh, in->mode, in->offset,
                                    in->length));
 }
 
 void Server::do_lseek(Call& call) {
   auto in = call.args.read<fuse_lseek_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   auto offset = fs_.lseek(call.context, call.header.nodeid, in->fh, in->offset, in->whence);
   if (!offset) return reply_error(call, offset.error());
   fuse_lseek_out out{};
@@ -802,7 +791,7 @@ void Server::do_lseek(Call& call) {
 
 void Server::do_copy_file_range(Call& call) {
   auto in = call.args.read<fuse_copy_file_range_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   auto n = fs_.copy_file_range(call.context, call.header.nodeid, in->fh_in, in->off_in,
                                in->nodeid_out, in->fh_out, in->off_out, in->len, in->flags);
   if (!n) return reply_error(call, n.error());
@@ -813,7 +802,7 @@ void Server::do_copy_file_range(Call& call) {
 
 void Server::do_syncfs(Call& call) {
   auto in = call.args.read<fuse_syncfs_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.syncfs(call.context, call.header.nodeid));
 }
 
