@@ -28,19 +28,13 @@ bool IsValidName(std::string_view name, NameRule rule) {
   return false;
 }
 
-std::optional<std::string_view> RequestReader::read_name(NameRule rule, DecodeError* why) {
+Decoded<std::string_view> RequestReader::read_name(NameRule rule) {
   auto rest_bytes = rest();
   const void* nul = std::memchr(rest_bytes.data(), 0, rest_bytes.size());
-  if (nul == nullptr) {
-    if (why) *why = DecodeError::kTruncated;
-    return std::nullopt;
-  }
+  if (nul == nullptr) return std::unexpected(DecodeError::kTruncated);
   size_t length = static_cast<const uint8_t*>(nul) - rest_bytes.data();
   std::string_view name(reinterpret_cast<const char*>(rest_bytes.data()), length);
-  if (!IsValidName(name, rule)) {
-    if (why) *why = DecodeError::kBadName;
-    return std::nullopt;
-  }
+  if (!IsValidName(name, rule)) return std::unexpected(DecodeError::kBadName);
   pos_ += length + 1;
   return name;
 }

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
-#include <optional>
+#include <expected>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -22,6 +22,10 @@ enum class DecodeError {
 };
 
 std::string_view DecodeErrorName(DecodeError error);
+
+// A decoded field, or what was wrong with the bytes.
+template <typename T>
+using Decoded = std::expected<T, DecodeError>;
 
 inline constexpr size_t kMaxNameLength = 255;  // NAME_MAX
 inline constexpr size_t kMaxSymlinkTarget = 4095;  // PATH_MAX - 1
@@ -46,9 +50,9 @@ class RequestReader {
   std::span<const uint8_t> rest() const { return bytes_.subspan(pos_); }
 
   template <typename T>
-  std::optional<T> read() {
+  Decoded<T> read() {
     static_assert(std::is_trivially_copyable_v<T>);
-    if (remaining() < sizeof(T)) return std::nullopt;
+    if (remaining() < sizeof(T)) return std::unexpected(DecodeError::kTruncated);
     T value;
     std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -56,26 +60,28 @@ class RequestReader {
   }
 
   // Reads `size` bytes of a struct whose wire size may be smaller than sizeof(T) for older
-  // protocol minors; the missing tail reads as zero.
+  // protocol minors; the missing tail reads as zero. A size beyond sizeof(T) is kTooLarge.
   template <typename T>
-  std::optional<T> read_prefix(size_t size) {
+  Decoded<T> read_prefix(size_t size) {
     static_assert(std::is_trivially_copyable_v<T>);
-    if (size > sizeof(T) || remaining() < size) return std::nullopt;
+    if (size > sizeof(T)) return std::unexpected(DecodeError::kTooLarge);
+    if (remaining() < size) return std::unexpected(DecodeError::kTruncated);
     T value{};
     std::memcpy(&value, bytes_.data() + pos_, size);
     pos_ += size;
     return value;
   }
 
-  std::optional<std::span<const uint8_t>> read_bytes(size_t size) {
-    if (remaining() < size) return std::nullopt;
+  Decoded<std::span<const uint8_t>> read_bytes(size_t size) {
+    if (remaining() < size) return std::unexpected(DecodeError::kTruncated);
     auto out = bytes_.subspan(pos_, size);
     pos_ += size;
     return out;
   }
 
-  // A NUL-terminated string checked against `rule`. The NUL is consumed, not returned.
-  std::optional<std::string_view> read_name(NameRule rule, DecodeError* why = nullptr);
+  // A NUL-terminated string checked against `rule`. The NUL is consumed, not returned. Nothing is
+  // consumed on failure: kTruncated without a NUL, kBadName when the rule refuses it.
+  Decoded<std::string_view> read_name(NameRule rule);
 
  private:
   std::span<const uint8_t> bytes_;

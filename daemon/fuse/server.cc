@@ -1,13 +1,12 @@
 #include "daemon/fuse/server.h"
 
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "protocol/fuse_opcodes.h"
@@ -23,7 +22,6 @@ struct Server::Call {
   fs::WriteSource* external_payload;
   ReplyChannel& channel;
   fs::Context context;
-  bool replied = false;
   bool failed = false;
 };
 
@@ -151,20 +149,10 @@ class BufferDirSink final : public fs::DirSink {
   std::vector<fs::NodeId> nodes_;
 };
 
-void NoOpSignalHandler(int) {}
-
 }  // namespace
 
-void InstallInterruptSignalHandler() {
-  struct sigaction action {};
-  action.sa_handler = NoOpSignalHandler;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = 0;  // no SA_RESTART: a blocked fcntl must return EINTR
-  sigaction(kInterruptSignal, &action, nullptr);
-}
-
 Server::Server(fs::FileSystem& filesystem, ServerOptions options)
-    : fs_(filesystem), options_(options) {}
+    : fs_(filesystem), options_(options), interrupts_(options.unmatched_interrupt_lifetime) {}
 
 void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
                     ReplyChannel& channel) {
@@ -192,6 +180,9 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
   } else {
     dispatch(call);
   }
+  // The request is over: an interrupt kept for its unique can no longer reach it. (An INTERRUPT's
+  // own unique names no request.)
+  if (header->opcode != FUSE_INTERRUPT) interrupts_.finished(header->unique);
   stats_.count(header->opcode, call.failed);
 }
 
@@ -280,7 +271,6 @@ bool Server::reply_parts(Call& call, std::span<iovec> payload) {
   for (const iovec& part : payload) {
     if (part.iov_len) parts[count++] = part;
   }
-  call.replied = true;
   return call.channel.send(std::span<const iovec>(parts, count));
 }
 
@@ -290,8 +280,7 @@ void Server::reply_error(Call& call, int error) {
   // on the hiprio queue without a device-writable buffer.
   if (call.header.opcode == FUSE_FORGET || call.header.opcode == FUSE_BATCH_FORGET ||
       call.header.opcode == FUSE_INTERRUPT || call.header.opcode == FUSE_NOTIFY_REPLY) {
-    call.replied = true;
-    call.failed = true;
+      call.failed = true;
     return;
   }
   fuse_out_header out{};
@@ -299,7 +288,6 @@ void Server::reply_error(Call& call, int error) {
   out.error = -(error > 0 ? error : EIO);
   out.unique = call.header.unique;
   iovec part{&out, sizeof(out)};
-  call.replied = true;
   call.failed = true;
   call.channel.send(std::span<const iovec>(&part, 1));
 }
@@ -370,7 +358,7 @@ void Server::do_init(Call& call) {
   size_t size = std::min(call.args.remaining(), sizeof(fuse_init_in));
   if (size < kInitInCompatSize) return malformed(call, DecodeError::kTruncated);
   auto in = call.args.read_prefix<fuse_init_in>(size);
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (initialized()) {
     spdlog::warn("INIT received on an initialized session; refusing");
     return reply_error(call, EIO);
@@ -411,6 +399,7 @@ void Server::do_init(Call& call) {
                 sizeof(table->generation));
   }
 
+  interrupts_.forget_kept();
   negotiated_ = fs::Negotiated{.minor = out.minor, .flags = agreed, .max_write = out.max_write};
   fs_.initialized(negotiated_);
   initialized_.store(true, std::memory_order_release);
@@ -426,15 +415,14 @@ void Server::do_destroy(Call& call) {
 }
 
 void Server::do_lookup(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kLookup, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kLookup);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.lookup(call.context, call.header.nodeid, *name));
 }
 
 void Server::do_forget(Call& call) {
+  // No reply, not even when malformed: the kernel waits for none.
   auto in = call.args.read<fuse_forget_in>();
-  call.replied = true;  // FORGET has no reply, even when malformed
   if (!in) {
     stats_.count_malformed();
     return;
@@ -443,7 +431,7 @@ void Server::do_forget(Call& call) {
 }
 
 void Server::do_batch_forget(Call& call) {
-  call.replied = true;  // no reply
+  // No reply, not even when malformed.
   auto in = call.args.read<fuse_batch_forget_in>();
   if (!in || call.args.remaining() / sizeof(fuse_forget_one) < in->count) {
     stats_.count_malformed();
@@ -457,7 +445,7 @@ void Server::do_batch_forget(Call& call) {
 
 void Server::do_getattr(Call& call) {
   auto in = call.args.read<fuse_getattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   std::optional<fs::HandleId> handle;
   if (in->getattr_flags & FUSE_GETATTR_FH) handle = in->fh;
   reply_result(call, fs_.getattr(call.context, call.header.nodeid, handle));
@@ -465,7 +453,7 @@ void Server::do_getattr(Call& call) {
 
 void Server::do_setattr(Call& call) {
   auto in = call.args.read<fuse_setattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   fs::SetattrArgs args;
   args.valid = in->valid;
   if (in->valid & FATTR_FH) args.handle = in->fh;
@@ -494,44 +482,39 @@ void Server::do_readlink(Call& call) {
 }
 
 void Server::do_symlink(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
-  auto target = call.args.read_name(NameRule::kSymlink, &why);
-  if (!target) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
+  auto target = call.args.read_name(NameRule::kSymlink);
+  if (!target) return malformed(call, target.error());
   reply_result(call, fs_.symlink(call.context, *target, call.header.nodeid, *name));
 }
 
 void Server::do_mknod(Call& call) {
   auto in = call.args.read<fuse_mknod_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.mknod(call.context, call.header.nodeid, *name, in->mode, in->rdev,
                                in->umask));
 }
 
 void Server::do_mkdir(Call& call) {
   auto in = call.args.read<fuse_mkdir_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.mkdir(call.context, call.header.nodeid, *name, in->mode, in->umask));
 }
 
 void Server::do_unlink(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.unlink(call.context, call.header.nodeid, *name));
 }
 
 void Server::do_rmdir(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.rmdir(call.context, call.header.nodeid, *name));
 }
 
@@ -540,45 +523,42 @@ void Server::do_rename(Call& call, bool with_flags) {
   uint32_t flags = 0;
   if (with_flags) {
     auto in = call.args.read<fuse_rename2_in>();
-    if (!in) return malformed(call, DecodeError::kTruncated);
+    if (!in) return malformed(call, in.error());
     new_parent = in->newdir;
     flags = in->flags;
   } else {
     auto in = call.args.read<fuse_rename_in>();
-    if (!in) return malformed(call, DecodeError::kTruncated);
+    if (!in) return malformed(call, in.error());
     new_parent = in->newdir;
   }
-  DecodeError why{};
-  auto old_name = call.args.read_name(NameRule::kEntry, &why);
-  if (!old_name) return malformed(call, why);
-  auto new_name = call.args.read_name(NameRule::kEntry, &why);
-  if (!new_name) return malformed(call, why);
+  auto old_name = call.args.read_name(NameRule::kEntry);
+  if (!old_name) return malformed(call, old_name.error());
+  auto new_name = call.args.read_name(NameRule::kEntry);
+  if (!new_name) return malformed(call, new_name.error());
   reply_result(call, fs_.rename(call.context, call.header.nodeid, *old_name, new_parent, *new_name,
                                 flags));
 }
 
 void Server::do_link(Call& call) {
   auto in = call.args.read<fuse_link_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.link(call.context, in->oldnodeid, call.header.nodeid, *name));
 }
 
 void Server::do_open(Call& call) {
   auto in = call.args.read<fuse_open_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.open(call.context, call.header.nodeid, in->flags));
 }
 
 void Server::do_create(Call& call, bool tmpfile) {
   auto in = call.args.read<fuse_create_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
+  if (!in) return malformed(call, in.error());
   // The kernel names a TMPFILE "/": present on the wire, meaningless to us.
-  auto name = call.args.read_name(tmpfile ? NameRule::kIgnored : NameRule::kEntry, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(tmpfile ? NameRule::kIgnored : NameRule::kEntry);
+  if (!name) return malformed(call, name.error());
   auto result = tmpfile ? fs_.tmpfile(call.context, call.header.nodeid, in->mode, in->flags,
                                       in->umask)
                         : fs_.create(call.context, call.header.nodeid, *name, in->mode,
@@ -596,7 +576,7 @@ void Server::do_create(Call& call, bool tmpfile) {
 
 void Server::do_read(Call& call) {
   auto in = call.args.read<fuse_read_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
   fs::ReadSink& sink = call.channel.data_sink(in->size);
   auto n = fs_.read(call.context, call.header.nodeid, in->fh, in->offset, in->size, sink);
@@ -604,19 +584,18 @@ void Server::do_read(Call& call) {
   fuse_out_header out{};
   out.len = static_cast<uint32_t>(sizeof(out) + std::min<size_t>(*n, in->size));
   out.unique = call.header.unique;
-  call.replied = true;
   call.channel.send_data(out);
 }
 
 void Server::do_write(Call& call) {
   auto in = call.args.read<fuse_write_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > options_.max_write) return malformed(call, DecodeError::kTooLarge);
   std::optional<BufferWriteSource> inline_payload;
   fs::WriteSource* payload = call.external_payload;
   if (payload == nullptr) {
     auto bytes = call.args.read_bytes(in->size);
-    if (!bytes) return malformed(call, DecodeError::kTruncated);
+    if (!bytes) return malformed(call, bytes.error());
     inline_payload.emplace(*bytes);
     payload = &*inline_payload;
   }
@@ -648,7 +627,7 @@ void Server::do_statfs(Call& call) {
 
 void Server::do_release(Call& call, bool directory) {
   auto in = call.args.read<fuse_release_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (directory) {
     return reply_result(call, fs_.releasedir(call.context, call.header.nodeid, in->fh));
   }
@@ -658,13 +637,13 @@ void Server::do_release(Call& call, bool directory) {
 
 void Server::do_flush(Call& call) {
   auto in = call.args.read<fuse_flush_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.flush(call.context, call.header.nodeid, in->fh, in->lock_owner));
 }
 
 void Server::do_fsync(Call& call, bool directory) {
   auto in = call.args.read<fuse_fsync_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   bool datasync = in->fsync_flags & FUSE_FSYNC_FDATASYNC;
   if (directory) {
     return reply_result(call, fs_.fsyncdir(call.context, call.header.nodeid, in->fh, datasync));
@@ -675,23 +654,21 @@ void Server::do_fsync(Call& call, bool directory) {
 void Server::do_setxattr(Call& call) {
   // Without FUSE_SETXATTR_EXT (not negotiated) the argument is the 8-byte compat struct.
   auto in = call.args.read_prefix<fuse_setxattr_in>(FUSE_COMPAT_SETXATTR_IN_SIZE);
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kXattr, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kXattr);
+  if (!name) return malformed(call, name.error());
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto value = call.args.read_bytes(in->size);
-  if (!value) return malformed(call, DecodeError::kTruncated);
+  if (!value) return malformed(call, value.error());
   std::span<const char> chars(reinterpret_cast<const char*>(value->data()), value->size());
   reply_result(call, fs_.setxattr(call.context, call.header.nodeid, *name, chars, in->flags));
 }
 
 void Server::do_getxattr(Call& call) {
   auto in = call.args.read<fuse_getxattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kXattr, &why);
-  if (!name) return malformed(call, why);
+  if (!in) return malformed(call, in.error());
+  auto name = call.args.read_name(NameRule::kXattr);
+  if (!name) return malformed(call, name.error());
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto value = fs_.getxattr(call.context, call.header.nodeid, *name, in->size);
   if (!value) return reply_error(call, value.error());
@@ -706,7 +683,7 @@ void Server::do_getxattr(Call& call) {
 
 void Server::do_listxattr(Call& call) {
   auto in = call.args.read<fuse_getxattr_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto names = fs_.listxattr(call.context, call.header.nodeid, in->size);
   if (!names) return reply_error(call, names.error());
@@ -720,21 +697,20 @@ void Server::do_listxattr(Call& call) {
 }
 
 void Server::do_removexattr(Call& call) {
-  DecodeError why{};
-  auto name = call.args.read_name(NameRule::kXattr, &why);
-  if (!name) return malformed(call, why);
+  auto name = call.args.read_name(NameRule::kXattr);
+  if (!name) return malformed(call, name.error());
   reply_result(call, fs_.removexattr(call.context, call.header.nodeid, *name));
 }
 
 void Server::do_opendir(Call& call) {
   auto in = call.args.read<fuse_open_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.opendir(call.context, call.header.nodeid, in->flags));
 }
 
 void Server::do_readdir(Call& call, bool plus) {
   auto in = call.args.read<fuse_read_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
   BufferDirSink sink(in->size, plus, shared_versions());
   auto status = fs_.readdir(call.context, call.header.nodeid, in->fh, in->offset, plus, sink);
@@ -749,13 +725,13 @@ void Server::do_readdir(Call& call, bool plus) {
 
 void Server::do_access(Call& call) {
   auto in = call.args.read<fuse_access_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.access(call.context, call.header.nodeid, in->mask));
 }
 
 void Server::do_getlk(Call& call) {
   auto in = call.args.read<fuse_lk_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   auto lock = fs_.getlk(call.context, call.header.nodeid, in->fh, in->owner, DecodeLock(in->lk));
   if (!lock) return reply_error(call, lock.error());
   fuse_lk_out out{};
@@ -766,68 +742,46 @@ void Server::do_getlk(Call& call) {
 
 void Server::do_setlk(Call& call, bool wait) {
   auto in = call.args.read<fuse_lk_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
-  std::atomic<bool> interrupted{false};
-  if (wait) {
-    call.context.interrupted = &interrupted;
-    register_blocking(call.header.unique, &interrupted);
+  if (!in) return malformed(call, in.error());
+  if (!wait) {
+    return reply_result(call, fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner,
+                                        DecodeLock(in->lk), in->lk_flags, false));
   }
-  auto status = fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner,
-                          DecodeLock(in->lk), in->lk_flags, wait);
-  if (wait) unregister_blocking(call.header.unique, &interrupted);
+  Status status;
+  {
+    // Registered only while the filesystem may block; the reply goes out after.
+    InterruptRegistry::Wait waiting(interrupts_, call.header.unique);
+    call.context.interrupted = &waiting.interrupted();
+    status = fs_.setlk(call.context, call.header.nodeid, in->fh, in->owner, DecodeLock(in->lk),
+                       in->lk_flags, true);
+  }
+  call.context.interrupted = nullptr;
   reply_result(call, status);
 }
 
 void Server::do_interrupt(Call& call) {
-  call.replied = true;  // INTERRUPT itself gets no reply; the interrupted request answers EINTR
+  // INTERRUPT itself gets no reply (InterruptRegistry says why); the interrupted request answers
+  // EINTR.
   auto in = call.args.read<fuse_interrupt_in>();
   if (!in) {
     stats_.count_malformed();
     return;
   }
-  std::lock_guard lock(blocking_mutex_);
-  // None: finished already, or never blocks; nothing to do.
-  auto [first, last] = blocking_.equal_range(in->unique);
-  for (auto it = first; it != last; ++it) {
-    it->second.interrupted->store(true, std::memory_order_release);
-    pthread_kill(it->second.thread, kInterruptSignal);
-  }
+  interrupts_.interrupt(in->unique);
 }
 
-void Server::interrupt_blocked_requests() {
-  std::lock_guard lock(blocking_mutex_);
-  for (auto& [unique, blocking] : blocking_) {
-    blocking.interrupted->store(true, std::memory_order_release);
-    pthread_kill(blocking.thread, kInterruptSignal);
-  }
-}
-
-void Server::register_blocking(uint64_t unique, std::atomic<bool>* flag) {
-  std::lock_guard lock(blocking_mutex_);
-  blocking_.emplace(unique, Blocking{flag, pthread_self()});
-}
-
-void Server::unregister_blocking(uint64_t unique, std::atomic<bool>* flag) {
-  std::lock_guard lock(blocking_mutex_);
-  auto [first, last] = blocking_.equal_range(unique);
-  for (auto it = first; it != last; ++it) {
-    if (it->second.interrupted == flag) {
-      blocking_.erase(it);
-      return;
-    }
-  }
-}
+void Server::interrupt_blocked_requests() { interrupts_.interrupt_all(); }
 
 void Server::do_fallocate(Call& call) {
   auto in = call.args.read<fuse_fallocate_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.fallocate(call.context, call.header.nodeid, in->fh, in->mode, in->offset,
                                    in->length));
 }
 
 void Server::do_lseek(Call& call) {
   auto in = call.args.read<fuse_lseek_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   auto offset = fs_.lseek(call.context, call.header.nodeid, in->fh, in->offset, in->whence);
   if (!offset) return reply_error(call, offset.error());
   fuse_lseek_out out{};
@@ -837,7 +791,7 @@ void Server::do_lseek(Call& call) {
 
 void Server::do_copy_file_range(Call& call) {
   auto in = call.args.read<fuse_copy_file_range_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   auto n = fs_.copy_file_range(call.context, call.header.nodeid, in->fh_in, in->off_in,
                                in->nodeid_out, in->fh_out, in->off_out, in->len, in->flags);
   if (!n) return reply_error(call, n.error());
@@ -848,7 +802,7 @@ void Server::do_copy_file_range(Call& call) {
 
 void Server::do_syncfs(Call& call) {
   auto in = call.args.read<fuse_syncfs_in>();
-  if (!in) return malformed(call, DecodeError::kTruncated);
+  if (!in) return malformed(call, in.error());
   reply_result(call, fs_.syncfs(call.context, call.header.nodeid));
 }
 

@@ -3,18 +3,15 @@
 // is tested by feeding raw request bytes.
 #pragma once
 
-#include <pthread.h>
-#include <signal.h>
 #include <sys/uio.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <span>
-#include <unordered_map>
 
 #include "daemon/fs/filesystem.h"
+#include "daemon/fuse/interrupt_registry.h"
 #include "daemon/fuse/stats.h"
 #include "protocol/fuse_request.h"
 #include "protocol/shared_versions.h"
@@ -43,6 +40,10 @@ struct ServerOptions {
   uint32_t max_read = protocol::kMaxReadSize;
   // Time granularity advertised in INIT (ns).
   uint32_t time_gran = 1;
+  // How long an INTERRUPT that found no waiting request is kept for a request still to come:
+  // far longer than a request waits to be served, short enough that one whose request was
+  // answered before it arrived does not linger.
+  std::chrono::milliseconds unmatched_interrupt_lifetime{5000};
 };
 
 class Server {
@@ -129,10 +130,6 @@ class Server {
   template <typename T>
   void reply_result(Call& call, const Result<T>& result);
 
-  // In-flight requests that may block (SETLKW), so INTERRUPT can find and wake them.
-  void register_blocking(uint64_t unique, std::atomic<bool>* flag);
-  void unregister_blocking(uint64_t unique, std::atomic<bool>* flag);
-
   fs::FileSystem& fs_;
   ServerOptions options_;
   RequestStats stats_;
@@ -140,24 +137,12 @@ class Server {
   std::atomic<bool> initialized_{false};
   fs::Negotiated negotiated_{};  // written once by INIT before initialized_ is set
 
-  // Guards blocking_: never held while calling into the filesystem or replying.
-  std::mutex blocking_mutex_;
-  struct Blocking {
-    std::atomic<bool>* interrupted;
-    pthread_t thread;
-  };
-  // A multimap: a guest may reuse a unique while a request with it still waits, and each wait
-  // must stay interruptible (a queue stop interrupts them all).
-  std::unordered_multimap<uint64_t, Blocking> blocking_;
+  // Lock waits in progress and interrupts for requests not waiting (yet).
+  InterruptRegistry interrupts_;
 
   // Rate limit for malformed-request log lines: at most a burst per second.
   std::atomic<int64_t> log_window_start_{0};
   std::atomic<uint32_t> log_window_count_{0};
 };
-
-// The signal that wakes a thread blocked in a lock wait when its request is interrupted. The
-// transport installs a no-op handler without SA_RESTART for it.
-inline constexpr int kInterruptSignal = SIGUSR2;
-void InstallInterruptSignalHandler();
 
 }  // namespace svfs::fuse

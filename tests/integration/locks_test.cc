@@ -16,7 +16,10 @@ enum Cmd : int {
   kSetlkw = 5,        // reply 1000 ("about to block"), then F_SETLKW -> reply 0/errno
   kTryFlockNb = 6,    // flock(LOCK_EX|LOCK_NB) -> reply 0/errno
   kGetlkPid = 7,      // F_GETLK -> reply l_pid
+  kSetlkwSignalled = 8,  // reply 1000, then F_SETLKW with a SIGALRM due in 1 s -> reply 0/errno
 };
+
+void NoOpHandler(int) {}
 
 int SetLk(int fd, int cmd, short type, off_t start, off_t len) {
   struct flock fl {};
@@ -60,6 +63,17 @@ int LockChild(const std::string& path, const Child::Channel& ch) {
         ch.Send(1000);
         ch.Send(SetLk(fd, F_SETLKW, F_WRLCK, 100, 50));
         break;
+      case kSetlkwSignalled: {
+        struct sigaction action {};
+        action.sa_handler = NoOpHandler;
+        sigemptyset(&action.sa_mask);
+        action.sa_flags = 0;  // no SA_RESTART: the interrupted wait returns EINTR
+        ::sigaction(SIGALRM, &action, nullptr);
+        ch.Send(1000);
+        ::alarm(1);
+        ch.Send(SetLk(fd, F_SETLKW, F_WRLCK, 100, 50));
+        break;
+      }
       case kTryFlockNb:
         ch.Send(::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno);
         break;
@@ -170,6 +184,37 @@ TEST_P(LocksTest, BlockingSetlkwWaitsForRelease) {
   auto r = b.Recv(10000);
   ASSERT_TRUE(r) << "F_SETLKW did not return within 10 s after A released the lock";
   EXPECT_EQ(*r, 0) << ErrnoName(*r);
+  b.Send(kExit);
+  EXPECT_EQ(b.Wait(), 0);
+}
+
+// A signal to a process waiting in F_SETLKW: the kernel sends FUSE_INTERRUPT, svfsd ends the wait
+// and the call fails with EINTR while the lock is still held elsewhere.
+TEST_P(LocksTest, SignalEndsABlockedSetlkwWithEintr) {
+  Fd a(::open(M("lockfile").c_str(), O_RDWR));
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(SetLk(a.get(), F_SETLK, F_WRLCK, 0, 200), 0);
+  const std::string path = M("lockfile");
+  Child b([&](const Child::Channel& ch) { return LockChild(path, ch); });
+  ASSERT_EQ(b.Recv(10000), std::optional<int>(0));
+
+  b.Send(kSetlkwSignalled);
+  ASSERT_EQ(b.Recv(10000), std::optional<int>(1000));
+  auto r = b.Recv(10000);
+  if (!r) {
+    ASSERT_EQ(SetLk(a.get(), F_SETLK, F_UNLCK, 0, 200), 0);
+    r = b.Recv(10000);
+    ADD_FAILURE() << "F_SETLKW still waited 9 s after its signal; after the unlock it returned "
+                  << (r ? ErrnoName(*r) : "nothing");
+  } else {
+    EXPECT_EQ(*r, EINTR) << ErrnoName(*r);
+    // The interrupted wait took nothing: B gets the lock once A lets go.
+    ASSERT_EQ(SetLk(a.get(), F_SETLK, F_UNLCK, 0, 200), 0);
+    b.Send(kTrySetlk);
+    r = b.Recv(10000);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, 0) << ErrnoName(*r);
+  }
   b.Send(kExit);
   EXPECT_EQ(b.Wait(), 0);
 }
