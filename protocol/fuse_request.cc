@@ -15,7 +15,6 @@ std::string_view DecodeErrorName(DecodeError error) {
 bool IsValidName(std::string_view name, NameRule rule) {
   switch (rule) {
     case NameRule::kEntry:
-    case NameRule::kLookup:
       return !name.empty() && name.size() <= kMaxNameLength &&
              name.find('/') == std::string_view::npos && name != "." && name != "..";
     case NameRule::kXattr:

@@ -34,7 +34,6 @@ inline constexpr size_t kMaxXattrValueSize = 65536;
 
 enum class NameRule {
   kEntry,     // a directory entry: no '/', not "." or "..", 1..NAME_MAX bytes
-  kLookup,    // like kEntry ("." and ".." are never sent without export support)
   kXattr,     // an xattr name: 1..255 bytes, any bytes but NUL
   kSymlink,   // a symlink target: 1..PATH_MAX-1 bytes
   kIgnored,   // present on the wire but unused (TMPFILE's "/"): only NUL-termination checked

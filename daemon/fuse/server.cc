@@ -77,21 +77,6 @@ fs::FileLock DecodeLock(const fuse_file_lock& lk) {
   return fs::FileLock{.start = lk.start, .end = lk.end, .type = lk.type, .pid = lk.pid};
 }
 
-// WRITE payload that arrived inside the request buffer (the /dev/fuse transport).
-class BufferWriteSource final : public fs::WriteSource {
- public:
-  explicit BufferWriteSource(std::span<const uint8_t> data) : data_(data) {}
-  size_t size() const override { return data_.size(); }
-  Result<size_t> write_to(int fd, uint64_t offset) override {
-    ssize_t n = ::pwrite(fd, data_.data(), data_.size(), static_cast<off_t>(offset));
-    if (n < 0) return ErrnoErr();
-    return static_cast<size_t>(n);
-  }
-
- private:
-  std::span<const uint8_t> data_;
-};
-
 // Packs READDIR / READDIRPLUS entries into a reply buffer of the size the kernel asked for. With
 // shared versions each READDIRPLUS record is followed by its VersionTrailer.
 class BufferDirSink final : public fs::DirSink {
@@ -240,15 +225,7 @@ void Server::dispatch(Call& call) {
 
 void Server::malformed(Call& call, DecodeError error, int reply_errno) {
   stats_.count_malformed();
-  // At most 10 log lines per second, so a hostile guest cannot flood the log.
-  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                    std::chrono::steady_clock::now().time_since_epoch())
-                    .count();
-  int64_t window = log_window_start_.load(std::memory_order_relaxed);
-  if (window != now && log_window_start_.compare_exchange_strong(window, now)) {
-    log_window_count_.store(0, std::memory_order_relaxed);
-  }
-  if (log_window_count_.fetch_add(1, std::memory_order_relaxed) < 10) {
+  if (malformed_log_.allow()) {
     spdlog::warn("malformed {} request (unique {}, node {}, {} bytes): {}",
                  protocol::OpcodeName(call.header.opcode), call.header.unique, call.header.nodeid,
                  call.header.len, protocol::DecodeErrorName(error));
@@ -415,7 +392,7 @@ void Server::do_destroy(Call& call) {
 }
 
 void Server::do_lookup(Call& call) {
-  auto name = call.args.read_name(NameRule::kLookup);
+  auto name = call.args.read_name(NameRule::kEntry);
   if (!name) return malformed(call, name.error());
   reply_result(call, fs_.lookup(call.context, call.header.nodeid, *name));
 }
@@ -591,7 +568,7 @@ void Server::do_write(Call& call) {
   auto in = call.args.read<fuse_write_in>();
   if (!in) return malformed(call, in.error());
   if (in->size > options_.max_write) return malformed(call, DecodeError::kTooLarge);
-  std::optional<BufferWriteSource> inline_payload;
+  std::optional<fs::SpanWriteSource> inline_payload;  // the /dev/fuse transport
   fs::WriteSource* payload = call.external_payload;
   if (payload == nullptr) {
     auto bytes = call.args.read_bytes(in->size);

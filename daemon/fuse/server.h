@@ -12,6 +12,7 @@
 
 #include "daemon/fs/filesystem.h"
 #include "daemon/fuse/interrupt_registry.h"
+#include "common/log_limiter.h"
 #include "daemon/fuse/stats.h"
 #include "protocol/fuse_request.h"
 #include "protocol/shared_versions.h"
@@ -141,8 +142,7 @@ class Server {
   InterruptRegistry interrupts_;
 
   // Rate limit for malformed-request log lines: at most a burst per second.
-  std::atomic<int64_t> log_window_start_{0};
-  std::atomic<uint32_t> log_window_count_{0};
+  LogLimiter malformed_log_{"malformed-request warnings"};
 };
 
 }  // namespace svfs::fuse

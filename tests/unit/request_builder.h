@@ -147,19 +147,4 @@ class CapturingChannel : public fuse::ReplyChannel, public fs::ReadSink {
   }
 };
 
-// A WRITE payload kept outside the request buffer (as vhost-user passes it).
-class ExternalPayload : public fs::WriteSource {
- public:
-  explicit ExternalPayload(std::string data) : data_(std::move(data)) {}
-  size_t size() const override { return data_.size(); }
-  Result<size_t> write_to(int fd, uint64_t offset) override {
-    ssize_t n = ::pwrite(fd, data_.data(), data_.size(), static_cast<off_t>(offset));
-    if (n < 0) return ErrnoErr();
-    return static_cast<size_t>(n);
-  }
-
- private:
-  std::string data_;
-};
-
 }  // namespace svfs::testing

@@ -127,7 +127,8 @@ TEST_F(OpTest, WriteReplyReportsFilesystemCount) {
 }
 
 TEST_F(OpTest, WriteExternalPayload) {
-  ExternalPayload payload("guest memory data");
+  // Kept outside the request buffer, as vhost-user passes it.
+  fs::SpanWriteSource payload("guest memory data");
   RequestBuilder b(FUSE_WRITE, kNode);
   b.add(fuse_write_in{.fh = 9, .offset = 1, .size = static_cast<uint32_t>(payload.size())});
   Reply r = send(b.build(payload.size()), &payload);

@@ -21,7 +21,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon/util/unique_fd.h"
+#include "common/unique_fd.h"
 #include "tests/unit/server_test_support.h"
 
 namespace svfs::testing {

@@ -215,7 +215,8 @@ TEST_F(OpTest, WriteSizeMismatchRefused) {
                      .add(fuse_write_in{.size = static_cast<uint32_t>(big.size())})
                      .raw(big));
   // External payload of a different size than announced.
-  ExternalPayload payload("four");
+  // Kept outside the request buffer, as vhost-user passes it.
+  fs::SpanWriteSource payload("four");
   RequestBuilder b(FUSE_WRITE, kNode);
   b.add(fuse_write_in{.size = 5});
   size_t before = fake.calls.size();

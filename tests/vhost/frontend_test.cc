@@ -486,8 +486,10 @@ std::vector<std::uint16_t> GetattrChains(Session& s, int n, std::vector<std::uin
 // 16 chains / 20 µs), not per chain: a wake-up of the driver costs more than a GETATTR. Without
 // EVENT_IDX every used chain would otherwise be worth a call, so the call eventfd's counter
 // (one per write) shows how many notifications were sent. `svfsd_args` pick who serves the
-// chains (the queue thread, or pool workers).
-void ExpectSignalsPerBatch(std::vector<std::string> svfsd_args) {
+// chains (the queue thread, or pool workers). Counts the notifications for kRounds * kChains
+// into `notifications` (a void function, for gtest's ASSERTs).
+constexpr int kRounds = 20, kChains = 16;
+void CountSignalsOfBatches(std::vector<std::string> svfsd_args, std::uint64_t& notifications) {
   TempDir tmp;
   // No polling: the queue thread sleeps until the one kick, then finds every chain at once.
   svfsd_args.insert(svfsd_args.end(), {"--poll-us", "0"});
@@ -495,8 +497,7 @@ void ExpectSignalsPerBatch(std::vector<std::string> svfsd_args) {
   Session& s = *session;
   Virtqueue& vq = s.fe().queue(1);
   GuestMemory& mem = s.fe().memory();
-  constexpr int kRounds = 20, kChains = 16;
-  std::uint64_t notifications = 0;
+  notifications = 0;
   for (int round = 0; round < kRounds; ++round) {
     std::size_t mark = mem.mark();
     std::vector<std::uint64_t> replies;
@@ -524,10 +525,20 @@ void ExpectSignalsPerBatch(std::vector<std::string> svfsd_args) {
     mem.release(mark);
   }
   std::cerr << notifications << " notifications for " << kRounds * kChains << " chains\n";
-  // About two per round of 16 (one once 4 chains are left, one when the ring is drained); the
-  // 20 µs bound splits rounds on a slow (sanitized, loaded) run, but signalling per chain would be
-  // all 320.
-  EXPECT_LT(notifications, std::uint64_t{kRounds * kChains * 3 / 4})
+}
+
+// About two per round of 16 (one once 4 chains are left, one when the ring is drained); the
+// 20 µs bound splits rounds on a slow (sanitized, loaded) run, but signalling per chain would be
+// all 320. A load spike on a shared 2-core machine can split every batch of one run, so a run
+// is tried up to three times: signalling per chain fails all three.
+void ExpectSignalsPerBatch(const std::vector<std::string>& svfsd_args) {
+  constexpr std::uint64_t kBound = kRounds * kChains * 3 / 4;
+  std::uint64_t notifications = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    CountSignalsOfBatches(svfsd_args, notifications);
+    if (::testing::Test::HasFatalFailure() || notifications < kBound) break;
+  }
+  EXPECT_LT(notifications, kBound)
       << notifications << " notifications for " << kRounds * kChains << " chains";
 }
 
