@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Builds (once, cached) the guest used by the real-guest end-to-end tests: the Debian 12 kernel that
-# linux-image-amd64 depends on, and a busybox initramfs holding only the virtio/fuse/virtiofs
-# modules in load order plus an /init that mounts virtiofs, runs a workload and powers off.
+# linux-image-amd64 depends on (or the 6.12 kernel of Debian 12's security archive), and a busybox
+# initramfs holding only the virtio/fuse/virtiofs modules in load order (none for 6.12, which has
+# them built in) plus an /init that mounts virtiofs, runs a workload and powers off.
 #
-# Usage: scripts/guest-image.sh [--force]
+# Usage: scripts/guest-image.sh [--force] [--kernel 6.1|6.12] [--kver KVER]
+#   --kernel 6.1   (default) the kernel linux-image-amd64 depends on, e.g. 6.1.0-56-amd64
+#   --kernel 6.12  linux-image-KVER-unsigned, KVER from the candidate version of linux-source-6.12
+#                  (6.12.118-1~deb12u1 -> 6.12.118+deb12-amd64), so image, headers and source of
+#                  guest-kmod-patches/build.sh are at one version
+#   --kver KVER    this kernel release (linux-image-KVER or linux-image-KVER-unsigned)
 # Prints, on stdout, shell assignments for the runner:
 #   SVFS_GUEST_KERNEL=<vmlinuz>  SVFS_GUEST_INITRD=<initramfs.cpio.gz>  SVFS_GUEST_KVER=<version>
 # Progress goes to stderr. Cache: $SVFS_GUEST_CACHE (default /var/cache/svfs-guest)/<kernel version>,
@@ -24,10 +30,21 @@
 # svfs.mountopts=OPTS (mount -o OPTS, e.g. noversions).
 # Module override: a module /kmod/NAME.ko (put there by an archive in front of this one, e.g.
 # run-guest.sh --kmod DIR) is loaded instead of the image's; /init prints SVFS-E2E-KMOD NAME.ko.
+# Modules named in /kmod/modules that the image does not have (6.12: svfs_fuse.ko) are loaded
+# after the image's, in that order.
 set -euo pipefail
 
 force=0
-[ "${1:-}" = "--force" ] && force=1
+line=
+kver=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --force) force=1; shift ;;
+    --kernel) line=$2; shift 2 ;;
+    --kver) kver=$2; shift 2 ;;
+    *) echo "guest-image: unknown argument $1 (--force, --kernel 6.1|6.12, --kver KVER)" >&2; exit 2 ;;
+  esac
+done
 log() { echo "guest-image: $*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -48,16 +65,48 @@ apt_install() {
       apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2; }
 }
 
-# The kernel image package linux-image-amd64 points at (e.g. linux-image-6.1.0-56-amd64).
-image_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-  sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
-if [ -z "$image_pkg" ]; then
-  apt-get -o DPkg::Lock::Timeout=900 update -q >&2
-  image_pkg=$(apt-cache depends linux-image-amd64 |
-    sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
+# 6.12: the release named by linux-source-6.12's candidate version (the security archive carries
+# image, headers and source at that one version).
+kver_612() {
+  local v
+  v=$(apt-cache policy linux-source-6.12 2>/dev/null | sed -n 's/^ *Candidate: \([0-9][^ ]*\)$/\1/p')
+  [ -n "$v" ] || return 1
+  echo "${v%%-*}+deb12-amd64"   # 6.12.118-1~deb12u1 -> 6.12.118+deb12-amd64
+}
+pkg_known() { apt-cache show "$1" >/dev/null 2>&1; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+case "$line" in
+  ''|6.1)
+    if [ -z "$kver" ]; then
+      # The kernel image package linux-image-amd64 points at (e.g. linux-image-6.1.0-56-amd64).
+      image_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
+      if [ -z "$image_pkg" ]; then
+        apt-get -o DPkg::Lock::Timeout=900 update -q >&2
+        image_pkg=$(apt-cache depends linux-image-amd64 |
+          sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n1)
+      fi
+      [ -n "$image_pkg" ] || { log "cannot resolve the kernel package behind linux-image-amd64"; exit 1; }
+      kver=${image_pkg#linux-image-}
+    fi
+    ;;
+  6.12)
+    if [ -z "$kver" ]; then
+      kver=$(kver_612) || { apt-get -o DPkg::Lock::Timeout=900 update -q >&2; kver=$(kver_612); } ||
+        { log "no linux-source-6.12 in the apt sources (Debian 12: bookworm-security)"; exit 1; }
+    fi
+    ;;
+  *) log "--kernel $line: 6.1 or 6.12"; exit 2 ;;
+esac
+if [ -z "${image_pkg:-}" ]; then   # from --kver or --kernel 6.12
+  # 6.12 comes as the -unsigned image (the signed one installs the same files; either will do
+  # if already there).
+  image_pkg=linux-image-$kver
+  case "$kver" in
+    6.1.*) pkg_known "$image_pkg" || installed "$image_pkg" || image_pkg=$image_pkg-unsigned ;;
+    *) installed "$image_pkg" || image_pkg=$image_pkg-unsigned ;;
+  esac
 fi
-[ -n "$image_pkg" ] || { log "cannot resolve the kernel package behind linux-image-amd64"; exit 1; }
-kver=${image_pkg#linux-image-}
 
 apt_install "$image_pkg" busybox-static qemu-system-x86 qemu-system-common kmod cpio xz-utils gzip
 
@@ -108,7 +157,16 @@ for m in virtio_pci virtiofs; do
     [ "$local_seen" = 1 ] || order+=("$path")
   done < <(modprobe -S "$kver" --show-depends "$m")
 done
-[ "${#order[@]}" -ge 3 ] || { log "unexpected module list: ${order[*]}"; exit 1; }
+# Built-in drivers (6.12: virtio_pci, fuse and virtiofs are =y) need no module.
+builtin=0
+for m in virtio_pci virtiofs; do
+  modprobe -S "$kver" --show-depends "$m" 2>/dev/null | grep -q "^builtin $m" && builtin=$((builtin + 1))
+done
+if [ "$builtin" = 2 ]; then
+  [ "${#order[@]}" -eq 0 ] || { log "unexpected module list: ${order[*]}"; exit 1; }
+else
+  [ "${#order[@]}" -ge 3 ] || { log "unexpected module list: ${order[*]}"; exit 1; }
+fi
 : >"$stage/etc/modules.order"
 for path in "${order[@]}"; do
   name=$(basename "$path")
@@ -151,6 +209,12 @@ for m in $(cat /etc/modules.order); do
   f=/lib/modules/$m
   if [ -r /kmod/$m ]; then f=/kmod/$m; echo "SVFS-E2E-KMOD $m"; fi
   if ! insmod $f; then echo "SVFS-E2E-ERROR insmod $f"; finish; fi
+done
+# Modules the image does not have (a kernel with fuse built in: the patched svfs_fuse.ko).
+for m in $(cat /kmod/modules 2>/dev/null); do
+  grep -qx "$m" /etc/modules.order && continue
+  echo "SVFS-E2E-KMOD $m"
+  if ! insmod /kmod/$m; then echo "SVFS-E2E-ERROR insmod /kmod/$m"; dmesg | tail -n 20; finish; fi
 done
 echo "SVFS-E2E-BOOTED uptime=$(up)"
 if [ "$probe" = 1 ]; then echo "SVFS-E2E-PROBE-OK"; finish; fi

@@ -15,6 +15,9 @@ packages=(
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
   # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
   linux-headers-amd64 linux-source-6.1
+  # The 6.12 guest (bookworm-security): scripts/guest-image.sh --kernel 6.12 installs the image
+  # named by this package's version, guest-kmod-patches/build.sh the headers at that version
+  linux-source-6.12
 )
 
 missing=()

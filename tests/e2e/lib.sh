@@ -12,10 +12,25 @@ stop_pid() {
   return 0
 }
 
+# kmod_modules KMOD_DIR: the modules of a guest-kmod-patches/build.sh directory, in load order
+# (DIR/modules; fuse.ko virtiofs.ko for a directory without it).
+kmod_modules() {
+  if [ -r "$1/modules" ]; then cat "$1/modules"; else printf '%s\n' fuse.ko virtiofs.ko; fi
+}
+
 # stage_kmod PAYLOAD_DIR KMOD_DIR: the guest's /init loads /kmod/NAME.ko instead of the image's
-# module of that name.
+# module of that name, and then the ones the image lacks (/kmod/modules order).
 stage_kmod() {
-  mkdir -p "$1/kmod" && cp "$2/fuse.ko" "$2/virtiofs.ko" "$1/kmod/"
+  local m
+  mkdir -p "$1/kmod" || return 1
+  kmod_modules "$2" >"$1/kmod/modules" || return 1
+  for m in $(cat "$1/kmod/modules"); do cp "$2/$m" "$1/kmod/" || return 1; done
+}
+
+# kmod_cmdline KMOD_DIR: kernel parameters the modules need (6.12: skip the built-in fuse).
+kmod_cmdline() {
+  [ -r "$1/cmdline" ] && cat "$1/cmdline"
+  return 0
 }
 
 # guest_initrd PAYLOAD_DIR OUT: OUT = everything under PAYLOAD_DIR as an uncompressed cpio archive,

@@ -12,8 +12,12 @@
 #   --versiond PATH            start this svfs-versiond (own socket and table) and point svfsd at
 #                              it; implies --cache shared. The guest's FUSE client is stock, so it
 #                              does not negotiate versions: svfsd must serve it as cache=none.
-#   --kmod DIR                 load DIR/fuse.ko and DIR/virtiofs.ko in the guest instead of the
-#                              image's (guest-kmod-patches/build.sh prints the directory); with
+#   --kernel 6.1|6.12          guest kernel line (default 6.1; scripts/guest-image.sh --kernel)
+#   --kver KVER                guest kernel release (scripts/guest-image.sh --kver)
+#   --kmod DIR                 load the modules of DIR (DIR/modules; 6.1: fuse.ko, virtiofs.ko,
+#                              6.12: svfs_fuse.ko, plus DIR/cmdline on the kernel command line)
+#                              in the guest instead of the image's
+#                              (guest-kmod-patches/build.sh prints the directory); with
 #                              --versiond the guest also gets versiond's table (see --table) and
 #                              svfsd must negotiate shared versions (unless -o noversions)
 #   --table NAME               expose /dev/shm/NAME read-only to the guest as an ivshmem-plain
@@ -60,6 +64,7 @@ mem=512
 daemon_args=()
 versiond=
 kmod=
+image_opts=()
 table_name=
 mountopts=
 keep=0
@@ -83,6 +88,7 @@ while [ $# -gt 0 ]; do
     --daemon-arg) daemon_args+=("$2"); shift 2 ;;
     --versiond) versiond=$2; cache=shared; shift 2 ;;
     --kmod) kmod=$2; shift 2 ;;
+    --kernel|--kver) image_opts+=("$1" "$2"); shift 2 ;;
     --table) table_name=$2; shift 2 ;;
     --mount-opts) mountopts=$2; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -145,7 +151,7 @@ if [ -n "$versiond" ]; then
 fi
 [ "$table_name" = none ] && table_name=
 if [ -n "$kmod" ]; then
-  for m in fuse virtiofs; do [ -r "$kmod/$m.ko" ] || die "--kmod: $kmod/$m.ko missing"; done
+  for m in $(kmod_modules "$kmod"); do [ -r "$kmod/$m" ] || die "--kmod: $kmod/$m missing"; done
 fi
 table_file=
 if [ -n "$table_name" ]; then
@@ -178,8 +184,13 @@ if [ ! -S "$sock" ]; then
 fi
 
 # Guest image (cached; builds and installs packages on first use).
-image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh failed"
+image_vars=$("$repo/scripts/guest-image.sh" "${image_opts[@]}") || die "scripts/guest-image.sh failed"
 eval "$image_vars"
+if [ -n "$kmod" ]; then
+  m=$(kmod_modules "$kmod" | head -n1)
+  modinfo -F vermagic "$kmod/$m" 2>/dev/null | grep -q "^$SVFS_GUEST_KVER " ||
+    die "--kmod $kmod is not built for the guest kernel $SVFS_GUEST_KVER (--kernel/--kver)"
+fi
 qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 
 # Workload archive, prepended to the cached initramfs.
@@ -223,6 +234,7 @@ if [ -n "$table_file" ]; then
 fi
 cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
 [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
+[ -n "$kmod" ] && [ -n "$(kmod_cmdline "$kmod")" ] && cmdline+=" $(kmod_cmdline "$kmod")"
 
 # Guest.
 serial=$work/serial.log

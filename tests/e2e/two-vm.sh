@@ -39,6 +39,7 @@
 #                     fewer than files*(K-1)/20 LOOKUP+GETATTR (cache=none sends at least one
 #                     request per file and pass)
 #   --svfsd PATH  --versiond PATH  --virtiofsd PATH  --kmod DIR (default: guest-kmod-patches/build.sh)
+#   --kernel 6.1|6.12  --kver KVER   guest kernel (default 6.1; scripts/guest-image.sh)
 #   --timeout S       per guest command (default 600)   --keep   keep the work directories
 #   --table-out FILE  also write the result table to FILE
 # Exit status: 0 done (and --check passed), 1 failure, 77 skipped (not root, no QEMU), 2 usage.
@@ -52,6 +53,7 @@ svfsd=${SVFSD:-$repo/build/daemon/svfsd}
 versiond=${SVFS_VERSIOND:-$repo/build/versiond/svfs-versiond}
 virtiofsd=/usr/lib/qemu/virtiofsd
 kmod=
+image_opts=()
 modes=shared
 files=10000
 passes=3
@@ -77,6 +79,7 @@ while [ $# -gt 0 ]; do
     --versiond) versiond=$2; shift 2 ;;
     --virtiofsd) virtiofsd=$2; shift 2 ;;
     --kmod) kmod=$2; shift 2 ;;
+    --kernel|--kver) image_opts+=("$1" "$2"); shift 2 ;;
     --timeout) cmd_timeout=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --table-out) table_out=$2; shift 2 ;;
@@ -103,7 +106,7 @@ die() { say "FAIL: $*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (vhost-user daemons, chown, packages)"
 qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 command -v setfattr >/dev/null && command -v getfattr >/dev/null || skip "setfattr/getfattr missing (package attr)"
-image_vars=$("$repo/scripts/guest-image.sh") || die "scripts/guest-image.sh failed"
+image_vars=$("$repo/scripts/guest-image.sh" "${image_opts[@]}") || die "scripts/guest-image.sh failed"
 eval "$image_vars"
 needs_kmod=0
 needs_svfsd=0
@@ -122,10 +125,17 @@ done
 [ "$needs_versiond" = 0 ] || [ -x "$versiond" ] || die "svfs-versiond $versiond not found (--versiond)"
 if [ "$needs_kmod" = 1 ] && [ -z "$kmod" ]; then
   say "patched modules (guest-kmod-patches/build.sh, cached)..."
-  kvars=$("$repo/guest-kmod-patches/build.sh") || die "guest-kmod-patches/build.sh failed"
+  kvars=$("$repo/guest-kmod-patches/build.sh" --kver "$SVFS_GUEST_KVER") ||
+    die "guest-kmod-patches/build.sh failed"
   eval "$kvars"
   kmod=$SVFS_KMOD_DIR
 fi
+if [ "$needs_kmod" = 1 ]; then
+  m=$(kmod_modules "$kmod" | head -n1)
+  modinfo -F vermagic "$kmod/$m" 2>/dev/null | grep -q "^$SVFS_GUEST_KVER " ||
+    die "--kmod $kmod is not built for the guest kernel $SVFS_GUEST_KVER (--kernel/--kver)"
+fi
+say "guest kernel $SVFS_GUEST_KVER"
 
 # State of the mode being run; cleanup() stops whatever is left.
 work=
@@ -276,6 +286,7 @@ run_mode() {
     fi
     local cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
     [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
+    [ "$use_kmod" = 1 ] && [ -n "$(kmod_cmdline "$kmod")" ] && cmdline+=" $(kmod_cmdline "$kmod")"
     timeout 1800 "$qemu" -accel tcg -machine q35 -smp 1 -m 512 \
       -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
       -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs \
