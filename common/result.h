@@ -30,7 +30,7 @@ inline void TakeValue(const Status&) {}
 
 // SVFS_TRY(expr): `expr` is a Result<T> or Status. On error, returns its errno from the enclosing
 // function (which returns some Result or Status); otherwise evaluates to the value:
-//   auto inode = SVFS_TRY(GetInode(node));   // std::shared_ptr<InodeData>
+//   auto inode = SVFS_TRY(inode_of(node));   // std::shared_ptr<InodeData>
 //   SVFS_TRY(AsGuest(ctx, [&] { ... }));     // value unused
 // Only for passing an error on unchanged: where it is translated or logged, test it by hand.
 // A GNU statement expression (g++, clang), so the value can be used in place.

@@ -64,7 +64,7 @@ class InodeFd {
 // shared across threads without locking. Operations keep a shared_ptr to it for their duration,
 // so a concurrent FORGET cannot close the fd under them.
 struct InodeData {
-  NodeId id = 0;       // assigned by InodeStore::Acquire
+  NodeId id = 0;       // assigned by InodeStore::acquire
   InodeKey key;
   mode_t file_type = 0;  // st_mode & S_IFMT
   UniqueFd fd;           // O_PATH|O_NOFOLLOW; invalid when `handle` is set

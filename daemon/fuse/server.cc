@@ -257,7 +257,7 @@ void Server::reply_error(Call& call, int error) {
   // on the hiprio queue without a device-writable buffer.
   if (call.header.opcode == FUSE_FORGET || call.header.opcode == FUSE_BATCH_FORGET ||
       call.header.opcode == FUSE_INTERRUPT || call.header.opcode == FUSE_NOTIFY_REPLY) {
-      call.failed = true;
+    call.failed = true;
     return;
   }
   fuse_out_header out{};

@@ -33,7 +33,6 @@
 
 namespace {
 
-using svfs::testing::ExternalPayload;
 using svfs::testing::FakeFileSystem;
 using svfs::testing::RequestBuilder;
 
@@ -141,7 +140,7 @@ void Handle(svfs::fuse::Server& server, std::span<const uint8_t> bytes, bool ext
     std::string payload(reinterpret_cast<const char*>(bytes.data()) + kWriteArgsEnd,
                         bytes.size() - kWriteArgsEnd);
     std::vector<uint8_t> request(bytes.begin(), bytes.begin() + kWriteArgsEnd);
-    ExternalPayload source(std::move(payload));
+    svfs::fs::SpanWriteSource source(payload);  // `payload` outlives the call
     server.handle(request, &source, channel);
   } else {
     // An exact-size heap copy, so reads past the end are caught.

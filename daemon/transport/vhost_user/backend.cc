@@ -23,8 +23,7 @@ RunnerOptions RunnerOptionsOf(const BackendOptions& options) {
 
 VhostUserBackend::VhostUserBackend(fuse::Server& server, BackendOptions options,
                                    Listener listener)
-    : server_(server),
-      options_(std::move(options)),
+    : options_(std::move(options)),
       listener_(std::move(listener)),
       stop_fd_(EventFd::Create()),
       runner_(server, RunnerOptionsOf(options_)),
@@ -190,8 +189,10 @@ bool VhostUserBackend::on_set_protocol_features(Message& m) {
   if (features & ~protocol_features_offered()) {
     spdlog::error("vhost-user: SET_PROTOCOL_FEATURES {:#x} includes features not offered",
                   features);
+    // The failure is acknowledged under the features in force before this message.
+    const bool acked = ack(m, false);
     acked_protocol_features_ = features & protocol_features_offered();
-    return ack(m, false);
+    return acked;
   }
   acked_protocol_features_ = features;
   // REPLY_ACK applies from this message's own reply on (the frontend knows what it set).

@@ -98,7 +98,6 @@ class VhostUserBackend {
   // Queue `index` of a message, or nullptr (logged) if out of range.
   Queue* queue_of(const Message& m, uint64_t index);
 
-  fuse::Server& server_;
   BackendOptions options_;
   Listener listener_;
   EventFd stop_fd_;  // run() returns when signalled
