@@ -254,7 +254,8 @@ int main(int argc, char** argv) {
     svfs::shm::SetShmDirectory(shm_dir.get());
   }
   if (auto dropped = svfs::sandbox::DropCapabilities(
-          options.modcaps, options.fs.file_handles != svfs::fs::InodeFileHandles::kNever);
+          options.modcaps, options.fs.file_handles != svfs::fs::InodeFileHandles::kNever,
+          session && sandbox_mode == svfs::sandbox::Mode::kNone);
       !dropped) {
     std::fprintf(stderr, "svfsd: dropping capabilities: %s\n", std::strerror(dropped.error()));
     return 1;

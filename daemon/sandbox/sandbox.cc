@@ -168,11 +168,12 @@ bool ValidModcaps(const std::string& modcaps, std::string* error) {
   return ParseModcaps(modcaps, changes, error);
 }
 
-Status DropCapabilities(const std::string& modcaps, bool file_handles) {
+Status DropCapabilities(const std::string& modcaps, bool file_handles, bool keep_sys_admin) {
   capng_get_caps_process();
   if (capng_have_capabilities(CAPNG_SELECT_CAPS) == CAPNG_NONE) return {};
   std::vector<int> keep = BaseCapabilities();
   if (file_handles) keep.push_back(CAP_DAC_READ_SEARCH);  // open_by_handle_at
+  if (keep_sys_admin) keep.push_back(CAP_SYS_ADMIN);      // umount2 of our own mount
   std::vector<std::pair<bool, int>> changes;
   if (!modcaps.empty() && !ParseModcaps(modcaps, changes, nullptr)) return Err(EINVAL);
   capng_clear(CAPNG_SELECT_BOTH);

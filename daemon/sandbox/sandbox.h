@@ -40,7 +40,8 @@ Status Close(Mode mode, const std::string& shared_dir);
 // setuid, mknod, setfcap; dac_read_search with file handles), changed by `modcaps`
 // ("+cap:-cap", virtiofsd's syntax), in the effective, permitted and bounding sets. Nothing to
 // do for a daemon without capabilities. The caller must not have started threads yet.
-Status DropCapabilities(const std::string& modcaps, bool file_handles);
+// keep_sys_admin: a --mount daemon without a supervisor, which unmounts at exit itself.
+Status DropCapabilities(const std::string& modcaps, bool file_handles, bool keep_sys_admin);
 
 // Checks a --modcaps value (for the command line).
 bool ValidModcaps(const std::string& modcaps, std::string* error);
