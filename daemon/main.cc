@@ -6,10 +6,12 @@
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -260,6 +262,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "svfsd: dropping capabilities: %s\n", std::strerror(dropped.error()));
     return 1;
   }
+  if (auto filtered = svfs::sandbox::InstallSeccomp(
+          *svfs::sandbox::ParseSeccompAction(options.seccomp));
+      !filtered) {
+    std::fprintf(stderr, "svfsd: --seccomp %s: %s\n", options.seccomp.c_str(),
+                 std::strerror(filtered.error()));
+    return 1;
+  }
+  // Test-only (the environment of the daemon's launcher; no guest reaches it): a system call
+  // outside the filter, to show --seccomp kill kills.
+  if (std::getenv("SVFSD_TEST_FORBIDDEN_SYSCALL") != nullptr) ::syscall(SYS_acct, nullptr);
   if (versions) versions->start(versiond_name);
 
   if (backend) return RunVhostUser(options, server, std::move(*backend), signals);

@@ -27,9 +27,12 @@ namespaces are not available). Both need root. Capabilities are cut to chown, da
 fowner, fsetid, setgid, setuid, mknod, setfcap (+dac_read_search with --inode-file-handles);
 --modcaps=+sys_admin:-mknod changes that set.
 
+Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system calls it makes
+(x86_64); kill ends the process at any other, log lets it through and logs it (audit),
+trap raises SIGSYS. The default is none, unlike virtiofsd's kill: see docs/security.md.
+
 Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
---posix-acl, --killpriv-v2, --translate-uid/--translate-gid, --uid-map/--gid-map,
---seccomp kill|log|trap.
+--posix-acl, --killpriv-v2, --translate-uid/--translate-gid, --uid-map/--gid-map.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
@@ -177,7 +180,9 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_option("--sandbox", sandbox,
                  "Sandbox: namespace|chroot|none (default namespace; see below)")
       ->type_name("MODE");
-  app.add_option("--seccomp", seccomp, "Seccomp: none (kill, log, trap not implemented)")
+  app.add_option("--seccomp", seccomp,
+                 "Seccomp action for a system call svfsd does not make: kill|log|trap|none "
+                 "(default none)")
       ->type_name("ACTION");
   app.add_option("--modcaps", modcaps,
                  "Capabilities kept, changed: +CAP:-CAP (e.g. +sys_admin:-mknod)")
@@ -276,8 +281,11 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     if (std::string why; !options.modcaps.empty() && !sandbox::ValidModcaps(options.modcaps, &why)) {
       Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
     }
-    if (!seccomp.empty() && seccomp != "none") {
-      Unsupported(fmt::format("--seccomp {}", seccomp), "only --seccomp none");
+    if (!seccomp.empty()) {
+      if (!sandbox::ParseSeccompAction(seccomp)) {
+        Fail(fmt::format("--seccomp {}: expected kill, log, trap or none", seccomp));
+      }
+      options.seccomp = seccomp;
     }
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();

@@ -132,5 +132,35 @@ TEST_F(DefaultSandboxTest, KillingTheSupervisorTakesTheDaemonWithIt) {
       << "the sandboxed daemon outlived its supervisor";
 }
 
+// Under --seccomp kill a system call outside the list kills svfsd. The call comes from a
+// test-only trigger in the launcher's environment (no guest reaches it), right after the filter.
+TEST(SeccompTest, ForbiddenSystemCallKills) {
+  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+  char tmpl[] = "/tmp/svfs-seccomp-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string base = tmpl, share = base + "/share", mnt = base + "/mnt";
+  ASSERT_EQ(::mkdir(share.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0755), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("SVFSD_TEST_FORBIDDEN_SYSCALL", "1", 1);
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);
+    ::execl(SVFSD_PATH, SVFSD_PATH, "--shared-dir", share.c_str(), "--mount", mnt.c_str(),
+            "--seccomp", "kill", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+      << "status " << status << ": not killed by SIGSYS";
+  EXPECT_FALSE(IsMountPoint(mnt)) << "the supervisor left the mount behind";
+  if (IsMountPoint(mnt)) AbortAndDetach(mnt);
+  ::rmdir(mnt.c_str());
+  ::rmdir(share.c_str());
+  ::rmdir(base.c_str());
+}
+
 }  // namespace
 }  // namespace svfs_it
