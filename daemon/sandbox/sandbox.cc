@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -62,6 +63,7 @@ void Unmount(const std::string& mountpoint) {
 }
 
 int g_daemon_pid = 0;
+std::atomic<bool> g_closed{false};
 
 Status Fork(int unshare_flags, const Supervision& supervision) {
   sigset_t chld;
@@ -153,6 +155,7 @@ Status Close(Mode mode, const std::string& shared_dir) {
   if (mode == Mode::kChroot) {
     if (::chroot(shared_dir.c_str()) != 0) return ErrnoErr();
     if (::chdir("/") != 0) return ErrnoErr();
+    g_closed = true;
     return {};
   }
   if (::chdir(shared_dir.c_str()) != 0) return ErrnoErr();
@@ -160,8 +163,11 @@ Status Close(Mode mode, const std::string& shared_dir) {
   if (::syscall(SYS_pivot_root, ".", ".") != 0) return ErrnoErr();
   if (::umount2(".", MNT_DETACH) != 0) return ErrnoErr();
   if (::chdir("/") != 0) return ErrnoErr();
+  g_closed = true;
   return {};
 }
+
+bool Closed() { return g_closed; }
 
 bool ValidModcaps(const std::string& modcaps, std::string* error) {
   std::vector<std::pair<bool, int>> changes;

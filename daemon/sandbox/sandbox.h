@@ -36,6 +36,9 @@ Status Enter(Mode mode, const std::string& shared_dir, const Supervision& superv
 // and detaches the old root; kChroot chroots into it. The working directory is then "/".
 Status Close(Mode mode, const std::string& shared_dir);
 
+// Whether Close has put the daemon in a namespace or chroot sandbox.
+bool Closed();
+
 // Keeps only the capabilities passthrough needs (chown, dac_override, fowner, fsetid, setgid,
 // setuid, mknod, setfcap; dac_read_search with file handles), changed by `modcaps`
 // ("+cap:-cap", virtiofsd's syntax), in the effective, permitted and bounding sets. Nothing to
