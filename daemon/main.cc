@@ -4,22 +4,42 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "daemon/fs/credentials.h"
 #include "daemon/fs/passthrough.h"
 #include "daemon/fuse/server.h"
 #include "daemon/options.h"
+#include "daemon/sandbox/sandbox.h"
 #include "daemon/transport/fuse_dev.h"
 #include "daemon/transport/vhost_user/backend.h"
 #include "daemon/versions/shared_versions.h"
+#include "shm/version_table.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+// LeakSanitizer's exit-time check lists threads in /proc/<pid>/task, which a sandboxed svfsd no
+// longer reaches (it would abort): sanitizer builds check leaks of --sandbox none runs only.
+extern "C" int __lsan_is_turned_off() { return svfs::sandbox::Closed() ? 1 : 0; }
+#endif
 
 namespace {
+
+std::string AbsolutePath(const std::string& path) {
+  std::error_code error;
+  auto absolute = std::filesystem::absolute(path, error);
+  return error ? path : absolute.lexically_normal().string();
+}
 
 bool SetupLogging(const svfs::Options& options) {
   auto level = spdlog::level::from_str(options.log_level);
@@ -47,12 +67,15 @@ void PrintStats(const svfs::fuse::Server& server) {
   std::fflush(stderr);
 }
 
-int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
-                 const sigset_t& signals) {
+using Backend = std::unique_ptr<svfs::transport::vhost_user::VhostUserBackend>;
+
+// Creates the vhost-user backend, whose listening socket must exist before the sandbox closes.
+std::optional<Backend> CreateVhostUser(const svfs::Options& options, svfs::fuse::Server& server) {
   svfs::transport::vhost_user::BackendOptions backend_options{
       .socket_path = options.socket_path,
       .listen_fd = options.fd,
       .socket_group = options.socket_group,
+      .pid = svfs::sandbox::DaemonPid(),
       .tag = options.tag,
       .pool_threads = options.thread_pool_size,
       .poll_max = std::chrono::microseconds(options.poll_us),
@@ -66,8 +89,13 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
       std::fprintf(stderr, "svfsd: --socket-path %s: %s\n", options.socket_path.c_str(),
                    std::strerror(backend.error()));
     }
-    return 1;
+    return std::nullopt;
   }
+  return std::move(*backend);
+}
+
+int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server, Backend backend,
+                 const sigset_t& signals) {
   if (!options.socket_group.empty() && options.socket_path.empty()) {
     spdlog::warn("--socket-group {} ignored: it applies to --socket-path only",
                  options.socket_group);
@@ -75,7 +103,7 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
   std::atomic<bool> finished{false};
   svfs::Status status;
   std::thread serving([&] {
-    status = (*backend)->run();
+    status = backend->run();
     finished.store(true, std::memory_order_release);
     kill(getpid(), SIGTERM);  // wakes the sigwait below
   });
@@ -95,12 +123,12 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server,
     }
     if (!finished.load(std::memory_order_acquire)) {
       spdlog::info("signal {}: stopping", strsignal(sig));
-      (*backend)->stop();
+      backend->stop();
     }
     break;
   }
   serving.join();
-  backend->reset();
+  backend.reset();
   if (!status) {
     spdlog::error("vhost-user: {}", std::strerror(status.error()));
     return 1;
@@ -144,17 +172,66 @@ int main(int argc, char** argv) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, sig);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  // Declared before the filesystem, which samples and bumps through it until destroyed.
+  // --mount: mounted here, in the host's mount namespace (a sandbox supervisor unmounts it).
+  std::unique_ptr<svfs::transport::FuseDevSession> session;
+  if (!options.mountpoint.empty()) {
+    auto mounted = svfs::transport::FuseDevSession::Mount(options.mountpoint, "svfs");
+    if (!mounted) {
+      std::fprintf(stderr, "svfsd: --mount %s: %s%s\n", options.mountpoint.c_str(),
+                   std::strerror(mounted.error()),
+                   mounted.error() == EPERM ? " (mounting through /dev/fuse needs root)" : "");
+      return 1;
+    }
+    session = std::move(*mounted);
+  }
+  const auto sandbox_mode = *svfs::sandbox::ParseMode(options.sandbox);
+  const std::string shared_dir = AbsolutePath(options.fs.shared_dir);
+  if (auto entered = svfs::sandbox::Enter(
+          sandbox_mode, shared_dir,
+          {.mountpoint = session && sandbox_mode != svfs::sandbox::Mode::kNone
+                             ? AbsolutePath(options.mountpoint)
+                             : std::string(),
+           .fuse_fd = session ? session->device_fd() : -1});
+      !entered) {
+    std::fprintf(stderr, "svfsd: --sandbox %s: %s%s\n", options.sandbox.c_str(),
+                 std::strerror(entered.error()),
+                 entered.error() == EPERM ? " (needs root; or --sandbox chroot or none)" : "");
+    return 1;
+  }
+  if (session && sandbox_mode != svfs::sandbox::Mode::kNone) session->leave_unmount_to_supervisor();
+
+  // Declared before the filesystem, which samples and bumps through it until destroyed; its
+  // client starts once the sandbox is closed.
   std::unique_ptr<svfs::versions::SharedVersions> versions;
+  svfs::UniqueFd versiond_dir;
+  svfs::UniqueFd shm_dir;
+  std::string versiond_name;
   if (options.fs.cache.mode() == svfs::fs::CacheMode::kShared) {
     std::string where = !options.socket_path.empty() ? options.socket_path
                         : !options.mountpoint.empty() ? options.mountpoint
                                                       : fmt::format("fd {}", options.fd);
-    versions = svfs::versions::SharedVersions::Start({
+    versions = svfs::versions::SharedVersions::Create({
         .socket_path = options.versiond_socket,
-        .client_name = fmt::format("svfsd {} ({})", getpid(), where),
+        .client_name = fmt::format("svfsd {} ({})", svfs::sandbox::DaemonPid(), where),
+        .pid = static_cast<uint32_t>(svfs::sandbox::DaemonPid()),
         .shared_dir = options.fs.shared_dir,
     });
+    if (sandbox_mode != svfs::sandbox::Mode::kNone) {
+      // Reached through descriptors once the sandbox hides their paths: versiond's socket (by
+      // its name in the working directory) for reconnects, /dev/shm for a new table.
+      const std::string socket = AbsolutePath(options.versiond_socket);
+      const auto slash = socket.rfind('/');
+      const std::string dir = slash == 0 ? "/" : socket.substr(0, slash);
+      versiond_name = socket.substr(slash + 1);
+      versiond_dir = svfs::UniqueFd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      shm_dir = svfs::UniqueFd(::open("/dev/shm", O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!versiond_dir || !shm_dir) {
+        std::fprintf(stderr, "svfsd: --versiond-socket %s: %s: %s\n",
+                     options.versiond_socket.c_str(), !versiond_dir ? dir.c_str() : "/dev/shm",
+                     std::strerror(errno));
+        return 1;
+      }
+    }
   }
   auto filesystem = svfs::fs::PassthroughFs::Create(options.fs, versions.get());
   if (!filesystem) {
@@ -164,16 +241,48 @@ int main(int argc, char** argv) {
   }
 
   svfs::fuse::Server server(**filesystem);
-  if (options.mountpoint.empty()) return RunVhostUser(options, server, signals);
-  auto session = svfs::transport::FuseDevSession::Mount(options.mountpoint, "svfs");
-  if (!session) {
-    std::fprintf(stderr, "svfsd: --mount %s: %s%s\n", options.mountpoint.c_str(),
-                 std::strerror(session.error()),
-                 session.error() == EPERM ? " (mounting through /dev/fuse needs root)" : "");
+  std::optional<Backend> backend;
+  if (options.mountpoint.empty()) {
+    backend = CreateVhostUser(options, server);
+    if (!backend) return 1;
+  }
+
+  // Everything from outside the shared directory is open: close the sandbox.
+  if (auto closed = svfs::sandbox::Close(sandbox_mode, shared_dir); !closed) {
+    std::fprintf(stderr, "svfsd: --sandbox %s: closing on %s: %s\n", options.sandbox.c_str(),
+                 shared_dir.c_str(), std::strerror(closed.error()));
     return 1;
   }
+  if (versiond_dir) {
+    if (::fchdir(versiond_dir.get()) != 0) {
+      std::fprintf(stderr, "svfsd: --versiond-socket %s: %s\n", options.versiond_socket.c_str(),
+                   std::strerror(errno));
+      return 1;
+    }
+    svfs::shm::SetShmDirectory(shm_dir.get());
+  }
+  if (auto dropped = svfs::sandbox::DropCapabilities(
+          options.modcaps, options.fs.file_handles != svfs::fs::InodeFileHandles::kNever,
+          session && sandbox_mode == svfs::sandbox::Mode::kNone);
+      !dropped) {
+    std::fprintf(stderr, "svfsd: dropping capabilities: %s\n", std::strerror(dropped.error()));
+    return 1;
+  }
+  if (auto filtered = svfs::sandbox::InstallSeccomp(
+          *svfs::sandbox::ParseSeccompAction(options.seccomp));
+      !filtered) {
+    std::fprintf(stderr, "svfsd: --seccomp %s: %s\n", options.seccomp.c_str(),
+                 std::strerror(filtered.error()));
+    return 1;
+  }
+  // Test-only (the environment of the daemon's launcher; no guest reaches it): a system call
+  // outside the filter, to show --seccomp kill kills.
+  if (std::getenv("SVFSD_TEST_FORBIDDEN_SYSCALL") != nullptr) ::syscall(SYS_acct, nullptr);
+  if (versions) versions->start(versiond_name);
+
+  if (backend) return RunVhostUser(options, server, std::move(*backend), signals);
   unsigned threads = options.thread_pool_size ? options.thread_pool_size : 4;
-  (*session)->start(server, threads, [] { svfs::fs::DropSupplementaryGroupsForThread(); },
+  session->start(server, threads, [] { svfs::fs::DropSupplementaryGroupsForThread(); },
                     [] { kill(getpid(), SIGTERM); });
   spdlog::info("serving {} on {} (cache={}, {} threads)", options.fs.shared_dir,
                options.mountpoint, svfs::fs::CacheModeName(options.fs.cache.mode()), threads);
@@ -188,7 +297,7 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: unmounting {}", strsignal(sig), options.mountpoint);
     break;
   }
-  (*session)->stop();
+  session->stop();
   spdlog::info("stopped after {} requests", server.stats().total());
   PrintStats(server);
   return 0;

@@ -1,5 +1,7 @@
 #include "daemon/options.h"
 
+#include "daemon/sandbox/sandbox.h"
+
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -14,12 +16,23 @@ C virtiofsd dialect (-o, comma-separated, repeatable):
   source=DIR  cache=none|auto|always|shared  versiond_socket=PATH  timeout=SECONDS
   xattr|no_xattr  flock|no_flock
   posix_lock|no_posix_lock  writeback|no_writeback  announce_submounts  readdirplus
-  allow_direct_io|no_allow_direct_io  log_level=debug|info|warn|err  sandbox=none
+  allow_direct_io|no_allow_direct_io  log_level=debug|info|warn|err
+  sandbox=namespace|chroot|none  modcaps=+CAP:-CAP
   -f (foreground; always the case)  -d (debug logging)
 
+Sandbox (as the Rust virtiofsd): namespace forks; the daemon is pid 1 of new pid, mount, net and
+ipc namespaces whose root is the shared directory (pivot_root), the parent waits, forwards
+signals and, with --mount, unmounts. chroot chroots into the shared directory (where
+namespaces are not available). Both need root. Capabilities are cut to chown, dac_override,
+fowner, fsetid, setgid, setuid, mknod, setfcap (+dac_read_search with --inode-file-handles);
+--modcaps=+sys_admin:-mknod changes that set.
+
+Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system calls it makes
+(x86_64); kill ends the process at any other, log lets it through and logs it (audit),
+trap raises SIGSYS. The default is none, unlike virtiofsd's kill: see docs/security.md.
+
 Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
---posix-acl, --killpriv-v2, --modcaps, --translate-uid/--translate-gid, --uid-map/--gid-map,
---sandbox namespace|chroot, --seccomp kill|log|trap.
+--posix-acl, --killpriv-v2, --translate-uid/--translate-gid, --uid-map/--gid-map.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
@@ -95,8 +108,13 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
     if (value == "err") value = "error";
     options.log_level = std::string(value);
   } else if (key == "sandbox") {
-    if (value != "none") Unsupported(fmt::format("-o sandbox={}", value), "only sandbox=none");
-  } else if (key == "xattrmap" || key == "posix_acl" || key == "modcaps") {
+    if (!sandbox::ParseMode(value)) {
+      Fail(fmt::format("-o sandbox={}: expected namespace, chroot or none", value));
+    }
+    options.sandbox = std::string(value);
+  } else if (key == "modcaps") {
+    options.modcaps = std::string(value);
+  } else if (key == "xattrmap" || key == "posix_acl") {
     Unsupported(fmt::format("-o {}", key), "see --help");
   } else {
     Fail(fmt::format("-o {}: unknown option (see --help)", key));
@@ -121,6 +139,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   std::string file_handles = "never";
   std::string sandbox;
   std::string seccomp;
+  std::string modcaps;
   std::vector<std::string> legacy;
   bool debug = false;
   bool readonly = false;
@@ -158,10 +177,16 @@ ParseOutcome ParseOptions(int argc, char** argv) {
                  "adapts to the load and an idle queue does not poll (default 50, 0 = never)")
       ->type_name("US")
       ->check(CLI::Range(0u, 100000u));
-  app.add_option("--sandbox", sandbox, "Sandbox: none (namespace and chroot not implemented)")
+  app.add_option("--sandbox", sandbox,
+                 "Sandbox: namespace|chroot|none (default namespace; see below)")
       ->type_name("MODE");
-  app.add_option("--seccomp", seccomp, "Seccomp: none (kill, log, trap not implemented)")
+  app.add_option("--seccomp", seccomp,
+                 "Seccomp action for a system call svfsd does not make: kill|log|trap|none "
+                 "(default none)")
       ->type_name("ACTION");
+  app.add_option("--modcaps", modcaps,
+                 "Capabilities kept, changed: +CAP:-CAP (e.g. +sys_admin:-mknod)")
+      ->type_name("CAPS");
   app.add_flag("--xattr", options.fs.xattr, "Enable extended attributes");
   app.add_flag("--announce-submounts", options.fs.announce_submounts,
                "Tell the guest about host submounts (FUSE_ATTR_SUBMOUNT)");
@@ -187,7 +212,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_flag("--no-killpriv-v2", no_flag_value, "Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default)");
   app.add_flag("--no-xattr", no_flag_value, "Disable extended attributes (the default)");
   app.set_version_flag("-V,--version", "svfsd 0.1.0");
-  for (const char* name : {"--xattrmap", "--modcaps", "--translate-uid", "--translate-gid",
+  for (const char* name : {"--xattrmap", "--translate-uid", "--translate-gid",
                            "--uid-map", "--gid-map"}) {
     app.add_option(name, unsupported_value)->group("")->each([name](const std::string&) {
       Unsupported(name, "see --help");
@@ -246,11 +271,21 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     } else {
       Fail(fmt::format("--inode-file-handles {}: expected never, prefer or mandatory", file_handles));
     }
-    if (!sandbox.empty() && sandbox != "none") {
-      Unsupported(fmt::format("--sandbox {}", sandbox), "only --sandbox none");
+    if (!sandbox.empty()) {
+      if (!sandbox::ParseMode(sandbox)) {
+        Fail(fmt::format("--sandbox {}: expected namespace, chroot or none", sandbox));
+      }
+      options.sandbox = sandbox;
     }
-    if (!seccomp.empty() && seccomp != "none") {
-      Unsupported(fmt::format("--seccomp {}", seccomp), "only --seccomp none");
+    if (!modcaps.empty()) options.modcaps = modcaps;
+    if (std::string why; !options.modcaps.empty() && !sandbox::ValidModcaps(options.modcaps, &why)) {
+      Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
+    }
+    if (!seccomp.empty()) {
+      if (!sandbox::ParseSeccompAction(seccomp)) {
+        Fail(fmt::format("--seccomp {}: expected kill, log, trap or none", seccomp));
+      }
+      options.seccomp = seccomp;
     }
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();

@@ -31,6 +31,10 @@ struct Options {
   std::string log_level = "info";
   bool syslog = false;
   bool print_capabilities = false;
+  // The sandbox: namespace (default, as virtiofsd), chroot or none.
+  std::string sandbox = "namespace";
+  std::string seccomp = "none";
+  std::string modcaps;  // --modcaps "+cap:-cap"
 };
 
 // What parsing produced: options to run with, or an exit (help, version, capabilities printed;

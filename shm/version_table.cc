@@ -1,5 +1,6 @@
 #include "shm/version_table.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,6 +8,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
+#include <optional>
 #include <array>
 #include <bit>
 #include <cerrno>
@@ -20,6 +23,7 @@
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 
+#include "common/unique_fd.h"
 #include "shm/fault_guard.h"
 
 namespace svfs::shm {
@@ -49,6 +53,16 @@ static_assert(offsetof(TableHeader, slot_count) == 24);
 static_assert(offsetof(TableHeader, generation) == 32);
 static_assert(offsetof(TableHeader, created_at_ns) == 40);
 static_assert(offsetof(TableHeader, uuid) == 48);
+
+std::atomic<int> g_shm_directory{-1};
+
+// Lets mapped_region map a descriptor of ours (an shm object opened with openat).
+struct FdMappable {
+  int fd;
+  bip::mapping_handle_t get_mapping_handle() const {
+    return bip::ipcdetail::mapping_handle_from_file_handle(fd);
+  }
+};
 
 bool IsValidStride(uint64_t stride) { return stride == 8 || stride == 64; }
 
@@ -214,6 +228,8 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
   }
 }
 
+void SetShmDirectory(int dir_fd) { g_shm_directory.store(dir_fd, std::memory_order_release); }
+
 std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view name_view,
                                                               Access access, Owner owner) {
   std::string name(name_view);
@@ -226,14 +242,36 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
   mapping->access = access;
   bip::offset_t object_bytes = 0;
   try {
-    bip::shared_memory_object object(bip::open_only, object_name->c_str(), mode);
-    if (!object.get_size(object_bytes)) {
-      return std::unexpected(Prefix(name) + fmt::format("cannot read the size of /dev/shm/{}",
-                                                        *object_name));
+    // In a sandbox /dev/shm is reached through a descriptor kept open (SetShmDirectory).
+    std::optional<bip::shared_memory_object> object;
+    UniqueFd opened;
+    int object_fd = -1;
+    if (const int dir = g_shm_directory.load(std::memory_order_acquire); dir >= 0) {
+      const int flags = (access == Access::kReadWrite ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC;
+      opened = UniqueFd(::openat(dir, object_name->c_str(), flags));
+      if (!opened) {
+        if (errno == ENOENT) throw bip::interprocess_exception(bip::error_info(bip::not_found_error));
+        return std::unexpected(Prefix(name) + fmt::format("cannot open /dev/shm/{}: {}",
+                                                          *object_name, std::strerror(errno)));
+      }
+      object_fd = opened.get();
+      struct stat st {};
+      if (::fstat(object_fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return std::unexpected(Prefix(name) + fmt::format("cannot read the size of /dev/shm/{}",
+                                                          *object_name));
+      }
+      object_bytes = st.st_size;
+    } else {
+      object.emplace(bip::open_only, object_name->c_str(), mode);
+      if (!object->get_size(object_bytes)) {
+        return std::unexpected(Prefix(name) + fmt::format("cannot read the size of /dev/shm/{}",
+                                                          *object_name));
+      }
+      object_fd = object->get_mapping_handle().handle;
     }
     if (owner == Owner::kMustOwn) {
       struct stat st {};
-      if (::fstat(object.get_mapping_handle().handle, &st) != 0) {
+      if (::fstat(object_fd, &st) != 0) {
         return std::unexpected(Prefix(name) + fmt::format("cannot stat /dev/shm/{}: {}",
                                                           *object_name, std::strerror(errno)));
       }
@@ -253,7 +291,7 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
                                                         "table)",
                                                         object_bytes, kHeaderBytes));
     }
-    mapping->region = bip::mapped_region(object, mode);
+    mapping->region = bip::mapped_region(FdMappable{object_fd}, mode);
   } catch (const bip::interprocess_exception& error) {
     if (error.get_error_code() == bip::not_found_error) {
       return std::unexpected(Prefix(name) + fmt::format("does not exist (/dev/shm/{}; is "

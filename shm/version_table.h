@@ -42,6 +42,10 @@ enum class Access { kReadOnly, kReadWrite };
 
 // A mapping of the table. Move-only; unmaps on destruction. Creation and attach errors are
 // values carrying a message fit for a log line ("version table /svfs-versions: bad magic ...").
+// Attach opens tables with openat(dir_fd, name) instead of shm_open from here on: a sandboxed
+// svfsd keeps /dev/shm open as an O_PATH descriptor, its path being out of reach. -1: shm_open.
+void SetShmDirectory(int dir_fd);
+
 class VersionTable {
  public:
   struct CreateOptions {

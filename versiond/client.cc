@@ -191,7 +191,8 @@ class Client::Impl {
   }
 
   kj::Promise<bool> connect() {
-    auto address = kj::str("unix:", options_.socket_path.c_str());
+    const std::string& where = options_.connect_path.empty() ? options_.socket_path : options_.connect_path;
+    auto address = kj::str("unix:", where.c_str());
     return io_->provider->getNetwork()
         .parseAddress(address)
         .then([](kj::Own<kj::NetworkAddress> addr) {
@@ -202,7 +203,7 @@ class Client::Impl {
           auto request = connection_->versiond.attachRequest();
           auto info = request.initClient();
           info.setName(options_.name);
-          info.setPid(static_cast<uint32_t>(::getpid()));
+          info.setPid(options_.pid ? options_.pid : static_cast<uint32_t>(::getpid()));
           auto dirs = info.initSharedDirs(options_.shared_dirs.size());
           for (size_t i = 0; i < options_.shared_dirs.size(); ++i) dirs.set(i, options_.shared_dirs[i]);
           kj::Promise<capnp::Response<rpc::Versiond::AttachResults>> sent = request.send();

@@ -39,6 +39,10 @@ class Client {
 
   struct Options {
     std::string socket_path;
+    // Where connect(2) goes if not socket_path (named in the logs): a sandboxed svfsd connects to
+    // the socket's name relative to its working directory, the socket's directory.
+    std::string connect_path;
+    uint32_t pid = 0;  // reported to versiond (0: getpid(); a sandboxed svfsd's outside pid)
     std::string name;                      // shown in versiond's log and svfsctl clients
     std::vector<std::string> shared_dirs;  // versiond watches their filesystems for host changes
     std::chrono::milliseconds retry_interval{200};

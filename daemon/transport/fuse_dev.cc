@@ -147,7 +147,7 @@ void FuseDevSession::abort_connection() {
 void FuseDevSession::stop(std::chrono::milliseconds grace) {
   if (stopped_) return;
   stopped_ = true;
-  if (::umount2(mountpoint_.c_str(), 0) != 0 && errno != EINVAL &&
+  if (unmount_on_stop_ && ::umount2(mountpoint_.c_str(), 0) != 0 && errno != EINVAL &&
       ::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL) {
     spdlog::warn("unmounting {} failed: {}", mountpoint_, std::strerror(errno));
   }

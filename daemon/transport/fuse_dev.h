@@ -19,6 +19,11 @@ namespace svfs::transport {
 
 class FuseDevSession {
  public:
+  // The /dev/fuse descriptor (a sandbox supervisor closes its copy after fork).
+  int device_fd() const { return device_.get(); }
+  // The mount is someone else's to remove (a sandbox supervisor outside the sandbox, where its
+  // path is): stop() does not try to unmount it.
+  void leave_unmount_to_supervisor() { unmount_on_stop_ = false; }
   // Opens /dev/fuse and mounts it on `mountpoint` (needs root: mount(2) is called directly).
   // The kernel sends INIT as soon as workers start reading.
   static Result<std::unique_ptr<FuseDevSession>> Mount(const std::string& mountpoint,
@@ -45,6 +50,7 @@ class FuseDevSession {
   std::string mountpoint_;
   dev_t mount_dev_ = 0;  // st_dev of the mount: names the connection under /sys/fs/fuse/connections
   bool stopped_ = false;
+  bool unmount_on_stop_ = true;
   std::atomic<bool> stopping_{false};  // set when workers must leave even without ENODEV
   std::function<void()> on_connection_lost_;
   std::once_flag lost_once_;

@@ -10,24 +10,33 @@
 namespace svfs::versions {
 
 std::unique_ptr<SharedVersions> SharedVersions::Start(Options options) {
-  std::unique_ptr<SharedVersions> versions(new SharedVersions(std::move(options)));
+  auto versions = Create(std::move(options));
+  versions->start();
+  return versions;
+}
+
+std::unique_ptr<SharedVersions> SharedVersions::Create(Options options) {
+  return std::unique_ptr<SharedVersions>(new SharedVersions(std::move(options)));
+}
+
+void SharedVersions::start(std::string connect_path) {
   versiond::Client::Options client;
-  client.socket_path = versions->options_.socket_path;
-  client.name = versions->options_.client_name;
-  client.shared_dirs = {versions->options_.shared_dir};
-  client.listener = versions.get();
-  versions->client_ = versiond::Client::Start(std::move(client));
+  client.socket_path = options_.socket_path;
+  client.connect_path = std::move(connect_path);
+  client.name = options_.client_name;
+  client.pid = options_.pid;
+  client.shared_dirs = {options_.shared_dir};
+  client.listener = this;
+  client_ = versiond::Client::Start(std::move(client));
   {
-    std::unique_lock lock(versions->attach_mutex_);
-    versions->attach_cv_.wait_for(lock, versions->options_.attach_wait,
-                                  [&] { return versions->attached(); });
+    std::unique_lock lock(attach_mutex_);
+    attach_cv_.wait_for(lock, options_.attach_wait, [&] { return attached(); });
   }
-  if (!versions->attached()) {
+  if (!attached()) {
     spdlog::warn("shared versions: svfs-versiond at {} not reachable yet; serving unversioned "
                  "(cache=none) until it is (start svfs-versiond, or check --versiond-socket)",
-                 versions->options_.socket_path);
+                 options_.socket_path);
   }
-  return versions;
 }
 
 SharedVersions::SharedVersions(Options options) : options_(std::move(options)) {}

@@ -26,6 +26,7 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   struct Options {
     std::string socket_path;
     std::string client_name;                  // shown by svfsctl
+    uint32_t pid = 0;                         // reported to versiond (0: getpid())
     std::string shared_dir;                   // versiond watches its filesystem
     std::chrono::milliseconds attach_wait{2000};  // how long Start waits for the first attach
   };
@@ -34,6 +35,11 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   // so a guest that mounts right away can negotiate versions. Never fails for an unreachable
   // versiond: svfsd then serves unversioned until it attaches.
   static std::unique_ptr<SharedVersions> Start(Options options);
+  // Or in two steps: Create (no thread, no connection), then start once the sandbox is closed.
+  // connect_path: where to connect if not options.socket_path (a sandboxed svfsd connects to the
+  // socket's name relative to its working directory, the socket's directory kept open).
+  static std::unique_ptr<SharedVersions> Create(Options options);
+  void start(std::string connect_path = {});
   ~SharedVersions() override;
 
   // fs::VersionTracker

@@ -56,8 +56,10 @@ wait_socket() {
   for _ in $(seq 1 200); do [[ -S $1 ]] && return 0; sleep 0.05; done
   echo "no socket $1" >&2; return 1
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# svfsd's serving process: under the default --sandbox namespace, the launched pid's child.
+serving() { local c; c=$(cat "/proc/$1/task/$1/children" 2>/dev/null); echo "${c%% *}" | grep . || echo "$1"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$(serving "$1")/stat"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$(serving "$1")/status"; }
 # The sum of every slot's version (slot 0 and padding are 0).
 table_sum() { od -An -t u8 -v -j 64 "/dev/shm/$table" | awk '{for (i = 1; i <= NF; i++) s += $i} END {printf "%.0f\n", s}'; }
 median() { sort -n | awk '{v[NR] = $1} END {print (NR ? v[int((NR + 1) / 2)] : 0)}'; }

@@ -256,8 +256,8 @@ TEST_F(SharedVersionsTest, BothDaemonsBumpTheSlotTheInodesIdentityNames) {
   EXPECT_EQ(SlotOf("renamed"), slot) << "a rename keeps the inode's slot";
   StatsSnapshot stats = Stats();
   ASSERT_EQ(stats.clients.size(), 2u);
-  const ClientRow* c1 = stats.FindClient(m1_->process->pid());
-  const ClientRow* c2 = stats.FindClient(m2_->process->pid());
+  const ClientRow* c1 = stats.FindClient(m1_->process->serving_pid());
+  const ClientRow* c2 = stats.FindClient(m2_->process->serving_pid());
   ASSERT_TRUE(c1 && c2) << "each daemon is a client of its own (by pid)";
   EXPECT_EQ(c1->shared_dirs, std::vector<std::string>{world_.H("")}) << "registered for its share";
 }
@@ -502,7 +502,7 @@ TEST_F(SharedVersionsTest, KilledDaemonIsDeregisteredAndTheOtherKeepsBumping) {
   MKFILE("a");
   LookupBoth("a");
   const uint64_t slot = SlotOf("a");
-  const pid_t dead_pid = m2_->process->pid();
+  const pid_t dead_pid = m2_->process->serving_pid();
 
   const auto start = Clock::now();
   m2_->process->Kill(SIGKILL);
@@ -661,7 +661,7 @@ TEST_F(SharedWorldTest, DaemonServesWithoutVersiondAndAttachesLater) {
       [&] {
         attach_latency = Clock::now() - up;
         auto stats = QueryStats(world_.socket());
-        return stats && stats->FindClient(m->process->pid()) != nullptr;
+        return stats && stats->FindClient(m->process->serving_pid()) != nullptr;
       },
       5000ms, 5ms);
   std::cout << "[ no vd    ] attached " << Ms(attach_latency) << " after versiond answered\n";

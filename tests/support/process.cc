@@ -1,5 +1,8 @@
 #include "tests/support/process.h"
 
+#include <fstream>
+#include <string>
+
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -132,5 +135,15 @@ CommandResult RunCommand(const std::vector<std::string>& argv) {
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
 }
+
+pid_t ServingPid(pid_t pid) {
+  std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
+                         "/children");
+  pid_t child = 0;
+  if (children >> child && child > 0) return child;
+  return pid;
+}
+
+pid_t Process::serving_pid() const { return ServingPid(pid_); }
 
 }  // namespace svfs_test

@@ -30,6 +30,8 @@ class Process {
   bool Start(const std::vector<std::string>& argv, const std::string& log_path);
 
   pid_t pid() const { return pid_; }
+  // The process that serves: a sandboxed svfsd's child (its supervisor's only child), else pid().
+  pid_t serving_pid() const;
   // Reaps the child if it exited; true while it runs.
   bool Running();
   // Waits up to `timeout` for the child to exit by itself; true once it has.
@@ -60,5 +62,9 @@ struct CommandResult {
   std::string output;
 };
 CommandResult RunCommand(const std::vector<std::string>& argv);
+
+// pid's only child if it has one (svfsd --sandbox namespace: the daemon, pid 1 of its pid
+// namespace, under the supervisor that was started), else pid.
+pid_t ServingPid(pid_t pid);
 
 }  // namespace svfs_test

@@ -644,7 +644,7 @@ TEST(VhostSvfsdTest, PoolOfOneIsServedByTheQueueThreads) {
     TempDir tmp;
     auto session = SvfsdSession(tmp, 1, false, args);
     EXPECT_EQ(session->client().getattr(FUSE_ROOT_ID).error(), 0);
-    fs::path tasks = fs::path("/proc") / std::to_string(session->process().pid()) / "task";
+    fs::path tasks = fs::path("/proc") / std::to_string(session->process().serving_pid()) / "task";
     auto count = [&] { return std::distance(fs::directory_iterator(tasks), fs::directory_iterator()); };
     // Settled: the same count twice, 50 ms apart (a thread just joined may linger in /proc).
     auto threads = count();
@@ -1406,7 +1406,7 @@ TEST(VhostSvfsdTest, GetlkByNewOwnersKeepsNoFds) {
   auto session = SvfsdSession(tmp, 1);
   FuseClient& c = session->client();
   LockedFile file(c);
-  auto count_fds = [&] { return OpenFdCount(session->process().pid()); };
+  auto count_fds = [&] { return OpenFdCount(session->process().serving_pid()); };
   ASSERT_EQ(c.send(file.request(FUSE_SETLK, 1, F_WRLCK)).error(), 0);
   const auto before = count_fds();
   for (std::uint64_t owner = 100; owner < 1100; ++owner) {

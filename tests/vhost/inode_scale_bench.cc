@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Args {
   std::string socket, tree;
-  long pid = 0;
+  long pid = 0;  // the serving process (svfsd's child under its default namespace sandbox)
   unsigned inodes = 100000;
 };
 
@@ -112,7 +112,13 @@ int main(int argc, char** argv) {
     std::string v = argv[++i];
     if (k == "--socket") a.socket = v;
     else if (k == "--tree") a.tree = v;
-    else if (k == "--pid") a.pid = std::stol(v);
+    else if (k == "--pid") {
+      a.pid = std::stol(v);
+      // The serving process: a sandboxed svfsd's child (its only one).
+      std::ifstream children("/proc/" + v + "/task/" + v + "/children");
+      long child = 0;
+      if (children >> child && child > 0) a.pid = child;
+    }
     else if (k == "--inodes") a.inodes = static_cast<unsigned>(std::stoul(v));
     else svfs::vhost::Usage();
   }

@@ -33,7 +33,8 @@ Result<std::unique_ptr<VhostUserBackend>> VhostUserBackend::Create(fuse::Server&
                                                                    BackendOptions options) {
   auto listener = Listener::Create(ListenerOptions{.socket_path = options.socket_path,
                                                    .listen_fd = options.listen_fd,
-                                                   .socket_group = options.socket_group});
+                                                   .socket_group = options.socket_group,
+                                                   .pid = options.pid});
   if (!listener) return std::unexpected(listener.error());
   std::unique_ptr<VhostUserBackend> backend(
       new VhostUserBackend(server, std::move(options), std::move(*listener)));

@@ -29,6 +29,7 @@ struct BackendOptions {
   std::string socket_path;   // listen here (stale socket unlinked, `<path>.pid` locked)
   int listen_fd = -1;        // or: an inherited listening socket (--fd)
   std::string socket_group;  // chgrp the socket to this group (and mode 0660)
+  int pid = 0;               // for `<path>.pid` (0: getpid(); svfsd's outside its sandbox)
   std::string tag;           // GET_CONFIG tag (CONFIG protocol feature offered when set)
   // num_request_queues reported by GET_CONFIG (the frontend decides how many it sets up).
   uint32_t config_request_queues = 1;

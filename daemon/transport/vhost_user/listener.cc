@@ -34,11 +34,28 @@ Listener::Listener(Listener&& other) noexcept
     : listen_fd_(std::move(other.listen_fd_)),
       lock_fd_(std::move(other.lock_fd_)),
       lock_path_(std::exchange(other.lock_path_, {})),
-      socket_path_(std::exchange(other.socket_path_, {})) {}
+      socket_path_(std::exchange(other.socket_path_, {})),
+      dir_fd_(std::move(other.dir_fd_)) {}
+
+namespace {
+std::string BaseName(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+}  // namespace
 
 Listener::~Listener() {
-  if (!socket_path_.empty()) ::unlink(socket_path_.c_str());
-  if (!lock_path_.empty()) ::unlink(lock_path_.c_str());
+  // Through the directory's descriptor: a sandboxed svfsd no longer reaches the path.
+  auto remove = [this](const std::string& path) {
+    if (path.empty()) return;
+    if (dir_fd_) {
+      ::unlinkat(dir_fd_.get(), BaseName(path).c_str(), 0);
+    } else {
+      ::unlink(path.c_str());
+    }
+  };
+  remove(socket_path_);
+  remove(lock_path_);
 }
 
 Status Listener::listen_at(const ListenerOptions& options) {
@@ -47,6 +64,12 @@ Status Listener::listen_at(const ListenerOptions& options) {
   address.sun_family = AF_UNIX;
   if (path.size() >= sizeof(address.sun_path)) return Err(ENAMETOOLONG);
   std::memcpy(address.sun_path, path.data(), path.size());
+  {
+    auto slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    dir_fd_ = UniqueFd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir_fd_) return ErrnoErr();
+  }
 
   // O_NOFOLLOW and the type and owner checks: a planted symlink or someone else's file is
   // refused rather than truncated; O_NONBLOCK so a planted fifo cannot block the open.
@@ -71,7 +94,7 @@ Status Listener::listen_at(const ListenerOptions& options) {
     return Err(error);
   }
   lock_path_ = lock_path;  // ours from here on: removed on exit
-  std::string pid = std::to_string(::getpid()) + "\n";
+  std::string pid = std::to_string(options.pid ? options.pid : ::getpid()) + "\n";
   if (::ftruncate(lock_fd_.get(), 0) != 0 ||
       ::pwrite(lock_fd_.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
     spdlog::warn("could not write {}: {}", lock_path_, std::strerror(errno));

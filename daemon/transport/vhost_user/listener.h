@@ -14,6 +14,7 @@ struct ListenerOptions {
   std::string socket_path;   // listen here
   int listen_fd = -1;        // or: adopt this listening socket
   std::string socket_group;  // chgrp the socket to this group (and mode 0660)
+  int pid = 0;               // written to the lock file (0: getpid(); a sandbox's supervisor)
 };
 
 class Listener {
@@ -36,6 +37,7 @@ class Listener {
   UniqueFd lock_fd_;
   std::string lock_path_;    // unlinked by the destructor when set
   std::string socket_path_;  // likewise
+  UniqueFd dir_fd_;          // the socket's directory (the sandbox hides its path)
 };
 
 }  // namespace svfs::transport::vhost_user

@@ -1,0 +1,84 @@
+// svfsd's seccomp filter: the system calls svfsd, glibc, spdlog, Cap'n Proto/kj and
+// Boost.Interprocess make on x86_64 once the sandbox is closed; anything else gets the action.
+#include <seccomp.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+
+#include "daemon/sandbox/sandbox.h"
+
+namespace svfs::sandbox {
+namespace {
+
+constexpr const char* kAllowed[] = {
+    // Memory, threads, signals, time (glibc, the C++ runtime, kj's event loop).
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mlock", "munlock", "membarrier",
+    "clone", "clone3", "exit", "exit_group", "set_robust_list", "get_robust_list", "rseq",
+    "set_tid_address", "futex", "futex_waitv", "sched_yield", "sched_getaffinity",
+    "sched_setaffinity", "getpid", "gettid", "getppid", "tgkill", "tkill", "kill",
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending",
+    "sigaltstack", "restart_syscall", "clock_gettime", "clock_getres", "clock_nanosleep",
+    "nanosleep", "gettimeofday", "time", "getrandom", "uname", "sysinfo", "getrlimit",
+    "prlimit64", "getrusage", "prctl", "arch_prctl", "capget", "capset", "getcwd",
+    // Descriptors and waiting (vhost-user, /dev/fuse, eventfds, kj).
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
+    "pwritev2", "close", "close_range", "dup", "dup2", "dup3", "fcntl", "ioctl", "lseek",
+    "pipe", "pipe2", "eventfd", "eventfd2", "poll", "ppoll", "select", "pselect6",
+    "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+    "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd", "signalfd4",
+    // Sockets: the vhost-user connection (fds passed), versiond (reconnects), syslog.
+    "socket", "connect", "accept", "accept4", "bind", "listen", "shutdown", "getsockname",
+    "getpeername", "getsockopt", "setsockopt", "sendmsg", "recvmsg", "sendto", "recvfrom",
+    "sendmmsg", "recvmmsg", "socketpair",
+    // Credentials for guest requests.
+    "setfsuid", "setfsgid", "setresuid", "setresgid", "setuid", "setgid", "setgroups",
+    "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+    // The passthrough filesystem.
+    "openat", "openat2", "open", "open_by_handle_at", "name_to_handle_at", "newfstatat",
+    "fstat", "stat", "lstat", "statx", "fstatfs", "statfs", "getdents64", "getdents",
+    "readlinkat", "readlink", "mkdirat", "mknodat", "symlinkat", "linkat", "unlinkat",
+    "renameat", "renameat2", "fchmod", "fchmodat", "fchmodat2", "fchown", "fchownat",
+    "utimensat", "futimesat", "truncate", "ftruncate", "fallocate", "fsync", "fdatasync",
+    "syncfs", "sync_file_range", "copy_file_range", "sendfile", "splice", "flock",
+    "fadvise64", "fgetxattr", "fsetxattr", "flistxattr", "fremovexattr", "getxattr",
+    "lgetxattr", "setxattr", "lsetxattr", "listxattr", "llistxattr", "removexattr",
+    "lremovexattr", "umask", "fchdir", "chdir", "access", "faccessat", "faccessat2",
+    "umount2",  // a --mount daemon without a supervisor unmounts at exit
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // The sanitizer runtimes (reports, LeakSanitizer's stop-the-world at exit).
+    "ptrace", "wait4", "waitid", "process_vm_readv", "getpriority", "setpriority", "mincore",
+    "msync", "personality", "execve",
+#endif
+};
+
+}  // namespace
+
+std::optional<SeccompAction> ParseSeccompAction(std::string_view name) {
+  if (name == "kill") return SeccompAction::kKill;
+  if (name == "log") return SeccompAction::kLog;
+  if (name == "trap") return SeccompAction::kTrap;
+  if (name == "none") return SeccompAction::kNone;
+  return std::nullopt;
+}
+
+Status InstallSeccomp(SeccompAction action) {
+  if (action == SeccompAction::kNone) return {};
+  const uint32_t default_action = action == SeccompAction::kKill  ? SCMP_ACT_KILL_PROCESS
+                                  : action == SeccompAction::kLog ? SCMP_ACT_LOG
+                                                                  : SCMP_ACT_TRAP;
+  scmp_filter_ctx ctx = seccomp_init(default_action);
+  if (ctx == nullptr) return Err(ENOMEM);
+  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+  for (const char* name : kAllowed) {
+    if (rc != 0) break;
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+  }
+  if (rc == 0) rc = seccomp_load(ctx);
+  seccomp_release(ctx);
+  if (rc != 0) return Err(-rc);
+  return {};
+}
+
+}  // namespace svfs::sandbox
