@@ -38,8 +38,13 @@
 #   --check           exit 1 unless every mode has 0 stale results and (shared) passes 2..K sent
 #                     fewer than files*(K-1)/20 LOOKUP+GETATTR (cache=none sends at least one
 #                     request per file and pass)
-#   --svfsd PATH  --versiond PATH  --virtiofsd PATH  --kmod DIR (default: guest-kmod-patches/build.sh)
-#   --kernel 6.1|6.12  --kver KVER   guest kernel (default 6.1; scripts/guest-image.sh)
+#   --svfsd PATH  --versiond PATH  --virtiofsd PATH
+#   --kernel 6.1|6.12  --kver KVER   guest kernel of both VMs (default 6.1; scripts/guest-image.sh)
+#   --kernel-a K  --kernel-b K  --kver-a KVER  --kver-b KVER   the kernel of one VM (mixed fleet)
+#   --kernels KA,KB   the same as --kernel-a KA --kernel-b KB (e.g. --kernels 6.1,6.12)
+#                     (the last option naming a VM's kernel wins)
+#   --kmod DIR        patched modules of both VMs; --kmod-a DIR / --kmod-b DIR for one VM (default:
+#                     guest-kmod-patches/build.sh --kver <that VM's kernel>, once per kernel)
 #   --timeout S       per guest command (default 600)   --keep   keep the work directories
 #   --table-out FILE  also write the result table to FILE
 # Exit status: 0 done (and --check passed), 1 failure, 77 skipped (not root, no QEMU), 2 usage.
@@ -52,8 +57,8 @@ repo=$(cd "$here/../.." && pwd)
 svfsd=${SVFSD:-$repo/build/daemon/svfsd}
 versiond=${SVFS_VERSIOND:-$repo/build/versiond/svfs-versiond}
 virtiofsd=/usr/lib/qemu/virtiofsd
-kmod=
-image_opts=()
+declare -A kopt_kind=([A]=--kernel [B]=--kernel) kopt_val=([A]=6.1 [B]=6.1) kmodv=([A]="" [B]="")
+declare -A gkernel ginitrd gkver
 modes=shared
 files=10000
 passes=3
@@ -78,8 +83,15 @@ while [ $# -gt 0 ]; do
     --svfsd) svfsd=$2; shift 2 ;;
     --versiond) versiond=$2; shift 2 ;;
     --virtiofsd) virtiofsd=$2; shift 2 ;;
-    --kmod) kmod=$2; shift 2 ;;
-    --kernel|--kver) image_opts+=("$1" "$2"); shift 2 ;;
+    --kmod) kmodv[A]=$2; kmodv[B]=$2; shift 2 ;;
+    --kmod-a) kmodv[A]=$2; shift 2 ;;
+    --kmod-b) kmodv[B]=$2; shift 2 ;;
+    --kernel|--kver) kopt_kind[A]=$1; kopt_val[A]=$2; kopt_kind[B]=$1; kopt_val[B]=$2; shift 2 ;;
+    --kernel-a|--kver-a) kopt_kind[A]=${1%-a}; kopt_val[A]=$2; shift 2 ;;
+    --kernel-b|--kver-b) kopt_kind[B]=${1%-b}; kopt_val[B]=$2; shift 2 ;;
+    --kernels)
+      case "$2" in *,*) ;; *) echo "two-vm: --kernels wants KA,KB (e.g. 6.1,6.12)" >&2; exit 2 ;; esac
+      kopt_kind[A]=--kernel; kopt_val[A]=${2%%,*}; kopt_kind[B]=--kernel; kopt_val[B]=${2#*,}; shift 2 ;;
     --timeout) cmd_timeout=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --table-out) table_out=$2; shift 2 ;;
@@ -106,8 +118,17 @@ die() { say "FAIL: $*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (vhost-user daemons, chown, packages)"
 qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 command -v setfattr >/dev/null && command -v getfattr >/dev/null || skip "setfattr/getfattr missing (package attr)"
-image_vars=$("$repo/scripts/guest-image.sh" "${image_opts[@]}") || die "scripts/guest-image.sh failed"
-eval "$image_vars"
+# Each VM's image (kernel and initramfs of scripts/guest-image.sh); one call per distinct kernel.
+for vm in A B; do
+  if [ "$vm" = B ] && [ "${kopt_kind[B]} ${kopt_val[B]}" = "${kopt_kind[A]} ${kopt_val[A]}" ]; then
+    gkernel[B]=${gkernel[A]}; ginitrd[B]=${ginitrd[A]}; gkver[B]=${gkver[A]}
+    continue
+  fi
+  image_vars=$("$repo/scripts/guest-image.sh" "${kopt_kind[$vm]}" "${kopt_val[$vm]}") ||
+    die "scripts/guest-image.sh ${kopt_kind[$vm]} ${kopt_val[$vm]} (VM $vm) failed"
+  eval "$image_vars"
+  gkernel[$vm]=$SVFS_GUEST_KERNEL; ginitrd[$vm]=$SVFS_GUEST_INITRD; gkver[$vm]=$SVFS_GUEST_KVER
+done
 needs_kmod=0
 needs_svfsd=0
 needs_versiond=0
@@ -123,19 +144,27 @@ for m in "${mode_list[@]}"; do
 done
 [ "$needs_svfsd" = 0 ] || [ -x "$svfsd" ] || die "svfsd $svfsd not found (build it or pass --svfsd)"
 [ "$needs_versiond" = 0 ] || [ -x "$versiond" ] || die "svfs-versiond $versiond not found (--versiond)"
-if [ "$needs_kmod" = 1 ] && [ -z "$kmod" ]; then
-  say "patched modules (guest-kmod-patches/build.sh, cached)..."
-  kvars=$("$repo/guest-kmod-patches/build.sh" --kver "$SVFS_GUEST_KVER") ||
-    die "guest-kmod-patches/build.sh failed"
-  eval "$kvars"
-  kmod=$SVFS_KMOD_DIR
-fi
+# Each VM gets the modules built for its own kernel (build.sh per kernel, cached).
 if [ "$needs_kmod" = 1 ]; then
-  m=$(kmod_modules "$kmod" | head -n1)
-  modinfo -F vermagic "$kmod/$m" 2>/dev/null | grep -q "^$SVFS_GUEST_KVER " ||
-    die "--kmod $kmod is not built for the guest kernel $SVFS_GUEST_KVER (--kernel/--kver)"
+  declare -A built
+  for vm in A B; do
+    [ -n "${kmodv[$vm]}" ] && continue
+    if [ -z "${built[${gkver[$vm]}]:-}" ]; then
+      say "patched modules for ${gkver[$vm]} (guest-kmod-patches/build.sh, cached)..."
+      kvars=$("$repo/guest-kmod-patches/build.sh" --kver "${gkver[$vm]}") ||
+        die "guest-kmod-patches/build.sh --kver ${gkver[$vm]} failed"
+      eval "$kvars"
+      built[${gkver[$vm]}]=$SVFS_KMOD_DIR
+    fi
+    kmodv[$vm]=${built[${gkver[$vm]}]}
+  done
+  for vm in A B; do
+    m=$(kmod_modules "${kmodv[$vm]}" | head -n1)
+    modinfo -F vermagic "${kmodv[$vm]}/$m" 2>/dev/null | grep -q "^${gkver[$vm]} " ||
+      die "--kmod ${kmodv[$vm]} is not built for VM $vm's kernel ${gkver[$vm]} (--kernel/--kver, --kmod-a/-b)"
+  done
 fi
-say "guest kernel $SVFS_GUEST_KVER"
+say "guest kernels: A ${gkver[A]}, B ${gkver[B]}"
 
 # State of the mode being run; cleanup() stops whatever is left.
 work=
@@ -254,8 +283,8 @@ run_mode() {
     cp "$here/workloads/two-vm-ops.sh" "$pay/two-vm-ops.sh"
     printf 'export TWOVM_NAME=%s SVFS_DAEMON=%s SVFS_CACHE=%s\n' "$vm" "$dkind_m" "$cache_m" >"$pay/workload.env"
     if [ -n "$tree_src" ]; then cp "$work/files.list" "$pay/two-vm-files.list"; fi
-    if [ "$use_kmod" = 1 ]; then stage_kmod "$pay" "$kmod" || return 1; fi
-    guest_initrd "$pay" "$work/initrd-$vm" || return 1
+    if [ "$use_kmod" = 1 ]; then stage_kmod "$pay" "${kmodv[$vm]}" || return 1; fi
+    SVFS_GUEST_INITRD=${ginitrd[$vm]} guest_initrd "$pay" "$work/initrd-$vm" || return 1
     mkfifo "$work/ctl-$vm.in" "$work/ctl-$vm.out"
   done
   # Both pipes opened read-write: never blocks, never sees EOF.
@@ -286,11 +315,11 @@ run_mode() {
     fi
     local cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
     [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
-    [ "$use_kmod" = 1 ] && [ -n "$(kmod_cmdline "$kmod")" ] && cmdline+=" $(kmod_cmdline "$kmod")"
+    [ "$use_kmod" = 1 ] && [ -n "$(kmod_cmdline "${kmodv[$vm]}")" ] && cmdline+=" $(kmod_cmdline "${kmodv[$vm]}")"
     timeout 1800 "$qemu" -accel tcg -machine q35 -smp 1 -m 512 \
       -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
       -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs \
-      "${tdev[@]}" -kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd-$vm" -append "$cmdline" \
+      "${tdev[@]}" -kernel "${gkernel[$vm]}" -initrd "$work/initrd-$vm" -append "$cmdline" \
       -nodefaults -display none -no-reboot -monitor none \
       -chardev file,id=ser,path="$work/serial-$vm.log" -serial chardev:ser \
       -chardev pipe,id=ctl,path="$work/ctl-$vm" -serial chardev:ctl >"$work/qemu-$vm.log" 2>&1 &
@@ -330,6 +359,13 @@ run_mode() {
     done
   done
   say "$mode: both guests up after $((SECONDS - t0)) s"
+  # The kernel each guest runs, from the guest itself (uname -r): shown in the result table.
+  local -A ran
+  for vm in A B; do
+    ran[$vm]=$(gcmd "$vm" "uname -r") || { say "$mode: uname -r failed in guest $vm"; return 1; }
+    say "$mode: guest $vm runs Linux ${ran[$vm]}"
+    [ "${ran[$vm]}" = "${gkver[$vm]}" ] || { say "$mode: guest $vm runs ${ran[$vm]}, not ${gkver[$vm]}"; return 1; }
+  done
   if [ "$use_kmod" = 1 ]; then
     for vm in A B; do gcmd "$vm" "dmesg | grep 'svfs:' | sed 's/^\[[ 0-9.]*\] //'" | sed "s/^/  guest $vm| /"; done
   fi
@@ -404,8 +440,9 @@ run_mode() {
   local note= guest=stock
   [ "$dkind_m" = virtiofsd ] && note="*"
   [ "$use_kmod" = 1 ] && guest="patched${mountopts:+, -o $mountopts}"
-  row=$(printf '| %-12s | %-20s | %-22s | %7s / %-6s | %-14s | %-24s | %-10s |' "$mode" \
-    "$dkind_m cache=$cache_m" "$guest" "$stale" "$checks" "$req23$note" "$times" "$create_secs")
+  row=$(printf '| %-12s | %-37s | %-20s | %-22s | %7s / %-6s | %-14s | %-24s | %-10s |' "$mode" \
+    "${ran[A]} / ${ran[B]}" "$dkind_m cache=$cache_m" "$guest" "$stale" "$checks" "$req23$note" \
+    "$times" "$create_secs")
   echo "$row" >"$work/row"
   echo "$mode $stale $checks $req23 $req1 $neg${stale_list:+ stale:$stale_list}" >"$work/summary"
   return 0
@@ -434,11 +471,13 @@ for m in "${mode_list[@]}"; do
 done
 
 table_txt=$(
-  echo "Two VMs, one shared directory (TCG guests, $files-file tree, $passes stat passes):"
+  echo "Two VMs, one shared directory (TCG guests, kernels A ${gkver[A]} and B ${gkver[B]}, $files-file tree, $passes stat passes):"
   echo
-  printf '| %-12s | %-20s | %-22s | %-16s | %-14s | %-24s | %-10s |\n' mode daemon "guest modules" \
+  printf '| %-12s | %-37s | %-20s | %-22s | %-16s | %-14s | %-24s | %-10s |\n' mode \
+    "kernel A / B (uname -r)" daemon "guest modules" \
     "stale / checks" "LOOKUP+GETATTR" "B's time per pass (s)" "B creates $creates (s)"
-  printf '|%s|%s|%s|%s|%s|%s|%s|\n' -------------- ---------------------- ------------------------ \
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' -------------- --------------------------------------- \
+    ---------------------- ------------------------ \
     ------------------ ---------------- -------------------------- ------------
   printf '%s\n' "${rows[@]}"
   echo
