@@ -58,6 +58,7 @@ class Server {
               ReplyChannel& channel);
 
   const RequestStats& stats() const { return stats_; }
+  RequestStats& stats() { return stats_; }
 
   // Wakes every request blocked in a lock wait; each fails with EINTR. Used when a queue stops
   // (device reset, disconnect), where waiting for the lock holder could take forever.

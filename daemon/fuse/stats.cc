@@ -33,6 +33,15 @@ std::string RequestStats::format_table() const {
   uint64_t failed = 0;
   for (const auto& counter : errors_) failed += counter.load(std::memory_order_relaxed);
   out += fmt::format("{:<16} {:>12} {:>10}\n", "total", total(), failed);
+  bool header = false;
+  for (uint32_t queue = 0; queue < kQueueSlots; ++queue) {
+    uint64_t n = queue_requests(queue);
+    if (n == 0) continue;
+    if (!header) out += fmt::format("{:<16} {:>12}\n", "queue", "requests");
+    header = true;
+    std::string name = queue == 0 ? "hiprio" : fmt::format("requests.{}", queue - 1);
+    out += fmt::format("{:<16} {:>12}\n", name, n);
+  }
   out += fmt::format("{:<16} {:>12}\n", "malformed", malformed());
   return out;
 }

@@ -13,15 +13,29 @@ namespace svfs::fuse {
 
 class RequestStats {
  public:
+  // The hiprio queue and 16 request queues (as vhost_user::Device::kMaxQueues).
+  static constexpr uint32_t kQueueSlots = 17;
+
   void count(uint32_t opcode, bool failed);
   void count_malformed() { malformed_.fetch_add(1, std::memory_order_relaxed); }
+  // A chain taken off virtqueue `queue` (0: hiprio, 1..: request queues); the transport counts
+  // them, so a test can see which queues a guest uses.
+  void count_queue(uint32_t queue) {
+    queue_requests_[queue < kQueueSlots ? queue : kQueueSlots - 1].fetch_add(
+        1, std::memory_order_relaxed);
+  }
 
   uint64_t requests(uint32_t opcode) const;
   uint64_t errors(uint32_t opcode) const;
   uint64_t malformed() const { return malformed_.load(std::memory_order_relaxed); }
   uint64_t total() const;
+  uint64_t queue_requests(uint32_t queue) const {
+    return queue < kQueueSlots ? queue_requests_[queue].load(std::memory_order_relaxed) : 0;
+  }
 
-  // A table of the opcodes seen so far: "opcode  requests  errors", then a total line.
+  // A table of the opcodes seen so far: "opcode  requests  errors", then a total line; then, if
+  // a transport counted them, a "queue  requests" table named as the guest's sysfs names them
+  // (hiprio, requests.0, ...); last a "malformed" line.
   std::string format_table() const;
 
  private:
@@ -32,6 +46,7 @@ class RequestStats {
   std::array<std::atomic<uint64_t>, protocol::kOpcodeSlots> requests_{};
   std::array<std::atomic<uint64_t>, protocol::kOpcodeSlots> errors_{};
   std::atomic<uint64_t> malformed_{0};
+  std::array<std::atomic<uint64_t>, kQueueSlots> queue_requests_{};
 };
 
 }  // namespace svfs::fuse

@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -553,6 +554,47 @@ TEST(VhostSvfsdTest, PoolWorkersSignalPerBatchNotPerChain) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   ExpectSignalsPerBatch({"--thread-pool-size", "2"});
   ExpectSignalsPerBatch({"--thread-pool-size", "4"});
+}
+
+// svfsd counts the chains it takes off each queue, named as the guest's sysfs names the queues
+// (hiprio, requests.N): that is how a test with a real guest sees which queues its driver uses.
+TEST(VhostSvfsdTest, CountsTheRequestsOfEachQueue) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 3);  // INIT on requests.0
+  Session& s = *session;
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(s.client().getattr(FUSE_ROOT_ID, 1).error(), 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(s.client().getattr(FUSE_ROOT_ID, 3).error(), 0);
+  FuseReply looked = s.client().lookup(FUSE_ROOT_ID, ".", 3);  // refused, but counted
+  EXPECT_NE(looked.error(), 0);
+  s.client().forget(FUSE_ROOT_ID, 1);
+
+  // The counters are printed on SIGUSR1 after the opcode table: "queue requests", then a row
+  // per queue that served any chain. The FORGET may still be on its way: wait for its row.
+  auto table = [&] {
+    std::string log = s.process().Log();
+    std::size_t at = log.rfind("\nqueue ");
+    return at == std::string::npos ? std::string() : log.substr(at + 1);
+  };
+  ASSERT_TRUE(svfs_test::WaitUntil(
+      [&] {
+        ::kill(s.process().pid(), SIGUSR1);
+        return table().find("hiprio") != std::string::npos;
+      },
+      5000ms, 100ms))
+      << s.process().Log();
+  std::map<std::string, std::uint64_t> rows;
+  std::istringstream lines(table());
+  std::string header;
+  std::getline(lines, header);  // "queue requests"
+  for (std::string name, count; lines >> name >> count;) {
+    if (name == "malformed") break;
+    rows[name] = std::stoull(count);
+  }
+  EXPECT_EQ(rows["hiprio"], 1u);
+  EXPECT_EQ(rows["requests.0"], 6u);  // INIT and 5 GETATTRs
+  EXPECT_EQ(rows.count("requests.1"), 0u) << "an unused queue gets no row";
+  EXPECT_EQ(rows["requests.2"], 4u);
 }
 
 // A thread that goes on to a slow request must not hold back the signal for the reply it

@@ -13,11 +13,14 @@
 #include "daemon/fuse/request_class.h"
 #include "daemon/transport/vhost_user/adaptive_poll.h"
 #include "daemon/transport/vhost_user/chain_io.h"
+#include "daemon/transport/vhost_user/device.h"
 #include "daemon/transport/vhost_user/signal_batch.h"
 #include "protocol/fuse_opcodes.h"
 
 namespace svfs::transport::vhost_user {
 namespace {
+
+static_assert(Device::kMaxQueues <= fuse::RequestStats::kQueueSlots, "a counter per queue");
 
 // Spin-wait hint: lets the sibling hyperthread (or the hypervisor) know we are polling.
 inline void CpuRelax() {
@@ -167,6 +170,7 @@ void QueueRunner::QueueThread::run() {
 }
 
 void QueueRunner::QueueThread::handle_chain() {
+  runner_.server_.stats().count_queue(queue_.index);
   const CopiedRequest copy = CopyRequest(queue_.index, chain_, request_buffer_);
   const fuse::Schedule schedule =
       copy.refused ? fuse::Schedule::kQuick : fuse::Classify(copy.bytes);
