@@ -33,7 +33,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: need root to install: ${missing[*]} (run as root or with sudo)" >&2
+  echo "install-deps: need root to install: ${missing[*]} (run it in a root shell)" >&2
   exit 1
 fi
 
