@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (auto filtered = svfs::sandbox::InstallSeccomp(
-          *svfs::sandbox::ParseSeccompAction(options.seccomp));
+          *svfs::ParseSeccompAction(options.seccomp));
       !filtered) {
     std::fprintf(stderr, "svfsd: --seccomp %s: %s\n", options.seccomp.c_str(),
                  std::strerror(filtered.error()));

@@ -29,7 +29,7 @@ fowner, fsetid, setgid, setuid, mknod, setfcap (+dac_read_search with --inode-fi
 
 Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system calls it makes
 (x86_64); kill ends the process at any other, log lets it through and logs it (audit),
-trap raises SIGSYS. The default is none, unlike virtiofsd's kill: see docs/security.md.
+trap raises SIGSYS. The default is kill, as virtiofsd's; none turns the filter off.
 
 Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
 --posix-acl, --killpriv-v2, --translate-uid/--translate-gid, --uid-map/--gid-map.
@@ -182,7 +182,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       ->type_name("MODE");
   app.add_option("--seccomp", seccomp,
                  "Seccomp action for a system call svfsd does not make: kill|log|trap|none "
-                 "(default none)")
+                 "(default kill)")
       ->type_name("ACTION");
   app.add_option("--modcaps", modcaps,
                  "Capabilities kept, changed: +CAP:-CAP (e.g. +sys_admin:-mknod)")
@@ -282,7 +282,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
     }
     if (!seccomp.empty()) {
-      if (!sandbox::ParseSeccompAction(seccomp)) {
+      if (!ParseSeccompAction(seccomp)) {
         Fail(fmt::format("--seccomp {}: expected kill, log, trap or none", seccomp));
       }
       options.seccomp = seccomp;

@@ -33,7 +33,7 @@ struct Options {
   bool print_capabilities = false;
   // The sandbox: namespace (default, as virtiofsd), chroot or none.
   std::string sandbox = "namespace";
-  std::string seccomp = "none";
+  std::string seccomp = "kill";  // as the Rust virtiofsd
   std::string modcaps;  // --modcaps "+cap:-cap"
 };
 

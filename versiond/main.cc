@@ -35,6 +35,11 @@ int main(int argc, char** argv) {
                  "also allow peers with this primary gid (repeatable); the first one owns the socket");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  std::string seccomp = "kill";
+  app.add_option("--seccomp", seccomp,
+                 "seccomp action for a system call versiond does not make: kill, log, trap or none "
+                 "(capabilities are cut to sys_admin and dac_read_search for fanotify either way)")
+      ->capture_default_str();
   app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
   CLI11_PARSE(app, argc, argv);
   {
@@ -48,6 +53,14 @@ int main(int argc, char** argv) {
       return 2;
     }
     options.table_mode = static_cast<unsigned>(mode);
+  }
+
+  if (auto action = svfs::ParseSeccompAction(seccomp)) {
+    options.seccomp = *action;
+  } else {
+    std::fprintf(stderr, "svfs-versiond: --seccomp %s: expected kill, log, trap or none\n",
+                 seccomp.c_str());
+    return 2;
   }
 
   auto level = spdlog::level::from_str(log_level);

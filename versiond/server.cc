@@ -1,4 +1,5 @@
 #include "versiond/server.h"
+#include "versiond/lockdown.h"
 
 #include <sys/fanotify.h>
 
@@ -482,6 +483,10 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
 
   auto listen_fd = ListenOn(options);
   if (!listen_fd) return std::unexpected(listen_fd.error());
+  if (auto locked = LockDown(state.watcher() != nullptr, options.seccomp); !locked) {
+    ::unlink(options.socket_path.c_str());
+    return locked;
+  }
 
   try {
     auto io = kj::setupAsyncIo();

@@ -1,10 +1,5 @@
 // svfsd's seccomp filter: the system calls svfsd, glibc, spdlog, Cap'n Proto/kj and
 // Boost.Interprocess make on x86_64 once the sandbox is closed; anything else gets the action.
-#include <seccomp.h>
-#include <spdlog/spdlog.h>
-
-#include <cerrno>
-
 #include "daemon/sandbox/sandbox.h"
 
 namespace svfs::sandbox {
@@ -53,32 +48,6 @@ constexpr const char* kAllowed[] = {
 
 }  // namespace
 
-std::optional<SeccompAction> ParseSeccompAction(std::string_view name) {
-  if (name == "kill") return SeccompAction::kKill;
-  if (name == "log") return SeccompAction::kLog;
-  if (name == "trap") return SeccompAction::kTrap;
-  if (name == "none") return SeccompAction::kNone;
-  return std::nullopt;
-}
-
-Status InstallSeccomp(SeccompAction action) {
-  if (action == SeccompAction::kNone) return {};
-  const uint32_t default_action = action == SeccompAction::kKill  ? SCMP_ACT_KILL_PROCESS
-                                  : action == SeccompAction::kLog ? SCMP_ACT_LOG
-                                                                  : SCMP_ACT_TRAP;
-  scmp_filter_ctx ctx = seccomp_init(default_action);
-  if (ctx == nullptr) return Err(ENOMEM);
-  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-  for (const char* name : kAllowed) {
-    if (rc != 0) break;
-    int nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
-    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-  }
-  if (rc == 0) rc = seccomp_load(ctx);
-  seccomp_release(ctx);
-  if (rc != 0) return Err(-rc);
-  return {};
-}
+Status InstallSeccomp(SeccompAction action) { return InstallSeccompFilter(action, kAllowed); }
 
 }  // namespace svfs::sandbox
