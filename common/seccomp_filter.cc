@@ -12,7 +12,8 @@ std::optional<SeccompAction> ParseSeccompAction(std::string_view name) {
   return std::nullopt;
 }
 
-Status InstallSeccompFilter(SeccompAction action, std::span<const char* const> allowed) {
+Status InstallSeccompFilter(SeccompAction action, std::span<const char* const> allowed,
+                            std::span<const SyscallWithArg0> allowed_if_arg0) {
   if (action == SeccompAction::kNone) return {};
   const uint32_t default_action = action == SeccompAction::kKill  ? SCMP_ACT_KILL_PROCESS
                                   : action == SeccompAction::kLog ? SCMP_ACT_LOG
@@ -25,6 +26,12 @@ Status InstallSeccompFilter(SeccompAction action, std::span<const char* const> a
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
     rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+  }
+  for (const SyscallWithArg0& rule : allowed_if_arg0) {
+    if (rc != 0) break;
+    int nr = seccomp_syscall_resolve_name(rule.name);
+    if (nr == __NR_SCMP_ERROR) continue;
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, rule.arg0));
   }
   if (rc == 0) rc = seccomp_load(ctx);
   seccomp_release(ctx);

@@ -2,6 +2,7 @@
 // list of the system calls it makes; any other gets the action.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -19,6 +20,12 @@ std::optional<SeccompAction> ParseSeccompAction(std::string_view name);
 // (names unknown on this architecture are skipped); any other kills the whole process, is
 // logged by the kernel (audit type 1326), or raises SIGSYS. kNone installs nothing. Sets
 // no_new_privs, as seccomp requires of a process without CAP_SYS_ADMIN.
-Status InstallSeccompFilter(SeccompAction action, std::span<const char* const> allowed);
+// `allowed_if_arg0`: calls allowed only with that first argument (e.g. unshare(CLONE_FS)).
+struct SyscallWithArg0 {
+  const char* name;
+  uint64_t arg0;
+};
+Status InstallSeccompFilter(SeccompAction action, std::span<const char* const> allowed,
+                            std::span<const SyscallWithArg0> allowed_if_arg0 = {});
 
 }  // namespace svfs

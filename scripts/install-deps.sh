@@ -12,6 +12,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev libcap-ng-dev libcli11-dev
   attr acl util-linux procps
+  # tests/posix: CPython's own file-system tests, the conformance reference run on host and mount
+  python3 libpython3.11-testsuite
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
   # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
   linux-headers-amd64 linux-source-6.1

@@ -2,6 +2,8 @@
 // Boost.Interprocess make on x86_64 once the sandbox is closed; anything else gets the action.
 #include "daemon/sandbox/sandbox.h"
 
+#include <sched.h>
+
 namespace svfs::sandbox {
 namespace {
 
@@ -46,8 +48,14 @@ constexpr const char* kAllowed[] = {
 #endif
 };
 
+// A working directory of a thread's own (the xattr calls on symlinks), and nothing else unshare
+// can do.
+constexpr SyscallWithArg0 kAllowedIfArg0[] = {{"unshare", CLONE_FS}};
+
 }  // namespace
 
-Status InstallSeccomp(SeccompAction action) { return InstallSeccompFilter(action, kAllowed); }
+Status InstallSeccomp(SeccompAction action) {
+  return InstallSeccompFilter(action, kAllowed, kAllowedIfArg0);
+}
 
 }  // namespace svfs::sandbox
