@@ -386,8 +386,15 @@ TEST_F(LaunchLineTest, PodmanMachine) {
 // go into virtio_fs_extra_args, after Kata's own --cache. The last cache option wins, svfsd
 // attaches to a real svfs-versiond, and svfsctl lists it.
 #ifdef SVFS_VERSIOND_PATH
+struct SharedRoute {
+  const char* name;
+  bool go_runtime;  // Kata 3.2+ Go runtime (--fd=3, --syslog); else runtime-rs 3.1+
+  const char* flag;
+};
+void PrintTo(const SharedRoute& route, std::ostream* os) { *os << route.name; }
+
 class KataSharedRouteTest : public LaunchLineTest,
-                            public ::testing::WithParamInterface<const char*> {};
+                            public ::testing::WithParamInterface<SharedRoute> {};
 
 TEST_P(KataSharedRouteTest, ExtraArgsAfterKatasCacheSelectSharedVersions) {
   const fs::path versiond_socket = tmp_.path() / "versiond.sock";
@@ -398,30 +405,53 @@ TEST_P(KataSharedRouteTest, ExtraArgsAfterKatasCacheSelectSharedVersions) {
                              (tmp_.path() / "versiond.log").string()));
   ASSERT_TRUE(svfs_test::WaitUntil([&] { return fs::exists(versiond_socket); }, 10s))
       << versiond.Log();
-  // runtime-rs 3.1+ (its stderr is readable): --cache auto from Kata, then the extra args.
-  Launch launch{.args = Substitute({"--socket-path", "{SOCKET}", "--shared-dir", "{DIR}",
-                                    "--cache", "auto", "--thread-pool-size=1", "-o",
-                                    "announce_submounts", GetParam(),
-                                    "--versiond-socket=" + versiond_socket.string(), "--xattr"},
-                                   shared_, socket_)};
-  Daemon daemon(launch);
-  ASSERT_TRUE(daemon.WaitForOutput(kWaiting, 10s)) << daemon.Output();
-  EXPECT_TRUE(daemon.WaitForOutput("attached to svfs-versiond", 10s)) << daemon.Output();
-  EXPECT_NE(daemon.Output().find("(cache=shared)"), std::string::npos) << daemon.Output();
-  auto clients = svfs_test::RunCommand({SVFSCTL_PATH, "--socket", versiond_socket.string(),
-                                        "clients"});
-  EXPECT_NE(clients.output.find(shared_.string()), std::string::npos) << clients.output;
+  // Kata's own line (see Kata3xGoRuntime and KataRuntimeRs3x), then virtio_fs_extra_args as
+  // docs/operations.md gives them.
+  const std::vector<std::string> extra = {"--thread-pool-size=1", "--announce-submounts",
+                                          GetParam().flag,
+                                          "--versiond-socket=" + versiond_socket.string()};
+  Launch launch;
+  if (GetParam().go_runtime) {
+    launch.args = {"--syslog", "--cache=auto", "--shared-dir={DIR}", "--fd=3"};
+    launch.pass_fd = 3;
+  } else {
+    launch.args = {"--socket-path", "{SOCKET}", "--shared-dir", "{DIR}", "--cache", "auto"};
+  }
+  launch.args.insert(launch.args.end(), extra.begin(), extra.end());
+  if (!GetParam().go_runtime) launch.args.push_back("--xattr");
+  launch.args = Substitute(launch.args, shared_, socket_);
+  std::optional<UniqueFd> listening;
+  if (GetParam().go_runtime) listening.emplace(ListenOn(socket_));
+  Daemon daemon(launch, listening ? listening->get() : -1);
+  listening.reset();
+  if (!GetParam().go_runtime) {
+    ASSERT_TRUE(daemon.WaitForOutput(kWaiting, 10s)) << daemon.Output();
+    EXPECT_TRUE(daemon.WaitForOutput("attached to svfs-versiond", 10s)) << daemon.Output();
+    EXPECT_NE(daemon.Output().find("(cache=shared)"), std::string::npos) << daemon.Output();
+  }
+  // Attached in shared mode: versiond lists the daemon with its shared directory.
+  std::string clients;
+  EXPECT_TRUE(svfs_test::WaitUntil(
+      [&] {
+        clients = svfs_test::RunCommand({SVFSCTL_PATH, "--socket", versiond_socket.string(),
+                                         "clients"})
+                      .output;
+        return clients.find(shared_.string()) != std::string::npos;
+      },
+      10s, 50ms))
+      << clients << daemon.Output();
   ExpectServed(ServeAndDisconnect(daemon, socket_));
   versiond.Kill(SIGTERM);
   ::unlink(("/dev/shm/" + table).c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Flags, KataSharedRouteTest,
-                         ::testing::Values("--cache=shared", "--shared-versions"),
-                         [](const auto& info) {
-                           return std::string(info.param[2] == 'c' ? "CacheShared"
-                                                                   : "SharedVersions");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Routes, KataSharedRouteTest,
+    ::testing::Values(SharedRoute{"RuntimeRsCacheShared", false, "--cache=shared"},
+                      SharedRoute{"RuntimeRsSharedVersions", false, "--shared-versions"},
+                      SharedRoute{"GoRuntimeCacheShared", true, "--cache=shared"},
+                      SharedRoute{"GoRuntimeSharedVersions", true, "--shared-versions"}),
+    [](const auto& info) { return std::string(info.param.name); });
 #endif
 
 // ---- What the callers parse, and the command line's rules.
