@@ -285,6 +285,16 @@ TEST_F(LaunchLineTest, Kata1xGoRuntime) {
                           .pass_fd = 3}));
 }
 
+// Kata Containers 2.0 Go runtime with enable_debug: kata-containers/kata-containers 2.0.0,
+// src/runtime/virtcontainers/virtiofsd.go args() ("-o debug" when debugging), then
+// DEFVIRTIOFSEXTRAARGS from src/runtime/Makefile 2.0.0: ["--thread-pool-size=1"].
+TEST_F(LaunchLineTest, Kata20GoRuntimeWithDebug) {
+  ExpectServed(RunWithFd({.args = {"--syslog", "-f", "-o", "cache=auto", "-o", "no_posix_lock",
+                                   "-o", "source={DIR}", "--fd=3", "-o", "debug",
+                                   "--thread-pool-size=1"},
+                          .pass_fd = 3}));
+}
+
 // Kata Containers 2.2 - 3.1 Go runtime: kata-containers/kata-containers 3.0.0,
 // src/runtime/virtcontainers/virtiofsd.go args() (still the C dialect), then
 // virtio_fs_extra_args from configuration-qemu.toml.in = DEFVIRTIOFSEXTRAARGS in
