@@ -254,7 +254,10 @@ class LaunchLineTest : public ::testing::Test {
       svfs_test::WaitUntil([&] { return fs::exists(socket_) || !daemon.Running(); }, 10s, 5ms);
     }
     if (!fs::exists(socket_)) throw std::runtime_error("no socket: " + daemon.Output());
-    return ServeAndDisconnect(daemon, socket_);
+    Served served = ServeAndDisconnect(daemon, socket_);
+    // The daemon created the socket, so it removes it (a launcher restarting it finds none).
+    EXPECT_FALSE(fs::exists(socket_)) << served.output;
+    return served;
   }
 
   // A daemon given a listening socket by its caller (--fd), as Kata's Go runtime and libvirt do.
@@ -331,6 +334,16 @@ TEST_F(LaunchLineTest, KataRuntimeRs3x) {
   ExpectServed(RunWithSocketPath({.args = {"--socket-path", "{SOCKET}", "--shared-dir", "{DIR}",
                                            "--cache", "auto", "--thread-pool-size=1", "-o",
                                            "announce_submounts", "--xattr"}}));
+}
+
+// The same in rootless mode (setup_virtiofsd(): is_rootless()): the socket path is only its file
+// name and virtiofsd runs in the socket's directory, to stay under the 108-byte sun_path limit.
+TEST_F(LaunchLineTest, KataRuntimeRs3xRootless) {
+  ExpectServed(RunWithSocketPath({.args = {"--socket-path", socket_.filename().string(),
+                                           "--shared-dir", "{DIR}", "--cache", "auto",
+                                           "--thread-pool-size=1", "-o", "announce_submounts",
+                                           "--xattr"},
+                                  .cwd = socket_.parent_path().string()}));
 }
 
 // libvirt's qemuVirtioFSBuildCommandLine (src/qemu/qemu_virtiofs.c, libvirt 10.x) for a daemon
