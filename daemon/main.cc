@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -224,6 +225,16 @@ int main(int argc, char** argv) {
       return 1;
     }
     session = std::move(*mounted);
+  }
+  // Checked here so a missing directory is reported as what it is, not as a sandbox failure.
+  struct stat shared_stat {};
+  const int shared_error = ::stat(options.fs.shared_dir.c_str(), &shared_stat) != 0 ? errno
+                           : S_ISDIR(shared_stat.st_mode)                            ? 0
+                                                                                     : ENOTDIR;
+  if (shared_error != 0) {
+    std::fprintf(stderr, "svfsd: --shared-dir %s: %s\n", options.fs.shared_dir.c_str(),
+                 std::strerror(shared_error));
+    return 1;
   }
   const auto sandbox_mode = *svfs::sandbox::ParseMode(options.sandbox);
   const std::string shared_dir = AbsolutePath(options.fs.shared_dir);

@@ -458,6 +458,14 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   } catch (const UsageError& error) {
     std::fprintf(stderr, "svfsd: %s\n", error.what());
     return ParseOutcome{std::nullopt, 2};
+  } catch (const CLI::ConversionError& error) {
+    // CLI11 says "Could not convert: --fd = abc"; every option it converts takes a number.
+    std::string text = error.what();
+    const std::string prefix = "Could not convert: ";
+    if (text.rfind(prefix, 0) == 0) text = text.substr(prefix.size());
+    if (auto eq = text.find(" = "); eq != std::string::npos) text.replace(eq, 3, " ");
+    std::fprintf(stderr, "svfsd: %s: expected a number\n", text.c_str());
+    return ParseOutcome{std::nullopt, 2};
   } catch (const CLI::ParseError& error) {
     if (error.get_exit_code() == 0) {
       app.exit(error);

@@ -450,7 +450,7 @@ TEST_P(KataSharedRouteTest, ExtraArgsAfterKatasCacheSelectSharedVersions) {
   if (!GetParam().go_runtime) {
     ASSERT_TRUE(daemon.WaitForOutput(kWaiting, 10s)) << daemon.Output();
     EXPECT_TRUE(daemon.WaitForOutput("attached to svfs-versiond", 10s)) << daemon.Output();
-    EXPECT_NE(daemon.Output().find("(cache=shared)"), std::string::npos) << daemon.Output();
+    EXPECT_TRUE(daemon.WaitForOutput("(cache=shared)", 10s)) << daemon.Output();
   }
   // Attached in shared mode: versiond lists the daemon with its shared directory.
   std::string clients;
@@ -532,6 +532,7 @@ TEST(SvfsdCommandLineTest, RefusalsAreOneLineNamingTheOption) {
       {{"--cache", "sometimes"}, "svfsd: --cache sometimes"},
       {{"--sandbox", "jail"}, "svfsd: --sandbox jail"},
       {{"--socket-group", "no-such-group-svfs"}, "svfsd: --socket-group no-such-group-svfs"},
+      {{"--fd", "three"}, "svfsd: --fd three: expected a number"},
   };
   for (const auto& [extra, prefix] : cases) {
     std::vector<std::string> argv{SVFSD_PATH, "--socket-path", "/nonexistent/s", "--shared-dir",
@@ -544,6 +545,11 @@ TEST(SvfsdCommandLineTest, RefusalsAreOneLineNamingTheOption) {
     EXPECT_EQ(result.output.rfind(prefix, 0), 0u) << extra.front() << ": " << result.output;
     EXPECT_EQ(result.output.find(": :"), std::string::npos) << result.output;
   }
+  // Past parsing: a missing shared directory is named as such (not as a sandbox failure).
+  auto missing = svfs_test::RunCommand({SVFSD_PATH, "--socket-path", "/nonexistent/s",
+                                        "--shared-dir", "/nonexistent", "--rlimit-nofile", "0"});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_EQ(missing.output, "svfsd: --shared-dir /nonexistent: No such file or directory\n");
   auto unknown = svfs_test::RunCommand({SVFSD_PATH, "--frobnicate"});
   EXPECT_EQ(unknown.status, 2);
   EXPECT_EQ(std::count(unknown.output.begin(), unknown.output.end(), '\n'), 1) << unknown.output;
