@@ -279,6 +279,15 @@ class LaunchLineTest : public ::testing::Test {
   fs::path shared_, socket_;
 };
 
+// Kata Containers 1.11 Go runtime: kata-containers/runtime 1.11.0, virtcontainers/virtiofsd.go
+// args() (-o vhost_user_socket=, the daemon makes the socket), with the Makefile's
+// DEFVIRTIOFSCACHE := always and DEFVIRTIOFSEXTRAARGS := []; Start() then waits (with a
+// timeout) in waitVirtiofsReady() for "Waiting for vhost-user socket connection..." on stderr.
+TEST_F(LaunchLineTest, Kata111GoRuntime) {
+  ExpectServed(RunWithSocketPath({.args = {"-f", "-o", "cache=always", "-o", "no_posix_lock", "-o",
+                                           "source={DIR}", "-o", "vhost_user_socket={SOCKET}"}}));
+}
+
 // Kata Containers 1.x Go runtime: kata-containers/runtime 1.12.1, virtcontainers/virtiofsd.go
 // args() (C virtiofsd dialect); its Makefile's DEFVIRTIOFSEXTRAARGS is []. The socket is the
 // first of cmd.ExtraFiles: fd 3.
