@@ -1,6 +1,7 @@
 // svfs-versiond as a real process: table identity, registration and its limits, dead clients,
 // peer-credential refusal, host edits bumping the slot every daemon computes, svfsctl.
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
@@ -293,6 +294,30 @@ TEST(VersiondAllowTest, AllowUidLetsThatUserIn) {
   ::waitpid(child, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << daemon.log();
+}
+
+// --allow-gid by group name (as `--allow-gid kvm` in docs/operations.md) or number: the first
+// owns the socket; an unknown name is refused in one line.
+TEST(VersiondAllowTest, AllowGidTakesAGroupName) {
+  const group* entry = ::getgrnam("daemon");
+  if (entry == nullptr) entry = ::getgrgid(1);
+  if (entry == nullptr) GTEST_SKIP() << "no group 'daemon' or gid 1";
+  const gid_t gid = entry->gr_gid;
+  const std::string name = entry->gr_name;
+  testing::TempDir dir;
+  std::string socket = dir.path() + "/v.sock";
+  testing::VersiondProcess daemon(SVFS_VERSIOND_PATH, socket, testing::UniqueTableName(),
+                                  {"--capacity", "64", "--allow-gid", name, "--allow-gid", "4242"});
+  daemon.Start();
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, gid) << daemon.log();
+
+  auto refused = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/w.sock",
+                                      "--allow-gid", "no-such-group-svfs"});
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_EQ(refused.output, "svfs-versiond: --allow-gid no-such-group-svfs: no such group (give a "
+                            "group name or number)\n");
 }
 
 TEST_F(VersiondTest, SvfsctlShowsTableAndClients) {
