@@ -449,16 +449,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     if (std::string why; !options.modcaps.empty() && !sandbox::ValidModcaps(options.modcaps, &why)) {
       Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
     }
-<<<<<<< HEAD
-    if (!seccomp.empty()) {
-      if (!ParseSeccompAction(seccomp)) {
-        Fail(fmt::format("--seccomp {}: expected kill, log, trap or none", seccomp));
-      }
-      options.seccomp = seccomp;
-    }
-=======
     if (!seccomp.empty()) options.seccomp = seccomp;
->>>>>>> wt-eco
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();
     if (transports != 1) {
