@@ -11,6 +11,9 @@ packages=(
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev libcap-ng-dev libcli11-dev
+  # The libFuzzer harnesses (scripts/run-fuzzer.sh): clang 16 is the oldest Debian 12 clang that
+  # compiles libstdc++ 12's <expected>; libclang-rt-16-dev has libFuzzer and the sanitizers
+  clang-16 libclang-rt-16-dev ccache
   attr acl util-linux procps
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
   # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
