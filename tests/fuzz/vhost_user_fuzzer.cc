@@ -4,19 +4,24 @@
 // a size field that may disagree with the bytes that follow, and 0-3 fds each a memfd (guest
 // memory, 64 KiB; a region may claim more, so queue threads can touch pages past its end), an
 // eventfd (kick, call, err) or a pipe (not an eventfd). Queues the messages configure completely
-// start their threads over that memory, as for a real frontend.
+// start their threads over that memory, as for a real frontend; a "ring" memfd holds posted
+// chains (LOOKUPs, and FORGETs for the hiprio queue) for queues 0-2 laid out as the seeds
+// configure them, which those threads serve (through a worker pool with option 1) while the
+// control messages go on.
 //
 // What must hold: run() returns once the frontend's side is closed (no hang: libFuzzer's
 // -timeout), every reply on the socket is a whole, well-formed reply, and no fd the frontend
 // sent outlives the connection (the process's fd count is back where it was).
 //
-// Input: messages, each {request u8 (0xff: a raw u32 follows; else % 40), flags u8 (1
+// Input: options u8 (1: a pool of 2 workers, 2: request queues poll 50 us), then messages, each
+// {request u8 (0xff: a raw u32 follows; else % 40), flags u8 (1
 // NEED_REPLY, 2 a wrong version, 4 a raw u32 size field follows, 8 a u16 payload length follows
 // instead of a u8), fds u8 (count: low 2 bits; kind of fd i: bits 2+2i..3+2i: 0 memfd, 1 eventfd,
-// 2 pipe, 3 memfd), payload length, payload bytes}.
+// 2 pipe, 3 ring memfd), payload length, payload bytes}.
 //
 // With SVFS_FUZZ_SEED_DIR set, LLVMFuzzerInitialize writes the seed corpus there.
 #include <dirent.h>
+#include <linux/fuse.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -25,6 +30,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -37,6 +43,7 @@
 #include "shm/fault_guard.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/unit/fake_filesystem.h"
+#include "tests/unit/request_builder.h"
 
 namespace {
 
@@ -49,7 +56,13 @@ constexpr const char* kTarget = "vhost_user_fuzzer";
 constexpr size_t kMemfdBytes = 64 * 1024;
 constexpr size_t kMaxMessages = 64;
 
-enum FdKind : uint8_t { kMemfd = 0, kEventfd = 1, kPipe = 2 };
+enum FdKind : uint8_t { kMemfd = 0, kEventfd = 1, kPipe = 2, kRingMemfd = 3 };
+// Where the seeds put queue q's rings in guest memory (guest-physical 0, frontend-virtual
+// kGuestUva): descriptors at q * kQueueStride, avail +0x1000, used +0x2000, buffers +0x3000.
+constexpr uint64_t kGuestUva = 0x7f0000000000;
+constexpr uint64_t kQueueStride = 0x4000;
+constexpr uint32_t kRingSize = 8;
+constexpr uint16_t kPostedChains = 4;
 enum Flag : uint8_t { kNeedReply = 1, kBadVersion = 2, kRawSize = 4, kLongPayload = 8 };
 
 [[noreturn]] void Fail(const char* what, uint64_t a = 0, uint64_t b = 0) {
@@ -65,6 +78,30 @@ size_t OpenFds() {
   return n;
 }
 
+// Posted chains for queues 0-2 (see kQueueStride): a request descriptor and a reply one each.
+void WriteRings(int fd) {
+  for (uint32_t q = 0; q < 3; ++q) {
+    const uint64_t base = q * kQueueStride;
+    for (uint16_t i = 0; i < kPostedChains; ++i) {
+      std::vector<uint8_t> request =
+          q == 0 ? svfs::testing::RequestBuilder(FUSE_FORGET, 42, 0).add(fuse_forget_in{.nlookup = 1}).build()
+                 : svfs::testing::RequestBuilder(FUSE_LOOKUP, 1, 100 + i).name("file").build();
+      const uint64_t req = base + 0x3000 + 0x100 * i, reply = base + 0x3800 + 0x100 * i;
+      VringDesc descs[2] = {{req, static_cast<uint32_t>(request.size()), kDescNext,
+                             static_cast<uint16_t>(2 * i + 1)},
+                            {reply, 0x100, kDescWrite, 0}};
+      const uint16_t head = static_cast<uint16_t>(2 * i);
+      if (::pwrite(fd, request.data(), request.size(), static_cast<off_t>(req)) < 0 ||
+          ::pwrite(fd, descs, sizeof(descs), static_cast<off_t>(base + 16 * head)) < 0 ||
+          ::pwrite(fd, &head, 2, static_cast<off_t>(base + 0x1000 + 4 + 2 * i)) < 0) {
+        Fail("writing the rings");
+      }
+    }
+    const uint16_t idx = kPostedChains;
+    if (::pwrite(fd, &idx, 2, static_cast<off_t>(base + 0x1000 + 2)) < 0) Fail("writing the rings");
+  }
+}
+
 UniqueFd MakeFd(uint8_t kind) {
   switch (kind) {
     case kEventfd: return UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -77,6 +114,7 @@ UniqueFd MakeFd(uint8_t kind) {
     default: {
       UniqueFd fd(::memfd_create("fuzz-guest", MFD_CLOEXEC));
       if (fd && ::ftruncate(fd.get(), kMemfdBytes) != 0) fd.reset();
+      if (fd && kind == kRingMemfd) WriteRings(fd.get());
       return fd;
     }
   }
@@ -129,13 +167,39 @@ void CheckReplies(int socket) {
   }
 }
 
+class NullChannel final : public svfs::fuse::ReplyChannel {
+ public:
+  bool send(std::span<const iovec>) override { return true; }
+  svfs::fs::ReadSink& data_sink(size_t) override { Fail("INIT read"); }
+  void send_data(const fuse_out_header&) override { Fail("INIT data"); }
+};
+
+// The fake filesystem records every call, which is not thread safe; the queue and pool threads
+// serve only what the ring memfd holds (LOOKUP, FORGET), answered here without recording.
+class ConcurrentFake final : public svfs::testing::FakeFileSystem {
+ public:
+  svfs::Result<svfs::fs::Entry> lookup(const svfs::fs::Context&, svfs::fs::NodeId,
+                                       std::string_view) override {
+    return entry;
+  }
+  void forget(svfs::fs::NodeId, uint64_t) override {}
+};
+
+// The FUSE server the queues serve (initialized once; its state carries over between inputs).
 struct Fixture {
-  svfs::testing::FakeFileSystem fake;
+  ConcurrentFake fake;
   svfs::fuse::Server server{fake};
   sockaddr_un address{};
   socklen_t address_len = 0;
 
   Fixture() {
+    fuse_init_in init{};
+    init.major = 7;
+    init.minor = 38;
+    init.flags = FUSE_MAX_PAGES | FUSE_INIT_EXT;
+    NullChannel channel;
+    server.handle(svfs::testing::RequestBuilder(FUSE_INIT, 0, 1).add(init).build(), nullptr, channel);
+    if (!server.initialized()) Fail("INIT failed");
     address.sun_family = AF_UNIX;
     std::string name = "svfs-vhost-user-fuzzer-" + std::to_string(::getpid());
     std::memcpy(address.sun_path + 1, name.data(), name.size());  // abstract: nothing on disk
@@ -159,6 +223,7 @@ class Script {
     b_.raw({static_cast<const uint8_t*>(payload), size});
     return *this;
   }
+  explicit Script(uint8_t options) { b_.u8(options); }
   Script& empty(uint32_t request, uint8_t flags = 0) { return message(request, nullptr, 0, flags); }
   template <typename T>
   Script& with(uint32_t request, const T& payload, uint8_t flags = 0, uint8_t fds = 0) {
@@ -175,7 +240,7 @@ constexpr uint8_t OneFd(FdKind kind) { return static_cast<uint8_t>(1 | (kind << 
 struct MemTable {
   uint32_t count = 1;
   uint32_t padding = 0;
-  RegionDesc region{0, kMemfdBytes, 0x7f0000000000, 0};
+  RegionDesc region{0, kMemfdBytes, kGuestUva, 0};
 };
 struct MemReg {
   uint64_t padding = 0;
@@ -183,8 +248,8 @@ struct MemReg {
 };
 
 // QEMU's start-up of a vhost-user-fs device with `queues` queues (hiprio + requests).
-Script QemuStart(uint32_t queues, bool reply_ack) {
-  Script s;
+Script QemuStart(uint32_t queues, bool reply_ack, uint8_t options = 0, FdKind memory = kMemfd) {
+  Script s(options);
   const uint64_t features = msg::kFeatureVersion1 | msg::kFeatureIndirectDesc |
                             msg::kFeatureEventIdx | msg::kFeatureProtocolFeatures;
   const uint64_t protocol = msg::kProtocolMq | msg::kProtocolConfig |
@@ -194,10 +259,10 @@ Script QemuStart(uint32_t queues, bool reply_ack) {
   s.empty(msg::kGetFeatures).empty(msg::kGetProtocolFeatures);
   s.with(msg::kSetProtocolFeatures, protocol).empty(msg::kGetQueueNum).empty(msg::kGetMaxMemSlots);
   s.empty(msg::kSetOwner, ack).with(msg::kSetFeatures, features, ack);
-  s.with(msg::kSetMemTable, MemTable{}, ack, OneFd(kMemfd));
+  s.with(msg::kSetMemTable, MemTable{}, ack, OneFd(memory));
   for (uint32_t q = 0; q < queues; ++q) {
-    const uint64_t base = 0x7f0000000000 + 0x4000 * q;
-    s.with(msg::kSetVringNum, VringState{q, 8}, ack);
+    const uint64_t base = kGuestUva + kQueueStride * q;
+    s.with(msg::kSetVringNum, VringState{q, kRingSize}, ack);
     s.with(msg::kSetVringAddr, VringAddr{q, 0, base, base + 0x2000, base + 0x1000, 0}, ack);
     s.with(msg::kSetVringBase, VringState{q, 0}, ack);
     s.with(msg::kSetVringKick, uint64_t{q}, ack, OneFd(kEventfd));
@@ -215,6 +280,15 @@ void MakeSeeds(const char* dir) {
     s.with(msg::kGetVringBase, VringState{1, 0}).with(msg::kGetVringBase, VringState{0, 0});
     seeds.emplace_back("qemu_start_stop", s.bytes());
   }
+  {  // posted chains served by the queue threads, then by a pool while the queues are stopped
+    Script s = QemuStart(3, true, 0, kRingMemfd);
+    s.with(msg::kGetVringBase, VringState{2, 0}).with(msg::kGetVringBase, VringState{1, 0});
+    seeds.emplace_back("serve_posted_chains", s.bytes());
+    Script p = QemuStart(3, false, 3, kRingMemfd);
+    p.with(msg::kSetMemTable, MemTable{}, 0, OneFd(kRingMemfd));
+    p.with(msg::kGetVringBase, VringState{1, 0});
+    seeds.emplace_back("serve_with_pool", p.bytes());
+  }
   {
     Script s = QemuStart(1, false);
     struct {
@@ -230,7 +304,7 @@ void MakeSeeds(const char* dir) {
   }
   {  // refused: a queue index past the last, a region past its fd, a bad size, no fd, unknown
     Script s = QemuStart(0, true);
-    s.with(msg::kSetVringNum, VringState{200, 8}, kNeedReply);
+    s.with(msg::kSetVringNum, VringState{200, kRingSize}, kNeedReply);
     s.with(msg::kSetVringNum, VringState{0, 3}, kNeedReply);
     MemTable big;
     big.region.memory_size = 1ull << 40;
@@ -267,8 +341,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         ::listen(listening.get(), 1) != 0) {
       Fail("listening socket");
     }
+    Input in(data, size);
+    const uint8_t options = in.u8();
     auto backend = VhostUserBackend::Create(
-        f.server, BackendOptions{.listen_fd = listening.release(), .tag = "fuzz"});
+        f.server, BackendOptions{.listen_fd = listening.release(),
+                                 .tag = "fuzz",
+                                 .pool_threads = (options & 1) ? 2u : 0u,
+                                 .poll_max = std::chrono::microseconds((options & 2) ? 50 : 0)});
     if (!backend) Fail("VhostUserBackend::Create", backend.error());
     UniqueFd frontend(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!frontend ||
@@ -276,7 +355,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Fail("connect");
     }
 
-    Input in(data, size);
     for (size_t n = 0; n < kMaxMessages && !in.empty(); ++n) {
       uint8_t code = in.u8();
       uint32_t request = code == 0xff ? in.u32() : code % 40;
