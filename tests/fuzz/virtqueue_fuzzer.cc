@@ -176,7 +176,7 @@ class Harness {
   Harness(Guest& guest, uint32_t size, bool serve) : guest_(guest), size_(size) {
     if (serve) {
       server_.emplace(fake_);
-      CapturingChannel channel;
+      NullChannel channel;
       fuse_init_in init{};
       init.major = 7;
       init.minor = 38;
@@ -233,8 +233,8 @@ class Harness {
   }
 
  private:
-  // A ReplyChannel that only checks a reply is sent (INIT).
-  class CapturingChannel final : public svfs::fuse::ReplyChannel {
+  // A ReplyChannel for INIT's reply, which is not looked at.
+  class NullChannel final : public svfs::fuse::ReplyChannel {
    public:
     bool send(std::span<const iovec>) override { return true; }
     svfs::fs::ReadSink& data_sink(size_t) override { Fail("INIT read"); }
@@ -282,9 +282,9 @@ class Harness {
   void serve(const Chain& chain) {
     // One buffer for every input (as a queue thread has): a fresh megabyte each time costs more
     // than the rest of the run.
-    static std::vector<uint8_t> request_buffer_(svfs::protocol::kMaxRequestSize);
-    const CopiedRequest copy = CopyRequest(1, chain, request_buffer_);
-    if (copy.bytes.size() > request_buffer_.size() ||
+    static std::vector<uint8_t> request_buffer(svfs::protocol::kMaxRequestSize);
+    const CopiedRequest copy = CopyRequest(1, chain, request_buffer);
+    if (copy.bytes.size() > request_buffer.size() ||
         (!copy.refused && copy.bytes.size() > chain.readable_bytes)) {
       Fail("request copy larger than the chain", copy.bytes.size(), chain.readable_bytes);
     }
