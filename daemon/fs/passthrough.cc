@@ -1,5 +1,6 @@
 #include "daemon/fs/passthrough.h"
 
+#include "protocol/fuse_request.h"
 #include "protocol/inode_identity.h"
 #include "protocol/shared_versions.h"
 
@@ -178,6 +179,9 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
 uint64_t PassthroughFs::init(uint64_t offered) {
   uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC |
                   FUSE_DONT_MASK;
+  // Guests' supplementary groups never reach svfsd otherwise: with this a 6.5+ kernel sends the
+  // parent directory's group with each creation (protocol/fuse_request.h).
+  want |= protocol::kInitCreateSuppGroup;
   want |= config_.cache.init_flags();
   if (config_.posix_lock) want |= FUSE_POSIX_LOCKS;
   if (config_.flock) want |= FUSE_FLOCK_LOCKS;
@@ -529,9 +533,17 @@ Status PassthroughFs::change_attributes(const Context& ctx, const InodeData& ino
   if (args.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (args.valid & FATTR_UID) ? args.uid : static_cast<uid_t>(-1);
     gid_t gid = (args.valid & FATTR_GID) ? args.gid : static_cast<gid_t>(-1);
-    SVFS_TRY(AsGuest(ctx, [&] {
-      return ::fchownat(path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    }));
+    // The kernel let the caller chgrp only to a group it is in (default_permissions, which
+    // svfsd's host mounts and every virtiofs guest use), but a guest's groups never reach svfsd:
+    // the target group counts as one of the caller's for this call. That grants no more than
+    // the request's gid field already could: a guest that sent the target as its gid would
+    // pass the host's check too.
+    ScopedCredentials creds(ctx, (args.valid & FATTR_GID) ? std::optional<uint32_t>(gid)
+                                                          : std::nullopt);
+    if (!creds.ok()) return Err(EPERM);
+    if (::fchownat(path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoErr();
+    }
   }
   if (args.valid & FATTR_SIZE) {
     auto size = static_cast<off_t>(args.size);
@@ -539,7 +551,7 @@ Status PassthroughFs::change_attributes(const Context& ctx, const InodeData& ino
       if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
     } else {
       if (!inode.is_regular()) return Err(inode.is_dir() ? EISDIR : EINVAL);
-      ScopedCredentials creds(ctx.uid, ctx.gid);  // write permission checked as the guest user
+      ScopedCredentials creds(ctx);  // write permission checked as the guest user
       if (!creds.ok()) return Err(EPERM);
       auto fd = SVFS_TRY(reopen(path_fd, O_WRONLY | O_NONBLOCK));
       if (::ftruncate(fd.get(), size) != 0) return ErrnoErr();
@@ -695,7 +707,7 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
 }
 
 Result<UniqueFd> PassthroughFs::reopen_as_guest(const Context& ctx, int path_fd, int flags) const {
-  ScopedCredentials creds(ctx.uid, ctx.gid);
+  ScopedCredentials creds(ctx);
   if (!creds.ok()) return Err(EPERM);
   return reopen(path_fd, flags);
 }
