@@ -1,5 +1,6 @@
 // POSIX behaviour where svfsd once differed from the host (issue 16): each test does the same
 // thing on the host directory and through the mount and expects the host's result.
+#include <grp.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
@@ -60,6 +61,147 @@ TEST_F(PosixTest, NamesOverNameMaxAreEnametoolongEverywhere) {
   EXPECT_EQ(ReadFileOrDie(H(longest)), "longest");
   ASSERT_EQ(::rename(M(longest).c_str(), M("dir/" + longest).c_str()), 0) << ErrnoName(errno);
   EXPECT_TRUE(Lstat(H("dir/" + longest)));
+}
+
+// A user and groups of the test's own, unknown to /etc: numbers are all the kernel checks.
+constexpr uid_t kTeamUser = 41000;
+constexpr gid_t kTeamUserGroup = 41000;
+constexpr gid_t kTeam = 41100;       // a supplementary group of kTeamUser
+constexpr gid_t kOutsiders = 41200;  // a group kTeamUser is not in
+
+// Runs fn in a forked child as uid/gid with exactly `groups` as supplementary groups and umask 0.
+// The result is fn's (0 or an errno), 200 + errno if switching failed, -1 if the child died.
+int RunWithGroups(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+                  const std::function<int()>& fn) {
+  Child c([&](const Child::Channel&) {
+    if (::setgroups(groups.size(), groups.data()) != 0) return 200 + (errno & 0x3f);
+    if (::setresgid(gid, gid, gid) != 0) return 200 + (errno & 0x3f);
+    if (::setresuid(uid, uid, uid) != 0) return 200 + (errno & 0x3f);
+    ::umask(0);
+    return fn();
+  });
+  return c.Wait();
+}
+
+int AsTeamMember(const std::function<int()>& fn) {
+  return RunWithGroups(kTeamUser, kTeamUserGroup, {kTeam}, fn);
+}
+
+// Makes `rel` a directory owned by root:group with `mode`, on the host.
+void MakeGroupDir(const std::string& path, gid_t group, mode_t mode) {
+  ASSERT_EQ(::mkdir(path.c_str(), 0700), 0) << path;
+  ASSERT_EQ(::chown(path.c_str(), 0, group), 0) << path;
+  ASSERT_EQ(::chmod(path.c_str(), mode), 0) << path;
+}
+
+TEST_F(PosixTest, SupplementaryGroupsCountAsOnTheHost) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switching users)";
+  // A directory only the group kTeam may enter and write.
+  MakeGroupDir(H("team"), kTeam, 0770);
+  auto work = [](const std::string& dir) {
+    return [dir] {
+      if (int e = WriteFile(dir + "/file", "by a member"); e != 0) return e;
+      if (::mkdir((dir + "/sub").c_str(), 0755) != 0) return errno;
+      if (::symlink("file", (dir + "/link").c_str()) != 0) return errno;
+      if (::mkfifo((dir + "/fifo").c_str(), 0644) != 0) return errno;
+      struct stat st;
+      if (::stat((dir + "/file").c_str(), &st) != 0) return errno;
+      if (::rename((dir + "/file").c_str(), (dir + "/moved").c_str()) != 0) return errno;
+      if (::unlink((dir + "/link").c_str()) != 0) return errno;
+      return 0;
+    };
+  };
+  ASSERT_EQ(AsTeamMember(work(H("team/host"))), ENOENT) << "host baseline: no such dir yet";
+  MakeGroupDir(H("team/host"), kTeam, 0770);
+  MakeGroupDir(H("team/mount"), kTeam, 0770);
+  const int host = AsTeamMember(work(H("team/host")));
+  ASSERT_EQ(host, 0) << "host baseline: " << ErrnoName(host);
+  const int mount = AsTeamMember(work(M("team/mount")));
+  EXPECT_EQ(mount, host) << "a member of the directory's group, through the mount: "
+                         << ErrnoName(mount);
+  // What the member made is its own, in its primary group, as on the host.
+  for (const char* name : {"moved", "sub", "fifo"}) {
+    auto h = Lstat(H(std::string("team/host/") + name));
+    auto m = Lstat(H(std::string("team/mount/") + name));
+    ASSERT_TRUE(h && m) << name;
+    EXPECT_EQ(m->st_uid, h->st_uid) << name;
+    EXPECT_EQ(m->st_gid, h->st_gid) << name;
+    EXPECT_EQ(m->st_mode, h->st_mode) << name;
+  }
+  // Someone outside the group gets what the host gives.
+  auto outsider = [](const std::string& path) {
+    return [path] { return OpenErrno(path, O_RDONLY); };
+  };
+  const int host_out = RunWithGroups(kTeamUser, kTeamUserGroup, {kOutsiders},
+                                     outsider(H("team/host/moved")));
+  ASSERT_EQ(host_out, EACCES) << "host baseline";
+  EXPECT_EQ(RunWithGroups(kTeamUser, kTeamUserGroup, {kOutsiders}, outsider(M("team/mount/moved"))),
+            host_out);
+}
+
+TEST_F(PosixTest, ChgrpToASupplementaryGroupWorksAndToOthersNot) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switching users)";
+  for (const char* name : {"host", "mount"}) {
+    ASSERT_EQ(WriteFile(H(name), "mine"), 0);
+    ASSERT_EQ(::chown(H(name).c_str(), kTeamUser, kTeamUserGroup), 0);
+  }
+  auto chgrp = [](const std::string& path, gid_t group) {
+    return [path, group] { return ::chown(path.c_str(), static_cast<uid_t>(-1), group) == 0 ? 0 : errno; };
+  };
+  const int host = AsTeamMember(chgrp(H("host"), kTeam));
+  ASSERT_EQ(host, 0) << "host baseline: " << ErrnoName(host);
+  EXPECT_EQ(AsTeamMember(chgrp(M("mount"), kTeam)), 0) << "chgrp to a group the owner is in";
+  EXPECT_EQ(Lstat(H("mount"))->st_gid, kTeam);
+  // And through fchown and chown(uid unchanged, gid) alike.
+  EXPECT_EQ(AsTeamMember([&] {
+              Fd fd(::open(M("mount").c_str(), O_RDONLY));
+              if (!fd.ok()) return errno;
+              return ::fchown(fd.get(), kTeamUser, kTeamUserGroup) == 0 ? 0 : errno;
+            }),
+            0);
+  EXPECT_EQ(Lstat(H("mount"))->st_gid, kTeamUserGroup);
+  const int host_refused = AsTeamMember(chgrp(H("host"), kOutsiders));
+  ASSERT_EQ(host_refused, EPERM) << "host baseline";
+  EXPECT_EQ(AsTeamMember(chgrp(M("mount"), kOutsiders)), host_refused);
+  EXPECT_EQ(Lstat(H("mount"))->st_gid, kTeamUserGroup);
+}
+
+TEST_F(PosixTest, CreatingInASetgidDirectoryKeepsTheBitsTheHostKeeps) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switching users)";
+  // Writable by all, so creating needs no group: what differs is whether the creator counts as
+  // a member of the directory's group, for which a new file keeps S_ISGID.
+  MakeGroupDir(H("sg-host"), kTeam, 02777);
+  MakeGroupDir(H("sg-mount"), kTeam, 02777);
+  auto make = [](const std::string& dir) {
+    return [dir] {
+      if (int e = OpenErrno(dir + "/tool", O_CREAT | O_WRONLY | O_EXCL, 02755); e != 0) return e;
+      if (::mkdir((dir + "/sub").c_str(), 0750) != 0) return errno;
+      if (::mknod((dir + "/node").c_str(), S_IFIFO | 02710, 0) != 0) return errno;
+      return 0;
+    };
+  };
+  for (const auto& groups : std::vector<std::vector<gid_t>>{{kTeam}, {}}) {
+    SCOPED_TRACE(groups.empty() ? "not a member" : "a member");
+    const int host = RunWithGroups(kTeamUser, kTeamUserGroup, groups, make(H("sg-host")));
+    ASSERT_EQ(host, 0) << "host baseline: " << ErrnoName(host);
+    const int mount = RunWithGroups(kTeamUser, kTeamUserGroup, groups, make(M("sg-mount")));
+    ASSERT_EQ(mount, 0) << ErrnoName(mount);
+    for (const char* name : {"tool", "sub", "node"}) {
+      auto h = Lstat(H(std::string("sg-host/") + name));
+      auto m = Lstat(H(std::string("sg-mount/") + name));
+      ASSERT_TRUE(h && m) << name;
+      EXPECT_EQ(m->st_gid, h->st_gid) << name;
+      EXPECT_EQ(m->st_mode, h->st_mode) << name << ": through the mount " << std::oct
+                                        << m->st_mode << ", on the host " << h->st_mode;
+      if (!groups.empty() && std::string(name) == "tool") {
+        EXPECT_TRUE(h->st_mode & S_ISGID) << "host baseline: a member keeps S_ISGID";
+      }
+      ::unlink(H(std::string("sg-host/") + name).c_str());
+      ::rmdir(H(std::string("sg-host/") + name).c_str());
+      ::unlink(H(std::string("sg-mount/") + name).c_str());
+      ::rmdir(H(std::string("sg-mount/") + name).c_str());
+    }
+  }
 }
 
 }  // namespace
