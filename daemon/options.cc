@@ -32,7 +32,7 @@ Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system cal
 trap raises SIGSYS. The default is none, unlike virtiofsd's kill: see docs/security.md.
 
 Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
---posix-acl, --killpriv-v2, --translate-uid/--translate-gid, --uid-map/--gid-map.
+--posix-acl, --translate-uid/--translate-gid, --uid-map/--gid-map.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
@@ -101,9 +101,9 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
   } else if (key == "readdirplus" || key == "no_readdirplus") {
     ignored = true;  // follows the cache mode in svfsd, as in the Rust virtiofsd
   } else if (key == "no_killpriv_v2") {
-    ignored = true;  // the default
+    flag(options.fs.killpriv_v2, false);
   } else if (key == "killpriv_v2") {
-    Unsupported("-o killpriv_v2", "FUSE_HANDLE_KILLPRIV_V2 is not negotiated");
+    flag(options.fs.killpriv_v2, true);
   } else if (key == "log_level") {
     if (value == "err") value = "error";
     options.log_level = std::string(value);
@@ -209,7 +209,9 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   bool no_flag_value = false;
   app.add_flag("-f", foreground, "Foreground (svfsd always runs in the foreground)");
   app.add_flag("-d", debug, "Debug logging (C virtiofsd)");
-  app.add_flag("--no-killpriv-v2", no_flag_value, "Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default)");
+  app.add_flag("--killpriv-v2,!--no-killpriv-v2", options.fs.killpriv_v2,
+               "Negotiate FUSE_HANDLE_KILLPRIV_V2: svfsd clears setuid/setgid on writes, "
+               "truncates and chowns (default: off, the guest kernel does)");
   app.add_flag("--no-xattr", no_flag_value, "Disable extended attributes (the default)");
   app.set_version_flag("-V,--version", "svfsd 0.1.0");
   for (const char* name : {"--xattrmap", "--translate-uid", "--translate-gid",
@@ -218,7 +220,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       Unsupported(name, "see --help");
     });
   }
-  for (const char* name : {"--posix-acl", "--killpriv-v2"}) {
+  for (const char* name : {"--posix-acl"}) {
     app.add_flag(name, unsupported_flag)->group("")->each([name](const std::string&) {
       Unsupported(name, "see --help");
     });

@@ -1,6 +1,7 @@
 #include "daemon/fs/credentials.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <limits.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -168,6 +169,49 @@ ScopedCredentials::~ScopedCredentials() {
   if (switched_groups_ && ::syscall(SYS_setgroups, 0, nullptr) != 0) {
     spdlog::error("cannot clear the supplementary groups of a worker thread: errno {}", errno);
   }
+}
+
+namespace {
+
+// The calling thread's capability sets (raw syscalls: per thread, like the credentials above).
+bool ThreadCaps(__user_cap_data_struct (&data)[2]) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  return ::syscall(SYS_capget, &header, data) == 0;
+}
+
+bool SetThreadCaps(__user_cap_data_struct (&data)[2]) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  return ::syscall(SYS_capset, &header, data) == 0;
+}
+
+constexpr uint32_t kFsetidBit = 1u << CAP_FSETID;  // CAP_FSETID < 32: in data[0]
+
+}  // namespace
+
+ScopedWithoutFsetid::ScopedWithoutFsetid() {
+  __user_cap_data_struct data[2] = {};
+  if (!ThreadCaps(data)) {
+    ok_ = false;
+    return;
+  }
+  if (!(data[0].effective & kFsetidBit)) return;
+  data[0].effective &= ~kFsetidBit;
+  if (!SetThreadCaps(data)) {
+    spdlog::error("cannot drop CAP_FSETID for a write: errno {}", errno);
+    ok_ = false;
+    return;
+  }
+  dropped_ = true;
+}
+
+ScopedWithoutFsetid::~ScopedWithoutFsetid() {
+  if (!dropped_) return;
+  __user_cap_data_struct data[2] = {};
+  if (ThreadCaps(data)) {
+    data[0].effective |= kFsetidBit;
+    if (SetThreadCaps(data)) return;
+  }
+  spdlog::error("cannot restore CAP_FSETID of a worker thread: errno {}", errno);
 }
 
 }  // namespace svfs::fs

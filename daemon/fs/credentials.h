@@ -76,6 +76,22 @@ class ScopedCredentials {
   bool ok_ = true;
 };
 
+// Takes CAP_FSETID out of the calling thread's effective set for its lifetime (if it is there:
+// a thread switched to a non-zero fsuid has lost it already) and puts it back after. The host
+// then clears setuid/setgid on a write or truncate, as for a writer without it (killpriv_v2).
+class ScopedWithoutFsetid {
+ public:
+  ScopedWithoutFsetid();
+  ~ScopedWithoutFsetid();
+  bool ok() const { return ok_; }
+  ScopedWithoutFsetid(const ScopedWithoutFsetid&) = delete;
+  ScopedWithoutFsetid& operator=(const ScopedWithoutFsetid&) = delete;
+
+ private:
+  bool dropped_ = false;
+  bool ok_ = true;
+};
+
 // Runs `call` (a libc call returning < 0 on error) with the guest's credentials and returns
 // its result or errno, captured before the credentials are restored.
 template <typename F>

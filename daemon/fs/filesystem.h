@@ -52,6 +52,9 @@ struct Context {
   // (credentials.h, CallerSupplementaryGroups) and kept for the rest of the request.
   const CallerGroups* caller_groups = nullptr;
   mutable std::optional<std::vector<uint32_t>> caller_groups_read;
+  // OPEN/CREATE carried FUSE_OPEN_KILL_SUIDGID (killpriv_v2: the caller lacks CAP_FSETID, and an
+  // O_TRUNC must clear setuid/setgid as for such a caller).
+  bool kill_suidgid = false;
   // Set by the server when the guest sends FUSE_INTERRUPT for this request. Operations that may
   // block indefinitely (SETLKW) poll it and return EINTR.
   const std::atomic<bool>* interrupted = nullptr;

@@ -74,6 +74,17 @@ struct stat StatFromStatx(const struct statx& stx) {
   return st;
 }
 
+// Whether changing the mode of `fd` to `mode` only clears setuid and/or setgid bits it has.
+bool OnlyClearsSetid(int fd, uint32_t mode) {
+  struct stat st {};
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return false;
+  if (!S_ISREG(st.st_mode)) return false;
+  const mode_t now = st.st_mode & 07777;
+  const mode_t wanted = mode & 07777;
+  const mode_t cleared = now & ~wanted;
+  return (wanted & ~now) == 0 && cleared != 0 && (cleared & ~(S_ISUID | S_ISGID)) == 0;
+}
+
 bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
 
 }  // namespace
@@ -187,6 +198,10 @@ uint64_t PassthroughFs::init(uint64_t offered) {
   if (config_.flock) want |= FUSE_FLOCK_LOCKS;
   if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
   if (config_.announce_submounts) want |= FUSE_SUBMOUNTS;
+  // The kernel leaves clearing setuid/setgid to us, flagging the writes, truncates and O_TRUNC
+  // opens of callers without CAP_FSETID; svfsd does those as the caller without CAP_FSETID, so
+  // the host clears exactly what it would for that caller.
+  if (config_.killpriv_v2) want |= FUSE_HANDLE_KILLPRIV_V2;
   // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
   // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
   want |= kDirectIoAllowMmap;
@@ -526,9 +541,18 @@ Status PassthroughFs::change_attributes(const Context& ctx, const InodeData& ino
   const std::string proc_name = FdName(path_fd);
   const int proc = proc_self_fd_.get();
   if (args.valid & FATTR_MODE) {
-    SVFS_TRY(AsGuest(ctx, [&] {
+    auto changed = AsGuest(ctx, [&] {
       return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0);
-    }));
+    });
+    if (!changed && changed.error() == EPERM && OnlyClearsSetid(path_fd, args.mode)) {
+      // Without killpriv_v2 a kernel clears setuid/setgid for a write or truncate itself, with
+      // a SETATTR as the writer, who need not own the file (the kernel skips its own checks
+      // for that one: ATTR_FORCE). The host lets any writer clear them by writing: so does
+      // svfsd, as root. A mode change that sets or keeps anything else stays the owner's.
+      if (::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0) != 0) return ErrnoErr();
+    } else if (!changed) {
+      return Err(changed.error());
+    }
   }
   if (args.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (args.valid & FATTR_UID) ? args.uid : static_cast<uid_t>(-1);
@@ -547,12 +571,22 @@ Status PassthroughFs::change_attributes(const Context& ctx, const InodeData& ino
   }
   if (args.valid & FATTR_SIZE) {
     auto size = static_cast<off_t>(args.size);
-    if (handle) {
+    // FATTR_KILL_SUIDGID (killpriv_v2): the caller lacks CAP_FSETID, so truncate as it and
+    // without CAP_FSETID: the host clears setuid/setgid as it would for that caller.
+    const bool kill = (args.valid & FATTR_KILL_SUIDGID) != 0;
+    if (handle && !kill) {
+      if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
+    } else if (handle) {
+      ScopedCredentials creds(ctx);
+      ScopedWithoutFsetid no_fsetid;
+      if (!creds.ok() || !no_fsetid.ok()) return Err(EPERM);
       if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
     } else {
       if (!inode.is_regular()) return Err(inode.is_dir() ? EISDIR : EINVAL);
       ScopedCredentials creds(ctx);  // write permission checked as the guest user
       if (!creds.ok()) return Err(EPERM);
+      std::optional<ScopedWithoutFsetid> no_fsetid;
+      if (kill && !no_fsetid.emplace().ok()) return Err(EPERM);
       auto fd = SVFS_TRY(reopen(path_fd, O_WRONLY | O_NONBLOCK));
       if (::ftruncate(fd.get(), size) != 0) return ErrnoErr();
     }
@@ -709,6 +743,10 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
 Result<UniqueFd> PassthroughFs::reopen_as_guest(const Context& ctx, int path_fd, int flags) const {
   ScopedCredentials creds(ctx);
   if (!creds.ok()) return Err(EPERM);
+  // FUSE_OPEN_KILL_SUIDGID: an O_TRUNC of a caller without CAP_FSETID (which a non-zero fsuid
+  // has lost already; a guest's root may lack it too).
+  std::optional<ScopedWithoutFsetid> no_fsetid;
+  if (ctx.kill_suidgid && (flags & O_TRUNC) && !no_fsetid.emplace().ok()) return Err(EPERM);
   return reopen(path_fd, flags);
 }
 

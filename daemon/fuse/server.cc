@@ -559,6 +559,7 @@ void Server::do_link(Call& call) {
 void Server::do_open(Call& call) {
   auto in = call.args.read<fuse_open_in>();
   if (!in) return malformed(call, in.error());
+  call.context.kill_suidgid = (in->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
   reply_result(call, fs_.open(call.context, call.header.nodeid, in->flags));
 }
 
@@ -569,6 +570,7 @@ void Server::do_create(Call& call, bool tmpfile) {
   const NameRule name_rule = tmpfile ? NameRule::kIgnored : NameRule::kEntry;
   auto name = call.args.read_name(name_rule);
   if (!name) return refuse_name(call, name.error(), name_rule);
+  call.context.kill_suidgid = (in->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
   auto result = tmpfile ? fs_.tmpfile(call.context, call.header.nodeid, in->mode, in->flags,
                                       in->umask)
                         : fs_.create(call.context, call.header.nodeid, *name, in->mode,
