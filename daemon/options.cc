@@ -32,7 +32,7 @@ Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system cal
 trap raises SIGSYS. The default is none, unlike virtiofsd's kill: see docs/security.md.
 
 Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
---posix-acl, --translate-uid/--translate-gid, --uid-map/--gid-map.
+--translate-uid/--translate-gid, --uid-map/--gid-map.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
@@ -114,7 +114,11 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
     options.sandbox = std::string(value);
   } else if (key == "modcaps") {
     options.modcaps = std::string(value);
-  } else if (key == "xattrmap" || key == "posix_acl") {
+  } else if (key == "posix_acl") {
+    flag(options.fs.posix_acl, true);
+  } else if (key == "no_posix_acl") {
+    flag(options.fs.posix_acl, false);
+  } else if (key == "xattrmap") {
     Unsupported(fmt::format("-o {}", key), "see --help");
   } else {
     Fail(fmt::format("-o {}: unknown option (see --help)", key));
@@ -144,7 +148,6 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   bool debug = false;
   bool readonly = false;
   std::string unsupported_value;
-  bool unsupported_flag = false;
 
   app.add_option("--shared-dir", options.fs.shared_dir, "Shared directory path")
       ->type_name("DIR");
@@ -220,11 +223,8 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       Unsupported(name, "see --help");
     });
   }
-  for (const char* name : {"--posix-acl"}) {
-    app.add_flag(name, unsupported_flag)->group("")->each([name](const std::string&) {
-      Unsupported(name, "see --help");
-    });
-  }
+  app.add_flag("--posix-acl,!--no-posix-acl", options.fs.posix_acl,
+               "Enforce and inherit POSIX ACLs (FUSE_POSIX_ACL; turns on --xattr)");
 
   try {
     app.parse(argc, argv);

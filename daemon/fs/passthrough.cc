@@ -12,6 +12,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -145,6 +146,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   // the daemon creates no other files.
   ::umask(0);
 
+  if (config.posix_acl) config.xattr = true;  // ACLs are xattrs
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), std::move(proc)));
   fs->versions_ = versions;
 
@@ -202,6 +204,9 @@ uint64_t PassthroughFs::init(uint64_t offered) {
   // opens of callers without CAP_FSETID; svfsd does those as the caller without CAP_FSETID, so
   // the host clears exactly what it would for that caller.
   if (config_.killpriv_v2) want |= FUSE_HANDLE_KILLPRIV_V2;
+  // The kernel then checks permissions with the ACLs (read as system.posix_acl_* xattrs) and
+  // leaves default-ACL inheritance to us (creation_umask), the host doing the inheriting.
+  if (config_.posix_acl) want |= FUSE_POSIX_ACL;
   // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
   // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
   want |= kDirectIoAllowMmap;
@@ -252,6 +257,22 @@ Result<std::shared_ptr<Handle>> PassthroughFs::handle_of(HandleId id) const {
 }
 
 std::string PassthroughFs::FdName(int fd) { return std::to_string(fd); }
+
+uint32_t PassthroughFs::creation_umask(int dir_fd, uint32_t umask) const {
+  if (!config_.posix_acl || umask == 0) return umask;
+  // O_PATH fds have no xattr calls: read it through a description of the directory.
+  auto dir = reopen(dir_fd, O_RDONLY | O_DIRECTORY);
+  if (!dir) return umask;
+  ssize_t n = ::fgetxattr(dir->get(), "system.posix_acl_default", nullptr, 0);
+  return n > 0 ? 0 : umask;
+}
+
+Result<uint32_t> PassthroughFs::umask_in(NodeId parent, uint32_t umask) const {
+  if (!config_.posix_acl || umask == 0) return umask;
+  auto dir = SVFS_TRY(inode_of(parent));
+  const InodeFd dir_fd = SVFS_TRY(dir->path_fd());
+  return creation_umask(dir_fd.get(), umask);
+}
 
 Result<UniqueFd> PassthroughFs::reopen(int path_fd, int flags) const {
   // Through the magic link the already-resolved inode is opened: no path walk, no symlink
@@ -650,15 +671,17 @@ Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target
 
 Result<Entry> PassthroughFs::mknod(const Context& ctx, NodeId parent, std::string_view name,
                                    uint32_t mode, uint32_t rdev, uint32_t umask) {
+  const uint32_t applied_umask = SVFS_TRY(umask_in(parent, umask));
   return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~umask), rdev);
+    return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~applied_umask), rdev);
   });
 }
 
 Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::string_view name,
                                    uint32_t mode, uint32_t umask) {
+  const uint32_t applied_umask = SVFS_TRY(umask_in(parent, umask));
   return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::mkdirat(dir, n, mode & 07777 & ~umask);
+    return ::mkdirat(dir, n, mode & 07777 & ~applied_umask);
   });
 }
 
@@ -796,8 +819,10 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
   const std::string cname(name);
   // Created exclusively first: an existing name is then opened only after its type is checked,
   // so a guest cannot reach a host device (made with MKNOD) or block on a fifo through CREATE.
+  const uint32_t applied_umask = creation_umask(dir_fd.get(), umask);
   auto opened = AsGuest(ctx, [&] {
-    return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL, (mode & 07777) & ~umask);
+    return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL,
+                    (mode & 07777) & ~applied_umask);
   });
   const bool created = opened.has_value();
   if (!opened && opened.error() == EEXIST && !(host_flags & O_EXCL)) {
@@ -822,8 +847,9 @@ Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, ui
   int host_flags = (host_open_flags(flags, false) & ~(O_CREAT | O_NOFOLLOW)) | (flags & O_EXCL);
   if ((host_flags & O_ACCMODE) == O_RDONLY) host_flags = (host_flags & ~O_ACCMODE) | O_RDWR;
   host_flags |= O_TMPFILE;
+  const uint32_t applied_umask = creation_umask(dir_fd.get(), umask);
   UniqueFd fd(SVFS_TRY(AsGuest(ctx, [&] {
-    return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~umask);
+    return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~applied_umask);
   })));
   return create_entry_and_handle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
 }

@@ -333,5 +333,119 @@ INSTANTIATE_TEST_SUITE_P(Killpriv, KillprivTest, ::testing::Bool(),
                            return std::string(info.param ? "KillprivV2" : "GuestKernelClears");
                          });
 
+// ---------------------------------------------------------------------------
+// POSIX ACLs (--posix-acl), set and read with setfacl/getfacl.
+
+class PosixAclTest : public SvfsdFixture {
+ protected:
+  DaemonOptions Options() override {
+    DaemonOptions o;
+    o.extra_args.push_back("--posix-acl");
+    return o;
+  }
+};
+
+// Output (or "" and a failure) of a shell command.
+std::string Run(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "popen " << command;
+    return out;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  const int status = ::pclose(pipe);
+  EXPECT_EQ(status, 0) << command << "\n" << out;
+  return out;
+}
+
+// The ACL of `path` as getfacl prints it, numeric, without the header naming the file.
+std::string Acl(const std::string& path) {
+  return Run("getfacl --numeric --omit-header --absolute-names '" + path + "' 2>&1");
+}
+
+void SetAcl(const std::string& args, const std::string& path) {
+  Run("setfacl " + args + " '" + path + "' 2>&1");
+}
+
+TEST_F(PosixAclTest, AccessAclsGrantAndRefuseAsOnTheHost) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switching users)";
+  SVFS_SKIP_WITHOUT_DAEMON();
+  for (const char* name : {"host", "mount"}) {
+    ASSERT_EQ(WriteFile(H(name), "for one user"), 0);
+    ASSERT_EQ(::chmod(H(name).c_str(), 0600), 0);
+  }
+  // Set on the host directly, and through the mount (SETXATTR of system.posix_acl_access).
+  SetAcl("-m u:41000:rw,u:41001:-", H("host"));
+  SetAcl("-m u:41000:rw,u:41001:-", M("mount"));
+  EXPECT_EQ(Acl(M("mount")), Acl(H("host")));
+  EXPECT_EQ(Acl(H("mount")), Acl(H("host"))) << "what the host stores";
+  EXPECT_EQ(Lstat(H("mount"))->st_mode, Lstat(H("host"))->st_mode) << "the mask shows in the mode";
+  auto read_as = [](uid_t uid, const std::string& path) {
+    return RunWithGroups(uid, uid, {}, [path] {
+      auto content = ReadFile(path);
+      return content ? 0 : errno;
+    });
+  };
+  auto write_as = [](uid_t uid, const std::string& path) {
+    return RunWithGroups(uid, uid, {}, [path] { return OpenErrno(path, O_WRONLY); });
+  };
+  for (uid_t uid : {uid_t{41000}, uid_t{41001}, uid_t{41002}}) {
+    SCOPED_TRACE("uid " + std::to_string(uid));
+    const int host_read = read_as(uid, H("host"));
+    EXPECT_EQ(host_read, uid == 41000 ? 0 : EACCES) << "host baseline";
+    EXPECT_EQ(read_as(uid, M("mount")), host_read);
+    EXPECT_EQ(write_as(uid, M("mount")), write_as(uid, H("host")));
+  }
+  // chmod narrows the mask, on the host as through the mount.
+  ASSERT_EQ(::chmod(H("host").c_str(), 0640), 0);
+  ASSERT_EQ(::chmod(M("mount").c_str(), 0640), 0);
+  EXPECT_EQ(Acl(M("mount")), Acl(H("host")));
+  EXPECT_EQ(write_as(41000, M("mount")), write_as(41000, H("host")));
+  EXPECT_EQ(write_as(41000, H("host")), EACCES) << "host baseline: the mask allows reading only";
+}
+
+TEST_F(PosixAclTest, DefaultAclsAreInheritedAndTheUmaskOnlyCountsWithout) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switching users)";
+  SVFS_SKIP_WITHOUT_DAEMON();
+  for (const char* name : {"host", "mount"}) {
+    ASSERT_EQ(::mkdir(H(name).c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(H(std::string(name) + "-plain").c_str(), 0755), 0);
+  }
+  SetAcl("-d -m u:41000:rwx,g::r-x,o::-", H("host"));
+  SetAcl("-d -m u:41000:rwx,g::r-x,o::-", M("mount"));
+  EXPECT_EQ(Acl(M("mount")), Acl(H("host")));
+  // As root with umask 022: a file, a directory and a fifo in each directory.
+  auto make = [](const std::string& dir) {
+    Child c([dir](const Child::Channel&) {
+      ::umask(022);
+      if (int e = OpenErrno(dir + "/file", O_CREAT | O_WRONLY | O_EXCL, 0666); e != 0) return e;
+      if (::mkdir((dir + "/dir").c_str(), 0777) != 0) return errno;
+      if (::mkfifo((dir + "/fifo").c_str(), 0666) != 0) return errno;
+      return 0;
+    });
+    return c.Wait();
+  };
+  for (const char* name : {"host", "host-plain"}) ASSERT_EQ(make(H(name)), 0) << name;
+  for (const char* name : {"mount", "mount-plain"}) ASSERT_EQ(make(M(name)), 0) << name;
+  for (const char* child : {"file", "dir", "fifo"}) {
+    SCOPED_TRACE(child);
+    EXPECT_EQ(Acl(H(std::string("mount/") + child)), Acl(H(std::string("host/") + child)))
+        << "inherited from the default ACL";
+    EXPECT_EQ(Lstat(H(std::string("mount/") + child))->st_mode,
+              Lstat(H(std::string("host/") + child))->st_mode);
+    EXPECT_EQ(Lstat(H(std::string("mount-plain/") + child))->st_mode,
+              Lstat(H(std::string("host-plain/") + child))->st_mode)
+        << "without a default ACL the umask applies";
+  }
+  EXPECT_NE(Acl(H("host/file")).find("user:41000:rwx"), std::string::npos)
+      << "host baseline: the file inherited the entry\n" << Acl(H("host/file"));
+  // The inherited entry counts: 41000 may write the new file through the mount.
+  EXPECT_EQ(RunWithGroups(41000, 41000, {}, [&] { return OpenErrno(M("mount/file"), O_WRONLY); }),
+            RunWithGroups(41000, 41000, {}, [&] { return OpenErrno(H("host/file"), O_WRONLY); }));
+}
+
 }  // namespace
 }  // namespace svfs_it

@@ -536,6 +536,12 @@ TEST_F(PassthroughTest, InitFlagsFollowConfig) {
   auto killpriv = PassthroughFs::Create(config);
   ASSERT_TRUE(killpriv.has_value());
   EXPECT_TRUE((*killpriv)->init(all) & FUSE_HANDLE_KILLPRIV_V2);
+  config.killpriv_v2 = false;
+  config.posix_acl = true;
+  auto acl = PassthroughFs::Create(config);
+  ASSERT_TRUE(acl.has_value());
+  EXPECT_TRUE((*acl)->init(all) & FUSE_POSIX_ACL);
+  EXPECT_FALSE((*acl)->init(all) & FUSE_HANDLE_KILLPRIV_V2);
 }
 
 TEST_F(PassthroughTest, FileHandlesMode) {
