@@ -35,7 +35,8 @@ inline constexpr size_t kMaxSymlinkTarget = 4095;  // PATH_MAX - 1
 inline constexpr size_t kMaxXattrNameLength = 255;
 inline constexpr size_t kMaxXattrValueSize = 65536;
 
-// FUSE 7.39's supplementary-group extension, newer than Debian 12's <linux/fuse.h> (7.38); the
+// The supplementary-group extension, a later addition to protocol 7.38 (upstream Linux 6.3) that
+// Debian 12's <linux/fuse.h> (Linux 6.1's 7.38) lacks; the
 // values are the upstream kernel's (include/uapi/linux/fuse.h). INIT's FUSE_CREATE_SUPP_GROUP, a
 // flags2 bit (hence shifted by 32), asks the kernel to append to CREATE, MKNOD, MKDIR, SYMLINK
 // (and TMPFILE) the parent directory's group when the caller is in it but it is not the
@@ -45,7 +46,10 @@ inline constexpr size_t kMaxXattrValueSize = 65536;
 #ifdef FUSE_CREATE_SUPP_GROUP
 inline constexpr uint64_t kInitCreateSuppGroup = FUSE_CREATE_SUPP_GROUP;
 #else
-inline constexpr uint64_t kInitCreateSuppGroup = 1ULL << 33;
+inline constexpr uint64_t kInitCreateSuppGroup = 1ULL << 34;  // flags2 bit 2
+#endif
+#ifdef FUSE_HAS_INODE_DAX
+static_assert(kInitCreateSuppGroup != FUSE_HAS_INODE_DAX && kInitCreateSuppGroup != FUSE_SECURITY_CTX);
 #endif
 inline constexpr uint32_t kExtGroups = 32;  // enum fuse_ext_type: FUSE_EXT_GROUPS
 // More groups than a process may have (NGROUPS_MAX) is malformed.

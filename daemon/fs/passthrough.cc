@@ -192,7 +192,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
 uint64_t PassthroughFs::init(uint64_t offered) {
   uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC |
                   FUSE_DONT_MASK;
-  // Guests' supplementary groups never reach svfsd otherwise: with this a 6.5+ kernel sends the
+  // Guests' supplementary groups never reach svfsd otherwise: with this a 6.3+ kernel sends the
   // parent directory's group with each creation (protocol/fuse_request.h).
   want |= protocol::kInitCreateSuppGroup;
   want |= config_.cache.init_flags();

@@ -529,6 +529,8 @@ TEST_F(PassthroughTest, InitFlagsFollowConfig) {
   EXPECT_FALSE(flags & FUSE_WRITEBACK_CACHE);
   EXPECT_FALSE(flags & FUSE_HANDLE_KILLPRIV_V2) << "opt-in, as in the Rust virtiofsd";
   EXPECT_TRUE(flags & protocol::kInitCreateSuppGroup);
+  EXPECT_FALSE(flags & FUSE_HAS_INODE_DAX) << "no DAX, per inode or otherwise";
+  EXPECT_FALSE(flags & FUSE_SECURITY_CTX);
   EXPECT_EQ(fs.init(0), 0u);
   PassthroughConfig config;
   config.shared_dir = dir_;

@@ -1,4 +1,4 @@
-// Request extensions (fuse_in_header.total_extlen): FUSE_EXT_GROUPS on creations, as a 6.5+
+// Request extensions (fuse_in_header.total_extlen): FUSE_EXT_GROUPS on creations, as a 6.3+
 // kernel sends it after INIT agreed on FUSE_CREATE_SUPP_GROUP, fed as raw bytes.
 #include <sys/stat.h>
 

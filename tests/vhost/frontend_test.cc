@@ -1643,7 +1643,7 @@ TEST(VhostSvfsdTest, StopEndsLockWaitsThatShareAUnique) {
 }
 
 // `request` as sent by uid:gid (a guest user), with `groups` in a FUSE_EXT_GROUPS extension
-// when not empty, laid out as a 6.5+ guest kernel sends it after INIT agreed on
+// when not empty, laid out as a 6.3+ guest kernel sends it after INIT agreed on
 // FUSE_CREATE_SUPP_GROUP.
 FuseRequest AsGuestUser(FuseRequest request, std::uint32_t uid, std::uint32_t gid,
                         const std::vector<std::uint32_t>& groups) {
@@ -1668,7 +1668,7 @@ FuseRequest AsGuestUser(FuseRequest request, std::uint32_t uid, std::uint32_t gi
   return request;
 }
 
-// A guest's supplementary groups never reach svfsd, but a 6.5+ guest kernel sends the parent
+// A guest's supplementary groups never reach svfsd, but a 6.3+ guest kernel sends the parent
 // directory's group with each creation when the caller is in it: svfsd counts it, so a member
 // creates in a directory only its group may write, and its new file in a setgid directory keeps
 // S_ISGID, as on the host. Without the extension (a 6.1 guest) neither works.
@@ -1676,7 +1676,7 @@ TEST(VhostSvfsdTest, CreationsCountTheGroupTheGuestSends) {
   if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
   if (::geteuid() != 0) GTEST_SKIP() << "svfsd switches to the guest's uid only as root";
   constexpr std::uint32_t kUser = 41000, kTeam = 41100;
-  constexpr std::uint64_t kCreateSuppGroup = 1ULL << 33;
+  constexpr std::uint64_t kCreateSuppGroup = 1ULL << 34;  // FUSE_CREATE_SUPP_GROUP, upstream value
   TempDir tmp;
   FrontendOptions opts;
   opts.memory_size = 16u << 20;
