@@ -1724,5 +1724,37 @@ TEST(VhostSvfsdTest, CreationsCountTheGroupTheGuestSends) {
   EXPECT_EQ(mkdir("after", {}).error(), -EACCES);
 }
 
+// A guest's chgrp of its own file to one of its groups: the guest kernel allowed it (it knows
+// the groups), so svfsd counts the target group for the call; the host refused it before.
+TEST(VhostSvfsdTest, ChgrpToTheCallersGroupWorksForAGuest) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  if (::geteuid() != 0) GTEST_SKIP() << "svfsd switches to the guest's uid only as root";
+  constexpr std::uint32_t kUser = 41000, kTeam = 41100;
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  FuseClient& c = session->client();
+  const fs::path file = session->shared() / "mine";
+  { std::ofstream(file) << "x"; }
+  ASSERT_EQ(::chown(file.c_str(), kUser, kUser), 0);
+  const auto node = c.lookup(FUSE_ROOT_ID, "mine").as<fuse_entry_out>();
+  ASSERT_TRUE(node);
+  fuse_setattr_in in{};
+  in.valid = FATTR_GID;
+  in.gid = kTeam;
+  FuseReply r = c.send(AsGuestUser(c.make(FUSE_SETATTR, node->nodeid, {Bytes(in)}, 4096), kUser,
+                                   kUser, {}));
+  EXPECT_EQ(r.error(), 0) << "chgrp by the owner to a group it is in";
+  struct stat st {};
+  ASSERT_EQ(::lstat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, kTeam);
+  // Someone else's file stays refused: the owner check is the host's.
+  in.gid = kUser;
+  r = c.send(AsGuestUser(c.make(FUSE_SETATTR, node->nodeid, {Bytes(in)}, 4096), kUser + 1,
+                         kUser + 1, {}));
+  EXPECT_EQ(r.error(), -EPERM);
+  ASSERT_EQ(::lstat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, kTeam);
+}
+
 }  // namespace
 }  // namespace svfs::vhost
