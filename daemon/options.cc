@@ -26,9 +26,10 @@ C virtiofsd dialect (-o, comma-separated, repeatable; ",," is a comma inside a v
   source=DIR  vhost_user_socket=PATH  cache=none|auto|always|shared  versiond_socket=PATH
   timeout=SECONDS  xattr|no_xattr  flock|no_flock  posix_lock|no_posix_lock
   writeback|no_writeback  announce_submounts  allow_direct_io|no_allow_direct_io
+  killpriv_v2|no_killpriv_v2  posix_acl|no_posix_acl
   sandbox=namespace|chroot|none  modcaps=+CAP:-CAP  log_level=debug|info|warn|err  debug
   Accepted and ignored (see docs/operations.md): readdirplus, no_readdirplus, norace,
-  no_killpriv_v2, no_posix_acl, no_security_label.
+  no_security_label.
   -f (foreground; always the case)  -d (debug logging)
 
 Sandbox (as the Rust virtiofsd): namespace forks; the daemon is pid 1 of new pid, mount, net and
@@ -48,8 +49,8 @@ forbid-guest:A:COUNT) are parsed in the Rust virtiofsd's syntax; svfsd serves ho
 unchanged, so it accepts only identity mappings and refuses any other with a message.
 
 Refused because svfsd does not implement them (never silently ignored): --xattrmap,
---posix-acl, --killpriv-v2, --security-label, --preserve-noatime, --allow-mmap,
---migration-* (no live migration), -o xattrmap=, posix_acl, killpriv_v2, security_label.
+--security-label, --preserve-noatime, --allow-mmap, --migration-* (no live migration),
+-o xattrmap=, security_label.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
@@ -225,11 +226,13 @@ void ApplyLegacyOption(ParseState& state, std::string_view item) {
     if (eq != std::string_view::npos) Fail("-o debug: takes no value");
     options.log_level = "debug";
   } else if (key == "readdirplus" || key == "no_readdirplus" || key == "norace" ||
-             key == "no_killpriv_v2" || key == "no_posix_acl" || key == "no_security_label") {
+             key == "no_security_label") {
     // Accepted, nothing to do: READDIRPLUS follows the cache mode (as in the Rust virtiofsd),
-    // svfsd has no racy fallback to disable, and the others are svfsd's only behaviour.
+    // svfsd has no racy fallback to disable, and no security label to leave out.
+  } else if (key == "no_killpriv_v2") {
+    flag(options.fs.killpriv_v2, false);
   } else if (key == "killpriv_v2") {
-    Unsupported("-o killpriv_v2", "FUSE_HANDLE_KILLPRIV_V2 is not negotiated; leave it out");
+    flag(options.fs.killpriv_v2, true);
   } else if (key == "log_level") {
     if (value == "err") value = "error";
     options.log_level = std::string(value);
@@ -237,7 +240,11 @@ void ApplyLegacyOption(ParseState& state, std::string_view item) {
     SetSandbox(options, "-o sandbox=", value);
   } else if (key == "modcaps") {
     options.modcaps = std::string(value);
-  } else if (key == "xattrmap" || key == "posix_acl" || key == "security_label") {
+  } else if (key == "posix_acl") {
+    flag(options.fs.posix_acl, true);
+  } else if (key == "no_posix_acl") {
+    flag(options.fs.posix_acl, false);
+  } else if (key == "xattrmap" || key == "security_label") {
     Unsupported(fmt::format("-o {}", key), "leave it out");
   } else {
     Fail(fmt::format("-o {}: unknown option (see svfsd --help)", key));
@@ -390,8 +397,15 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       ->type_name("OPT[,OPT...]");
   app.add_flag_callback("-f", [] {}, "Foreground (svfsd always runs in the foreground)");
   app.add_flag_callback("-d", [&] { options.log_level = "debug"; }, "Debug logging (C virtiofsd)");
-  app.add_flag_callback("--no-killpriv-v2", [] {},
+  app.add_flag_callback("--killpriv-v2", [&] { options.fs.killpriv_v2 = true; },
+                        "Negotiate FUSE_HANDLE_KILLPRIV_V2: svfsd clears setuid/setgid on writes, "
+                        "truncates and chowns (default: off, the guest kernel does)");
+  app.add_flag_callback("--no-killpriv-v2", [&] { options.fs.killpriv_v2 = false; },
                         "Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default)");
+  app.add_flag_callback("--posix-acl", [&] { options.fs.posix_acl = true; },
+                        "Enforce and inherit POSIX ACLs (FUSE_POSIX_ACL; turns on --xattr)");
+  app.add_flag_callback("--no-posix-acl", [&] { options.fs.posix_acl = false; },
+                        "No POSIX ACLs (the default)");
   app.add_flag_callback("--no-readdirplus", [] {},
                         "Accepted; READDIRPLUS follows the cache mode (as in the Rust virtiofsd)");
   for (const char* name : {"--uid-map", "--gid-map"}) {
@@ -413,7 +427,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   for (const char* name : {"--xattrmap", "--migration-mode", "--migration-on-error"}) {
     app.add_option_function<std::string>(name, refuse(name, "see svfsd --help"))->group("");
   }
-  for (const char* name : {"--posix-acl", "--killpriv-v2", "--security-label",
+  for (const char* name : {"--security-label",
                            "--preserve-noatime", "--allow-mmap", "--migration-verify-handles",
                            "--migration-confirm-paths"}) {
     app.add_flag_function(name, [name](int64_t) { Unsupported(name, "see svfsd --help"); })

@@ -29,12 +29,32 @@ using HandleId = uint64_t;  // FUSE file handle: a counter into a handle table.
 
 inline constexpr NodeId kRootNodeId = FUSE_ROOT_ID;
 
+// The supplementary groups of a caller, where the transport can learn them (host /dev/fuse
+// mounts: from the host's /proc, as libfuse's fuse_req_getgroups does). Guests' groups are not
+// visible to svfsd: a guest sends at most the one group FUSE_EXT_GROUPS carries.
+class CallerGroups {
+ public:
+  virtual ~CallerGroups() = default;
+  // The groups of thread `pid` now; empty if it is gone or unknown.
+  virtual std::vector<uint32_t> of(uint32_t pid) const = 0;
+};
+
 // Who asked: the credentials the request runs with.
 struct Context {
   uint32_t uid = 0;
   uint32_t gid = 0;
   uint32_t pid = 0;
   uint64_t unique = 0;
+  // Supplementary groups the request itself carries (FUSE_EXT_GROUPS on CREATE, MKDIR, MKNOD,
+  // SYMLINK, TMPFILE: the parent directory's group, which the kernel found the caller in).
+  std::vector<uint32_t> request_groups;
+  // Where the caller's own supplementary groups come from, if anywhere; read on first use
+  // (credentials.h, CallerSupplementaryGroups) and kept for the rest of the request.
+  const CallerGroups* caller_groups = nullptr;
+  mutable std::optional<std::vector<uint32_t>> caller_groups_read;
+  // OPEN/CREATE carried FUSE_OPEN_KILL_SUIDGID (killpriv_v2: the caller lacks CAP_FSETID, and an
+  // O_TRUNC must clear setuid/setgid as for such a caller).
+  bool kill_suidgid = false;
   // Set by the server when the guest sends FUSE_INTERRUPT for this request. Operations that may
   // block indefinitely (SETLKW) poll it and return EINTR.
   const std::atomic<bool>* interrupted = nullptr;

@@ -1,5 +1,6 @@
 #include "daemon/fs/passthrough.h"
 
+#include "protocol/fuse_request.h"
 #include "protocol/inode_identity.h"
 #include "protocol/shared_versions.h"
 
@@ -11,6 +12,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -73,6 +75,17 @@ struct stat StatFromStatx(const struct statx& stx) {
   return st;
 }
 
+// Whether changing the mode of `fd` to `mode` only clears setuid and/or setgid bits it has.
+bool OnlyClearsSetid(int fd, uint32_t mode) {
+  struct stat st {};
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return false;
+  if (!S_ISREG(st.st_mode)) return false;
+  const mode_t now = st.st_mode & 07777;
+  const mode_t wanted = mode & 07777;
+  const mode_t cleared = now & ~wanted;
+  return (wanted & ~now) == 0 && cleared != 0 && (cleared & ~(S_ISUID | S_ISGID)) == 0;
+}
+
 bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
 
 }  // namespace
@@ -133,6 +146,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
   // the daemon creates no other files.
   ::umask(0);
 
+  if (config.posix_acl) config.xattr = true;  // ACLs are xattrs
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), std::move(proc)));
   fs->versions_ = versions;
 
@@ -178,11 +192,21 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(PassthroughConfig c
 uint64_t PassthroughFs::init(uint64_t offered) {
   uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC |
                   FUSE_DONT_MASK;
+  // Guests' supplementary groups never reach svfsd otherwise: with this a 6.3+ kernel sends the
+  // parent directory's group with each creation (protocol/fuse_request.h).
+  want |= protocol::kInitCreateSuppGroup;
   want |= config_.cache.init_flags();
   if (config_.posix_lock) want |= FUSE_POSIX_LOCKS;
   if (config_.flock) want |= FUSE_FLOCK_LOCKS;
   if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
   if (config_.announce_submounts) want |= FUSE_SUBMOUNTS;
+  // The kernel leaves clearing setuid/setgid to us, flagging the writes, truncates and O_TRUNC
+  // opens of callers without CAP_FSETID; svfsd does those as the caller without CAP_FSETID, so
+  // the host clears exactly what it would for that caller.
+  if (config_.killpriv_v2) want |= FUSE_HANDLE_KILLPRIV_V2;
+  // The kernel then checks permissions with the ACLs (read as system.posix_acl_* xattrs) and
+  // leaves default-ACL inheritance to us (creation_umask), the host doing the inheriting.
+  if (config_.posix_acl) want |= FUSE_POSIX_ACL;
   // Files opened with FOPEN_DIRECT_IO (none/metadata, or O_DIRECT with --allow-direct-io) must
   // still be mmap-able MAP_SHARED (git, sqlite): the kernel then uses the page cache for maps.
   want |= kDirectIoAllowMmap;
@@ -233,6 +257,22 @@ Result<std::shared_ptr<Handle>> PassthroughFs::handle_of(HandleId id) const {
 }
 
 std::string PassthroughFs::FdName(int fd) { return std::to_string(fd); }
+
+uint32_t PassthroughFs::creation_umask(int dir_fd, uint32_t umask) const {
+  if (!config_.posix_acl || umask == 0) return umask;
+  // O_PATH fds have no xattr calls: read it through a description of the directory.
+  auto dir = reopen(dir_fd, O_RDONLY | O_DIRECTORY);
+  if (!dir) return umask;
+  ssize_t n = ::fgetxattr(dir->get(), "system.posix_acl_default", nullptr, 0);
+  return n > 0 ? 0 : umask;
+}
+
+Result<uint32_t> PassthroughFs::umask_in(NodeId parent, uint32_t umask) const {
+  if (!config_.posix_acl || umask == 0) return umask;
+  auto dir = SVFS_TRY(inode_of(parent));
+  const InodeFd dir_fd = SVFS_TRY(dir->path_fd());
+  return creation_umask(dir_fd.get(), umask);
+}
 
 Result<UniqueFd> PassthroughFs::reopen(int path_fd, int flags) const {
   // Through the magic link the already-resolved inode is opened: no path walk, no symlink
@@ -522,25 +562,52 @@ Status PassthroughFs::change_attributes(const Context& ctx, const InodeData& ino
   const std::string proc_name = FdName(path_fd);
   const int proc = proc_self_fd_.get();
   if (args.valid & FATTR_MODE) {
-    SVFS_TRY(AsGuest(ctx, [&] {
+    auto changed = AsGuest(ctx, [&] {
       return ::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0);
-    }));
+    });
+    if (!changed && changed.error() == EPERM && OnlyClearsSetid(path_fd, args.mode)) {
+      // Without killpriv_v2 a kernel clears setuid/setgid for a write or truncate itself, with
+      // a SETATTR as the writer, who need not own the file (the kernel skips its own checks
+      // for that one: ATTR_FORCE). The host lets any writer clear them by writing: so does
+      // svfsd, as root. A mode change that sets or keeps anything else stays the owner's.
+      if (::fchmodat(proc, proc_name.c_str(), args.mode & 07777, 0) != 0) return ErrnoErr();
+    } else if (!changed) {
+      return Err(changed.error());
+    }
   }
   if (args.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (args.valid & FATTR_UID) ? args.uid : static_cast<uid_t>(-1);
     gid_t gid = (args.valid & FATTR_GID) ? args.gid : static_cast<gid_t>(-1);
-    SVFS_TRY(AsGuest(ctx, [&] {
-      return ::fchownat(path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    }));
+    // The kernel let the caller chgrp only to a group it is in (default_permissions, which
+    // svfsd's host mounts and every virtiofs guest use), but a guest's groups never reach svfsd:
+    // the target group counts as one of the caller's for this call. That grants no more than
+    // the request's gid field already could: a guest that sent the target as its gid would
+    // pass the host's check too.
+    ScopedCredentials creds(ctx, (args.valid & FATTR_GID) ? std::optional<uint32_t>(gid)
+                                                          : std::nullopt);
+    if (!creds.ok()) return Err(EPERM);
+    if (::fchownat(path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoErr();
+    }
   }
   if (args.valid & FATTR_SIZE) {
     auto size = static_cast<off_t>(args.size);
-    if (handle) {
+    // FATTR_KILL_SUIDGID (killpriv_v2): the caller lacks CAP_FSETID, so truncate as it and
+    // without CAP_FSETID: the host clears setuid/setgid as it would for that caller.
+    const bool kill = (args.valid & FATTR_KILL_SUIDGID) != 0;
+    if (handle && !kill) {
+      if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
+    } else if (handle) {
+      ScopedCredentials creds(ctx);
+      ScopedWithoutFsetid no_fsetid;
+      if (!creds.ok() || !no_fsetid.ok()) return Err(EPERM);
       if (::ftruncate(handle->fd.get(), size) != 0) return ErrnoErr();
     } else {
       if (!inode.is_regular()) return Err(inode.is_dir() ? EISDIR : EINVAL);
-      ScopedCredentials creds(ctx.uid, ctx.gid);  // write permission checked as the guest user
+      ScopedCredentials creds(ctx);  // write permission checked as the guest user
       if (!creds.ok()) return Err(EPERM);
+      std::optional<ScopedWithoutFsetid> no_fsetid;
+      if (kill && !no_fsetid.emplace().ok()) return Err(EPERM);
       auto fd = SVFS_TRY(reopen(path_fd, O_WRONLY | O_NONBLOCK));
       if (::ftruncate(fd.get(), size) != 0) return ErrnoErr();
     }
@@ -604,15 +671,17 @@ Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target
 
 Result<Entry> PassthroughFs::mknod(const Context& ctx, NodeId parent, std::string_view name,
                                    uint32_t mode, uint32_t rdev, uint32_t umask) {
+  const uint32_t applied_umask = SVFS_TRY(umask_in(parent, umask));
   return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~umask), rdev);
+    return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~applied_umask), rdev);
   });
 }
 
 Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::string_view name,
                                    uint32_t mode, uint32_t umask) {
+  const uint32_t applied_umask = SVFS_TRY(umask_in(parent, umask));
   return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::mkdirat(dir, n, mode & 07777 & ~umask);
+    return ::mkdirat(dir, n, mode & 07777 & ~applied_umask);
   });
 }
 
@@ -695,8 +764,12 @@ Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t fla
 }
 
 Result<UniqueFd> PassthroughFs::reopen_as_guest(const Context& ctx, int path_fd, int flags) const {
-  ScopedCredentials creds(ctx.uid, ctx.gid);
+  ScopedCredentials creds(ctx);
   if (!creds.ok()) return Err(EPERM);
+  // FUSE_OPEN_KILL_SUIDGID: an O_TRUNC of a caller without CAP_FSETID (which a non-zero fsuid
+  // has lost already; a guest's root may lack it too).
+  std::optional<ScopedWithoutFsetid> no_fsetid;
+  if (ctx.kill_suidgid && (flags & O_TRUNC) && !no_fsetid.emplace().ok()) return Err(EPERM);
   return reopen(path_fd, flags);
 }
 
@@ -746,8 +819,10 @@ Result<EntryOpened> PassthroughFs::create(const Context& ctx, NodeId parent, std
   const std::string cname(name);
   // Created exclusively first: an existing name is then opened only after its type is checked,
   // so a guest cannot reach a host device (made with MKNOD) or block on a fifo through CREATE.
+  const uint32_t applied_umask = creation_umask(dir_fd.get(), umask);
   auto opened = AsGuest(ctx, [&] {
-    return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL, (mode & 07777) & ~umask);
+    return ::openat(dir_fd.get(), cname.c_str(), host_flags | O_EXCL,
+                    (mode & 07777) & ~applied_umask);
   });
   const bool created = opened.has_value();
   if (!opened && opened.error() == EEXIST && !(host_flags & O_EXCL)) {
@@ -772,8 +847,9 @@ Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, ui
   int host_flags = (host_open_flags(flags, false) & ~(O_CREAT | O_NOFOLLOW)) | (flags & O_EXCL);
   if ((host_flags & O_ACCMODE) == O_RDONLY) host_flags = (host_flags & ~O_ACCMODE) | O_RDWR;
   host_flags |= O_TMPFILE;
+  const uint32_t applied_umask = creation_umask(dir_fd.get(), umask);
   UniqueFd fd(SVFS_TRY(AsGuest(ctx, [&] {
-    return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~umask);
+    return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~applied_umask);
   })));
   return create_entry_and_handle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
 }

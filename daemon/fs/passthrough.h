@@ -196,6 +196,13 @@ class PassthroughFs : public FileSystem {
   // Sets the reply timeout of `attr` for this session.
   void set_timeouts(Attr& attr) const;
 
+  // The umask a creation in the directory `dir_fd` (O_PATH) applies: none under --posix-acl
+  // when the directory has a default ACL (the host then inherits it, which the umask must not
+  // narrow: POSIX ACL semantics), else the guest's.
+  uint32_t creation_umask(int dir_fd, uint32_t umask) const;
+  // The same for the directory node `parent`.
+  Result<uint32_t> umask_in(NodeId parent, uint32_t umask) const;
+
   // Reopens an O_PATH fd as a real file description via /proc/self/fd/N.
   Result<UniqueFd> reopen(int path_fd, int flags) const;
   // The same with the guest's credentials, so the host checks its permission to open.

@@ -21,6 +21,8 @@ struct PassthroughConfig {
   bool readonly = false;         // refuse every modifying operation with EROFS
   bool posix_lock = true;        // FUSE_POSIX_LOCKS
   bool flock = true;             // FUSE_FLOCK_LOCKS
+  bool killpriv_v2 = false;      // FUSE_HANDLE_KILLPRIV_V2 (--killpriv-v2)
+  bool posix_acl = false;        // FUSE_POSIX_ACL (--posix-acl; turns xattr on)
 };
 
 }  // namespace svfs::fs

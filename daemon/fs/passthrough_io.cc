@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <optional>
+
+#include "daemon/fs/credentials.h"
 #include "daemon/fs/passthrough.h"
 
 namespace svfs::fs {
@@ -16,23 +19,27 @@ Result<size_t> PassthroughFs::read(const Context&, NodeId, HandleId handle, uint
   return sink.read_from(h->fd.get(), offset, size);
 }
 
-Result<size_t> PassthroughFs::write(const Context&, NodeId, HandleId handle, uint64_t offset,
-                                    WriteSource& data, uint32_t write_flags) {
+Result<size_t> PassthroughFs::write(const Context& ctx, NodeId, HandleId handle,
+                                    uint64_t offset, WriteSource& data, uint32_t write_flags) {
   if (config_.readonly) return Err(EROFS);
   auto h = SVFS_TRY(handle_of(handle));
   if (h->is_dir) return Err(EISDIR);
   int fd = h->fd.get();
-  if (write_flags & FUSE_WRITE_KILL_SUIDGID) {
-    // Our writes run as root (CAP_FSETID), so the host kernel would keep the bits: drop them as
-    // it would for an unprivileged writer (setgid only when group-executable).
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) {
-      mode_t mode = st.st_mode & 07777 & ~S_ISUID;
-      if (st.st_mode & S_IXGRP) mode &= ~S_ISGID;
-      if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) != 0) return ErrnoErr();
-    }
+  // Our writes run as root, whose CAP_FSETID keeps setuid/setgid. A WRITE flagged
+  // FUSE_WRITE_KILL_SUIDGID (killpriv_v2: the writer lacks CAP_FSETID) is done as the writer,
+  // without CAP_FSETID, so the host clears what it would for that writer: setuid, and setgid if
+  // group-executable or the writer is not in the file's group. Only files with such a bit pay
+  // for the switch. security.capability the host drops on any write, root's too.
+  std::optional<ScopedCredentials> creds;
+  std::optional<ScopedWithoutFsetid> no_fsetid;
+  struct stat st {};
+  if ((write_flags & FUSE_WRITE_KILL_SUIDGID) && ::fstat(fd, &st) == 0 &&
+      (st.st_mode & (S_ISUID | S_ISGID))) {
+    if (!creds.emplace(ctx).ok() || !no_fsetid.emplace().ok()) return Err(EPERM);
   }
   auto written = data.write_to(fd, offset);
+  no_fsetid.reset();
+  creds.reset();
   // Even a failed write may have written part of its data.
   bump(h->inode.get());
   return written;

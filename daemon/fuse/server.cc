@@ -142,7 +142,7 @@ Server::Server(fs::FileSystem& filesystem, ServerOptions options)
     : fs_(filesystem), options_(options), interrupts_(options.unmatched_interrupt_lifetime) {}
 
 void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
-                    ReplyChannel& channel) {
+                    ReplyChannel& channel, const fs::CallerGroups* caller_groups) {
   protocol::RequestReader reader(request);
   auto header = reader.read<fuse_in_header>();
   if (!header) {
@@ -158,10 +158,13 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
             .context = fs::Context{.uid = header->uid,
                                    .gid = header->gid,
                                    .pid = header->pid,
-                                   .unique = header->unique}};
+                                   .unique = header->unique,
+                                   .caller_groups = caller_groups}};
   size_t received = request.size() + (external_payload ? external_payload->size() : 0);
   if (header->len != received) {
     malformed(call, DecodeError::kLengthMismatch, EIO);
+  } else if (auto bad = take_extensions(call); bad) {
+    malformed(call, *bad);
   } else if (!initialized() && header->opcode != FUSE_INIT) {
     reply_error(call, EIO);
   } else {
@@ -171,6 +174,28 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
   // own unique names no request.)
   if (header->opcode != FUSE_INTERRUPT) interrupts_.finished(header->unique);
   stats_.count(header->opcode, call.failed);
+}
+
+std::optional<DecodeError> Server::take_extensions(Call& call) {
+  if (call.header.total_extlen == 0) return std::nullopt;
+  auto area = call.args.take_tail(size_t{call.header.total_extlen} * 8);
+  if (!area) return area.error();
+  auto groups = protocol::ParseExtensionGroups(*area);
+  if (!groups) return groups.error();
+  // Only where the kernel sends them: on other requests a group would widen what the caller
+  // may do beyond what the kernel vouched for.
+  switch (call.header.opcode) {
+    case FUSE_CREATE:
+    case FUSE_MKNOD:
+    case FUSE_MKDIR:
+    case FUSE_SYMLINK:
+    case FUSE_TMPFILE:
+      call.context.request_groups = std::move(*groups);
+      break;
+    default:
+      break;
+  }
+  return std::nullopt;
 }
 
 void Server::dispatch(Call& call) {
@@ -233,6 +258,13 @@ void Server::malformed(Call& call, DecodeError error, int reply_errno) {
                  call.header.len, protocol::DecodeErrorName(error));
   }
   reply_error(call, reply_errno);
+}
+
+void Server::refuse_name(Call& call, DecodeError error, NameRule rule) {
+  // A name that is merely too long is a user's mistake the host answers with its own errno (the
+  // kernel passes entry names of up to 1024 bytes through), not a malformed request.
+  if (error == DecodeError::kNameTooLong) return reply_error(call, protocol::NameTooLongErrno(rule));
+  malformed(call, error);
 }
 
 // ---- Reply encoders ----
@@ -412,7 +444,7 @@ void Server::do_destroy(Call& call) {
 
 void Server::do_lookup(Call& call) {
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   reply_result(call, fs_.lookup(call.context, call.header.nodeid, *name));
 }
 
@@ -479,9 +511,9 @@ void Server::do_readlink(Call& call) {
 
 void Server::do_symlink(Call& call) {
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   auto target = call.args.read_name(NameRule::kSymlink);
-  if (!target) return malformed(call, target.error());
+  if (!target) return refuse_name(call, target.error(), NameRule::kSymlink);
   reply_result(call, fs_.symlink(call.context, *target, call.header.nodeid, *name));
 }
 
@@ -489,7 +521,7 @@ void Server::do_mknod(Call& call) {
   auto in = call.args.read<fuse_mknod_in>();
   if (!in) return malformed(call, in.error());
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   reply_result(call, fs_.mknod(call.context, call.header.nodeid, *name, in->mode, in->rdev,
                                in->umask));
 }
@@ -498,19 +530,19 @@ void Server::do_mkdir(Call& call) {
   auto in = call.args.read<fuse_mkdir_in>();
   if (!in) return malformed(call, in.error());
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   reply_result(call, fs_.mkdir(call.context, call.header.nodeid, *name, in->mode, in->umask));
 }
 
 void Server::do_unlink(Call& call) {
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   reply_result(call, fs_.unlink(call.context, call.header.nodeid, *name));
 }
 
 void Server::do_rmdir(Call& call) {
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   reply_result(call, fs_.rmdir(call.context, call.header.nodeid, *name));
 }
 
@@ -528,9 +560,9 @@ void Server::do_rename(Call& call, bool with_flags) {
     new_parent = in->newdir;
   }
   auto old_name = call.args.read_name(NameRule::kEntry);
-  if (!old_name) return malformed(call, old_name.error());
+  if (!old_name) return refuse_name(call, old_name.error(), NameRule::kEntry);
   auto new_name = call.args.read_name(NameRule::kEntry);
-  if (!new_name) return malformed(call, new_name.error());
+  if (!new_name) return refuse_name(call, new_name.error(), NameRule::kEntry);
   reply_result(call, fs_.rename(call.context, call.header.nodeid, *old_name, new_parent, *new_name,
                                 flags));
 }
@@ -539,13 +571,14 @@ void Server::do_link(Call& call) {
   auto in = call.args.read<fuse_link_in>();
   if (!in) return malformed(call, in.error());
   auto name = call.args.read_name(NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
   reply_result(call, fs_.link(call.context, in->oldnodeid, call.header.nodeid, *name));
 }
 
 void Server::do_open(Call& call) {
   auto in = call.args.read<fuse_open_in>();
   if (!in) return malformed(call, in.error());
+  call.context.kill_suidgid = (in->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
   reply_result(call, fs_.open(call.context, call.header.nodeid, in->flags));
 }
 
@@ -553,8 +586,10 @@ void Server::do_create(Call& call, bool tmpfile) {
   auto in = call.args.read<fuse_create_in>();
   if (!in) return malformed(call, in.error());
   // The kernel names a TMPFILE "/": present on the wire, meaningless to us.
-  auto name = call.args.read_name(tmpfile ? NameRule::kIgnored : NameRule::kEntry);
-  if (!name) return malformed(call, name.error());
+  const NameRule name_rule = tmpfile ? NameRule::kIgnored : NameRule::kEntry;
+  auto name = call.args.read_name(name_rule);
+  if (!name) return refuse_name(call, name.error(), name_rule);
+  call.context.kill_suidgid = (in->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
   auto result = tmpfile ? fs_.tmpfile(call.context, call.header.nodeid, in->mode, in->flags,
                                       in->umask)
                         : fs_.create(call.context, call.header.nodeid, *name, in->mode,
@@ -652,7 +687,7 @@ void Server::do_setxattr(Call& call) {
   auto in = call.args.read_prefix<fuse_setxattr_in>(FUSE_COMPAT_SETXATTR_IN_SIZE);
   if (!in) return malformed(call, in.error());
   auto name = call.args.read_name(NameRule::kXattr);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kXattr);
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto value = call.args.read_bytes(in->size);
   if (!value) return malformed(call, value.error());
@@ -664,7 +699,7 @@ void Server::do_getxattr(Call& call) {
   auto in = call.args.read<fuse_getxattr_in>();
   if (!in) return malformed(call, in.error());
   auto name = call.args.read_name(NameRule::kXattr);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kXattr);
   if (in->size > protocol::kMaxXattrValueSize) return malformed(call, DecodeError::kTooLarge);
   auto value = fs_.getxattr(call.context, call.header.nodeid, *name, in->size);
   if (!value) return reply_error(call, value.error());
@@ -694,7 +729,7 @@ void Server::do_listxattr(Call& call) {
 
 void Server::do_removexattr(Call& call) {
   auto name = call.args.read_name(NameRule::kXattr);
-  if (!name) return malformed(call, name.error());
+  if (!name) return refuse_name(call, name.error(), NameRule::kXattr);
   reply_result(call, fs_.removexattr(call.context, call.header.nodeid, *name));
 }
 

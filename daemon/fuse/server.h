@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "daemon/fs/filesystem.h"
@@ -54,8 +55,10 @@ class Server {
   // Handles one request. `request` holds the header and arguments; for WRITE the payload follows
   // them in `request` unless the transport passes it separately as `external_payload` (vhost-user
   // keeps it in guest memory). Replies (if the opcode has one) through `channel`.
+  // `caller_groups`: where the transport learns callers' supplementary groups (host mounts);
+  // nullptr for guests, whose groups svfsd only sees in FUSE_EXT_GROUPS.
   void handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
-              ReplyChannel& channel);
+              ReplyChannel& channel, const fs::CallerGroups* caller_groups = nullptr);
 
   const RequestStats& stats() const { return stats_; }
   RequestStats& stats() { return stats_; }
@@ -75,7 +78,12 @@ class Server {
   struct Call;  // one request being handled: header, reader, channel, context
 
   void dispatch(Call& call);
+  // Detaches the request's extension area (fuse_in_header.total_extlen) from its arguments and
+  // keeps the supplementary groups it carries; why it is malformed otherwise.
+  std::optional<protocol::DecodeError> take_extensions(Call& call);
   void malformed(Call& call, protocol::DecodeError error, int reply_errno = EINVAL);
+  // A name read_name refused: too long gets the host's errno for it, anything else is malformed.
+  void refuse_name(Call& call, protocol::DecodeError error, protocol::NameRule rule);
 
   // One method per opcode.
   void do_init(Call&);

@@ -83,7 +83,17 @@ Result<std::unique_ptr<FuseDevSession>> FuseDevSession::Mount(const std::string&
     return ErrnoErr();
   }
   // Not stat() here: that would wait for INIT, which nobody reads until start().
-  return std::unique_ptr<FuseDevSession>(new FuseDevSession(std::move(device), mountpoint));
+  std::unique_ptr<FuseDevSession> session(new FuseDevSession(std::move(device), mountpoint));
+  // The callers are host processes, whose supplementary groups are in the host's /proc: opened
+  // now, while it is in reach (a sandbox hides it next), and read per request by pid, as
+  // libfuse's fuse_req_getgroups does.
+  if (auto proc = fs::ProcCallerGroups::Open("/proc")) {
+    session->caller_groups_.emplace(std::move(*proc));
+  } else {
+    spdlog::warn("/proc: {}: callers' supplementary groups will not count on this mount",
+                 std::strerror(proc.error()));
+  }
+  return session;
 }
 
 FuseDevSession::FuseDevSession(UniqueFd device, std::string mountpoint)
@@ -122,7 +132,7 @@ void FuseDevSession::worker(fuse::Server& server, const std::function<void()>& t
       break;
     }
     server.handle(std::span<const uint8_t>(request.data(), static_cast<size_t>(n)), nullptr,
-                  channel);
+                  channel, caller_groups_ ? &*caller_groups_ : nullptr);
   }
   if (on_connection_lost_) std::call_once(lost_once_, on_connection_lost_);
   std::lock_guard lock(workers_mutex_);

@@ -7,10 +7,12 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "daemon/fs/credentials.h"
 #include "daemon/fuse/server.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -48,6 +50,7 @@ class FuseDevSession {
 
   UniqueFd device_;
   std::string mountpoint_;
+  std::optional<fs::ProcCallerGroups> caller_groups_;  // the host's /proc
   dev_t mount_dev_ = 0;  // st_dev of the mount: names the connection under /sys/fs/fuse/connections
   bool stopped_ = false;
   bool unmount_on_stop_ = true;

@@ -67,6 +67,8 @@ INSTANTIATE_TEST_SUITE_P(
                       OptionCase{"handles_prefer", "auto", {"--inode-file-handles", "prefer"}},
                       OptionCase{"handles_mandatory", "metadata", {"--inode-file-handles", "mandatory"}},
                       OptionCase{"submounts", "always", {"--announce-submounts"}},
+                      OptionCase{"killpriv_v2_c_dialect", "auto", {"-o", "killpriv_v2"}},
+                      OptionCase{"no_killpriv_v2", "auto", {"--killpriv-v2", "--no-killpriv-v2"}},
                       OptionCase{"debug_log", "auto", {}, "debug"}),
     [](const auto& info) { return info.param.name; });
 

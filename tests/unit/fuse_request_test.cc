@@ -74,5 +74,20 @@ TEST(RequestReaderTest, NameWithoutNulIsTruncatedAndARefusedNameIsBad) {
   EXPECT_EQ(reader.remaining(), 0u);
 }
 
+TEST(RequestReaderTest, OverlongNamesAreTooLongNotBad) {
+  auto bytes = Bytes(std::string(256, 'n') + '\0');
+  RequestReader entry(bytes);
+  EXPECT_EQ(entry.read_name(NameRule::kEntry).error(), DecodeError::kNameTooLong);
+  EXPECT_EQ(entry.remaining(), bytes.size());
+  RequestReader xattr(bytes);
+  EXPECT_EQ(xattr.read_name(NameRule::kXattr).error(), DecodeError::kNameTooLong);
+  EXPECT_EQ(NameTooLongErrno(NameRule::kEntry), ENAMETOOLONG);
+  EXPECT_EQ(NameTooLongErrno(NameRule::kXattr), ERANGE);
+  EXPECT_EQ(NameTooLongErrno(NameRule::kSymlink), ENAMETOOLONG);
+  // As a symlink target 256 bytes are fine.
+  RequestReader target(bytes);
+  EXPECT_TRUE(target.read_name(NameRule::kSymlink).has_value());
+}
+
 }  // namespace
 }  // namespace svfs::protocol

@@ -1,5 +1,6 @@
 // PassthroughFs called directly on a temporary directory (no kernel FUSE involved).
 #include "daemon/fs/passthrough.h"
+#include "protocol/fuse_request.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -526,7 +527,23 @@ TEST_F(PassthroughTest, InitFlagsFollowConfig) {
   EXPECT_FALSE(flags & FUSE_EXPORT_SUPPORT);
   EXPECT_FALSE(flags & FUSE_POSIX_ACL);
   EXPECT_FALSE(flags & FUSE_WRITEBACK_CACHE);
+  EXPECT_FALSE(flags & FUSE_HANDLE_KILLPRIV_V2) << "opt-in, as in the Rust virtiofsd";
+  EXPECT_TRUE(flags & protocol::kInitCreateSuppGroup);
+  EXPECT_FALSE(flags & FUSE_HAS_INODE_DAX) << "no DAX, per inode or otherwise";
+  EXPECT_FALSE(flags & FUSE_SECURITY_CTX);
   EXPECT_EQ(fs.init(0), 0u);
+  PassthroughConfig config;
+  config.shared_dir = dir_;
+  config.killpriv_v2 = true;
+  auto killpriv = PassthroughFs::Create(config);
+  ASSERT_TRUE(killpriv.has_value());
+  EXPECT_TRUE((*killpriv)->init(all) & FUSE_HANDLE_KILLPRIV_V2);
+  config.killpriv_v2 = false;
+  config.posix_acl = true;
+  auto acl = PassthroughFs::Create(config);
+  ASSERT_TRUE(acl.has_value());
+  EXPECT_TRUE((*acl)->init(all) & FUSE_POSIX_ACL);
+  EXPECT_FALSE((*acl)->init(all) & FUSE_HANDLE_KILLPRIV_V2);
 }
 
 TEST_F(PassthroughTest, FileHandlesMode) {

@@ -1642,5 +1642,119 @@ TEST(VhostSvfsdTest, StopEndsLockWaitsThatShareAUnique) {
   for (std::uint64_t rep : {rep1, rep2}) EXPECT_EQ(ReplyHeaderAt(s.fe().memory(), rep).error, -EINTR);
 }
 
+// `request` as sent by uid:gid (a guest user), with `groups` in a FUSE_EXT_GROUPS extension
+// when not empty, laid out as a 6.3+ guest kernel sends it after INIT agreed on
+// FUSE_CREATE_SUPP_GROUP.
+FuseRequest AsGuestUser(FuseRequest request, std::uint32_t uid, std::uint32_t gid,
+                        const std::vector<std::uint32_t>& groups) {
+  fuse_in_header h;
+  std::memcpy(&h, request.bytes.data(), sizeof(h));
+  h.uid = uid;
+  h.gid = gid;
+  if (!groups.empty()) {
+    const std::uint32_t size = (8 + 4 + 4 * static_cast<std::uint32_t>(groups.size()) + 7) / 8 * 8;
+    std::vector<std::uint8_t> ext(size, 0);
+    const std::uint32_t type = 32;  // FUSE_EXT_GROUPS
+    const std::uint32_t count = static_cast<std::uint32_t>(groups.size());
+    std::memcpy(ext.data(), &size, 4);
+    std::memcpy(ext.data() + 4, &type, 4);
+    std::memcpy(ext.data() + 8, &count, 4);
+    std::memcpy(ext.data() + 12, groups.data(), 4 * groups.size());
+    request.bytes.insert(request.bytes.end(), ext.begin(), ext.end());
+    h.total_extlen = static_cast<std::uint16_t>(size / 8);
+    h.len = static_cast<std::uint32_t>(request.bytes.size());
+  }
+  std::memcpy(request.bytes.data(), &h, sizeof(h));
+  return request;
+}
+
+// A guest's supplementary groups never reach svfsd, but a 6.3+ guest kernel sends the parent
+// directory's group with each creation when the caller is in it: svfsd counts it, so a member
+// creates in a directory only its group may write, and its new file in a setgid directory keeps
+// S_ISGID, as on the host. Without the extension (a 6.1 guest) neither works.
+TEST(VhostSvfsdTest, CreationsCountTheGroupTheGuestSends) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  if (::geteuid() != 0) GTEST_SKIP() << "svfsd switches to the guest's uid only as root";
+  constexpr std::uint32_t kUser = 41000, kTeam = 41100;
+  constexpr std::uint64_t kCreateSuppGroup = 1ULL << 34;  // FUSE_CREATE_SUPP_GROUP, upstream value
+  TempDir tmp;
+  FrontendOptions opts;
+  opts.memory_size = 16u << 20;
+  opts.request_queues = 1;
+  Session s(Backend::kSvfsd, tmp, opts);
+  FuseClient& c = s.client();
+  auto init = c.init(38, FUSE_ASYNC_READ | FUSE_MAX_PAGES | FUSE_INIT_EXT | kCreateSuppGroup);
+  ASSERT_TRUE(init.as<fuse_init_out>());
+  EXPECT_TRUE(init.as<fuse_init_out>()->flags2 & (kCreateSuppGroup >> 32))
+      << "INIT did not agree on FUSE_CREATE_SUPP_GROUP";
+  const fs::path team = s.shared() / "team", setgid = s.shared() / "setgid";
+  for (const auto& [dir, mode] : {std::pair{team, 0770}, std::pair{setgid, 02777}}) {
+    ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+    ASSERT_EQ(::chown(dir.c_str(), 0, kTeam), 0);
+    ASSERT_EQ(::chmod(dir.c_str(), static_cast<mode_t>(mode)), 0);
+  }
+  const auto team_node = c.lookup(FUSE_ROOT_ID, "team").as<fuse_entry_out>();
+  const auto setgid_node = c.lookup(FUSE_ROOT_ID, "setgid").as<fuse_entry_out>();
+  ASSERT_TRUE(team_node && setgid_node);
+  auto mkdir = [&](const char* name, std::vector<std::uint32_t> groups) {
+    fuse_mkdir_in in{.mode = 0755, .umask = 0};
+    return c.send(AsGuestUser(c.make(FUSE_MKDIR, team_node->nodeid, {Bytes(in), CName(name)}, 4096),
+                              kUser, kUser, groups));
+  };
+  EXPECT_EQ(mkdir("without", {}).error(), -EACCES) << "no group, no write permission";
+  EXPECT_EQ(mkdir("with", {kTeam}).error(), 0) << "the group the guest sent did not count";
+  struct stat st {};
+  ASSERT_EQ(::lstat((team / "with").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kUser);
+  EXPECT_EQ(st.st_gid, kUser) << "the member's own group, as on the host";
+
+  auto create = [&](const char* name, std::vector<std::uint32_t> groups) {
+    fuse_create_in in{.flags = O_WRONLY | O_CREAT | O_EXCL, .mode = S_IFREG | 02755, .umask = 0};
+    return c.send(AsGuestUser(c.make(FUSE_CREATE, setgid_node->nodeid, {Bytes(in), CName(name)}, 4096),
+                              kUser, kUser, groups));
+  };
+  ASSERT_EQ(create("member", {kTeam}).error(), 0);
+  ASSERT_EQ(create("outsider", {}).error(), 0);
+  ASSERT_EQ(::lstat((setgid / "member").c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, kTeam);
+  EXPECT_EQ(st.st_mode & 07777, 02755u) << "a member's new file lost S_ISGID";
+  ASSERT_EQ(::lstat((setgid / "outsider").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u) << "the host strips S_ISGID for a non-member";
+  // The group counts for the creation alone: the next request without it is refused again.
+  EXPECT_EQ(mkdir("after", {}).error(), -EACCES);
+}
+
+// A guest's chgrp of its own file to one of its groups: the guest kernel allowed it (it knows
+// the groups), so svfsd counts the target group for the call; the host refused it before.
+TEST(VhostSvfsdTest, ChgrpToTheCallersGroupWorksForAGuest) {
+  if (!Check(Backend::kSvfsd).available) GTEST_SKIP() << "svfsd not available";
+  if (::geteuid() != 0) GTEST_SKIP() << "svfsd switches to the guest's uid only as root";
+  constexpr std::uint32_t kUser = 41000, kTeam = 41100;
+  TempDir tmp;
+  auto session = SvfsdSession(tmp, 1);
+  FuseClient& c = session->client();
+  const fs::path file = session->shared() / "mine";
+  { std::ofstream(file) << "x"; }
+  ASSERT_EQ(::chown(file.c_str(), kUser, kUser), 0);
+  const auto node = c.lookup(FUSE_ROOT_ID, "mine").as<fuse_entry_out>();
+  ASSERT_TRUE(node);
+  fuse_setattr_in in{};
+  in.valid = FATTR_GID;
+  in.gid = kTeam;
+  FuseReply r = c.send(AsGuestUser(c.make(FUSE_SETATTR, node->nodeid, {Bytes(in)}, 4096), kUser,
+                                   kUser, {}));
+  EXPECT_EQ(r.error(), 0) << "chgrp by the owner to a group it is in";
+  struct stat st {};
+  ASSERT_EQ(::lstat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, kTeam);
+  // Someone else's file stays refused: the owner check is the host's.
+  in.gid = kUser;
+  r = c.send(AsGuestUser(c.make(FUSE_SETATTR, node->nodeid, {Bytes(in)}, 4096), kUser + 1,
+                         kUser + 1, {}));
+  EXPECT_EQ(r.error(), -EPERM);
+  ASSERT_EQ(::lstat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, kTeam);
+}
+
 }  // namespace
 }  // namespace svfs::vhost
