@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
   CLI::App app{"svfsctl: inspect a running svfs-versiond"};
   app.add_option("--socket", socket_path, "svfs-versiond's socket")->capture_default_str();
   app.require_subcommand(1);
+  app.set_version_flag("--version", "svfsctl " SVFS_VERSION);
   auto* status = app.add_subcommand("status", "table identity, clients, host-side bumps");
   auto* clients = app.add_subcommand("clients", "attached daemons and what they share");
   auto* hot = app.add_subcommand("hot", "the slots with the highest versions");
