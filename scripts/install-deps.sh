@@ -12,6 +12,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev libcap-ng-dev libcli11-dev
   attr acl util-linux procps
+  # Man pages (help2man) and the .deb (CPack's DEB generator runs dpkg-shlibdeps; the package test
+  # runs systemd-analyze verify on the units)
+  help2man dpkg-dev systemd
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
   # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
   linux-headers-amd64 linux-source-6.1
