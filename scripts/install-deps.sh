@@ -10,7 +10,7 @@ packages=(
   libfuse3-dev fuse3
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libseccomp-dev libcap-ng-dev libcli11-dev
+  libseccomp-dev libcap-ng-dev libcli11-dev nlohmann-json3-dev
   attr acl util-linux procps
   # Man pages (help2man) and the .deb (CPack's DEB generator runs dpkg-shlibdeps; the package test
   # runs systemd-analyze verify on the units)
