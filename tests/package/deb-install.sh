@@ -8,6 +8,8 @@
 #   - systemd-analyze verify passes on the units (when systemd-analyze is there)
 #   - the installed svfs-versiond and svfsctl work together (by hand, on a temp socket); through
 #     systemd's socket activation too when systemd is PID 1 (else says it skipped that)
+#   - svfsd@.service's command line, with a config like examples/svfsd.conf, mounts and serves
+#     the directory and unmounts on SIGTERM
 #   - the guest patches and their build script under /usr/share/svfs
 #   - dpkg -r leaves none of the package's files or directories behind; dpkg -P forgets it
 # Needs root (exit 77 otherwise). Usage: deb-install.sh BUILD_DIR VERSION BUILD_SVFSD
@@ -28,8 +30,12 @@ done
 work=$(mktemp -d /tmp/svfs-package-test.XXXXXX)
 installed=0
 versiond_pid=
+svfsd_pid=
 cleanup() {
+  set +e
   [ -n "$versiond_pid" ] && kill "$versiond_pid" 2>/dev/null && wait "$versiond_pid" 2>/dev/null
+  [ -n "$svfsd_pid" ] && kill -KILL "$svfsd_pid" 2>/dev/null
+  umount -l "$work/mnt" 2>/dev/null || true
   if [ "$installed" = 1 ]; then
     echo "package.deb: removing svfs after a failure" >&2
     apt-get -o DPkg::Lock::Timeout=120 purge -y -q svfs >/dev/null 2>&1 || true
@@ -151,6 +157,37 @@ grep -q "$table" "$work/status" || fail "svfsctl status does not name table $tab
 kill "$versiond_pid"; wait "$versiond_pid" || fail "svfs-versiond did not exit 0 on SIGTERM"
 versiond_pid=
 rm -f "/dev/shm/$table"
+
+if [ -c /dev/fuse ]; then
+  # What svfsd@NAME.service runs: its ExecStart= with the variables of a config made like
+  # examples/svfsd.conf (expanded as the shell does; the paths here have no spaces), stopped the
+  # way its KillMode=mixed stops it (SIGTERM to svfsd alone).
+  step "svfsd@.service's command line on a host mount"
+  mkdir "$work/share" "$work/mnt"
+  echo "served by svfsd@" >"$work/share/file"
+  sed -e "s|^SVFS_SHARED_DIR=.*|SVFS_SHARED_DIR=$work/share|" -e "s|^SVFS_MOUNT=.*|SVFS_MOUNT=$work/mnt|" \
+    /usr/share/doc/svfs/examples/svfsd.conf >"$work/test.conf"
+  exec_start=$(sed -n 's/^ExecStart=//p' "$units/svfsd@.service")
+  (
+    # EnvironmentFile= syntax: KEY=VALUE, the value is the rest of the line.
+    while IFS= read -r line; do
+      case "$line" in ''|'#'*) continue ;; esac
+      export "${line%%=*}=${line#*=}"
+    done <"$work/test.conf"
+    eval "exec $exec_start"
+  ) >"$work/svfsd.log" 2>&1 &
+  svfsd_pid=$!
+  for _ in $(seq 100); do grep -q " $work/mnt fuse" /proc/mounts && break; sleep 0.05; done
+  [ "$(cat "$work/mnt/file" 2>&1)" = "served by svfsd@" ] ||
+    { cat "$work/svfsd.log" >&2; kill -KILL "$svfsd_pid"; umount -l "$work/mnt" 2>/dev/null; fail "svfsd@ command line: $work/mnt/file not served"; }
+  kill -TERM "$svfsd_pid"
+  status=0; wait "$svfsd_pid" || status=$?
+  [ "$status" = 0 ] || { cat "$work/svfsd.log" >&2; fail "svfsd@ command line: exit $status on SIGTERM"; }
+  svfsd_pid=
+  ! grep -q " $work/mnt fuse" /proc/mounts || fail "svfsd left $work/mnt mounted"
+else
+  step "skipped the svfsd@ command line: no /dev/fuse"
+fi
 
 if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [ -d /run/systemd/system ]; then
   step "systemd: socket activation"
