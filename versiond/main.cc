@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool foreground = false;
 
-  CLI::App app{"svfs-versiond: shared version table coordinator for svfsd daemons"};
+  CLI::App app{"svfs-versiond: shared version table coordinator for svfsd daemons", "svfs-versiond"};
   app.add_option("--socket", options.socket_path, "UNIX socket to serve")
       ->capture_default_str();
   app.add_option("--table", options.table_name, "shared-memory object name (/dev/shm/NAME)")

@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
   uint32_t hot_n = 20;
   std::string slot_path;
 
-  CLI::App app{"svfsctl: inspect a running svfs-versiond"};
+  CLI::App app{"svfsctl: inspect a running svfs-versiond", "svfsctl"};
   app.add_option("--socket", socket_path, "svfs-versiond's socket")->capture_default_str();
   app.require_subcommand(1);
   app.set_version_flag("--version", "svfsctl " SVFS_VERSION);

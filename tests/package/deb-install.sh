@@ -91,19 +91,27 @@ python3 -c 'import json,sys; c=json.load(sys.stdin); assert c["type"]=="fs", c' 
   < <(/usr/libexec/svfsd --print-capabilities) || fail "svfsd --print-capabilities is not fs JSON"
 
 step "man pages"
-check_man() {  # NAME SECTION BINARY: page present, titled, naming every --option of --help
-  local page=/usr/share/man/man$2/$1.$2.gz
+check_man() {  # NAME SECTION COMMAND...: page present, titled, naming every --option of COMMAND --help
+  local name=$1 section=$2; shift 2
+  local page=/usr/share/man/man$section/$name.$section.gz
   [ -f "$page" ] || fail "$page missing"
-  zcat "$page" | grep -qi "^\.TH \"\?$1\"\? \"\?$2\"\?" || fail "$page has no .TH $1 $2"
   local text
   text=$(zcat "$page" | sed 's/\\-/-/g')
-  for opt in $("$3" --help | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
-    grep -q -- "$opt" <<<"$text" || fail "$page does not mention $opt (from $3 --help)"
+  grep -qi "^\.TH \"\?$name\"\? \"\?$section\"\?" <<<"$text" || fail "$page has no .TH $name $section"
+  for opt in $("$@" --help | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
+    grep -q -- "$opt" <<<"$text" || fail "$page does not mention $opt (from $* --help)"
   done
 }
 check_man svfsd 1 /usr/libexec/svfsd
 check_man svfsctl 1 /usr/bin/svfsctl
 check_man svfs-versiond 8 /usr/sbin/svfs-versiond
+# svfsctl's page carries each subcommand's --help too.
+subcommands=$(/usr/bin/svfsctl --help | sed -n '/^Subcommands:/,$p' | awk '/^  [a-z]/ {print $1}')
+[ -n "$subcommands" ] || fail "svfsctl --help lists no subcommands"
+for sub in $subcommands; do
+  grep -q "^\.SS \"$sub\"" <<<"$(zcat /usr/share/man/man1/svfsctl.1.gz)" || fail "svfsctl.1 has no section for $sub"
+  check_man svfsctl 1 /usr/bin/svfsctl "$sub"
+done
 
 step "vhost-user JSON"
 json=/usr/share/qemu/vhost-user/50-svfsd.json
@@ -195,7 +203,7 @@ if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [ -d /run/systemd/system ]
   systemctl start svfs-versiond.socket
   /usr/bin/svfsctl status >"$work/status" 2>&1 || { cat "$work/status" >&2; fail "svfsctl status via the socket unit"; }
   systemctl is-active -q svfs-versiond.service || fail "the connection did not start svfs-versiond.service"
-  journalctl -u svfs-versiond.service -b --no-pager | grep -q "socket passed by systemd" ||
+  journalctl -u svfs-versiond.service -b --no-pager | grep -c "socket passed by systemd" >/dev/null ||
     fail "svfs-versiond did not serve the socket systemd passed"
   systemctl stop svfs-versiond.service svfs-versiond.socket
   rm -f /dev/shm/svfs-versions
