@@ -6,9 +6,11 @@
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -67,6 +69,53 @@ void PrintStats(const svfs::fuse::Server& server) {
   std::fflush(stderr);
 }
 
+// Each inode a guest holds keeps a descriptor (O_PATH, or its handle's mount fd), so, as both
+// virtiofsds do, svfsd raises RLIMIT_NOFILE to the system maximum (fs.nr_open, capped by
+// fs.file-max) unless told a number; an unprivileged svfsd that may not raise its hard limit
+// raises the soft one to it and says so.
+uint64_t ReadProcNumber(const char* path) {
+  unsigned long long value = 0;
+  if (FILE* file = std::fopen(path, "re")) {
+    if (std::fscanf(file, "%llu", &value) != 1) value = 0;
+    std::fclose(file);
+  }
+  return value;
+}
+
+bool RaiseOpenFileLimit(const svfs::Options& options) {
+  if (options.rlimit_nofile == 0u) return true;  // --rlimit-nofile 0: leave it as it is
+  rlimit current{};
+  if (getrlimit(RLIMIT_NOFILE, &current) != 0) current = {1024, 1024};
+  if (options.rlimit_nofile) {
+    rlimit limit{*options.rlimit_nofile, *options.rlimit_nofile};
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      std::fprintf(stderr, "svfsd: --rlimit-nofile %llu: %s (the hard limit is %llu; raising it "
+                   "needs CAP_SYS_RESOURCE)\n",
+                   static_cast<unsigned long long>(*options.rlimit_nofile), std::strerror(errno),
+                   static_cast<unsigned long long>(current.rlim_max));
+      return false;
+    }
+    return true;
+  }
+  uint64_t target = ReadProcNumber("/proc/sys/fs/nr_open");
+  const uint64_t file_max = ReadProcNumber("/proc/sys/fs/file-max");
+  if (target == 0 || (file_max != 0 && file_max < target)) target = file_max;
+  if (target == 0 || target <= current.rlim_cur) return true;
+  rlimit wanted{target, std::max<rlim_t>(target, current.rlim_max)};
+  if (setrlimit(RLIMIT_NOFILE, &wanted) == 0) {
+    spdlog::debug("RLIMIT_NOFILE raised to {}", target);
+    return true;
+  }
+  if (current.rlim_cur < current.rlim_max) {
+    rlimit soft{current.rlim_max, current.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &soft) == 0) current.rlim_cur = current.rlim_max;
+  }
+  spdlog::info("RLIMIT_NOFILE is {} (the hard limit; the system maximum {} needs "
+               "CAP_SYS_RESOURCE): a guest holding more files gets EMFILE",
+               current.rlim_cur, target);
+  return true;
+}
+
 using Backend = std::unique_ptr<svfs::transport::vhost_user::VhostUserBackend>;
 
 // Creates the vhost-user backend, whose listening socket must exist before the sandbox closes.
@@ -99,6 +148,16 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server, Backe
   if (!options.socket_group.empty() && options.socket_path.empty()) {
     spdlog::warn("--socket-group {} ignored: it applies to --socket-path only",
                  options.socket_group);
+  }
+  // Kata waits for this line on stderr (runtime-rs: with no timeout) before starting the VM.
+  // It goes to stderr even when the log level hides info, and to syslog with --syslog.
+  if (options.syslog) {
+    spdlog::info("{}", svfs::kWaitingForConnection);
+  } else if (spdlog::default_logger()->should_log(spdlog::level::info)) {
+    spdlog::info("{}", svfs::kWaitingForConnection);
+  } else {
+    std::fprintf(stderr, "svfsd: %s\n", svfs::kWaitingForConnection);
+    std::fflush(stderr);
   }
   std::atomic<bool> finished{false};
   svfs::Status status;
@@ -146,24 +205,7 @@ int main(int argc, char** argv) {
   svfs::Options& options = *parsed.options;
   if (!SetupLogging(options)) return 2;
 
-  if (options.rlimit_nofile) {
-    rlimit limit{*options.rlimit_nofile, *options.rlimit_nofile};
-    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-      std::fprintf(stderr, "svfsd: --rlimit-nofile %llu: %s\n",
-                   static_cast<unsigned long long>(*options.rlimit_nofile), std::strerror(errno));
-      return 1;
-    }
-  } else {
-    // Each inode a guest holds keeps a descriptor (O_PATH, or its handle's mount fd): as the Rust
-    // virtiofsd does, raise the soft limit to the hard one, so 1,024 is not the guest's ceiling.
-    rlimit limit{};
-    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-      limit.rlim_cur = limit.rlim_max;
-      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-        spdlog::warn("cannot raise RLIMIT_NOFILE to {}: {}", limit.rlim_max, std::strerror(errno));
-      }
-    }
-  }
+  if (!RaiseOpenFileLimit(options)) return 1;
 
   // Every thread (versiond's client threads too) inherits this mask; the main thread takes
   // these signals with sigwait.
@@ -183,6 +225,16 @@ int main(int argc, char** argv) {
       return 1;
     }
     session = std::move(*mounted);
+  }
+  // Checked here so a missing directory is reported as what it is, not as a sandbox failure.
+  struct stat shared_stat {};
+  const int shared_error = ::stat(options.fs.shared_dir.c_str(), &shared_stat) != 0 ? errno
+                           : S_ISDIR(shared_stat.st_mode)                            ? 0
+                                                                                     : ENOTDIR;
+  if (shared_error != 0) {
+    std::fprintf(stderr, "svfsd: --shared-dir %s: %s\n", options.fs.shared_dir.c_str(),
+                 std::strerror(shared_error));
+    return 1;
   }
   const auto sandbox_mode = *svfs::sandbox::ParseMode(options.sandbox);
   const std::string shared_dir = AbsolutePath(options.fs.shared_dir);
@@ -269,7 +321,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (auto filtered = svfs::sandbox::InstallSeccomp(
-          *svfs::sandbox::ParseSeccompAction(options.seccomp));
+          *svfs::ParseSeccompAction(options.seccomp));
       !filtered) {
     std::fprintf(stderr, "svfsd: --seccomp %s: %s\n", options.seccomp.c_str(),
                  std::strerror(filtered.error()));

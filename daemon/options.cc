@@ -3,21 +3,32 @@
 #include "daemon/sandbox/sandbox.h"
 
 #include <fmt/format.h>
+#include <grp.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdio>
+#include <stdexcept>
 #include <string_view>
 
 namespace svfs {
 namespace {
 
+constexpr const char* kSvfsVersion = "0.1.0";
+// The Rust virtiofsd release whose options svfsd takes (--translate-uid/gid came with 1.13).
+constexpr const char* kVirtiofsdCompatVersion = "1.13.0";
+
 constexpr const char* kFooter = R"(
-C virtiofsd dialect (-o, comma-separated, repeatable):
-  source=DIR  cache=none|auto|always|shared  versiond_socket=PATH  timeout=SECONDS
-  xattr|no_xattr  flock|no_flock
-  posix_lock|no_posix_lock  writeback|no_writeback  announce_submounts  readdirplus
-  allow_direct_io|no_allow_direct_io  log_level=debug|info|warn|err
-  sandbox=namespace|chroot|none  modcaps=+CAP:-CAP
+Repeated options: the last one wins, across both dialects (--cache=auto ... --cache=shared
+serves shared; so does --cache=auto ... --shared-versions).
+
+C virtiofsd dialect (-o, comma-separated, repeatable; ",," is a comma inside a value):
+  source=DIR  vhost_user_socket=PATH  cache=none|auto|always|shared  versiond_socket=PATH
+  timeout=SECONDS  xattr|no_xattr  flock|no_flock  posix_lock|no_posix_lock
+  writeback|no_writeback  announce_submounts  allow_direct_io|no_allow_direct_io
+  sandbox=namespace|chroot|none  modcaps=+CAP:-CAP  log_level=debug|info|warn|err  debug
+  Accepted and ignored (see docs/operations.md): readdirplus, no_readdirplus, norace,
+  no_killpriv_v2, no_posix_acl, no_security_label.
   -f (foreground; always the case)  -d (debug logging)
 
 Sandbox (as the Rust virtiofsd): namespace forks; the daemon is pid 1 of new pid, mount, net and
@@ -29,30 +40,134 @@ fowner, fsetid, setgid, setuid, mknod, setfcap (+dac_read_search with --inode-fi
 
 Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system calls it makes
 (x86_64); kill ends the process at any other, log lets it through and logs it (audit),
-trap raises SIGSYS. The default is none, unlike virtiofsd's kill: see docs/security.md.
+trap raises SIGSYS. The default is kill, as virtiofsd's; none turns the filter off.
 
-Refused because svfsd does not implement them yet (never silently ignored): --xattrmap,
---posix-acl, --killpriv-v2, --translate-uid/--translate-gid, --uid-map/--gid-map.
+ID mapping: --uid-map/--gid-map (:INSIDE:OUTSIDE:COUNT:, as libvirt's session mode passes) and
+--translate-uid/--translate-gid (map|guest|host|squash-guest|squash-host:A:B:COUNT,
+forbid-guest:A:COUNT) are parsed in the Rust virtiofsd's syntax; svfsd serves host IDs
+unchanged, so it accepts only identity mappings and refuses any other with a message.
+
+Refused because svfsd does not implement them (never silently ignored): --xattrmap,
+--posix-acl, --killpriv-v2, --security-label, --preserve-noatime, --allow-mmap,
+--migration-* (no live migration), -o xattrmap=, posix_acl, killpriv_v2, security_label.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
 vhost-user-fs-pci, cloud-hypervisor, ...): one thread per virtqueue, svfsd exits when the
-frontend disconnects. --mount MOUNTPOINT serves the host's /dev/fuse instead.
+frontend disconnects. --mount MOUNTPOINT serves the host's /dev/fuse instead. Once the socket
+listens svfsd writes "Waiting for vhost-user socket connection..." to stderr (Kata waits for it).
 
 Shared versions (--cache shared): svfsd attaches to svfs-versiond (--versiond-socket), tags
 replies with version-table slots for a guest that negotiates them and serves any other guest as
 cache=none. Without versiond it keeps serving, unversioned, and re-attaches when it returns.)";
 
-[[noreturn]] void Fail(const std::string& message) {
-  throw CLI::ValidationError(message);
+// A refusal of the command line, printed as "svfsd: <message>". Not a CLI::ParseError, so CLI11
+// does not prefix it with the option's name when a callback throws it.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void Fail(const std::string& message) { throw UsageError(message); }
+
+[[noreturn]] void Unsupported(std::string_view option, std::string_view why) {
+  Fail(fmt::format("{}: not supported by svfsd ({})", option, why));
 }
 
-void Unsupported(std::string_view option, std::string_view what) {
-  Fail(fmt::format("{}: not supported by this svfsd ({})", option, what));
+// What the options set in the order they appear: parsed on the fly, so the last one wins.
+struct ParseState {
+  Options& options;
+  std::optional<fs::CacheMode> cache;
+  std::optional<double> timeout_s;
+  std::string file_handles = "never";
+};
+
+fs::CacheMode CacheModeOrFail(std::string_view option, std::string_view value) {
+  auto mode = fs::ParseCacheMode(value);
+  if (!mode) {
+    Fail(fmt::format("{} {}: expected never, none, metadata, auto, always or shared", option, value));
+  }
+  return *mode;
+}
+
+void SetSandbox(Options& options, std::string_view option, std::string_view value) {
+  if (!sandbox::ParseMode(value)) {
+    Fail(fmt::format("{} {}: expected namespace, chroot or none", option, value));
+  }
+  options.sandbox = std::string(value);
+}
+
+bool ParseU32(std::string_view text, uint32_t& value) {
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && end == text.data() + text.size() && !text.empty();
+}
+
+// --uid-map/--gid-map as the Rust virtiofsd takes them: the first character is the delimiter,
+// which also ends the map (":0:1000:1:"). svfsd creates no user namespace, so only a mapping
+// that changes nothing (inside = outside) can be honoured.
+void ApplyNamespaceMap(std::string_view option, std::string_view map) {
+  const std::string shown = fmt::format("{} '{}'", option, map);
+  if (map.size() < 2 || map.back() != map.front()) {
+    Fail(fmt::format("{}: expected :INSIDE:OUTSIDE:COUNT: (the first character is the "
+                     "delimiter and ends the map)", shown));
+  }
+  const char delimiter = map.front();
+  std::string_view body = map.substr(1, map.size() - 2);
+  uint32_t values[3] = {};
+  for (int i = 0; i < 3; ++i) {
+    size_t end = i < 2 ? body.find(delimiter) : body.size();
+    if (end == std::string_view::npos || !ParseU32(body.substr(0, end), values[i])) {
+      Fail(fmt::format("{}: expected :INSIDE:OUTSIDE:COUNT: with three numbers", shown));
+    }
+    body.remove_prefix(i < 2 ? end + 1 : end);
+  }
+  if (values[2] == 0) Fail(fmt::format("{}: COUNT must be at least 1", shown));
+  if (values[0] != values[1]) {
+    Fail(fmt::format("{}: ID mapping through a user namespace is not supported (svfsd serves host "
+                     "IDs unchanged); run it as root without a map (libvirt: qemu:///system)",
+                     shown));
+  }
+}
+
+// --translate-uid/--translate-gid as the Rust virtiofsd (1.13) takes them.
+void ApplyTranslation(std::string_view option, std::string_view spec) {
+  const std::string shown = fmt::format("{} '{}'", option, spec);
+  const size_t colon = spec.find(':');
+  const std::string_view kind = spec.substr(0, colon);
+  const bool two_ids = kind == "map" || kind == "guest" || kind == "host" ||
+                       kind == "squash-guest" || kind == "squash-host";
+  if (!two_ids && kind != "forbid-guest") {
+    Fail(fmt::format("{}: expected map, guest, host, squash-guest, squash-host or forbid-guest",
+                     shown));
+  }
+  std::vector<uint32_t> values;
+  std::string_view rest = colon == std::string_view::npos ? "" : spec.substr(colon + 1);
+  while (colon != std::string_view::npos) {
+    const size_t next = rest.find(':');
+    uint32_t value = 0;
+    if (!ParseU32(rest.substr(0, next), value)) {
+      Fail(fmt::format("{}: expected {}:FROM:TO:COUNT", shown, kind));
+    }
+    values.push_back(value);
+    if (next == std::string_view::npos) break;
+    rest.remove_prefix(next + 1);
+  }
+  const size_t expected = two_ids ? 3 : 2;
+  if (values.size() != expected) {
+    Fail(two_ids ? fmt::format("{}: expected {}:FROM:TO:COUNT", shown, kind)
+                 : fmt::format("{}: expected forbid-guest:FROM:COUNT", shown));
+  }
+  if (values.back() == 0) Fail(fmt::format("{}: COUNT must be at least 1", shown));
+  // map/guest/host from an ID to itself change nothing; squashing one ID onto itself neither.
+  const bool identity = two_ids && values[0] == values[1] &&
+                        (kind == "map" || kind == "guest" || kind == "host" || values[2] == 1);
+  if (!identity) {
+    Fail(fmt::format("{}: ID translation is not supported (svfsd serves host IDs unchanged); "
+                     "leave it out, or use the Rust virtiofsd for this share", shown));
+  }
 }
 
 // Applies one C-dialect `-o` item.
-void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
-                       std::optional<double>& timeout_s, std::string_view item) {
+void ApplyLegacyOption(ParseState& state, std::string_view item) {
+  Options& options = state.options;
   auto eq = item.find('=');
   std::string_view key = item.substr(0, eq);
   std::string_view value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
@@ -60,13 +175,21 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
     if (eq != std::string_view::npos) Fail(fmt::format("-o {}: takes no value", key));
     target = on;
   };
-  bool ignored = false;
+  auto needs_value = [&] {
+    if (eq == std::string_view::npos || value.empty()) {
+      Fail(fmt::format("-o {}: needs a value ({}=...)", key, key));
+    }
+  };
   if (key == "source") {
+    needs_value();
     options.fs.shared_dir = std::string(value);
+  } else if (key == "vhost_user_socket") {
+    needs_value();
+    options.socket_path = std::string(value);
   } else if (key == "cache") {
-    cache = fs::ParseCacheMode(value);
-    if (!cache) Fail(fmt::format("-o cache={}: expected none, auto, always or shared", value));
+    state.cache = CacheModeOrFail("-o cache=", value);
   } else if (key == "versiond_socket") {
+    needs_value();
     options.versiond_socket = std::string(value);
   } else if (key == "timeout") {
     char* end = nullptr;
@@ -75,7 +198,7 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
     if (text.empty() || *end != '\0' || seconds < 0) {
       Fail(fmt::format("-o timeout={}: expected a number of seconds", value));
     }
-    timeout_s = seconds;
+    state.timeout_s = seconds;
   } else if (key == "xattr") {
     flag(options.fs.xattr, true);
   } else if (key == "no_xattr") {
@@ -98,53 +221,79 @@ void ApplyLegacyOption(Options& options, std::optional<fs::CacheMode>& cache,
     flag(options.fs.allow_direct_io, true);
   } else if (key == "no_allow_direct_io") {
     flag(options.fs.allow_direct_io, false);
-  } else if (key == "readdirplus" || key == "no_readdirplus") {
-    ignored = true;  // follows the cache mode in svfsd, as in the Rust virtiofsd
-  } else if (key == "no_killpriv_v2") {
-    ignored = true;  // the default
+  } else if (key == "debug") {
+    if (eq != std::string_view::npos) Fail("-o debug: takes no value");
+    options.log_level = "debug";
+  } else if (key == "readdirplus" || key == "no_readdirplus" || key == "norace" ||
+             key == "no_killpriv_v2" || key == "no_posix_acl" || key == "no_security_label") {
+    // Accepted, nothing to do: READDIRPLUS follows the cache mode (as in the Rust virtiofsd),
+    // svfsd has no racy fallback to disable, and the others are svfsd's only behaviour.
   } else if (key == "killpriv_v2") {
-    Unsupported("-o killpriv_v2", "FUSE_HANDLE_KILLPRIV_V2 is not negotiated");
+    Unsupported("-o killpriv_v2", "FUSE_HANDLE_KILLPRIV_V2 is not negotiated; leave it out");
   } else if (key == "log_level") {
     if (value == "err") value = "error";
     options.log_level = std::string(value);
   } else if (key == "sandbox") {
-    if (!sandbox::ParseMode(value)) {
-      Fail(fmt::format("-o sandbox={}: expected namespace, chroot or none", value));
-    }
-    options.sandbox = std::string(value);
+    SetSandbox(options, "-o sandbox=", value);
   } else if (key == "modcaps") {
     options.modcaps = std::string(value);
-  } else if (key == "xattrmap" || key == "posix_acl") {
-    Unsupported(fmt::format("-o {}", key), "see --help");
+  } else if (key == "xattrmap" || key == "posix_acl" || key == "security_label") {
+    Unsupported(fmt::format("-o {}", key), "leave it out");
   } else {
-    Fail(fmt::format("-o {}: unknown option (see --help)", key));
+    Fail(fmt::format("-o {}: unknown option (see svfsd --help)", key));
   }
-  (void)ignored;
+}
+
+// Splits one `-o` argument at commas; ",," is a literal comma (libvirt escapes commas in paths
+// that way, as for QEMU).
+void ApplyLegacyGroup(ParseState& state, const std::string& group) {
+  std::string item;
+  for (size_t i = 0; i <= group.size(); ++i) {
+    if (i < group.size() && group[i] == ',' && i + 1 < group.size() && group[i + 1] == ',') {
+      item.push_back(',');
+      ++i;
+    } else if (i == group.size() || group[i] == ',') {
+      if (!item.empty()) ApplyLegacyOption(state, item);
+      item.clear();
+    } else {
+      item.push_back(group[i]);
+    }
+  }
+}
+
+// A group by name or number (--socket-group kvm, --socket-group 36).
+void CheckGroup(std::string_view option, const std::string& name) {
+  uint32_t gid = 0;
+  if (ParseU32(name, gid)) return;
+  if (::getgrnam(name.c_str()) == nullptr) {
+    Fail(fmt::format("{} {}: no such group (give a group name or number)", option, name));
+  }
 }
 
 }  // namespace
 
 std::string CapabilitiesJson() {
-  // "separate-options": the daemon takes --shared-dir etc. rather than only -o source=.
-  return "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n";
+  // No "separate-options": libvirt would then refuse every <lock> element ("locking options are
+  // not supported by this virtiofsd"), while through the -o dialect it passes posix_lock/flock,
+  // which svfsd honours. No "migrate-precopy": svfsd offers no migration (VHOST_F_LOG_ALL).
+  return "{\n  \"type\": \"fs\",\n  \"features\": []\n}\n";
+}
+
+std::string VersionLine() {
+  return fmt::format("virtiofsd {} (svfsd {})", kVirtiofsdCompatVersion, kSvfsVersion);
 }
 
 ParseOutcome ParseOptions(int argc, char** argv) {
   Options options;
+  // As the Rust virtiofsd since 1.6: submounts are announced unless turned off.
+  options.fs.announce_submounts = true;
+  ParseState state{options};
   CLI::App app{"svfsd: virtio-fs host daemon with shared versions (drop-in for virtiofsd)", "svfsd"};
   app.footer(kFooter);
   app.get_formatter()->column_width(36);
 
-  std::string cache_name;
-  std::string file_handles = "never";
-  std::string sandbox;
-  std::string seccomp;
-  std::string modcaps;
-  std::vector<std::string> legacy;
-  bool debug = false;
   bool readonly = false;
-  std::string unsupported_value;
-  bool unsupported_flag = false;
+  std::string seccomp;
 
   app.add_option("--shared-dir", options.fs.shared_dir, "Shared directory path")
       ->type_name("DIR");
@@ -155,16 +304,23 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_option("--mount", options.mountpoint,
                  "Serve through the host's /dev/fuse, mounted on this directory (svfs)")
       ->type_name("MOUNTPOINT");
-  app.add_option("--socket-group", options.socket_group, "Group that owns the socket")
+  app.add_option_function<std::string>(
+         "--socket-group",
+         [&](const std::string& group) {
+           CheckGroup("--socket-group", group);
+           options.socket_group = group;
+         },
+         "Group (name or number) that owns the socket, mode 0660")
       ->type_name("GROUP");
   app.add_option("--tag", options.tag, "virtio-fs tag reported in the device config")
       ->type_name("TAG");
-  app.add_option("--cache", cache_name,
-                 "Cache mode: never|none|metadata|auto|always|shared (default auto)")
+  app.add_option_function<std::string>(
+         "--cache", [&](const std::string& mode) { state.cache = CacheModeOrFail("--cache", mode); },
+         "Cache mode: never|none|metadata|auto|always|shared (default auto)")
       ->type_name("MODE");
-  bool shared_versions = false;
-  app.add_flag("--shared-versions", shared_versions,
-               "Shared versions with svfs-versiond (same as --cache shared)");
+  app.add_flag_callback(
+      "--shared-versions", [&] { state.cache = fs::CacheMode::kShared; },
+      "Shared versions with svfs-versiond (same as --cache shared)");
   app.add_option("--versiond-socket", options.versiond_socket,
                  "svfs-versiond socket for --cache shared (default /run/svfs/versiond.sock)")
       ->type_name("PATH");
@@ -177,51 +333,96 @@ ParseOutcome ParseOptions(int argc, char** argv) {
                  "adapts to the load and an idle queue does not poll (default 50, 0 = never)")
       ->type_name("US")
       ->check(CLI::Range(0u, 100000u));
-  app.add_option("--sandbox", sandbox,
-                 "Sandbox: namespace|chroot|none (default namespace; see below)")
+  app.add_option_function<std::string>(
+         "--sandbox", [&](const std::string& mode) { SetSandbox(options, "--sandbox", mode); },
+         "Sandbox: namespace|chroot|none (default namespace; see below)")
       ->type_name("MODE");
-  app.add_option("--seccomp", seccomp,
-                 "Seccomp action for a system call svfsd does not make: kill|log|trap|none "
-                 "(default none)")
+  app.add_option_function<std::string>(
+         "--seccomp",
+         [&](const std::string& action) {
+           if (!ParseSeccompAction(action)) {
+             Fail(fmt::format("--seccomp {}: expected kill, log, trap or none", action));
+           }
+           seccomp = action;
+         },
+         "Seccomp action for a system call svfsd does not make: kill|log|trap|none "
+         "(default kill)")
       ->type_name("ACTION");
-  app.add_option("--modcaps", modcaps,
+  app.add_option("--modcaps", options.modcaps,
                  "Capabilities kept, changed: +CAP:-CAP (e.g. +sys_admin:-mknod)")
       ->type_name("CAPS");
-  app.add_flag("--xattr", options.fs.xattr, "Enable extended attributes");
-  app.add_flag("--announce-submounts", options.fs.announce_submounts,
-               "Tell the guest about host submounts (FUSE_ATTR_SUBMOUNT)");
-  app.add_option("--inode-file-handles", file_handles,
-                 "Hold inodes by file handle: never|prefer|mandatory (default never)")
+  app.add_flag_callback("--xattr", [&] { options.fs.xattr = true; }, "Enable extended attributes");
+  app.add_flag_callback("--no-xattr", [&] { options.fs.xattr = false; },
+                        "Disable extended attributes (the default)");
+  app.add_flag_callback("--announce-submounts", [&] { options.fs.announce_submounts = true; },
+                        "Tell the guest about host submounts (FUSE_ATTR_SUBMOUNT; the default, "
+                        "as in the Rust virtiofsd)");
+  app.add_flag_callback("--no-announce-submounts", [&] { options.fs.announce_submounts = false; },
+                        "Do not announce submounts (svfs)");
+  app.add_flag_callback("--posix-lock", [&] { options.fs.posix_lock = true; },
+                        "Serve POSIX locks (fcntl) on the host (the default; svfs)");
+  app.add_flag_callback("--no-posix-lock", [&] { options.fs.posix_lock = false; },
+                        "Leave POSIX locks to the guest kernel (svfs)");
+  app.add_flag_callback("--flock", [&] { options.fs.flock = true; },
+                        "Serve flock() locks on the host (the default; svfs)");
+  app.add_flag_callback("--no-flock", [&] { options.fs.flock = false; },
+                        "Leave flock() locks to the guest kernel (svfs)");
+  app.add_option_function<std::string>(
+         "--inode-file-handles", [&](const std::string& mode) { state.file_handles = mode; },
+         "Hold inodes by file handle: never|prefer|mandatory (default never)")
       ->type_name("MODE");
   app.add_flag("--writeback", options.fs.writeback, "Enable the guest's writeback cache");
   app.add_flag("--allow-direct-io", options.fs.allow_direct_io,
                "Honour O_DIRECT opens from the guest");
   app.add_flag("--readonly", readonly, "Refuse every modification (EROFS)");
-  app.add_option("--rlimit-nofile", options.rlimit_nofile, "Set RLIMIT_NOFILE")->type_name("N");
+  app.add_option("--rlimit-nofile", options.rlimit_nofile,
+                 "RLIMIT_NOFILE to set (default: the system maximum, as virtiofsd; 0 leaves the "
+                 "limit as it is)")
+      ->type_name("N");
   app.add_option("--log-level", options.log_level, "trace|debug|info|warn|error|off")
       ->type_name("LEVEL");
   app.add_flag("--syslog", options.syslog, "Log to syslog instead of stderr");
   app.add_flag("--print-capabilities", options.print_capabilities,
                "Print vhost-user backend capabilities as JSON and exit");
-  app.add_option("-o", legacy, "C virtiofsd options, comma-separated (see below)")
+  app.add_option_function<std::string>(
+         "-o", [&](const std::string& group) { ApplyLegacyGroup(state, group); },
+         "C virtiofsd options, comma-separated (see below)")
       ->type_name("OPT[,OPT...]");
-  bool foreground = true;
-  bool no_flag_value = false;
-  app.add_flag("-f", foreground, "Foreground (svfsd always runs in the foreground)");
-  app.add_flag("-d", debug, "Debug logging (C virtiofsd)");
-  app.add_flag("--no-killpriv-v2", no_flag_value, "Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default)");
-  app.add_flag("--no-xattr", no_flag_value, "Disable extended attributes (the default)");
-  app.set_version_flag("-V,--version", "svfsd 0.1.0");
-  for (const char* name : {"--xattrmap", "--translate-uid", "--translate-gid",
-                           "--uid-map", "--gid-map"}) {
-    app.add_option(name, unsupported_value)->group("")->each([name](const std::string&) {
-      Unsupported(name, "see --help");
-    });
+  app.add_flag_callback("-f", [] {}, "Foreground (svfsd always runs in the foreground)");
+  app.add_flag_callback("-d", [&] { options.log_level = "debug"; }, "Debug logging (C virtiofsd)");
+  app.add_flag_callback("--no-killpriv-v2", [] {},
+                        "Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default)");
+  app.add_flag_callback("--no-readdirplus", [] {},
+                        "Accepted; READDIRPLUS follows the cache mode (as in the Rust virtiofsd)");
+  for (const char* name : {"--uid-map", "--gid-map"}) {
+    app.add_option_function<std::string>(
+           name, [name](const std::string& map) { ApplyNamespaceMap(name, map); },
+           "Identity only: svfsd serves host IDs unchanged (see below)")
+        ->type_name(":INSIDE:OUTSIDE:COUNT:");
   }
-  for (const char* name : {"--posix-acl", "--killpriv-v2"}) {
-    app.add_flag(name, unsupported_flag)->group("")->each([name](const std::string&) {
-      Unsupported(name, "see --help");
-    });
+  for (const char* name : {"--translate-uid", "--translate-gid"}) {
+    app.add_option_function<std::string>(
+           name, [name](const std::string& spec) { ApplyTranslation(name, spec); },
+           "Identity only: svfsd serves host IDs unchanged (see below)")
+        ->type_name("KIND:FROM:TO:COUNT");
+  }
+  app.set_version_flag("-V,--version", VersionLine());
+  const auto refuse = [](const char* name, const char* why) {
+    return [name, why](const std::string&) { Unsupported(name, why); };
+  };
+  for (const char* name : {"--xattrmap", "--migration-mode", "--migration-on-error"}) {
+    app.add_option_function<std::string>(name, refuse(name, "see svfsd --help"))->group("");
+  }
+  for (const char* name : {"--posix-acl", "--killpriv-v2", "--security-label",
+                           "--preserve-noatime", "--allow-mmap", "--migration-verify-handles",
+                           "--migration-confirm-paths"}) {
+    app.add_flag_function(name, [name](int64_t) { Unsupported(name, "see svfsd --help"); })
+        ->group("");
+  }
+  // Each occurrence is applied as it is parsed, so that a later one replaces an earlier one
+  // (Kata appends virtio_fs_extra_args after its own --cache) instead of being refused.
+  for (CLI::Option* option : app.get_options()) {
+    option->trigger_on_parse()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 
   try {
@@ -230,72 +431,47 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       std::fputs(CapabilitiesJson().c_str(), stdout);
       return ParseOutcome{std::nullopt, 0};
     }
-    std::optional<fs::CacheMode> cache;
-    std::optional<double> timeout_s;
-    for (const auto& group : legacy) {
-      size_t start = 0;
-      while (start <= group.size()) {
-        size_t comma = group.find(',', start);
-        std::string_view item(group.data() + start,
-                              (comma == std::string::npos ? group.size() : comma) - start);
-        if (!item.empty()) ApplyLegacyOption(options, cache, timeout_s, item);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
-    }
-    if (!cache_name.empty()) {
-      cache = fs::ParseCacheMode(cache_name);
-      if (!cache) {
-        Fail(fmt::format("--cache {}: expected never, metadata, auto, always or shared", cache_name));
-      }
-    }
-    if (shared_versions) {
-      if (cache && *cache != fs::CacheMode::kShared) {
-        Fail(fmt::format("--shared-versions conflicts with cache mode {}",
-                         fs::CacheModeName(*cache)));
-      }
-      cache = fs::CacheMode::kShared;
-    }
     std::optional<uint64_t> timeout_ns;
-    if (timeout_s) timeout_ns = static_cast<uint64_t>(*timeout_s * 1e9);
-    options.fs.cache = fs::CachePolicy(cache.value_or(fs::CacheMode::kAuto), timeout_ns);
+    if (state.timeout_s) timeout_ns = static_cast<uint64_t>(*state.timeout_s * 1e9);
+    options.fs.cache = fs::CachePolicy(state.cache.value_or(fs::CacheMode::kAuto), timeout_ns);
     options.fs.readonly = readonly;
-    if (debug) options.log_level = "debug";
 
-    if (file_handles == "never") {
+    if (state.file_handles == "never") {
       options.fs.file_handles = fs::InodeFileHandles::kNever;
-    } else if (file_handles == "prefer") {
+    } else if (state.file_handles == "prefer") {
       options.fs.file_handles = fs::InodeFileHandles::kPrefer;
-    } else if (file_handles == "mandatory") {
+    } else if (state.file_handles == "mandatory") {
       options.fs.file_handles = fs::InodeFileHandles::kMandatory;
     } else {
-      Fail(fmt::format("--inode-file-handles {}: expected never, prefer or mandatory", file_handles));
+      Fail(fmt::format("--inode-file-handles {}: expected never, prefer or mandatory",
+                       state.file_handles));
     }
-    if (!sandbox.empty()) {
-      if (!sandbox::ParseMode(sandbox)) {
-        Fail(fmt::format("--sandbox {}: expected namespace, chroot or none", sandbox));
-      }
-      options.sandbox = sandbox;
-    }
-    if (!modcaps.empty()) options.modcaps = modcaps;
     if (std::string why; !options.modcaps.empty() && !sandbox::ValidModcaps(options.modcaps, &why)) {
       Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
     }
-    if (!seccomp.empty()) {
-      if (!sandbox::ParseSeccompAction(seccomp)) {
-        Fail(fmt::format("--seccomp {}: expected kill, log, trap or none", seccomp));
-      }
-      options.seccomp = seccomp;
-    }
+    if (!seccomp.empty()) options.seccomp = seccomp;
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();
-    if (transports != 1) Fail("give exactly one of --socket-path, --fd or --mount");
+    if (transports != 1) {
+      Fail("give exactly one of --socket-path (or -o vhost_user_socket=), --fd or --mount");
+    }
+  } catch (const UsageError& error) {
+    std::fprintf(stderr, "svfsd: %s\n", error.what());
+    return ParseOutcome{std::nullopt, 2};
+  } catch (const CLI::ConversionError& error) {
+    // CLI11 says "Could not convert: --fd = abc"; every option it converts takes a number.
+    std::string text = error.what();
+    const std::string prefix = "Could not convert: ";
+    if (text.rfind(prefix, 0) == 0) text = text.substr(prefix.size());
+    if (auto eq = text.find(" = "); eq != std::string::npos) text.replace(eq, 3, " ");
+    std::fprintf(stderr, "svfsd: %s: expected a number\n", text.c_str());
+    return ParseOutcome{std::nullopt, 2};
   } catch (const CLI::ParseError& error) {
     if (error.get_exit_code() == 0) {
       app.exit(error);
       return ParseOutcome{std::nullopt, 0};
     }
-    std::fprintf(stderr, "svfsd: %s\n", error.what());
+    std::fprintf(stderr, "svfsd: %s (see svfsd --help)\n", error.what());
     return ParseOutcome{std::nullopt, 2};
   }
   return ParseOutcome{std::move(options), 0};

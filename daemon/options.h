@@ -27,13 +27,14 @@ struct Options {
   unsigned thread_pool_size = 0;
   // vhost-user: longest a request queue polls its ring before sleeping (0: never).
   unsigned poll_us = 50;
+  // RLIMIT_NOFILE to set; unset: the system maximum (as virtiofsd); 0: leave it as it is.
   std::optional<uint64_t> rlimit_nofile;
   std::string log_level = "info";
   bool syslog = false;
   bool print_capabilities = false;
   // The sandbox: namespace (default, as virtiofsd), chroot or none.
   std::string sandbox = "namespace";
-  std::string seccomp = "none";
+  std::string seccomp = "kill";  // as the Rust virtiofsd
   std::string modcaps;  // --modcaps "+cap:-cap"
 };
 
@@ -48,5 +49,13 @@ ParseOutcome ParseOptions(int argc, char** argv);
 
 // The JSON QEMU/libvirt/Kata read from `--print-capabilities`.
 std::string CapabilitiesJson();
+
+// What `--version` prints: "virtiofsd X.Y.Z (svfsd V)", the version of the Rust virtiofsd whose
+// command line svfsd accepts first, so scripts that parse "virtiofsd X.Y.Z" accept it.
+std::string VersionLine();
+
+// The line svfsd writes to stderr once its vhost-user socket listens: Kata (runtime-rs, and the
+// 1.x Go runtime) waits for it before starting the VM, as virtiofsd prints it.
+inline constexpr const char* kWaitingForConnection = "Waiting for vhost-user socket connection...";
 
 }  // namespace svfs

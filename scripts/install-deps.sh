@@ -15,6 +15,8 @@ packages=(
   # Man pages (help2man) and the .deb (CPack's DEB generator runs dpkg-shlibdeps; the package test
   # runs systemd-analyze verify on the units)
   help2man dpkg-dev systemd
+  # tests/posix: CPython's own file-system tests, the conformance reference run on host and mount
+  python3 libpython3.11-testsuite
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
   # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
   linux-headers-amd64 linux-source-6.1
@@ -36,7 +38,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: need root to install: ${missing[*]} (run as root or with sudo)" >&2
+  echo "install-deps: need root to install: ${missing[*]} (run it in a root shell)" >&2
   exit 1
 fi
 

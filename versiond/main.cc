@@ -3,6 +3,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <grp.h>
+
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -32,9 +35,17 @@ int main(int argc, char** argv) {
                  "permission bits of a newly created table, octal (owner rw, others never write)")
       ->capture_default_str();
   app.add_option("--allow-uid", options.allow_uids, "also allow peers with this uid (repeatable; root always)");
-  app.add_option("--allow-gid", options.allow_gids,
-                 "also allow peers with this primary gid (repeatable); the first one owns the socket");
+  std::vector<std::string> allow_groups;
+  app.add_option("--allow-gid", allow_groups,
+                 "also allow peers with this primary group, by name or number (repeatable); the "
+                 "first one owns the socket")
+      ->type_name("GROUP");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  std::string seccomp = "kill";
+  app.add_option("--seccomp", seccomp,
+                 "seccomp action for a system call versiond does not make: kill, log, trap or none "
+                 "(capabilities are cut to sys_admin and dac_read_search for fanotify either way)")
       ->capture_default_str();
   app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
   app.set_version_flag("--version", "svfs-versiond " SVFS_VERSION);
@@ -42,6 +53,21 @@ int main(int argc, char** argv) {
              "svfs-versiond.socket), it serves that socket instead of binding --socket, and leaves "
              "the socket file to systemd.");
   CLI11_PARSE(app, argc, argv);
+  for (const std::string& name : allow_groups) {
+    // A name (--allow-gid kvm) or a number, which need not be in /etc/group.
+    if (const group* entry = ::getgrnam(name.c_str()); entry != nullptr) {
+      options.allow_gids.push_back(entry->gr_gid);
+      continue;
+    }
+    char* end = nullptr;
+    const unsigned long gid = std::strtoul(name.c_str(), &end, 10);
+    if (name.empty() || *end != '\0' || gid >= UINT32_MAX) {
+      std::fprintf(stderr, "svfs-versiond: --allow-gid %s: no such group (give a group name or "
+                   "number)\n", name.c_str());
+      return 2;
+    }
+    options.allow_gids.push_back(static_cast<gid_t>(gid));
+  }
   {
     char* end = nullptr;
     unsigned long mode = std::strtoul(table_mode.c_str(), &end, 8);
@@ -53,6 +79,14 @@ int main(int argc, char** argv) {
       return 2;
     }
     options.table_mode = static_cast<unsigned>(mode);
+  }
+
+  if (auto action = svfs::ParseSeccompAction(seccomp)) {
+    options.seccomp = *action;
+  } else {
+    std::fprintf(stderr, "svfs-versiond: --seccomp %s: expected kill, log, trap or none\n",
+                 seccomp.c_str());
+    return 2;
   }
 
   auto level = spdlog::level::from_str(log_level);

@@ -1,4 +1,5 @@
 #include "versiond/server.h"
+#include "versiond/lockdown.h"
 
 #include <sys/fanotify.h>
 
@@ -491,6 +492,10 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
   auto remove_socket = [&] {
     if (!activated) ::unlink(options.socket_path.c_str());
   };
+  if (auto locked = LockDown(state.watcher() != nullptr, options.seccomp); !locked) {
+    remove_socket();
+    return locked;
+  }
 
   try {
     auto io = kj::setupAsyncIo();

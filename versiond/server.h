@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <expected>
 #include <string>
+
+#include "common/seccomp_filter.h"
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -25,6 +27,8 @@ struct ServerOptions {
   // Peers allowed besides root: by uid, or by primary gid (SO_PEERCRED reports only that one).
   std::vector<uid_t> allow_uids;
   std::vector<gid_t> allow_gids;
+  // Once set up: capabilities cut to fanotify's, and this seccomp action (versiond/lockdown.h).
+  SeccompAction seccomp = SeccompAction::kKill;
 };
 
 // Sets up the table and the socket, then serves until SIGINT or SIGTERM. Removes the socket file

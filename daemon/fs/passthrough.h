@@ -202,6 +202,9 @@ class PassthroughFs : public FileSystem {
   Result<UniqueFd> reopen_as_guest(const Context& ctx, int path_fd, int flags) const;
   // Path "/proc/self/fd/N" relative to proc_self_fd_: the string "N".
   static std::string FdName(int fd);
+  // Makes proc_self_fd_ the calling thread's own working directory, for calls that take only a
+  // path (the xattr family on symlinks and special files).
+  Status enter_proc_self_fd();
 
   // Adjusts guest open flags for the host open (O_DIRECT, writeback widening, no O_CREAT...).
   int host_open_flags(uint32_t flags, bool for_create) const;

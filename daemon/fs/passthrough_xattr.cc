@@ -1,6 +1,8 @@
 // PassthroughFs: extended attributes. Calls run as the guest (the host checks its permission) on
 // a description opened by svfsd, or on the /proc/self/fd path of inodes that cannot be opened.
+#include <sched.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -47,9 +49,23 @@ Result<ssize_t> PassthroughFs::xattr_call(const Context& ctx, NodeId node, F&& c
     return AsGuest(ctx, [&] { return call(fd.get(), nullptr); });
   }
   // Symlinks and special files cannot be opened: use the path variant on the magic link, which
-  // resolves to the inode itself.
-  const std::string path = "/proc/self/fd/" + FdName(path_fd.get());
-  return AsGuest(ctx, [&] { return call(-1, path.c_str()); });
+  // resolves to the inode itself (a symlink's own, not its target's). The sandbox has no /proc
+  // path, and the xattr calls have no *at form, so the name is resolved from the /proc/self/fd
+  // directory as this thread's working directory.
+  SVFS_TRY(enter_proc_self_fd());
+  const std::string name = FdName(path_fd.get());
+  return AsGuest(ctx, [&] { return call(-1, name.c_str()); });
+}
+
+Status PassthroughFs::enter_proc_self_fd() {
+  // A working directory of the thread's own (unshare(CLONE_FS), once per thread), so that other
+  // threads' relative paths (the versiond client's socket) are untouched.
+  thread_local int entered_for = -1;
+  if (entered_for == proc_self_fd_.get()) return {};
+  if (entered_for < 0 && ::unshare(CLONE_FS) != 0) return ErrnoErr();
+  if (::fchdir(proc_self_fd_.get()) != 0) return ErrnoErr();
+  entered_for = proc_self_fd_.get();
+  return {};
 }
 
 Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view name,

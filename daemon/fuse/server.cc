@@ -1,10 +1,12 @@
 #include "daemon/fuse/server.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -251,6 +253,22 @@ bool Server::reply_parts(Call& call, std::span<iovec> payload) {
   return call.channel.send(std::span<const iovec>(parts, count));
 }
 
+namespace {
+
+// The guest only sees "Too many open files"; the operator learns why once (both virtiofsds log
+// EMFILE too), without a line per failing request.
+void LogOutOfDescriptorsOnce(int error) {
+  static std::atomic<bool> logged{false};
+  if (logged.exchange(true, std::memory_order_relaxed)) return;
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  spdlog::warn("out of file descriptors ({}; RLIMIT_NOFILE {}): guest requests fail with \"Too "
+               "many open files\"; raise --rlimit-nofile or fs.file-max (logged once)",
+               error == EMFILE ? "EMFILE" : "ENFILE", static_cast<unsigned long long>(limit.rlim_cur));
+}
+
+}  // namespace
+
 void Server::reply_error(Call& call, int error) {
   // FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY are never answered, not even when refused
   // (length mismatch, before INIT): the kernel waits for no reply, and virtio-fs queues forgets
@@ -260,6 +278,7 @@ void Server::reply_error(Call& call, int error) {
     call.failed = true;
     return;
   }
+  if (error == EMFILE || error == ENFILE) LogOutOfDescriptorsOnce(error);
   fuse_out_header out{};
   out.len = sizeof(out);
   out.error = -(error > 0 ? error : EIO);

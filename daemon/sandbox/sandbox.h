@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "common/seccomp_filter.h"
 
 namespace svfs::sandbox {
 
@@ -46,11 +47,8 @@ bool Closed();
 // keep_sys_admin: a --mount daemon without a supervisor, which unmounts at exit itself.
 Status DropCapabilities(const std::string& modcaps, bool file_handles, bool keep_sys_admin);
 
-enum class SeccompAction { kKill, kLog, kTrap, kNone };
-std::optional<SeccompAction> ParseSeccompAction(std::string_view name);
-
-// Installs the seccomp filter (all threads): the system calls svfsd makes are allowed, any other
-// is killed (the whole process), logged, or raises SIGSYS. Last step of the setup.
+// Installs svfsd's seccomp filter (all threads): the system calls svfsd makes are allowed, any
+// other is killed (the whole process), logged, or raises SIGSYS. Last step of the setup.
 Status InstallSeccomp(SeccompAction action);
 
 // Checks a --modcaps value (for the command line).

@@ -1,11 +1,8 @@
 // svfsd's seccomp filter: the system calls svfsd, glibc, spdlog, Cap'n Proto/kj and
 // Boost.Interprocess make on x86_64 once the sandbox is closed; anything else gets the action.
-#include <seccomp.h>
-#include <spdlog/spdlog.h>
-
-#include <cerrno>
-
 #include "daemon/sandbox/sandbox.h"
+
+#include <sched.h>
 
 namespace svfs::sandbox {
 namespace {
@@ -51,34 +48,14 @@ constexpr const char* kAllowed[] = {
 #endif
 };
 
+// A working directory of a thread's own (the xattr calls on symlinks), and nothing else unshare
+// can do.
+constexpr SyscallWithArg0 kAllowedIfArg0[] = {{"unshare", CLONE_FS}};
+
 }  // namespace
 
-std::optional<SeccompAction> ParseSeccompAction(std::string_view name) {
-  if (name == "kill") return SeccompAction::kKill;
-  if (name == "log") return SeccompAction::kLog;
-  if (name == "trap") return SeccompAction::kTrap;
-  if (name == "none") return SeccompAction::kNone;
-  return std::nullopt;
-}
-
 Status InstallSeccomp(SeccompAction action) {
-  if (action == SeccompAction::kNone) return {};
-  const uint32_t default_action = action == SeccompAction::kKill  ? SCMP_ACT_KILL_PROCESS
-                                  : action == SeccompAction::kLog ? SCMP_ACT_LOG
-                                                                  : SCMP_ACT_TRAP;
-  scmp_filter_ctx ctx = seccomp_init(default_action);
-  if (ctx == nullptr) return Err(ENOMEM);
-  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-  for (const char* name : kAllowed) {
-    if (rc != 0) break;
-    int nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
-    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-  }
-  if (rc == 0) rc = seccomp_load(ctx);
-  seccomp_release(ctx);
-  if (rc != 0) return Err(-rc);
-  return {};
+  return InstallSeccompFilter(action, kAllowed, kAllowedIfArg0);
 }
 
 }  // namespace svfs::sandbox

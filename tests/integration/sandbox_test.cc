@@ -132,10 +132,10 @@ TEST_F(DefaultSandboxTest, KillingTheSupervisorTakesTheDaemonWithIt) {
       << "the sandboxed daemon outlived its supervisor";
 }
 
-// Under --seccomp kill a system call outside the list kills svfsd. The call comes from a
-// test-only trigger in the launcher's environment (no guest reaches it), right after the filter.
-TEST(SeccompTest, ForbiddenSystemCallKills) {
-  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+// Under --seccomp kill, the default, a system call outside the list kills svfsd. The call comes
+// from a test-only trigger in the launcher's environment (no guest reaches it), right after the
+// filter. `seccomp` empty: no --seccomp option at all.
+void ExpectForbiddenSystemCallKills(const char* seccomp) {
   char tmpl[] = "/tmp/svfs-seccomp-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string base = tmpl, share = base + "/share", mnt = base + "/mnt";
@@ -147,8 +147,13 @@ TEST(SeccompTest, ForbiddenSystemCallKills) {
     ::setenv("SVFSD_TEST_FORBIDDEN_SYSCALL", "1", 1);
     int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 2);
-    ::execl(SVFSD_PATH, SVFSD_PATH, "--shared-dir", share.c_str(), "--mount", mnt.c_str(),
-            "--seccomp", "kill", static_cast<char*>(nullptr));
+    if (*seccomp == '\0') {
+      ::execl(SVFSD_PATH, SVFSD_PATH, "--shared-dir", share.c_str(), "--mount", mnt.c_str(),
+              static_cast<char*>(nullptr));
+    } else {
+      ::execl(SVFSD_PATH, SVFSD_PATH, "--shared-dir", share.c_str(), "--mount", mnt.c_str(),
+              "--seccomp", seccomp, static_cast<char*>(nullptr));
+    }
     ::_exit(127);
   }
   int status = 0;
@@ -160,6 +165,16 @@ TEST(SeccompTest, ForbiddenSystemCallKills) {
   ::rmdir(mnt.c_str());
   ::rmdir(share.c_str());
   ::rmdir(base.c_str());
+}
+
+TEST(SeccompTest, ForbiddenSystemCallKills) {
+  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+  ExpectForbiddenSystemCallKills("kill");
+}
+
+TEST(SeccompTest, KillIsTheDefault) {
+  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+  ExpectForbiddenSystemCallKills("");
 }
 
 }  // namespace

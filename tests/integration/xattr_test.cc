@@ -101,6 +101,41 @@ TEST_F(XattrTest, HostSetXattrVisibleThroughMount) {
 
 // trusted.* needs CAP_SYS_ADMIN on the host (overlayfs keeps its state there): the guest (here the
 // mount's users, served by svfsd as root) neither sees nor changes them.
+// The l*xattr calls on a symlink act on the link itself, as on the host: a dangling link and one
+// pointing at a file with attributes both list nothing (not the target's attributes, not
+// ENOENT), get ENODATA, and user.* cannot be set on a link (EPERM, the host's rule). A FIFO, which
+// svfsd cannot open either, takes the same route. Run in the default sandbox, which has no /proc
+// path.
+TEST_F(XattrTest, SymlinkAttributesAreTheLinksOwn) {
+  ASSERT_EQ(WriteFile(H("target"), "x"), 0);
+  ASSERT_EQ(::setxattr(H("target").c_str(), "user.secret", "s", 1, 0), 0) << ErrnoName(errno);
+  ASSERT_EQ(::symlink("target", H("link").c_str()), 0);
+  ASSERT_EQ(::symlink("nowhere", H("dangling").c_str()), 0);
+  for (const char* name : {"link", "dangling"}) {
+    char buf[256];
+    errno = 0;
+    const ssize_t host = ::llistxattr(H(name).c_str(), buf, sizeof(buf));
+    const int host_errno = errno;
+    errno = 0;
+    EXPECT_EQ(::llistxattr(M(name).c_str(), buf, sizeof(buf)), host) << name << ": " << ErrnoName(errno);
+    EXPECT_EQ(errno, host_errno) << name;
+    EXPECT_EQ(::lgetxattr(M(name).c_str(), "user.secret", buf, sizeof(buf)), -1) << name;
+    EXPECT_EQ(errno, ENODATA) << name;
+    EXPECT_EQ(::lsetxattr(M(name).c_str(), "user.planted", "p", 1, 0), -1) << name;
+    EXPECT_EQ(errno, EPERM) << name;
+  }
+  // Through the link (following it), the target's attribute.
+  EXPECT_EQ(GetXattr(M("link"), "user.secret"), std::optional<std::string>("s"));
+  EXPECT_EQ(ListXattrs(H("target")), std::vector<std::string>{"user.secret"})
+      << "an l*xattr call reached the link's target";
+
+  ASSERT_EQ(::mkfifo(H("fifo").c_str(), 0644), 0);
+  char buf[256];
+  EXPECT_EQ(::llistxattr(M("fifo").c_str(), buf, sizeof(buf)), 0) << ErrnoName(errno);
+  EXPECT_EQ(::lsetxattr(M("fifo").c_str(), "user.x", "p", 1, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+}
+
 TEST_F(XattrTest, TrustedXattrsStayOnTheHost) {
   ASSERT_EQ(WriteFile(H("t"), "x"), 0);
   if (::setxattr(H("t").c_str(), "trusted.svfs", "host", 4, 0) != 0) {

@@ -1,7 +1,9 @@
 // svfs-versiond as a real process: table identity, registration and its limits, dead clients,
 // peer-credential refusal, host edits bumping the slot every daemon computes, svfsctl.
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -51,6 +53,51 @@ class VersiondTest : public ::testing::Test {
   std::string socket_;
   std::unique_ptr<testing::VersiondProcess> daemon_;
 };
+
+// The fields of /proc/PID/status named `key`, e.g. "CapEff" -> "0000000000200002".
+std::string ProcStatusField(pid_t pid, const std::string& key) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(key + ":", 0) == 0) {
+      auto value = line.substr(key.size() + 1);
+      value.erase(0, value.find_first_not_of(" \t"));
+      return value;
+    }
+  }
+  return "";
+}
+
+// Once serving, a root versiond holds only what fanotify needs (sys_admin, dac_read_search), in
+// its bounding set too, runs with no_new_privs and under its seccomp filter (mode 2), and still
+// serves: a client attaches and a host edit is tracked afterwards (HostChangeBumps... below).
+TEST_F(VersiondTest, ServesWithFanotifyCapabilitiesOnlyAndSeccomp) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (capabilities to drop)";
+  auto client = StartClient("locked-down", {dir_.path()});
+  const uint64_t expected = (uint64_t{1} << CAP_SYS_ADMIN) | (uint64_t{1} << CAP_DAC_READ_SEARCH);
+  for (const char* set : {"CapEff", "CapPrm", "CapBnd"}) {
+    const std::string value = ProcStatusField(daemon_->pid(), set);
+    ASSERT_FALSE(value.empty()) << set;
+    EXPECT_EQ(std::stoull(value, nullptr, 16), expected) << set << " " << value;
+  }
+  EXPECT_EQ(ProcStatusField(daemon_->pid(), "NoNewPrivs"), "1");
+  EXPECT_EQ(ProcStatusField(daemon_->pid(), "Seccomp"), "2");
+  auto stats = GetStats(socket_);
+  EXPECT_EQ(stats.clients.size(), 1u);
+  EXPECT_TRUE(daemon_->running()) << daemon_->log();
+}
+
+// --seccomp none: capabilities are still cut, no filter.
+TEST(VersiondSeccompTest, NoneLeavesTheFilterOff) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (capabilities to drop)";
+  testing::TempDir dir;
+  testing::VersiondProcess daemon(SVFS_VERSIOND_PATH, dir.path() + "/versiond.sock",
+                                  testing::UniqueTableName(),
+                                  std::vector<std::string>{"--capacity", "64", "--seccomp", "none"});
+  daemon.Start();
+  EXPECT_EQ(ProcStatusField(daemon.pid(), "Seccomp"), "0");
+  EXPECT_EQ(std::stoull(ProcStatusField(daemon.pid(), "CapBnd"), nullptr, 16),
+            (uint64_t{1} << CAP_SYS_ADMIN) | (uint64_t{1} << CAP_DAC_READ_SEARCH));
+}
 
 TEST_F(VersiondTest, AttachReturnsTableIdentity) {
   auto client = StartClient("identity");
@@ -247,6 +294,30 @@ TEST(VersiondAllowTest, AllowUidLetsThatUserIn) {
   ::waitpid(child, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << daemon.log();
+}
+
+// --allow-gid by group name (as `--allow-gid kvm` in docs/operations.md) or number: the first
+// owns the socket; an unknown name is refused in one line.
+TEST(VersiondAllowTest, AllowGidTakesAGroupName) {
+  const group* entry = ::getgrnam("daemon");
+  if (entry == nullptr) entry = ::getgrgid(1);
+  if (entry == nullptr) GTEST_SKIP() << "no group 'daemon' or gid 1";
+  const gid_t gid = entry->gr_gid;
+  const std::string name = entry->gr_name;
+  testing::TempDir dir;
+  std::string socket = dir.path() + "/v.sock";
+  testing::VersiondProcess daemon(SVFS_VERSIOND_PATH, socket, testing::UniqueTableName(),
+                                  {"--capacity", "64", "--allow-gid", name, "--allow-gid", "4242"});
+  daemon.Start();
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, gid) << daemon.log();
+
+  auto refused = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/w.sock",
+                                      "--allow-gid", "no-such-group-svfs"});
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_EQ(refused.output, "svfs-versiond: --allow-gid no-such-group-svfs: no such group (give a "
+                            "group name or number)\n");
 }
 
 TEST_F(VersiondTest, SvfsctlShowsTableAndClients) {

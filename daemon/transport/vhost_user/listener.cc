@@ -9,6 +9,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -119,12 +121,20 @@ Status Listener::listen_at(const ListenerOptions& options) {
   if (bound != 0) return Err(bind_errno);
   socket_path_ = path;
   if (!options.socket_group.empty()) {
-    group* entry = ::getgrnam(options.socket_group.c_str());
-    if (entry == nullptr) {
-      spdlog::error("--socket-group {}: no such group", options.socket_group);
-      return Err(EINVAL);
+    // A group name, or a number (which need not be in /etc/group).
+    gid_t gid = 0;
+    if (group* entry = ::getgrnam(options.socket_group.c_str()); entry != nullptr) {
+      gid = entry->gr_gid;
+    } else {
+      char* end = nullptr;
+      const unsigned long number = std::strtoul(options.socket_group.c_str(), &end, 10);
+      if (options.socket_group.empty() || *end != '\0' || number > UINT32_MAX - 1) {
+        spdlog::error("--socket-group {}: no such group", options.socket_group);
+        return Err(EINVAL);
+      }
+      gid = static_cast<gid_t>(number);
     }
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), entry->gr_gid) != 0 ||
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0 ||
         ::chmod(path.c_str(), 0660) != 0) {
       return ErrnoErr();
     }

@@ -1,0 +1,31 @@
+// A seccomp allow-list filter (libseccomp), shared by svfsd and svfs-versiond: each keeps its own
+// list of the system calls it makes; any other gets the action.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace svfs {
+
+enum class SeccompAction { kKill, kLog, kTrap, kNone };
+
+// "kill", "log", "trap" or "none", as virtiofsd's --seccomp.
+std::optional<SeccompAction> ParseSeccompAction(std::string_view name);
+
+// Installs the filter on every thread of the process (TSYNC): the named system calls are allowed
+// (names unknown on this architecture are skipped); any other kills the whole process, is
+// logged by the kernel (audit type 1326), or raises SIGSYS. kNone installs nothing. Sets
+// no_new_privs, as seccomp requires of a process without CAP_SYS_ADMIN.
+// `allowed_if_arg0`: calls allowed only with that first argument (e.g. unshare(CLONE_FS)).
+struct SyscallWithArg0 {
+  const char* name;
+  uint64_t arg0;
+};
+Status InstallSeccompFilter(SeccompAction action, std::span<const char* const> allowed,
+                            std::span<const SyscallWithArg0> allowed_if_arg0 = {});
+
+}  // namespace svfs

@@ -1,0 +1,70 @@
+#include "versiond/lockdown.h"
+
+#include <cap-ng.h>
+#include <fmt/format.h>
+#include <sys/prctl.h>
+
+#include <cstring>
+
+namespace svfs::versiond {
+namespace {
+
+// What versiond, glibc, kj's event loop, Cap'n Proto and Boost.Interprocess call on x86_64 after
+// setup: serving connections, fanotify events, the table, signals, and the way out (unlinking
+// the socket, removing a damaged table).
+constexpr const char* kAllowed[] = {
+    // Memory, threads, signals, time.
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "clone", "clone3", "exit",
+    "exit_group", "set_robust_list", "rseq", "set_tid_address", "futex", "sched_yield",
+    "sched_getaffinity", "getpid", "gettid", "tgkill", "rt_sigaction", "rt_sigprocmask",
+    "rt_sigreturn", "rt_sigtimedwait", "restart_syscall", "clock_gettime", "clock_getres",
+    "clock_nanosleep", "nanosleep", "gettimeofday", "getrandom", "uname", "getrlimit",
+    "prlimit64", "prctl",
+    // Descriptors and waiting (kj's epoll port, its eventfd and signalfd, timers).
+    "read", "write", "readv", "writev", "close", "dup", "dup3", "fcntl", "ioctl", "lseek",
+    "pipe2", "eventfd2", "poll", "ppoll", "epoll_create1", "epoll_ctl", "epoll_wait",
+    "epoll_pwait", "timerfd_create", "timerfd_settime", "signalfd4",
+    // The socket: accepting, peer credentials, Cap'n Proto messages (with fds: the table).
+    "accept", "accept4", "getsockopt", "setsockopt", "getsockname", "getpeername", "shutdown",
+    "sendmsg", "recvmsg", "sendto", "recvfrom",
+    // fanotify marks on the shared directories daemons register, the fsid they name.
+    "fanotify_mark", "statfs", "fstatfs", "newfstatat", "fstat", "statx", "openat",
+    "name_to_handle_at",
+    // The way out: the socket file, a damaged table.
+    "unlink", "unlinkat",
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    "ptrace", "wait4", "waitid", "process_vm_readv", "getpriority", "setpriority", "mincore",
+    "msync", "personality", "execve", "sigaltstack", "getppid", "sched_setaffinity",
+#endif
+};
+
+}  // namespace
+
+std::expected<void, std::string> LockDown(bool fanotify, SeccompAction seccomp) {
+  capng_get_caps_process();
+  if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE) {
+    capng_clear(CAPNG_SELECT_BOTH);
+    if (fanotify) {
+      auto sets = static_cast<capng_type_t>(CAPNG_EFFECTIVE | CAPNG_PERMITTED | CAPNG_BOUNDING_SET);
+      capng_update(CAPNG_ADD, sets, CAP_SYS_ADMIN);
+      capng_update(CAPNG_ADD, sets, CAP_DAC_READ_SEARCH);
+    }
+    if (capng_apply(CAPNG_SELECT_BOTH) != 0) {
+      return std::unexpected(
+          "svfs-versiond: cannot drop capabilities (capng_apply failed); run it as root or "
+          "with CAP_SETPCAP");
+    }
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return std::unexpected(fmt::format("svfs-versiond: prctl(PR_SET_NO_NEW_PRIVS): {}",
+                                       std::strerror(errno)));
+  }
+  if (auto filtered = InstallSeccompFilter(seccomp, kAllowed); !filtered) {
+    return std::unexpected(fmt::format("svfs-versiond: --seccomp: cannot install the filter: {}; "
+                                       "use --seccomp none on a kernel without seccomp",
+                                       std::strerror(filtered.error())));
+  }
+  return {};
+}
+
+}  // namespace svfs::versiond
