@@ -6,8 +6,9 @@
 #   - man pages for svfsd(1), svfsctl(1), svfs-versiond(8), naming every option of --help
 #   - 50-svfsd.json parses, says "type": "fs" and names the installed svfsd
 #   - systemd-analyze verify passes on the units (when systemd-analyze is there)
-#   - the installed svfs-versiond and svfsctl work together (by hand, on a temp socket); through
-#     systemd's socket activation too when systemd is PID 1 (else says it skipped that)
+#   - the installed svfs-versiond and svfsctl work together: by hand on a temp socket, started by
+#     systemd-socket-activate (the activation protocol without systemd as PID 1), and through
+#     svfs-versiond.socket when systemd is PID 1 (else says it skipped that)
 #   - svfsd@.service's command line, with a config like examples/svfsd.conf, mounts and serves
 #     the directory and unmounts on SIGTERM
 #   - the guest patches and their build script under /usr/share/svfs
@@ -165,6 +166,27 @@ grep -q "$table" "$work/status" || fail "svfsctl status does not name table $tab
 kill "$versiond_pid"; wait "$versiond_pid" || fail "svfs-versiond did not exit 0 on SIGTERM"
 versiond_pid=
 rm -f "/dev/shm/$table"
+
+if command -v systemd-socket-activate >/dev/null; then
+  # systemd's own implementation of the activation protocol, without systemd as PID 1: it
+  # listens, and on the first connection starts versiond with the socket as fd 3.
+  step "socket activation by systemd-socket-activate"
+  table=svfs-package-test-act-$$
+  systemd-socket-activate -l "$work/activated.sock" /usr/sbin/svfs-versiond --table "$table" \
+    --capacity 64 >"$work/activated.log" 2>&1 &
+  versiond_pid=$!
+  for _ in $(seq 100); do [ -S "$work/activated.sock" ] && break; sleep 0.05; done
+  /usr/bin/svfsctl --socket "$work/activated.sock" --json status >"$work/status" 2>&1 ||
+    { cat "$work/activated.log" "$work/status" >&2; fail "svfsctl status through systemd-socket-activate"; }
+  grep -q "\"table\": \"$table\"" "$work/status" || fail "svfsctl --json status does not name $table"
+  grep -q "serving $work/activated.sock (socket passed by systemd)" "$work/activated.log" ||
+    { cat "$work/activated.log" >&2; fail "svfs-versiond did not serve the socket passed to it"; }
+  kill "$versiond_pid"; wait "$versiond_pid" || fail "activated svfs-versiond did not exit 0 on SIGTERM"
+  versiond_pid=
+  rm -f "/dev/shm/$table"
+else
+  step "skipped socket activation by systemd-socket-activate: not installed"
+fi
 
 if [ -c /dev/fuse ]; then
   # What svfsd@NAME.service runs: its ExecStart= with the variables of a config made like
