@@ -1,12 +1,13 @@
 """Runs CPython's own file-system tests (Debian's libpython3.11-testsuite) in the current
 directory and writes one line per test: its outcome (ok, skip, fail, error, xfail, xpass) and id.
 
-    cd DIR && /usr/bin/python3 run_python_suite.py OUT MODULE...
+    cd DIR && /usr/bin/python3 run_python_suite.py [--chdir DIR] [--as-user UID GID] OUT MODULE...
 
 The tests make their files under the current directory (test.support's TESTFN is relative) and
 under TMPDIR, so both should point at the file system under test. tests/posix/run.sh runs this
 on a host directory (the reference) and on svfsd's mounts, and compares the outcomes.
 """
+import os
 import sys
 import unittest
 
@@ -54,7 +55,23 @@ class OutcomeResult(unittest.TextTestResult):
 
 
 def main():
-    out, modules = sys.argv[1], sys.argv[2:]
+    args = sys.argv[1:]
+    # --chdir DIR: run there (in a chroot, where the caller cannot cd first);
+    # --as-user UID GID: drop to that user, no supplementary groups (no setpriv in the guest).
+    while args and args[0].startswith("--"):
+        if args[0] == "--chdir":
+            os.chdir(args[1])
+            args = args[2:]
+        elif args[0] == "--as-user":
+            uid, gid = int(args[1]), int(args[2])
+            os.chown(".", uid, gid)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            args = args[3:]
+        else:
+            sys.exit(f"run_python_suite.py: unknown option {args[0]}")
+    out, modules = args[0], args[1:]
     loader = unittest.defaultTestLoader
     suite = unittest.TestSuite()
     for name in modules:

@@ -102,6 +102,29 @@ TEST(VirtqueueTest, RingOutsideMemoryIsBroken) {
   EXPECT_FALSE(ring.queue_.map(ring.memory_));
 }
 
+// Found by tests/fuzz/virtqueue_fuzzer: a region whose userspace address (or mmap offset) is not
+// aligned turns aligned ring addresses into misaligned pointers, which the rings' atomic index
+// accesses must not use.
+TEST(VirtqueueTest, RingMisalignedInTheMappingIsRefused) {
+  UniqueFd fd(::memfd_create("guest", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(fd.get(), 2 * kMemSize), 0);
+  for (RegionDesc region : {RegionDesc{kGpa, kMemSize, kUva + 1, 0},
+                            RegionDesc{kGpa, kMemSize, kUva, 2}}) {
+    GuestMemory memory;
+    ASSERT_TRUE(memory.add(region, fd.get()));
+    // 16-aligned as addresses; one byte (or two) off in the mapping.
+    uint64_t base = (region.userspace_addr + 15) / 16 * 16;
+    Virtqueue queue;
+    ASSERT_TRUE(queue.set_size(8));
+    queue.set_addresses(base + kDescOff, base + kAvailOff, base + kUsedOff);
+    EXPECT_FALSE(queue.rings_inside(memory));
+    EXPECT_FALSE(queue.map(memory));
+    EXPECT_NE(queue.broken_reason().find("misaligned"), std::string::npos) << queue.broken_reason();
+    Chain chain;
+    EXPECT_EQ(queue.pop(chain), Virtqueue::Pop::kEmpty);
+  }
+}
+
 TEST(VirtqueueTest, PlainChainAndUsed) {
   FakeRing ring(8);
   ring.set_desc(0, kGpa + kBufOff, 40, kDescNext, 3);

@@ -60,6 +60,16 @@ bool Virtqueue::translate_rings(const GuestMemory& memory, RingPointers& rings) 
                                  desc_addr_, avail_addr_, used_addr_);
     return false;
   }
+  // Aligned addresses can still land misaligned in our mapping when a region's userspace address
+  // or mmap offset is not page aligned; the index and used entries are accessed atomically.
+  auto misaligned = [](const uint8_t* p, uintptr_t align) {
+    return reinterpret_cast<uintptr_t>(p) % align != 0;
+  };
+  if (misaligned(rings.desc, 16) || misaligned(rings.avail, 2) || misaligned(rings.used, 4)) {
+    broken_reason_ = "ring misaligned in the mapped guest memory (a region's userspace address or "
+                     "mmap offset is not aligned)";
+    return false;
+  }
   return true;
 }
 

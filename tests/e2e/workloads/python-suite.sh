@@ -1,0 +1,33 @@
+#!/bin/sh
+# CPython's file-system tests in the guest, on the virtiofs mount ($1). tests/posix/run.sh
+# --guest puts a minimal root with Debian's python3 and its test suite in the share (pyroot/);
+# this chroots into it (on the mount, so even the interpreter is read through svfsd) and runs
+# the suite in pyroot/work/guest-USER as root and as nobody, each writing its outcomes there.
+# Knobs: MODULES (the test modules), USERS ("root nobody").
+root=${1:-/mnt}
+py=$root/pyroot
+MODULES=${MODULES:-test_os test_posix test_shutil}
+USERS=${USERS:-root nobody}
+[ -x "$py/usr/bin/python3" ] || { echo "FAIL no $py/usr/bin/python3 (run tests/posix/run.sh --guest)"; exit 1; }
+mkdir -p "$py/proc" "$py/dev"
+mount -t proc proc "$py/proc" || { echo "FAIL mount proc"; exit 1; }
+mount -t devtmpfs devtmpfs "$py/dev" 2>/dev/null || mount --bind /dev "$py/dev"
+rc=0
+for user in $USERS; do
+  dir=/work/guest-$user
+  case $user in root) ids="" ;; *) ids="--as-user 65534 65534" ;; esac
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  # shellcheck disable=SC2086
+  env -i PATH=/usr/bin HOME="$dir" TMPDIR="$dir" LANG=C.UTF-8 \
+    chroot "$py" /usr/bin/python3 /run_python_suite.py --chdir "$dir" $ids "$dir/outcomes" $MODULES \
+    >"$py$dir.log" 2>&1
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  if [ -s "$py$dir/outcomes" ]; then
+    echo "PASS python-suite $user: $(wc -l <"$py$dir/outcomes") tests run ($(echo "$t1 $t0" | awk '{printf "%.0f", $1 - $2}') s)"
+  else
+    echo "FAIL python-suite $user: no outcomes"; tail -20 "$py$dir.log"; rc=1
+  fi
+done
+umount "$py/dev" 2>/dev/null
+umount "$py/proc"
+exit $rc
