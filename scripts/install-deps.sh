@@ -10,11 +10,14 @@ packages=(
   libfuse3-dev fuse3
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libseccomp-dev libcap-ng-dev libcli11-dev
+  libseccomp-dev libcap-ng-dev libcli11-dev nlohmann-json3-dev
   # The libFuzzer harnesses (scripts/run-fuzzer.sh): clang 16 is the oldest Debian 12 clang that
   # compiles libstdc++ 12's <expected>; libclang-rt-16-dev has libFuzzer and the sanitizers
   clang-16 libclang-rt-16-dev ccache
   attr acl util-linux procps
+  # Man pages (help2man) and the .deb (CPack's DEB generator runs dpkg-shlibdeps; the package test
+  # runs systemd-analyze verify on the units)
+  help2man dpkg-dev systemd
   # tests/posix: CPython's own file-system tests, the conformance reference run on host and mount
   python3 libpython3.11-testsuite
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64

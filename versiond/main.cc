@@ -14,13 +14,14 @@
 #include <CLI/CLI.hpp>
 
 #include "versiond/server.h"
+#include "versiond/socket_activation.h"
 
 int main(int argc, char** argv) {
   svfs::versiond::ServerOptions options;
   std::string log_level = "info";
   bool foreground = false;
 
-  CLI::App app{"svfs-versiond: shared version table coordinator for svfsd daemons"};
+  CLI::App app{"svfs-versiond: shared version table coordinator for svfsd daemons", "svfs-versiond"};
   app.add_option("--socket", options.socket_path, "UNIX socket to serve")
       ->capture_default_str();
   app.add_option("--table", options.table_name, "shared-memory object name (/dev/shm/NAME)")
@@ -47,6 +48,10 @@ int main(int argc, char** argv) {
                  "(capabilities are cut to sys_admin and dac_read_search for fanotify either way)")
       ->capture_default_str();
   app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
+  app.set_version_flag("--version", "svfs-versiond " SVFS_VERSION);
+  app.footer("Socket activation: started by systemd with one listening socket (LISTEN_FDS=1, "
+             "svfs-versiond.socket), it serves that socket instead of binding --socket, and leaves "
+             "the socket file to systemd.");
   CLI11_PARSE(app, argc, argv);
   for (const std::string& name : allow_groups) {
     // A name (--allow-gid kvm) or a number, which need not be in /etc/group.
@@ -96,7 +101,16 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::flush_on(spdlog::level::info);  // tests and journald read the log as it happens
 
-  auto result = svfs::versiond::RunServer(options);
+  auto activation = svfs::versiond::TakeActivationSocket();
+  if (!activation) {
+    spdlog::critical("{}", activation.error());
+    return 1;
+  }
+  if (activation->fd && app.count("--socket") > 0 && activation->path != options.socket_path) {
+    spdlog::warn("--socket {} ignored: serving {}, the socket passed by systemd",
+                 options.socket_path, activation->path);
+  }
+  auto result = svfs::versiond::RunServer(options, std::move(activation->fd), activation->path);
   if (!result) {
     spdlog::critical("{}", result.error());
     return 1;

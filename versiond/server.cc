@@ -458,7 +458,9 @@ class Server {
 
 }  // namespace
 
-std::expected<void, std::string> RunServer(const ServerOptions& options) {
+std::expected<void, std::string> RunServer(const ServerOptions& options,
+                                           UniqueFd activation_socket,
+                                           const std::string& activation_path) {
   if (options.capacity < 2) {
     return std::unexpected(fmt::format("svfs-versiond: --capacity {}: need at least 2 slots (slot 0 "
                                        "is reserved)", options.capacity));
@@ -481,10 +483,17 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
                  "on the host outside svfsd will not bump versions", watcher.error());
   }
 
-  auto listen_fd = ListenOn(options);
+  const bool activated = activation_socket.valid();
+  const std::string& served_path = activated ? activation_path : options.socket_path;
+  auto listen_fd = activated ? std::expected<UniqueFd, std::string>(std::move(activation_socket))
+                             : ListenOn(options);
   if (!listen_fd) return std::unexpected(listen_fd.error());
+  // Only a socket file versiond made is versiond's to remove.
+  auto remove_socket = [&] {
+    if (!activated) ::unlink(options.socket_path.c_str());
+  };
   if (auto locked = LockDown(state.watcher() != nullptr, options.seccomp); !locked) {
-    ::unlink(options.socket_path.c_str());
+    remove_socket();
     return locked;
   }
 
@@ -518,7 +527,8 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
           io.unixEventPort, trip_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
       damaged = server.damage_loop(*trip_observer, trip_fd).then([] { return 0; });
     }
-    spdlog::info("serving {} (table {}, {} slots)", options.socket_path, options.table_name,
+    spdlog::info("serving {}{} (table {}, {} slots)", served_path,
+                 activated ? " (socket passed by systemd)" : "", options.table_name,
                  state.table().slot_count());
     int signal = io.unixEventPort.onSignal(SIGINT)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
@@ -527,7 +537,7 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
                      .wait(io.waitScope);
     if (signal == 0) {
       shm::VersionTable::Remove(options.table_name);
-      ::unlink(options.socket_path.c_str());
+      remove_socket();
       return std::unexpected(fmt::format(
           "svfs-versiond: version table {} shrank under versiond (truncated by a process with "
           "write access to /dev/shm/{}); removed it: restart svfs-versiond to create a new table, "
@@ -536,11 +546,11 @@ std::expected<void, std::string> RunServer(const ServerOptions& options) {
     spdlog::info("signal {}: stopping (the table stays for the daemons and guests using it)",
                  signal);
   } catch (const kj::Exception& e) {
-    ::unlink(options.socket_path.c_str());
+    remove_socket();
     return std::unexpected(fmt::format("svfs-versiond: event loop failed: {}",
                                        e.getDescription().cStr()));
   }
-  ::unlink(options.socket_path.c_str());
+  remove_socket();
   return {};
 }
 

@@ -12,6 +12,8 @@
 #include "common/seccomp_filter.h"
 #include <vector>
 
+#include "common/unique_fd.h"
+
 namespace svfs::versiond {
 
 struct ServerOptions {
@@ -32,6 +34,11 @@ struct ServerOptions {
 // Sets up the table and the socket, then serves until SIGINT or SIGTERM. Removes the socket file
 // on the way out but keeps the table: daemons and guests go on using it, and the next versiond
 // takes it over (bumping every slot). Returns an error (a log-ready message) if startup fails.
-std::expected<void, std::string> RunServer(const ServerOptions& options);
+// `activation_socket`, when valid, is a listening socket passed by systemd (socket activation):
+// it is served instead of binding options.socket_path, and its file is systemd's, so versiond
+// neither replaces nor removes it (clients queue on it while versiond restarts).
+std::expected<void, std::string> RunServer(const ServerOptions& options,
+                                           UniqueFd activation_socket = {},
+                                           const std::string& activation_path = {});
 
 }  // namespace svfs::versiond

@@ -22,11 +22,22 @@
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
+#include <nlohmann/json.hpp>
 
 #include "protocol/inode_identity.h"
 #include "protocol/versiond.capnp.h"
 
 namespace {
+
+using Json = nlohmann::ordered_json;
+
+// --json: each subcommand prints one JSON object (numbers as numbers, no units) instead of its
+// table. Names and paths that are not valid UTF-8 get U+FFFD for the bad bytes.
+bool g_json = false;
+
+void PrintJson(const Json& value) {
+  std::puts(value.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
+}
 
 // Prints rows as columns padded to the widest cell; numbers (and their headers) align right.
 void PrintTable(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
@@ -104,6 +115,20 @@ int Status(svfs::rpc::Stats::Reader stats) {
   clock_gettime(CLOCK_REALTIME, &now);
   uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + now.tv_nsec;
   uint64_t started = stats.getStartedAtNs();
+  const uint64_t uptime = now_ns > started ? (now_ns - started) / 1'000'000'000ULL : 0;
+  if (g_json) {
+    PrintJson({{"table", table.getName().cStr()},
+               {"uuid", Uuid(table.getUuid())},
+               {"generation", table.getGeneration()},
+               {"slot_count", table.getSlotCount()},
+               {"slot_stride", table.getSlotStride()},
+               {"mapped_bytes", table.getMappedBytes()},
+               {"clients", stats.getClients().size()},
+               {"watched_filesystems", stats.getWatchedFilesystems()},
+               {"host_bumps", stats.getHostBumps()},
+               {"uptime_seconds", uptime}});
+    return 0;
+  }
   PrintPairs({
       {"table", std::string(table.getName().cStr())},
       {"uuid", Uuid(table.getUuid())},
@@ -114,12 +139,23 @@ int Status(svfs::rpc::Stats::Reader stats) {
       {"clients", fmt::format("{}", stats.getClients().size())},
       {"watched filesystems", fmt::format("{}", stats.getWatchedFilesystems())},
       {"host bumps", fmt::format("{}", stats.getHostBumps())},
-      {"uptime", Duration(now_ns > started ? (now_ns - started) / 1'000'000'000ULL : 0)},
+      {"uptime", Duration(uptime)},
   });
   return 0;
 }
 
 int Clients(svfs::rpc::Stats::Reader stats) {
+  if (g_json) {
+    Json list = Json::array();
+    for (auto c : stats.getClients()) {
+      Json dirs = Json::array();
+      for (auto dir : c.getSharedDirs()) dirs.push_back(dir.cStr());
+      list.push_back({{"id", c.getId()}, {"pid", c.getPid()}, {"uid", c.getUid()},
+                      {"name", c.getName().cStr()}, {"shared_dirs", std::move(dirs)}});
+    }
+    PrintJson({{"clients", std::move(list)}});
+    return 0;
+  }
   std::vector<std::vector<std::string>> rows;
   for (auto c : stats.getClients()) {
     std::string dirs;
@@ -132,6 +168,12 @@ int Clients(svfs::rpc::Stats::Reader stats) {
 }
 
 int Hot(svfs::rpc::Stats::Reader stats) {
+  if (g_json) {
+    Json list = Json::array();
+    for (auto s : stats.getHottest()) list.push_back({{"slot", s.getSlot()}, {"version", s.getVersion()}});
+    PrintJson({{"slots", std::move(list)}});
+    return 0;
+  }
   std::vector<std::vector<std::string>> rows;
   for (auto s : stats.getHottest()) {
     rows.push_back({fmt::format("{}", s.getSlot()), fmt::format("{}", s.getVersion())});
@@ -154,9 +196,22 @@ int Slot(const std::string& path, uint64_t slot_count) {
   const uint64_t identity = svfs::protocol::IdentityOfFd(fd, fsid, st.st_dev, st.st_ino);
   const bool by_handle = identity != svfs::protocol::InodeNumberIdentity(st.st_dev, st.st_ino);
   ::close(fd);
+  const uint64_t slot = svfs::protocol::SlotOf(identity, slot_count);
+  if (g_json) {
+    Json out = {{"path", path}, {"slot", slot}, {"slot_count", slot_count},
+                {"identity", identity}, {"by_file_handle", by_handle}};
+    if (by_handle) {
+      out["fsid"] = fsid;
+    } else {
+      out["dev"] = static_cast<uint64_t>(st.st_dev);
+      out["ino"] = static_cast<uint64_t>(st.st_ino);
+    }
+    PrintJson(out);
+    return 0;
+  }
   PrintPairs({
       {"path", path},
-      {"slot", fmt::format("{}", svfs::protocol::SlotOf(identity, slot_count))},
+      {"slot", fmt::format("{}", slot)},
       {"identity", by_handle ? fmt::format("{:#018x} (file handle on fsid {:#x})", identity, fsid)
                              : fmt::format("{:#018x} (dev {:#x} ino {}: no file handles, host edits "
                                            "are not tracked here)", identity,
@@ -194,14 +249,21 @@ int Collisions(const std::string& root, const std::vector<uint64_t>& sizes) {
   std::sort(identities.begin(), identities.end());
   identities.erase(std::unique(identities.begin(), identities.end()), identities.end());
   std::vector<std::vector<std::string>> rows;
+  Json json_sizes = Json::array();
   for (uint64_t slots : sizes) {
     std::unordered_map<uint64_t, unsigned> per_slot;
     for (uint64_t id : identities) ++per_slot[svfs::protocol::SlotOf(id, slots)];
     size_t sharing = 0;
     for (const auto& [slot, n] : per_slot) sharing += n > 1 ? n : 0;
+    const double share = identities.empty() ? 0.0 : 100.0 * sharing / identities.size();
     rows.push_back({fmt::format("{}", slots), fmt::format("{}", identities.size()),
-                    fmt::format("{}", sharing),
-                    fmt::format("{:.2f} %", identities.empty() ? 0.0 : 100.0 * sharing / identities.size())});
+                    fmt::format("{}", sharing), fmt::format("{:.2f} %", share)});
+    json_sizes.push_back({{"slots", slots}, {"inodes", identities.size()},
+                          {"sharing_a_slot", sharing}, {"share_percent", share}});
+  }
+  if (g_json) {
+    PrintJson({{"dir", root}, {"inodes", identities.size()}, {"sizes", std::move(json_sizes)}});
+    return 0;
   }
   PrintTable({"SLOTS", "INODES", "SHARING A SLOT", "SHARE"}, rows, {true, true, true, true});
   return 0;
@@ -214,9 +276,12 @@ int main(int argc, char** argv) {
   uint32_t hot_n = 20;
   std::string slot_path;
 
-  CLI::App app{"svfsctl: inspect a running svfs-versiond"};
+  CLI::App app{"svfsctl: inspect a running svfs-versiond", "svfsctl"};
   app.add_option("--socket", socket_path, "svfs-versiond's socket")->capture_default_str();
   app.require_subcommand(1);
+  app.set_version_flag("--version", "svfsctl " SVFS_VERSION);
+  app.add_flag("--json", g_json, "print one JSON object instead of the table (any subcommand)");
+  app.fallthrough();  // --json and --socket also after the subcommand
   auto* status = app.add_subcommand("status", "table identity, clients, host-side bumps");
   auto* clients = app.add_subcommand("clients", "attached daemons and what they share");
   auto* hot = app.add_subcommand("hot", "the slots with the highest versions");

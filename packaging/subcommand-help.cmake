@@ -1,0 +1,31 @@
+# cmake -DBINARY=... -DOUTPUT=... -P subcommand-help.cmake
+# Writes a help2man --include file with a SUBCOMMANDS section: the --help of each subcommand
+# that BINARY --help lists (CLI11's "Subcommands:" block), so the man page documents their
+# options as well.
+execute_process(COMMAND ${BINARY} --help OUTPUT_VARIABLE help RESULT_VARIABLE status)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "${BINARY} --help failed (${status})")
+endif()
+string(REGEX REPLACE ".*\nSubcommands:\n" "" block "${help}")
+string(REPLACE "\n" ";" lines "${block}")
+set(names)
+foreach(line IN LISTS lines)
+  if(line MATCHES "^  ([a-z][a-z0-9-]*)( |$)")
+    list(APPEND names ${CMAKE_MATCH_1})
+  endif()
+endforeach()
+if(NOT names)
+  message(FATAL_ERROR "${BINARY} --help lists no subcommands")
+endif()
+set(text "[SUBCOMMANDS]\n")
+foreach(name IN LISTS names)
+  execute_process(COMMAND ${BINARY} ${name} --help OUTPUT_VARIABLE sub RESULT_VARIABLE status)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "${BINARY} ${name} --help failed (${status})")
+  endif()
+  # roff: backslashes doubled, no line may start with a control character.
+  string(REPLACE "\\" "\\\\" sub "${sub}")
+  string(REGEX REPLACE "(^|\n)([.'])" "\\1\\\\&\\2" sub "${sub}")
+  string(APPEND text ".SS \"${name}\"\n.nf\n${sub}.fi\n")
+endforeach()
+file(WRITE ${OUTPUT} "${text}")
