@@ -36,7 +36,9 @@ UniqueFd ListeningSocket(const std::string& path, int type = SOCK_STREAM) {
   std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
   EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0)
       << path << ": " << std::strerror(errno);
-  if (type == SOCK_STREAM) EXPECT_EQ(::listen(fd.get(), 16), 0) << std::strerror(errno);
+  if (type == SOCK_STREAM) {
+    EXPECT_EQ(::listen(fd.get(), 16), 0) << std::strerror(errno);
+  }
   return fd;
 }
 

@@ -107,7 +107,9 @@ TEST_F(SvfsctlJsonTest, EverySubcommandPrintsTheTableAndClientsAsJson) {
   bool found = false;
   for (size_t i = 0; i < all["slots"].size(); ++i) {
     const Json& entry = all["slots"][i];
-    if (i > 0) EXPECT_LE(entry["version"], all["slots"][i - 1]["version"]) << all.dump();
+    if (i > 0) {
+      EXPECT_LE(entry["version"], all["slots"][i - 1]["version"]) << all.dump();
+    }
     if (entry["slot"] == slot) {
       found = true;
       EXPECT_EQ(entry["version"], table->sample(slot));
