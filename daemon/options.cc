@@ -398,8 +398,9 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_flag_callback("-f", [] {}, "Foreground (svfsd always runs in the foreground)");
   app.add_flag_callback("-d", [&] { options.log_level = "debug"; }, "Debug logging (C virtiofsd)");
   app.add_flag_callback("--killpriv-v2", [&] { options.fs.killpriv_v2 = true; },
-                        "Negotiate FUSE_HANDLE_KILLPRIV_V2: svfsd clears setuid/setgid on writes, "
-                        "truncates and chowns (default: off, the guest kernel does)");
+                        "Negotiate FUSE_HANDLE_KILLPRIV_V2: writes, truncates and chowns clear "
+                        "setuid/setgid on the host as they would for the caller (default: off, "
+                        "the guest kernel does)");
   app.add_flag_callback("--no-killpriv-v2", [&] { options.fs.killpriv_v2 = false; },
                         "Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default)");
   app.add_flag_callback("--posix-acl", [&] { options.fs.posix_acl = true; },

@@ -492,7 +492,9 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
   auto remove_socket = [&] {
     if (!activated) ::unlink(options.socket_path.c_str());
   };
-  if (auto locked = LockDown(state.watcher() != nullptr, options.seccomp); !locked) {
+  if (auto locked = options.lock_down ? LockDown(state.watcher() != nullptr, options.seccomp)
+                                      : std::expected<void, std::string>{};
+      !locked) {
     remove_socket();
     return locked;
   }

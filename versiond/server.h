@@ -29,6 +29,9 @@ struct ServerOptions {
   std::vector<gid_t> allow_gids;
   // Once set up: capabilities cut to fanotify's, and this seccomp action (versiond/lockdown.h).
   SeccompAction seccomp = SeccompAction::kKill;
+  // False only where RunServer runs inside another program (the fuzzer), whose own calls the
+  // filter would kill.
+  bool lock_down = true;
 };
 
 // Sets up the table and the socket, then serves until SIGINT or SIGTERM. Removes the socket file

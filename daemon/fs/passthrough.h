@@ -210,8 +210,8 @@ class PassthroughFs : public FileSystem {
   // Path "/proc/self/fd/N" relative to proc_self_fd_: the string "N".
   static std::string FdName(int fd);
   // Makes proc_self_fd_ the calling thread's own working directory, for calls that take only a
-  // path (the xattr family on symlinks and special files).
-  Status enter_proc_self_fd();
+  // path (the xattr family on symlinks and special files); returns the one to go back to.
+  Result<UniqueFd> enter_proc_self_fd();
 
   // Adjusts guest open flags for the host open (O_DIRECT, writeback widening, no O_CREAT...).
   int host_open_flags(uint32_t flags, bool for_create) const;

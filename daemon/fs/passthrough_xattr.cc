@@ -1,5 +1,6 @@
 // PassthroughFs: extended attributes. Calls run as the guest (the host checks its permission) on
 // a description opened by svfsd, or on the /proc/self/fd path of inodes that cannot be opened.
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -52,20 +53,25 @@ Result<ssize_t> PassthroughFs::xattr_call(const Context& ctx, NodeId node, F&& c
   // resolves to the inode itself (a symlink's own, not its target's). The sandbox has no /proc
   // path, and the xattr calls have no *at form, so the name is resolved from the /proc/self/fd
   // directory as this thread's working directory.
-  SVFS_TRY(enter_proc_self_fd());
+  UniqueFd previous_cwd = SVFS_TRY(enter_proc_self_fd());
   const std::string name = FdName(path_fd.get());
-  return AsGuest(ctx, [&] { return call(-1, name.c_str()); });
+  auto result = AsGuest(ctx, [&] { return call(-1, name.c_str()); });
+  if (::fchdir(previous_cwd.get()) != 0) return ErrnoErr();
+  return result;
 }
 
-Status PassthroughFs::enter_proc_self_fd() {
+Result<UniqueFd> PassthroughFs::enter_proc_self_fd() {
   // A working directory of the thread's own (unshare(CLONE_FS), once per thread), so that other
   // threads' relative paths (the versiond client's socket) are untouched.
-  thread_local int entered_for = -1;
-  if (entered_for == proc_self_fd_.get()) return {};
-  if (entered_for < 0 && ::unshare(CLONE_FS) != 0) return ErrnoErr();
+  thread_local bool unshared = false;
+  if (!unshared) {
+    if (::unshare(CLONE_FS) != 0) return ErrnoErr();
+    unshared = true;
+  }
+  UniqueFd previous(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!previous) return ErrnoErr();
   if (::fchdir(proc_self_fd_.get()) != 0) return ErrnoErr();
-  entered_for = proc_self_fd_.get();
-  return {};
+  return previous;
 }
 
 Status PassthroughFs::setxattr(const Context& ctx, NodeId node, std::string_view name,

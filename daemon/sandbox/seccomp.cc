@@ -3,6 +3,7 @@
 #include "daemon/sandbox/sandbox.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 namespace svfs::sandbox {
 namespace {
@@ -12,7 +13,7 @@ constexpr const char* kAllowed[] = {
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mlock", "munlock", "membarrier",
     "clone", "clone3", "exit", "exit_group", "set_robust_list", "get_robust_list", "rseq",
     "set_tid_address", "futex", "futex_waitv", "sched_yield", "sched_getaffinity",
-    "sched_setaffinity", "getpid", "gettid", "getppid", "tgkill", "tkill", "kill",
+    "sched_setaffinity", "getpid", "gettid", "getppid", "tkill",
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending",
     "sigaltstack", "restart_syscall", "clock_gettime", "clock_getres", "clock_nanosleep",
     "nanosleep", "gettimeofday", "time", "getrandom", "uname", "sysinfo", "getrlimit",
@@ -28,7 +29,7 @@ constexpr const char* kAllowed[] = {
     "getpeername", "getsockopt", "setsockopt", "sendmsg", "recvmsg", "sendto", "recvfrom",
     "sendmmsg", "recvmmsg", "socketpair",
     // Credentials for guest requests.
-    "setfsuid", "setfsgid", "setresuid", "setresgid", "setuid", "setgid", "setgroups",
+    "setfsuid", "setfsgid", "setgroups",
     "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
     // The passthrough filesystem.
     "openat", "openat2", "open", "open_by_handle_at", "name_to_handle_at", "newfstatat",
@@ -48,14 +49,20 @@ constexpr const char* kAllowed[] = {
 #endif
 };
 
-// A working directory of a thread's own (the xattr calls on symlinks), and nothing else unshare
-// can do.
-constexpr SyscallWithArg0 kAllowedIfArg0[] = {{"unshare", CLONE_FS}};
-
 }  // namespace
 
 Status InstallSeccomp(SeccompAction action) {
-  return InstallSeccompFilter(action, kAllowed, kAllowedIfArg0);
+  const auto self = static_cast<uint64_t>(::getpid());
+  const SyscallWithArg0 allowed_if_arg0[] = {
+      // A working directory of a thread's own (the xattr calls on symlinks), nothing else
+      // unshare can do.
+      {"unshare", CLONE_FS},
+      // Signals to svfsd itself only (pthread_kill: interrupting a queue's lock waiters), not to
+      // other processes of the same uid.
+      {"kill", self},
+      {"tgkill", self},
+  };
+  return InstallSeccompFilter(action, kAllowed, allowed_if_arg0);
 }
 
 }  // namespace svfs::sandbox

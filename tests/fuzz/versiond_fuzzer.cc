@@ -300,6 +300,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   options.table_name = g_session->table_name;
   options.capacity = kCapacity;
   options.table_mode = 0600;
+  options.lock_down = false;  // in-process: the filter would kill the harness's own calls
   g_session->server = std::thread([options] {
     auto result = svfs::versiond::RunServer(options);
     if (!result) std::fprintf(stderr, "%s: versiond stopped: %s\n", kTarget, result.error().c_str());

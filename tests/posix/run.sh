@@ -52,6 +52,9 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/ref" "$work/share" "$work/mnt" "$work/out"
+# The runner where the unprivileged user can read it (a checkout under /root or a mktemp -d is not).
+cp "$here/run_python_suite.py" "$work/run_python_suite.py"
+chmod 644 "$work/run_python_suite.py"
 chmod 755 "$work" "$work/ref" "$work/share"  # the unprivileged runs reach their directories
 if [ -z "$guest_kernel" ]; then
   "$svfsd" --shared-dir "$work/share" --mount "$work/mnt" --cache "$cache" "${daemon_args[@]}" \
@@ -72,7 +75,7 @@ run_suite() {
   fi
   # shellcheck disable=SC2086
   (cd "$dir" && env -i PATH=/usr/bin:/bin HOME="$dir" TMPDIR="$dir" LANG=C.UTF-8 \
-     "${as[@]}" "$python" "$here/run_python_suite.py" "$dir/outcomes" $modules \
+     "${as[@]}" "$python" "$work/run_python_suite.py" "$dir/outcomes" $modules \
      >"$work/out/$name.log" 2>&1) || true
   if [ ! -s "$dir/outcomes" ]; then
     tail -20 "$work/out/$name.log"; echo "posix: the suite did not run in $dir" >&2; exit 1
@@ -130,9 +133,11 @@ else
       >"$work/out/guest.log" 2>&1; then
     tail -40 "$work/out/guest.log"; echo "posix: the guest run failed" >&2; exit 1
   fi
-  if ! grep -q 'PASS python-suite' "$work/out/guest.log"; then
-    tail -40 "$work/out/guest.log"; echo "posix: the guest ran no suite" >&2; exit 1
-  fi
+  for user in root nobody; do
+    if ! grep -q "PASS python-suite $user:" "$work/out/guest.log"; then
+      tail -40 "$work/out/guest.log"; echo "posix: the guest ran no suite as $user" >&2; exit 1
+    fi
+  done
   grep -o 'PASS python-suite.*' "$work/out/guest.log" | sed 's/^/posix: guest: /'
   echo "posix: guest run took $((SECONDS - start)) s"
   for user in root nobody; do
