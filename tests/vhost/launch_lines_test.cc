@@ -685,6 +685,12 @@ TEST_F(SvfsdStartTest, OpenFileLimitIsRaisedToTheSystemMaximum) {
 
 // Out of descriptors: the guest gets EMFILE and the log says why, once.
 TEST_F(SvfsdStartTest, RunningOutOfDescriptorsIsLoggedOnce) {
+#if defined(__SANITIZE_ADDRESS__)
+  // With every descriptor taken, the sanitizer runtime cannot make the pipe it probes memory
+  // with, and UBSan's vptr check then reports any object as invalid ("memory cannot be
+  // printed") when svfsd starts a thread. The release build runs this test.
+  GTEST_SKIP() << "descriptor exhaustion defeats the sanitizer runtime's memory probe";
+#endif
   for (int i = 0; i < 300; ++i) std::ofstream(shared_ / ("f" + std::to_string(i))) << i;
   std::vector<std::string> args = Base();
   args.insert(args.end(), {"--rlimit-nofile", "128"});
