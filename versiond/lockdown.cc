@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <sys/prctl.h>
 
+#include <atomic>
 #include <cstring>
 
 namespace svfs::versiond {
@@ -38,7 +39,11 @@ constexpr const char* kAllowed[] = {
 #endif
 };
 
+std::atomic<bool> seccomp_installed{false};
+
 }  // namespace
+
+bool SeccompInstalled() { return seccomp_installed.load(std::memory_order_relaxed); }
 
 std::expected<void, std::string> LockDown(bool fanotify, SeccompAction seccomp) {
   capng_get_caps_process();
@@ -64,6 +69,7 @@ std::expected<void, std::string> LockDown(bool fanotify, SeccompAction seccomp) 
                                        "use --seccomp none on a kernel without seccomp",
                                        std::strerror(filtered.error())));
   }
+  seccomp_installed.store(seccomp != SeccompAction::kNone, std::memory_order_relaxed);
   return {};
 }
 

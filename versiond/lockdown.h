@@ -16,4 +16,8 @@ namespace svfs::versiond {
 // any thread starts. Returns a log-ready message on failure.
 std::expected<void, std::string> LockDown(bool fanotify, SeccompAction seccomp);
 
+// Whether LockDown installed a seccomp filter (sanitizer builds then skip LeakSanitizer's exit
+// check, whose /proc reads the filter does not allow).
+bool SeccompInstalled();
+
 }  // namespace svfs::versiond
