@@ -23,7 +23,7 @@
 #   SVFS-E2E-BEGIN tag=<tag> uptime=<s>     virtiofs mounted on /mnt, workload starting
 #   ... workload output ...
 #   SVFS-E2E-END rc=<rc> elapsed=<s>        workload exit status and guest elapsed seconds
-#   SVFS-E2E-UMOUNT rc=<rc>                 umount of the virtiofs mount
+#   SVFS-E2E-UMOUNT rc=<rc>|hung ...        umount of the virtiofs mount
 #   SVFS-E2E-ERROR <what>                   setup failure (module load, mount)
 # Kernel command line: svfs.tag=TAG (default svfs), svfs.probe=1 (print SVFS-E2E-PROBE-OK after
 # module loading and power off without mounting: used to check that KVM actually runs guests),
@@ -235,7 +235,21 @@ cd /
 echo "SVFS-E2E-END rc=$rc elapsed=$(echo "$end $start" | awk '{printf "%.2f", $1 - $2}')"
 # What the (patched) FUSE module said about shared versions, for the host-side checks.
 dmesg | grep 'svfs: ' | sed 's/^\[[ 0-9.]*\] /SVFS-E2E-KLOG /'
-umount /mnt
+# A umount that never returns would hold the guest until the host's timeout: give it two minutes
+# (TCG), then print the blocked tasks' stacks (sysrq w) so the log says where it waits.
+umount /mnt &
+umount_pid=$!
+waited=0
+while kill -0 $umount_pid 2>/dev/null && [ $waited -lt 120 ]; do sleep 1; waited=$((waited + 1)); done
+if kill -0 $umount_pid 2>/dev/null; then
+  echo "SVFS-E2E-UMOUNT rc=hung after ${waited}s; blocked tasks:"
+  echo 7 >/proc/sys/kernel/printk
+  echo w >/proc/sysrq-trigger
+  sleep 2
+  # No sync: it would wait for the superblock the umount holds.
+  echo o >/proc/sysrq-trigger; sleep 5; poweroff -n -f
+fi
+wait $umount_pid
 echo "SVFS-E2E-UMOUNT rc=$?"
 finish
 EOF

@@ -355,7 +355,12 @@ end_line=$(echo "$log" | grep '^SVFS-E2E-END' | tail -n1)
 guest_rc=$(echo "$end_line" | sed -n 's/.*rc=\([0-9]*\).*/\1/p')
 guest_elapsed=$(echo "$end_line" | sed -n 's/.*elapsed=\([0-9.]*\).*/\1/p')
 boot_uptime=$(echo "$log" | sed -n 's/^SVFS-E2E-BEGIN .*uptime=\([0-9.]*\).*/\1/p' | head -n1)
-umount_rc=$(echo "$log" | sed -n 's/^SVFS-E2E-UMOUNT rc=\([0-9]*\).*/\1/p' | head -n1)
+umount_rc=$(echo "$log" | sed -n 's/^SVFS-E2E-UMOUNT rc=\([0-9a-z]*\).*/\1/p' | head -n1)
+if [ "$umount_rc" = hung ]; then
+  # The guest printed its blocked tasks: show all of it, not the usual tail.
+  echo "---- serial log from the hung umount ----"; echo "$log" | sed -n '/^SVFS-E2E-UMOUNT/,$p'
+  dump
+fi
 
 # Host-side checks requested by the workload.
 host_pass=0

@@ -351,6 +351,27 @@ TEST(VirtqueueTest, EventIdxNotification) {
   EXPECT_TRUE(DriverWouldKick(ring.avail_event(), 6, 5));
 }
 
+// What the disconnect log reports: chains posted and never taken, and a signal the driver asked
+// for that was not sent.
+TEST(VirtqueueTest, LeftoverShowsUntakenChainsAndOwedSignals) {
+  FakeRing ring(8, /*event_idx=*/true);
+  Chain chain;
+  EXPECT_EQ(ring.queue_.leftover().untaken, 0);
+  ring.make_simple_chains_available(0, 3);
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
+  EXPECT_EQ(ring.queue_.leftover().untaken, 2);
+  ring.queue_.push(chain.head, 0);
+  EXPECT_TRUE(ring.queue_.should_notify());
+  EXPECT_FALSE(ring.queue_.leftover().signal_owed);
+  ring.used_event() = 1;  // wants a signal once used idx passes 1
+  ASSERT_EQ(ring.queue_.pop(chain), Virtqueue::Pop::kChain);
+  ring.queue_.push(chain.head, 0);  // used idx 2, not signalled
+  EXPECT_TRUE(ring.queue_.leftover().signal_owed);
+  EXPECT_TRUE(ring.queue_.should_notify());
+  EXPECT_FALSE(ring.queue_.leftover().signal_owed);
+  EXPECT_EQ(ring.queue_.leftover().untaken, 1);
+}
+
 // A device that has taken every chain but not yet looked for more is still busy: it will find
 // the next chain without a kick (Linux vhost leaves avail_event alone until the ring is empty).
 TEST(VirtqueueTest, BusyDeviceIsNotKicked) {

@@ -111,6 +111,14 @@ void Device::reset() {
 }
 
 void Device::disconnect() {
+  stop_all();
+  for (auto& queue : queues_) {
+    Virtqueue::Leftover left = queue->vq.leftover();
+    if (left.untaken == 0 && !left.signal_owed) continue;
+    spdlog::info("vhost-user: queue {} at disconnect: {} chains posted and not taken, {}",
+                 queue->index, left.untaken,
+                 left.signal_owed ? "used chains not signalled" : "every used chain signalled");
+  }
   reset();
   release_memory();
 }

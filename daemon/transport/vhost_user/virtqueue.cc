@@ -299,4 +299,16 @@ bool Virtqueue::should_notify() {
   return !valid || NeedEvent(used_event, used_idx_, old_idx);
 }
 
+Virtqueue::Leftover Virtqueue::leftover() const {
+  Leftover left;
+  if (desc_ == nullptr || used_ == nullptr) return left;
+  left.untaken = available();
+  if (event_idx_ && signalled_used_valid_) {
+    uint16_t used_event =
+        std::atomic_ref<uint16_t>(avail_[2 + size_]).load(std::memory_order_relaxed);
+    left.signal_owed = NeedEvent(used_event, used_idx_, signalled_used_);
+  }
+  return left;
+}
+
 }  // namespace svfs::transport::vhost_user

@@ -102,6 +102,15 @@ class Virtqueue {
   const std::string& broken_reason() const { return broken_reason_; }
   uint16_t used_idx() const { return used_idx_; }
 
+  // What a queue left undone, for the log when the frontend goes away: chains the driver posted
+  // that were never taken (a lost kick) and used chains it asked to be signalled for but was not
+  // (a lost signal). Either one hangs the guest, so it is worth a line.
+  struct Leftover {
+    uint16_t untaken = 0;       // avail idx - last_avail
+    bool signal_owed = false;   // EVENT_IDX: used_event lies in (last signalled, used idx]
+  };
+  Leftover leftover() const;
+
  private:
   struct RingPointers {
     uint8_t* desc = nullptr;
