@@ -24,6 +24,11 @@
 #                              device (memory-backend-file ...,share=on,readonly=on); default with
 #                              --kmod and --versiond: versiond's table; "none": no device
 #   --mount-opts OPTS          mount -t virtiofs -o OPTS in the guest (e.g. noversions)
+#   --qemu-wrapper PATH        start QEMU through PATH (packaging/kata/svfs-kata-qemu) with
+#                              SVFS_QEMU and SVFS_TABLE set; the wrapper adds the table device
+#   --kata-runtime-rs          start svfsd as Kata's runtime-rs 3.1+ does: --socket-path --shared-dir
+#                              --cache auto, Kata's default virtio_fs_extra_args, the shared-mode
+#                              extra args of docs/operations.md, then --xattr
 #   --queues N                 num-request-queues of vhost-user-fs-pci (default 1; C virtiofsd: 1)
 #   --workload FILE            guest script (default tests/e2e/workloads/posix.sh)
 #   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16;
@@ -67,6 +72,8 @@ kmod=
 image_opts=()
 table_name=
 mountopts=
+qemu_wrapper=
+kata_rs=0
 keep=0
 quiet=0
 
@@ -91,6 +98,8 @@ while [ $# -gt 0 ]; do
     --kernel|--kver) image_opts+=("$1" "$2"); shift 2 ;;
     --table) table_name=$2; shift 2 ;;
     --mount-opts) mountopts=$2; shift 2 ;;
+    --qemu-wrapper) qemu_wrapper=$2; shift 2 ;;
+    --kata-runtime-rs) kata_rs=1; shift ;;
     --keep) keep=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -146,7 +155,11 @@ if [ -n "$versiond" ]; then
   versiond_pid=$!
   for _ in $(seq 1 100); do [ -S "$work/versiond.sock" ] && break; sleep 0.1; done
   [ -S "$work/versiond.sock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; die "svfs-versiond did not start"; }
-  [ "$daemon" = svfsd ] && daemon_args+=(--versiond-socket "$work/versiond.sock")
+  if [ "$daemon" = svfsd ] && [ "$kata_rs" = 1 ]; then
+    daemon_args+=(--cache=shared "--versiond-socket=$work/versiond.sock")
+  elif [ "$daemon" = svfsd ]; then
+    daemon_args+=(--versiond-socket "$work/versiond.sock")
+  fi
   [ -n "$kmod" ] && [ -z "$table_name" ] && table_name=$table
 fi
 [ "$table_name" = none ] && table_name=
@@ -160,10 +173,18 @@ if [ -n "$table_name" ]; then
   [ -s "$table_file" ] || die "--table: $table_file missing or empty"
 fi
 case "$daemon" in
-  svfsd) cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr) ;;
+  svfsd) if [ "$kata_rs" = 1 ]; then
+      # As runtime-rs 3.1+ composes it (tests/vhost/launch_lines_test.cc cites the source): its
+      # own options, the extra args, then --xattr (below).
+      cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache auto
+        --thread-pool-size=1 -o announce_submounts)
+    else
+      cmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache" --xattr)
+    fi ;;
   virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
 esac
 cmd+=("${daemon_args[@]}")
+[ "$kata_rs" = 1 ] && cmd+=(--xattr)
 say "daemon: ${cmd[*]}"
 "${cmd[@]}" >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
@@ -228,7 +249,11 @@ cpu=()
 [ "$accel" = kvm ] && cpu=(-cpu host)
 # The version table, read-only: QEMU maps the file PROT_READ and the guest sees it as BAR 2.
 table_dev=()
-if [ -n "$table_file" ]; then
+if [ -n "$qemu_wrapper" ]; then
+  [ -x "$qemu_wrapper" ] || die "--qemu-wrapper $qemu_wrapper is not executable"
+  export SVFS_QEMU=$qemu SVFS_TABLE=${table_file:-/nonexistent} SVFS_KATA_QEMU_CONF=/nonexistent
+  qemu=$qemu_wrapper
+elif [ -n "$table_file" ]; then
   table_dev=(-object "memory-backend-file,id=vt,mem-path=$table_file,size=$(stat -c %s "$table_file"),share=on,readonly=on"
     -device ivshmem-plain,memdev=vt)
 fi

@@ -74,6 +74,10 @@ step "binaries"
 [ "$(readlink -f /usr/bin/svfsd)" = /usr/libexec/svfsd ] || fail "/usr/bin/svfsd is not a link to /usr/libexec/svfsd"
 [ "$(readlink -f /usr/libexec/svfs/virtiofsd)" = /usr/libexec/svfsd ] ||
   fail "/usr/libexec/svfs/virtiofsd is not a link to /usr/libexec/svfsd"
+[ -x /usr/libexec/svfs/svfs-kata-qemu ] || fail "/usr/libexec/svfs/svfs-kata-qemu missing"
+# Without a vhost-user-fs device the wrapper is QEMU itself (Kata probes it so).
+[ "$(SVFS_KATA_QEMU_CONF=/nonexistent /usr/libexec/svfs/svfs-kata-qemu -version | head -n1)" = \
+  "$(qemu-system-x86_64 -version | head -n1)" ] || fail "svfs-kata-qemu -version is not QEMU's"
 [ "$(/usr/sbin/svfs-versiond --version)" = "svfs-versiond $version" ] || fail "svfs-versiond --version"
 [ "$(/usr/bin/svfsctl --version)" = "svfsctl $version" ] || fail "svfsctl --version"
 # svfsd's own --version/--print-capabilities: the installed one answers as the built one does.
