@@ -2,7 +2,9 @@
 # Benchmarks svfsd against the C virtiofsd through the vhost-user frontend in tests/vhost (no guest,
 # no QEMU): for each backend x depth {1,16} x request queues {1,2} (virtiofsd: 1 queue only) it starts
 # the daemon on a fresh temporary tree, runs svfs_vhost_bench, stops the daemon; then measures the
-# bare-syscall floor (svfs_vhost_bench --floor) and prints one table.
+# bare-syscall floor (svfs_vhost_bench --floor) and prints one table, with each backend's CPU time
+# per request (ns: every thread of the daemon over the row, whatever the driver's wake-ups cost;
+# the floor's is one thread's time per bare-syscall op).
 #
 #   tests/bench/run-vhost-bench.sh [--seconds S] [--repeat N] [--driver-poll] [--no-build] [--out FILE]
 #
@@ -76,11 +78,16 @@ run_cell() {
   for _ in $(seq 100); do [[ -S $cell/sock ]] && break; sleep 0.05; done
   log "$backend depth $depth queues $q, run $rep of $repeat ($seconds s per row)"
   if ! "$bench" --socket "$cell/sock" --seconds "$seconds" --depth "$depth" --queues "$q" \
-        --dir-entries "$entries" $driver_poll --tsv >"$cell/out" 2>"$cell/err"; then
+        --dir-entries "$entries" $driver_poll --backend-pid "$daemon_pid" --tsv \
+        >"$cell/out" 2>"$cell/err"; then
     log "$backend depth $depth queues $q: FAILED: $(tail -1 "$cell/err")"
   fi
-  grep -v '^ROW\|^ENTRIES' "$cell/out" | sed "s/^/    /" >&2 || true
-  grep '^ROW' "$cell/out" | cut -f2- >>"$cell.tsv" || true
+  grep -v '^ROW\|^ENTRIES\|^CPU' "$cell/out" | sed "s/^/    /" >&2 || true
+  # One line per row: name, ops/s, p50, p99, backend ns per request.
+  awk -F'\t' '$1 == "CPU" { cpu[$2] = $3 } $1 == "ROW" { row[++n] = $0 }
+    END { for (i = 1; i <= n; i++) { split(row[i], f, "\t")
+            printf "%s\t%s\t%s\t%s\t%s\n", f[2], f[3], f[4], f[5], (f[2] in cpu) ? cpu[f[2]] : "" } }' \
+    "$cell/out" >>"$cell.tsv" || true
   # Entries per READDIRPLUS reply, for the floor: kept from the last cell that printed them.
   local e
   e=$(grep -m1 '^ENTRIES' "$cell/out" | cut -f2 || true)
@@ -120,15 +127,17 @@ table() {
   echo "directory of $entries entries (READDIRPLUS op = one 64 KiB reply = $readdir_entries entries). depth requests"
   echo "stay in flight per queue; latency = p50/p99 of one request's round trip (CREATE+UNLINK: op = one"
   echo "create/release/unlink/forget cycle, latency per request); floor = bare syscalls, one thread."
+  echo "ns/req = the backend's CPU time per request (all its threads; floor: ns per bare-syscall op)."
   if [[ -n $driver_poll ]]; then
     echo "Driver: poll mode (spins on the used rings, interrupts off; --driver-poll)."
   else
     echo "Driver: Linux virtio-fs notification discipline (EVENT_IDX; sleeps on the call eventfd)."
   fi
   echo
-  printf '| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n' \
-    row depth queues "svfsd req/s" "svfsd p50/p99 us" "virtiofsd req/s" "vfsd p50/p99 us" "svfsd/vfsd" "floor ops/s" "svfsd/floor"
-  echo '|---------------|------:|-------:|-------------:|------------------:|----------------:|------------------:|----------:|------------:|------------:|'
+  printf '| %-13s | %5s | %6s | %12s | %17s | %12s | %15s | %17s | %11s | %9s | %11s | %11s | %12s |\n' \
+    row depth queues "svfsd req/s" "svfsd p50/p99 us" "svfsd ns/req" "virtiofsd req/s" "vfsd p50/p99 us" "vfsd ns/req" \
+    "svfsd/vfsd" "floor ops/s" "svfsd/floor" "floor ns/op"
+  echo '|---------------|------:|-------:|-------------:|------------------:|-------------:|----------------:|------------------:|------------:|----------:|------------:|------------:|-------------:|'
   for row in LOOKUP GETATTR READDIRPLUS CREATE+UNLINK "READ 4K" "WRITE 4K"; do
     for d in $depths; do
       for q in $queues_list; do
@@ -141,16 +150,19 @@ table() {
             mid = int((n + 1) / 2); return v[mid]
           }
           FILENAME ~ /floor.tsv$/ { if ($1 == row) { fn++; fv[fn] = $2; flat[fn] = "" } ; next }
-          FILENAME ~ /virtiofsd/  { if ($1 == row) { cn++; cv[cn] = $2; clat[cn] = sprintf("%.0f/%.0f", $3, $4) } ; next }
-          { if ($1 == row) { sn++; sv[sn] = $2; slat[sn] = sprintf("%.0f/%.0f", $3, $4) } }
+          # The latency and CPU columns travel with their run through the median (one text).
+          FILENAME ~ /virtiofsd/  { if ($1 == row) { cn++; cv[cn] = $2; clat[cn] = sprintf("%.0f/%.0f\t%s", $3, $4, $5) } ; next }
+          { if ($1 == row) { sn++; sv[sn] = $2; slat[sn] = sprintf("%.0f/%.0f\t%s", $3, $4, $5) } }
           END {
-            if (sn) { s = median(sv, slat, sn); sl = slat[mid] }
-            if (cn) { c = median(cv, clat, cn); cl = clat[mid] }
+            if (sn) { s = median(sv, slat, sn); split(slat[mid], st, "\t"); sl = st[1]; sc = st[2] }
+            if (cn) { c = median(cv, clat, cn); split(clat[mid], ct, "\t"); cl = ct[1]; cc = ct[2] }
             if (fn) fl = median(fv, flat, fn)
-            printf "| %-13s | %5s | %6s | %12s | %17s | %15s | %17s | %9s | %11s | %11s |\n", row, d, q,
-              s == "" ? "-" : s, sl == "" ? "-" : sl, c == "" ? "-" : c, cl == "" ? "-" : cl,
+            printf "| %-13s | %5s | %6s | %12s | %17s | %12s | %15s | %17s | %11s | %9s | %11s | %11s | %12s |\n", row, d, q,
+              s == "" ? "-" : s, sl == "" ? "-" : sl, sc == "" ? "-" : sc,
+              c == "" ? "-" : c, cl == "" ? "-" : cl, cc == "" ? "-" : cc,
               (s != "" && c != "") ? sprintf("%.2fx", s / c) : "-",
-              fl == "" ? "-" : fl, (s != "" && fl != "") ? sprintf("%.2f", s / fl) : "-"
+              fl == "" ? "-" : fl, (s != "" && fl != "") ? sprintf("%.2f", s / fl) : "-",
+              fl == "" ? "-" : sprintf("%.0f", 1e9 / fl)
           }' "$work/svfsd-d$d-q$q.tsv" \
              $( [[ -f $work/virtiofsd-d$d-q1.tsv ]] && echo "$work/virtiofsd-d$d-q1.tsv" ) \
              "$work/floor.tsv"
