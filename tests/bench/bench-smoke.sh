@@ -21,11 +21,15 @@ for mode in "" --driver-poll; do
   pid=$!
   for _ in $(seq 100); do [[ -S $work/sock ]] && break; sleep 0.05; done
   fail() { echo "bench-smoke ${mode:-(interrupts)}: $*; svfsd's log:" >&2; cat "$work/log" >&2; exit 1; }
-  out=$("$bench" --socket "$work/sock" --seconds 0.2 --depth 4 --queues 2 --dir-entries 200 $mode 2>&1) ||
+  out=$("$bench" --socket "$work/sock" --seconds 0.2 --depth 4 --queues 2 --dir-entries 200 $mode \
+         --backend-pid "$pid" 2>&1) ||
     { echo "$out"; fail "the benchmark failed"; }
   echo "$out"
   rows=$(grep -c ' ops/s ' <<<"$out" || true)
   [[ $rows == 6 ]] || fail "$rows of 6 rows ran"
+  # The backend's CPU time per request is measured (the daemon's threads ran for every row).
+  cpu_rows=$(grep -cE 'backend CPU [1-9][0-9]* ns/request' <<<"$out" || true)
+  [[ $cpu_rows == 6 ]] || fail "$cpu_rows of 6 rows report the backend's CPU time"
   # svfsd exits when the frontend disconnects.
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$pid" 2>/dev/null && fail "svfsd still runs 5 s after the frontend left"
