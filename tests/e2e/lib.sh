@@ -40,3 +40,16 @@ guest_initrd() {
   (cd "$1" && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc -R 0:0 --quiet) >"$2.cpio" &&
     cat "$2.cpio" "$SVFS_GUEST_INITRD" >"$2"
 }
+
+# tcg_args VCPUS: QEMU's TCG options for a guest of VCPUS vCPUs. QEMU 7.2 (Debian 12) leaves a
+# guest's memory barriers and atomics out of the translated code unless the machine may have more
+# than one vCPU (no CF_PARALLEL; upstream emits them since 8.1, "tcg: Do not elide memory barriers
+# for !CF_PARALLEL in system mode"). Against a vhost-user backend, which runs in parallel in
+# another process, the driver's store of the avail index can then pass its load of avail_event,
+# while the backend stores avail_event and reads the old index: neither kicks nor polls, and the
+# request waits forever (seen as a hung umount, its FORGETs never taken). Multi-threaded TCG with
+# room for a second vCPU keeps the barriers; the guest still runs VCPUS.
+tcg_args() {
+  local vcpus=$1
+  echo "-accel tcg,thread=multi -smp $vcpus,maxcpus=$((vcpus < 2 ? 2 : vcpus))"
+}

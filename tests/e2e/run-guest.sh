@@ -263,7 +263,12 @@ cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
 
 # Guest.
 serial=$work/serial.log
-qargs=(-accel "$accel" "${cpu[@]}" -machine q35 -smp "$smp" -m "$mem"
+if [ "$accel" = tcg ]; then
+  read -r -a accel_args <<<"$(tcg_args "$smp")"
+else
+  accel_args=(-accel "$accel" -smp "$smp")
+fi
+qargs=("${accel_args[@]}" "${cpu[@]}" -machine q35 -m "$mem"
   -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem
   -chardev socket,id=vfs,path="$sock"
   -device vhost-user-fs-pci,chardev=vfs,tag=svfs,num-request-queues="$queues"

@@ -316,7 +316,9 @@ run_mode() {
     local cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
     [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
     [ "$use_kmod" = 1 ] && [ -n "$(kmod_cmdline "${kmodv[$vm]}")" ] && cmdline+=" $(kmod_cmdline "${kmodv[$vm]}")"
-    timeout 1800 "$qemu" -accel tcg -machine q35 -smp 1 -m 512 \
+    local accel_args
+    read -r -a accel_args <<<"$(tcg_args 1)"
+    timeout 1800 "$qemu" "${accel_args[@]}" -machine q35 -m 512 \
       -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
       -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs \
       "${tdev[@]}" -kernel "${gkernel[$vm]}" -initrd "$work/initrd-$vm" -append "$cmdline" \
