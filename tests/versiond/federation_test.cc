@@ -99,7 +99,7 @@ TEST_F(FederationTest, AChangeOnOneHostBumpsThatSlotOnTheOtherOnceAndNotTwiceAtH
   const std::vector<uint64_t> before_b = Versions(table_b);
 
   // A host edit on A (another process than the attached daemon): one fanotify event.
-  ASSERT_EQ(testing::RunCommand({"chmod", "600", file_}).status, 0);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
   ASSERT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before_b[slot]; }, 2s, 1ms))
       << "A:\n" << a.log() << "B:\n" << b.log();
   std::this_thread::sleep_for(300ms);  // A's own message has long come back to A by now
@@ -138,7 +138,7 @@ TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederati
 
   const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
   ASSERT_TRUE(a.WaitForLog("back on NATS", 10s)) << a.log();
-  ASSERT_EQ(testing::RunCommand({"chmod", "640", file_}).status, 0);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "640", file_}).status, 0);
   EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > after[slot]; }, 3s, 1ms))
       << "A:\n" << a.log() << "B:\n" << b.log();
 }
