@@ -143,6 +143,64 @@ TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederati
       << "A:\n" << a.log() << "B:\n" << b.log();
 }
 
+// A 3-node NATS cluster, stream replicated 3 times; B's node is killed: B reconnects to another
+// node, bumps every slot once, and changes on A reach it again.
+TEST_F(FederationTest, InAThreeNodeClusterLosingTheSubscribersNodeBumpsAllOnceThenResumes) {
+  nats_.reset();
+  const int client_ports[3] = {testing::FreeLoopbackPort(), testing::FreeLoopbackPort(),
+                               testing::FreeLoopbackPort()};
+  const int cluster_ports[3] = {testing::FreeLoopbackPort(), testing::FreeLoopbackPort(),
+                                testing::FreeLoopbackPort()};
+  std::vector<std::unique_ptr<testing::NatsServer>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> routes;
+    for (int j = 0; j < 3; ++j) {
+      if (j != i) routes.push_back("nats://127.0.0.1:" + std::to_string(cluster_ports[j]));
+    }
+    nodes.push_back(std::make_unique<testing::NatsServer>(
+        NATS_SERVER_PATH, dir_.path() + "/store-n" + std::to_string(i), "n" + std::to_string(i),
+        client_ports[i], cluster_ports[i], routes));
+  }
+  for (auto& node : nodes) ASSERT_TRUE(node->Start()) << node->log();
+  ASSERT_TRUE(WaitUntil([&] {
+    for (auto& node : nodes) {
+      if (node->log().find("new metadata leader") != std::string::npos ||
+          node->log().find("JetStream cluster new metadata leader") != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }, 15s, 50ms)) << nodes[0]->log();
+  const std::string all = nodes[0]->url() + "," + nodes[1]->url() + "," + nodes[2]->url();
+  hosts_.push_back(std::make_unique<testing::VersiondProcess>(
+      SVFS_VERSIOND_PATH, dir_.path() + "/a.sock", testing::UniqueTableName(),
+      std::vector<std::string>{"--capacity", std::to_string(kSlots), "--federation", all,
+                               "--volume", "vol1", "--volume-dir", volume_,
+                               "--federation-replicas", "3"}));
+  testing::VersiondProcess& a = *hosts_.back();
+  a.Start();
+  ASSERT_TRUE(a.WaitForLog("federation: volume vol1", 10s)) << a.log();
+  // B knows only node 1 first, so killing node 1 is killing B's node.
+  testing::VersiondProcess& b = StartHost("b", nodes[1]->url() + "," + nodes[2]->url());
+  AttachDaemonTo(a);
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const std::vector<uint64_t> before = Versions(table_b);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
+  ASSERT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before[slot]; }, 3s, 1ms)) << b.log();
+
+  const std::vector<uint64_t> up = Versions(table_b);
+  nodes[1]->Kill(SIGKILL);
+  ASSERT_TRUE(b.WaitForLog("back on NATS", 15s)) << b.log();
+  const std::vector<uint64_t> after = Versions(table_b);
+  size_t not_once = 0;
+  for (uint64_t s = 1; s < kSlots; ++s) not_once += after[s] - up[s] != 1;
+  EXPECT_EQ(not_once, 0u) << b.log();
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "640", file_}).status, 0);
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > after[slot]; }, 5s, 1ms))
+      << "A:\n" << a.log() << "B:\n" << b.log();
+}
+
 TEST(FederationStartTest, WithoutAReachableServerVersiondRefusesToStartAndSaysWhich) {
   testing::TempDir dir;
   const std::string url = "nats://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
