@@ -46,8 +46,11 @@ using SubscriptionOwner =
     std::unique_ptr<natsSubscription, NatsDeleter<natsSubscription, natsSubscription_Destroy>>;
 
 std::string NatsError(natsStatus status) {
-  const char* detail = nats_GetLastError(nullptr);
-  return detail != nullptr && *detail != '\0' ? detail : natsStatus_GetText(status);
+  natsStatus last = NATS_OK;
+  const char* detail = nats_GetLastError(&last);
+  // The thread's last error may be an earlier call's.
+  if (last != status || detail == nullptr || *detail == '\0') return natsStatus_GetText(status);
+  return detail;
 }
 
 std::string Hex(const OriginId& id) {
@@ -159,6 +162,17 @@ class NatsFederation final : public Federation {
   }
 
   std::expected<void, std::string> EnsureStream() {
+    jsStreamInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetStreamInfo(&info, js_.get(), stream_.c_str(), nullptr, &code);
+    if (s == NATS_OK) {
+      jsStreamInfo_Destroy(info);
+      return {};
+    }
+    if (code != JSStreamNotFoundErr) {
+      return std::unexpected(Fail(fmt::format("cannot look stream {} up: {} (is JetStream on? "
+                                              "nats-server -js)", stream_, NatsError(s))));
+    }
     jsStreamConfig config;
     jsStreamConfig_Init(&config);
     const char* subjects[] = {subject_.c_str()};
@@ -172,14 +186,12 @@ class NatsFederation final : public Federation {
     config.MaxMsgs = kStreamMaxMsgs;
     config.MaxBytes = kStreamMaxBytes;
     config.Replicas = options_.replicas;
-    jsStreamInfo* info = nullptr;
-    jsErrCode code = static_cast<jsErrCode>(0);
-    natsStatus s = js_AddStream(&info, js_.get(), &config, nullptr, &code);
+    s = js_AddStream(&info, js_.get(), &config, nullptr, &code);
     if (s == NATS_OK) {
       jsStreamInfo_Destroy(info);
       return {};
     }
-    if (code == JSStreamNameExistErr) return {};  // made by another versiond, other limits
+    if (code == JSStreamNameExistErr) return {};  // just made by another versiond
     return std::unexpected(Fail(fmt::format(
         "cannot create stream {}: {} (is JetStream on? nats-server -js; and --federation-replicas "
         "at most the cluster's size)", stream_, NatsError(s))));
@@ -272,13 +284,16 @@ class NatsFederation final : public Federation {
     natsStatus s = js_Publish(&ack, js_.get(), subject_.c_str(), body.data(),
                               static_cast<int>(body.size()), &pub_options, &code);
     if (s != NATS_OK) {
-      if (publish_errors_.allow()) {
+      if (!publish_failing_) {  // once per outage; retried every 200 ms
         spdlog::warn("federation: cannot publish on {}: {}; the other hosts will get a "
-                     "volume-wide bump", subject_, NatsError(s));
+                     "volume-wide bump once it works again", subject_, NatsError(s));
       }
+      publish_failing_ = true;
       return false;
     }
     jsPubAck_Destroy(ack);
+    if (publish_failing_) spdlog::info("federation: publishing on {} again", subject_);
+    publish_failing_ = false;
     return true;
   }
 
@@ -372,7 +387,6 @@ class NatsFederation final : public Federation {
   std::atomic<uint64_t> next_sequence_{0};  // 0: none seen since (re)subscribing
   std::atomic<bool> behind_{false};
   LogLimiter malformed_{"malformed federation messages"};
-  LogLimiter publish_errors_{"federation publish failures"};
   std::atomic<bool> closing_{false};
 
   std::mutex mu_;
@@ -381,6 +395,7 @@ class NatsFederation final : public Federation {
   bool publish_all_ = false;
   bool resubscribe_ = false;
   bool stop_ = false;
+  bool publish_failing_ = false;  // the worker's
   std::thread worker_;
 };
 
