@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <iterator>
+#include <vector>
 
 namespace svfs::versiond {
 namespace {
@@ -39,13 +41,20 @@ constexpr const char* kAllowed[] = {
 #endif
 };
 
+// --federation: the NATS client's TCP connections (and reconnections) to its servers, from its
+// own threads; glibc's getaddrinfo for a host name (its netlink query, /etc files, DNS).
+constexpr const char* kAllowedForNetwork[] = {
+    "socket", "connect", "bind", "select", "pselect6", "sendmmsg", "getuid", "geteuid",
+    "getgid", "getegid", "getppid", "sysinfo",
+};
+
 std::atomic<bool> seccomp_installed{false};
 
 }  // namespace
 
 bool SeccompInstalled() { return seccomp_installed.load(std::memory_order_relaxed); }
 
-std::expected<void, std::string> LockDown(bool fanotify, SeccompAction seccomp) {
+std::expected<void, std::string> LockDown(bool fanotify, bool network, SeccompAction seccomp) {
   capng_get_caps_process();
   if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE) {
     capng_clear(CAPNG_SELECT_BOTH);
@@ -64,7 +73,9 @@ std::expected<void, std::string> LockDown(bool fanotify, SeccompAction seccomp) 
     return std::unexpected(fmt::format("svfs-versiond: prctl(PR_SET_NO_NEW_PRIVS): {}",
                                        std::strerror(errno)));
   }
-  if (auto filtered = InstallSeccompFilter(seccomp, kAllowed); !filtered) {
+  std::vector<const char*> allowed(std::begin(kAllowed), std::end(kAllowed));
+  if (network) allowed.insert(allowed.end(), std::begin(kAllowedForNetwork), std::end(kAllowedForNetwork));
+  if (auto filtered = InstallSeccompFilter(seccomp, allowed); !filtered) {
     return std::unexpected(fmt::format("svfs-versiond: --seccomp: cannot install the filter: {}; "
                                        "use --seccomp none on a kernel without seccomp",
                                        std::strerror(filtered.error())));

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -54,12 +55,40 @@ int main(int argc, char** argv) {
                  "seccomp action for a system call versiond does not make: kill, log, trap or none "
                  "(capabilities are cut to sys_admin and dac_read_search for fanotify either way)")
       ->capture_default_str();
+  std::string federation;
+  app.add_option("--federation", federation,
+                 "federate with the svfs-versiond of other hosts sharing --volume over NATS "
+                 "JetStream: nats://HOST:PORT[,nats://...] (docs/operations.md, Federation)")
+      ->type_name("URLS");
+  app.add_option("--volume", options.volume,
+                 "with --federation: the shared volume's name (letters, digits, _ -), the same on "
+                 "every host; stream svfs-NAME, subject svfs.NAME.bumps")
+      ->type_name("NAME");
+  app.add_option("--volume-dir", options.volume_dir,
+                 "with --federation: the volume as mounted on this host (its filesystem's changes "
+                 "are published; remote ones bump the slots computed with its fsid)")
+      ->type_name("DIR");
+  app.add_option("--federation-replicas", options.federation_replicas,
+                 "with --federation: replicas of the stream if this versiond creates it (at most "
+                 "the NATS cluster's size)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 5));
   app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
   app.set_version_flag("--version", "svfs-versiond " SVFS_VERSION);
   app.footer("Socket activation: started by systemd with one listening socket (LISTEN_FDS=1, "
              "svfs-versiond.socket), it serves that socket instead of binding --socket, and leaves "
              "the socket file to systemd.");
   CLI11_PARSE(app, argc, argv);
+  for (size_t start = 0; !federation.empty() && start <= federation.size();) {
+    const size_t comma = std::min(federation.find(',', start), federation.size());
+    options.federation_servers.push_back(federation.substr(start, comma - start));
+    start = comma + 1;
+  }
+  if (federation.empty() && (app.count("--volume") > 0 || app.count("--volume-dir") > 0)) {
+    std::fprintf(stderr, "svfs-versiond: --volume and --volume-dir go with --federation "
+                 "nats://HOST:PORT; add it or leave them out\n");
+    return 2;
+  }
   for (const std::string& name : allow_groups) {
     // A name (--allow-gid kvm) or a number, which need not be in /etc/group.
     if (const group* entry = ::getgrnam(name.c_str()); entry != nullptr) {

@@ -38,6 +38,7 @@
 #include "shm/fault_guard.h"
 #include "shm/version_table.h"
 #include "versiond/fanotify_watcher.h"
+#include "versiond/federation.h"
 
 namespace svfs::versiond {
 namespace {
@@ -76,6 +77,8 @@ class State {
       : options_(std::move(options)), table_(std::move(table)), started_at_ns_(RealtimeNs()) {}
 
   void set_watcher(FanotifyWatcher watcher) { watcher_.emplace(std::move(watcher)); }
+  void set_federation(Federation* federation) { federation_ = federation; }
+  shm::VersionTable& table() { return table_; }
   FanotifyWatcher* watcher() { return watcher_ ? &*watcher_ : nullptr; }
   const shm::VersionTable& table() const { return table_; }
 
@@ -154,17 +157,28 @@ class State {
       for (uint64_t slot = 1; slot < n; ++slot) table_.bump(slot);
       host_bumps_ += n > 0 ? n - 1 : 0;
       spdlog::warn("fanotify overflow: events were lost; bumped all {} slots", n > 0 ? n - 1 : 0);
+      if (federation_ != nullptr) federation_->PublishAll();
       return;
     }
-    if (change.pid != 0 && client_pids_.contains(static_cast<pid_t>(change.pid))) return;
-    uint64_t bumped[8];
-    size_t n_bumped = 0;
     // fanotify names the parent directory (DFID_NAME) for every event on a child; its entries
     // changed only for create/delete/move. A data or attribute edit must not invalidate every
     // dentry the guests cached in that directory.
     constexpr uint64_t kEntryChange =
         FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_RENAME;
     const bool entries_changed = (change.mask & kEntryChange) != 0;
+    // Changes on the federated volume go to the other hosts, the daemons' own too: a daemon
+    // bumps only this host's table.
+    if (federation_ != nullptr) {
+      for (const HostChange::Object& object : change.objects) {
+        if (object.is_parent_dir && !entries_changed) continue;
+        if (object.fsid == federation_->volume_fsid()) {
+          federation_->Publish(object.handle_type, object.handle);
+        }
+      }
+    }
+    if (change.pid != 0 && client_pids_.contains(static_cast<pid_t>(change.pid))) return;
+    uint64_t bumped[8];
+    size_t n_bumped = 0;
     for (const HostChange::Object& object : change.objects) {
       if (object.is_parent_dir && !entries_changed) continue;
       // The same slot every daemon computes for this inode from its own file handle.
@@ -212,6 +226,7 @@ class State {
   ServerOptions options_;
   shm::VersionTable table_;
   std::optional<FanotifyWatcher> watcher_;
+  Federation* federation_ = nullptr;  // RunServer's, outlives the event loop
   std::set<uint64_t> watched_;  // fsids marked
   std::map<ClientId, ClientRecord> clients_;
   std::multiset<pid_t> client_pids_;  // of attached clients, to ignore their own changes
@@ -383,6 +398,23 @@ std::expected<UniqueFd, std::string> ListenOn(const ServerOptions& options) {
   return fd;
 }
 
+// The packed fsid of --volume-dir's filesystem: the receiver's half of an inode's identity.
+std::expected<uint64_t, std::string> VolumeFsid(const ServerOptions& options) {
+  if (!ValidVolumeName(options.volume)) {
+    return std::unexpected(fmt::format("svfs-versiond: --volume '{}': give a name of 1 to 64 "
+                                       "letters, digits, '_' or '-' (with --federation)",
+                                       options.volume));
+  }
+  struct statfs st {};
+  if (options.volume_dir.empty() || ::statfs(options.volume_dir.c_str(), &st) != 0) {
+    return std::unexpected(fmt::format("svfs-versiond: --volume-dir '{}': {}; give the shared "
+                                       "directory as mounted on this host (with --federation)",
+                                       options.volume_dir,
+                                       options.volume_dir.empty() ? "missing" : Errno(errno)));
+  }
+  return protocol::PackFsid(st.f_fsid);
+}
+
 class Server {
  public:
   explicit Server(State& state) : state_(state), tasks_(errors_) {}
@@ -492,11 +524,37 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
   auto remove_socket = [&] {
     if (!activated) ::unlink(options.socket_path.c_str());
   };
-  if (auto locked = options.lock_down ? LockDown(state.watcher() != nullptr, options.seccomp)
-                                      : std::expected<void, std::string>{};
+  const bool federated = !options.federation_servers.empty();
+  std::optional<FederationOptions> federation_options;
+  if (federated) {
+    auto fsid = VolumeFsid(options);
+    if (!fsid) {
+      remove_socket();
+      return std::unexpected(fsid.error());
+    }
+    federation_options = FederationOptions{.servers = options.federation_servers,
+                                           .volume = options.volume,
+                                           .volume_fsid = *fsid,
+                                           .replicas = options.federation_replicas};
+  }
+  if (auto locked = options.lock_down
+                        ? LockDown(state.watcher() != nullptr, federated, options.seccomp)
+                        : std::expected<void, std::string>{};
       !locked) {
     remove_socket();
     return locked;
+  }
+  // After LockDown: the NATS client's threads start with versiond's reduced privileges. Declared
+  // before the event loop, so destroyed after it.
+  std::unique_ptr<Federation> federation;
+  if (federation_options) {
+    auto started = Federation::Start(*federation_options, state.table());
+    if (!started) {
+      remove_socket();
+      return std::unexpected(started.error());
+    }
+    federation = std::move(*started);
+    state.set_federation(federation.get());
   }
 
   try {

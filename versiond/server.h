@@ -29,6 +29,12 @@ struct ServerOptions {
   std::vector<gid_t> allow_gids;
   // Once set up: capabilities cut to fanotify's, and this seccomp action (versiond/lockdown.h).
   SeccompAction seccomp = SeccompAction::kKill;
+  // --federation: NATS servers (nats://HOST:PORT), the volume's name and its directory on this
+  // host; empty servers: no federation (versiond/federation.h).
+  std::vector<std::string> federation_servers;
+  std::string volume;
+  std::string volume_dir;
+  int federation_replicas = 1;
   // False only where RunServer runs inside another program (the fuzzer), whose own calls the
   // filter would kill.
   bool lock_down = true;

@@ -1,0 +1,228 @@
+// svfs-versiond --federation as a user runs it: a real nats-server (JetStream, its own store and
+// loopback ports) and two real versiond "hosts", each with its own socket and table, on one
+// directory standing for the shared volume. The directory is a private tmpfs, so no other
+// process's changes reach the tables. Host A has an attached client (its svfsd stand-in), so A's
+// versiond watches the volume; host B has none: only federation can change B's table.
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "shm/version_table.h"
+#include "tests/versiond/nats_server.h"
+#include "tests/versiond/test_support.h"
+#include "versiond/client.h"
+
+namespace svfs::versiond {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::WaitUntil;
+
+constexpr uint64_t kSlots = 4096;
+
+std::vector<uint64_t> Versions(const shm::VersionTable& table) {
+  std::vector<uint64_t> versions(table.slot_count());
+  for (uint64_t slot = 0; slot < versions.size(); ++slot) versions[slot] = table.sample(slot);
+  return versions;
+}
+
+class FederationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (a private tmpfs as the volume, fanotify)";
+    volume_ = dir_.path() + "/volume";
+    ASSERT_EQ(::mkdir(volume_.c_str(), 0755), 0);
+    ASSERT_EQ(::mount("svfs-volume", volume_.c_str(), "tmpfs", 0, "size=8m"), 0)
+        << std::strerror(errno);
+    mounted_ = true;
+    file_ = volume_ + "/shared";
+    { std::ofstream(file_) << "v1"; }
+    nats_ = std::make_unique<testing::NatsServer>(NATS_SERVER_PATH, dir_.path() + "/nats-store",
+                                                  "n1", testing::FreeLoopbackPort());
+    ASSERT_TRUE(nats_->Start()) << nats_->log();
+  }
+
+  void TearDown() override {
+    client_.reset();
+    hosts_.clear();
+    if (mounted_) ::umount2(volume_.c_str(), MNT_DETACH);
+  }
+
+  testing::VersiondProcess& StartHost(const std::string& name, const std::string& urls) {
+    hosts_.push_back(std::make_unique<testing::VersiondProcess>(
+        SVFS_VERSIOND_PATH, dir_.path() + "/" + name + ".sock", testing::UniqueTableName(),
+        std::vector<std::string>{"--capacity", std::to_string(kSlots), "--federation", urls,
+                                 "--volume", "vol1", "--volume-dir", volume_}));
+    testing::VersiondProcess& host = *hosts_.back();
+    host.Start();
+    EXPECT_TRUE(host.WaitForLog("federation: volume vol1", 5s)) << host.log();
+    return host;
+  }
+
+  // Host A's svfsd stand-in: registers the volume, so A's versiond watches its filesystem.
+  void AttachDaemonTo(const testing::VersiondProcess& host) {
+    client_ = Client::Start({.socket_path = host.socket(), .name = "svfsd-a",
+                             .shared_dirs = {volume_}, .retry_interval = 50ms});
+    ASSERT_TRUE(WaitUntil([&] { return client_->attached(); }, 2s, 10ms)) << host.log();
+  }
+
+  static shm::VersionTable Table(const testing::VersiondProcess& host) {
+    auto table = shm::VersionTable::Attach(host.table(), shm::Access::kReadOnly);
+    EXPECT_TRUE(table) << table.error();
+    return std::move(*table);
+  }
+
+  testing::TempDir dir_;
+  std::string volume_, file_;
+  bool mounted_ = false;
+  std::unique_ptr<testing::NatsServer> nats_;
+  std::vector<std::unique_ptr<testing::VersiondProcess>> hosts_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(FederationTest, AChangeOnOneHostBumpsThatSlotOnTheOtherOnceAndNotTwiceAtHome) {
+  testing::VersiondProcess& a = StartHost("a", nats_->url());
+  testing::VersiondProcess& b = StartHost("b", nats_->url());
+  AttachDaemonTo(a);
+  shm::VersionTable table_a = Table(a);
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  ASSERT_NE(slot, 0u);
+  const std::vector<uint64_t> before_a = Versions(table_a);
+  const std::vector<uint64_t> before_b = Versions(table_b);
+
+  // A host edit on A (another process than the attached daemon): one fanotify event.
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
+  ASSERT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before_b[slot]; }, 2s, 1ms))
+      << "A:\n" << a.log() << "B:\n" << b.log();
+  std::this_thread::sleep_for(300ms);  // A's own message has long come back to A by now
+  EXPECT_EQ(table_a.sample(slot), before_a[slot] + 1) << "A applied its own bump again";
+  const std::vector<uint64_t> after_b = Versions(table_b);
+  size_t wrong = 0;
+  for (uint64_t s = 1; s < kSlots; ++s) wrong += after_b[s] - before_b[s] != (s == slot ? 1u : 0u);
+  EXPECT_EQ(wrong, 0u) << "B bumped other slots, or this one more than once";
+
+  // The daemon's own change on A: A leaves it to the daemon, B must still hear of it.
+  const uint64_t a_now = table_a.sample(slot);
+  const uint64_t b_now = table_b.sample(slot);
+  { std::ofstream(file_, std::ios::app) << "v2"; }
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > b_now; }, 2s, 1ms)) << b.log();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(table_a.sample(slot), a_now);
+}
+
+TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederationResumes) {
+  testing::VersiondProcess& a = StartHost("a", nats_->url());
+  testing::VersiondProcess& b = StartHost("b", nats_->url());
+  AttachDaemonTo(a);
+  shm::VersionTable table_b = Table(b);
+  const std::vector<uint64_t> before = Versions(table_b);
+
+  nats_->Kill(SIGKILL);
+  ASSERT_TRUE(b.WaitForLog("lost the NATS connection", 5s)) << b.log();
+  // B keeps serving its daemons locally.
+  EXPECT_EQ(testing::GetStats(b.socket()).slot_count, kSlots);
+  ASSERT_TRUE(nats_->Start()) << nats_->log();
+  ASSERT_TRUE(b.WaitForLog("back on NATS", 10s)) << b.log();
+  const std::vector<uint64_t> after = Versions(table_b);
+  size_t not_once = 0;
+  for (uint64_t s = 1; s < kSlots; ++s) not_once += after[s] - before[s] != 1;
+  EXPECT_EQ(not_once, 0u) << "every slot of B must be bumped exactly once\n" << b.log();
+
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  ASSERT_TRUE(a.WaitForLog("back on NATS", 10s)) << a.log();
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "640", file_}).status, 0);
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > after[slot]; }, 3s, 1ms))
+      << "A:\n" << a.log() << "B:\n" << b.log();
+}
+
+// A 3-node NATS cluster, stream replicated 3 times; B's node is killed: B reconnects to another
+// node, bumps every slot once, and changes on A reach it again.
+TEST_F(FederationTest, InAThreeNodeClusterLosingTheSubscribersNodeBumpsAllOnceThenResumes) {
+  nats_.reset();
+  const int client_ports[3] = {testing::FreeLoopbackPort(), testing::FreeLoopbackPort(),
+                               testing::FreeLoopbackPort()};
+  const int cluster_ports[3] = {testing::FreeLoopbackPort(), testing::FreeLoopbackPort(),
+                                testing::FreeLoopbackPort()};
+  std::vector<std::unique_ptr<testing::NatsServer>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> routes;
+    for (int j = 0; j < 3; ++j) {
+      if (j != i) routes.push_back("nats://127.0.0.1:" + std::to_string(cluster_ports[j]));
+    }
+    nodes.push_back(std::make_unique<testing::NatsServer>(
+        NATS_SERVER_PATH, dir_.path() + "/store-n" + std::to_string(i), "n" + std::to_string(i),
+        client_ports[i], cluster_ports[i], routes));
+  }
+  for (auto& node : nodes) ASSERT_TRUE(node->Start()) << node->log();
+  ASSERT_TRUE(WaitUntil([&] {
+    for (auto& node : nodes) {
+      if (node->log().find("new metadata leader") != std::string::npos ||
+          node->log().find("JetStream cluster new metadata leader") != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }, 15s, 50ms)) << nodes[0]->log();
+  const std::string all = nodes[0]->url() + "," + nodes[1]->url() + "," + nodes[2]->url();
+  hosts_.push_back(std::make_unique<testing::VersiondProcess>(
+      SVFS_VERSIOND_PATH, dir_.path() + "/a.sock", testing::UniqueTableName(),
+      std::vector<std::string>{"--capacity", std::to_string(kSlots), "--federation", all,
+                               "--volume", "vol1", "--volume-dir", volume_,
+                               "--federation-replicas", "3"}));
+  testing::VersiondProcess& a = *hosts_.back();
+  a.Start();
+  ASSERT_TRUE(a.WaitForLog("federation: volume vol1", 10s)) << a.log();
+  // B is given node 1 alone, so killing node 1 is killing B's node; it learns the other nodes
+  // from the cluster (NATS servers announce them to clients).
+  testing::VersiondProcess& b = StartHost("b", nodes[1]->url());
+  AttachDaemonTo(a);
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const std::vector<uint64_t> before = Versions(table_b);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
+  ASSERT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before[slot]; }, 3s, 1ms)) << b.log();
+
+  const std::vector<uint64_t> up = Versions(table_b);
+  // If node 1 led the cluster's metadata, the stream API answers once a new leader is elected.
+  nodes[1]->Kill(SIGKILL);
+  ASSERT_TRUE(b.WaitForLog("back on NATS", 30s)) << b.log();
+  const std::vector<uint64_t> after = Versions(table_b);
+  size_t not_once = 0;
+  for (uint64_t s = 1; s < kSlots; ++s) not_once += after[s] - up[s] != 1;
+  EXPECT_EQ(not_once, 0u) << b.log();
+  // If node 1 led the stream, A's publishes fail until a new leader is elected (seconds); then
+  // A's volume-wide marker, or the change itself, reaches B.
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "640", file_}).status, 0);
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > after[slot]; }, 30s, 1ms))
+      << "A:\n" << a.log() << "B:\n" << b.log();
+}
+
+TEST(FederationStartTest, WithoutAReachableServerVersiondRefusesToStartAndSaysWhich) {
+  testing::TempDir dir;
+  const std::string url = "nats://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  const std::string table = testing::UniqueTableName();
+  auto run = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/v.sock",
+                                  "--table", table, "--capacity", "64", "--federation", url,
+                                  "--volume", "vol1", "--volume-dir", dir.path()});
+  shm::VersionTable::Remove(table);
+  EXPECT_NE(run.status, 0);
+  EXPECT_NE(run.output.find("--federation " + url + ": cannot connect"), std::string::npos)
+      << run.output;
+  auto bad_name = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/w.sock",
+                                       "--table", table, "--federation", url, "--volume", "a.b",
+                                       "--volume-dir", dir.path()});
+  shm::VersionTable::Remove(table);
+  EXPECT_NE(bad_name.status, 0);
+  EXPECT_NE(bad_name.output.find("--volume 'a.b'"), std::string::npos) << bad_name.output;
+}
+
+}  // namespace
+}  // namespace svfs::versiond
