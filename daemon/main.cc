@@ -292,7 +292,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  svfs::fuse::Server server(**filesystem);
+  svfs::fuse::Server server(**filesystem, {.ids = options.ids});
   std::optional<Backend> backend;
   if (options.mountpoint.empty()) {
     backend = CreateVhostUser(options, server);

@@ -2,9 +2,11 @@
 // capabilities dropped to what passthrough needs. See docs/security.md ("The sandbox").
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 #include "common/seccomp_filter.h"
@@ -13,6 +15,20 @@ namespace svfs::sandbox {
 
 enum class Mode { kNamespace, kChroot, kNone };
 std::optional<Mode> ParseMode(std::string_view name);
+
+// One --uid-map/--gid-map range: IDs [inside, inside + count) in svfsd's user namespace are the
+// host's [outside, outside + count).
+struct NamespaceIdRange {
+  uint32_t inside = 0;
+  uint32_t outside = 0;
+  uint32_t count = 0;
+};
+
+// The user namespace an unprivileged svfsd creates. Empty: its own uid and gid only.
+struct UserNamespaceMap {
+  std::vector<NamespaceIdRange> uids;
+  std::vector<NamespaceIdRange> gids;
+};
 
 // What a supervisor (the parent outside the sandbox) must do for the daemon: in --mount mode,
 // unmount the FUSE mount, whose path the sandboxed daemon cannot reach.
