@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <grp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -453,6 +454,18 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
     }
     if (!seccomp.empty()) options.seccomp = seccomp;
+    // A root svfsd creates no user namespace; maps that change nothing pass (libvirt).
+    for (const auto* ranges : {&options.user_namespace.uids, &options.user_namespace.gids}) {
+      for (const sandbox::NamespaceIdRange& range : *ranges) {
+        if (::geteuid() == 0 && range.inside != range.outside) {
+          Fail(fmt::format("{} ':{}:{}:{}:': svfsd runs as root and creates no user namespace to "
+                           "map IDs into; leave it out (--translate-uid/--translate-gid translate "
+                           "IDs), or start svfsd as an unprivileged user",
+                           ranges == &options.user_namespace.uids ? "--uid-map" : "--gid-map",
+                           range.inside, range.outside, range.count));
+        }
+      }
+    }
     if (options.fs.posix_acl && !options.ids.empty()) {
       Fail("--posix-acl cannot be used with --translate-uid/--translate-gid: the IDs inside ACLs "
            "would stay untranslated (as in the Rust virtiofsd); leave one of them out");

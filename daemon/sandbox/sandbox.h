@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,6 +40,13 @@ struct Supervision {
 
 // The daemon's pid as the host sees it: the supervisor's when there is one, else getpid().
 int DaemonPid();
+
+// Unprivileged --sandbox namespace, before Enter: moves svfsd into a user namespace of its own,
+// in which it holds the capabilities Enter and Close need. Without ranges it maps only its own
+// uid and gid (setgroups denied, as the kernel requires); with them a helper forked before the
+// unshare runs newuidmap and newgidmap on svfsd (setuid programs only work from outside).
+// A sentence saying what failed and what to do otherwise (newuidmap's own message precedes it).
+std::expected<void, std::string> EnterUserNamespace(const UserNamespaceMap& map);
 
 // Opens the sandbox, before the daemon opens anything of the shared directory.
 // kNamespace: forks. The parent stays outside, forwards SIGTERM/SIGINT/SIGHUP/SIGUSR1, unmounts
