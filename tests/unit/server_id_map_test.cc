@@ -93,6 +93,20 @@ TEST_F(TranslatingServerTest, ChownTargetsAreTranslatedAndForbiddenOnesRefused) 
   EXPECT_EQ(send(As(FUSE_SETATTR, 1000, 1001).add(in)).error(), 0);
 }
 
+TEST_F(TranslatingServerTest, GroupsACreationCarriesAreHostGroupsWithoutForbiddenOnes) {
+  // One FUSE_EXT_GROUPS record: header, count 3, guest groups 1001 (host 6001), 13 (forbidden), 7.
+  const uint32_t record[6] = {24, protocol::kExtGroups, 3, 1001, 13, 7};
+  RequestBuilder mkdir = As(FUSE_MKDIR, 1000, 1001);
+  mkdir.add(fuse_mkdir_in{.mode = 0755}).name("d").add(record);
+  std::vector<uint8_t> bytes = mkdir.build();
+  const uint16_t units = sizeof(record) / 8;
+  std::memcpy(bytes.data() + offsetof(fuse_in_header, total_extlen), &units, sizeof(units));
+  CapturingChannel channel;
+  server.handle(bytes, nullptr, channel);
+  ASSERT_EQ(fake.last().op, "mkdir");
+  EXPECT_EQ(fake.last().context.request_groups, (std::vector<uint32_t>{6001, 7}));
+}
+
 TEST_F(TranslatingServerTest, OwnersInRepliesAreGuestIds) {
   fake.attr.st.st_uid = 5000;
   fake.attr.st.st_gid = 6001;
