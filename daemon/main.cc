@@ -197,6 +197,46 @@ int RunVhostUser(const svfs::Options& options, svfs::fuse::Server& server, Backe
   return 0;
 }
 
+// An unprivileged svfsd: a user namespace of its own for --sandbox namespace (docs/security.md,
+// "Unprivileged svfsd"), and once, what cannot work so.
+bool PrepareUnprivileged(const svfs::Options& options, svfs::sandbox::Mode mode) {
+  const bool maps = !options.user_namespace.uids.empty() || !options.user_namespace.gids.empty();
+  if (::geteuid() == 0) return true;  // maps as root: only identities pass the command line
+  if (mode == svfs::sandbox::Mode::kChroot) {
+    std::fprintf(stderr, "svfsd: --sandbox chroot needs root (chroot(2) takes CAP_SYS_CHROOT); "
+                         "unprivileged, use --sandbox namespace\n");
+    return false;
+  }
+  if (mode == svfs::sandbox::Mode::kNone) {
+    if (maps) {
+      std::fprintf(stderr, "svfsd: --uid-map/--gid-map need --sandbox namespace (they map IDs "
+                           "into its user namespace)\n");
+      return false;
+    }
+    return true;
+  }
+  const uid_t uid = ::geteuid();
+  const gid_t gid = ::getegid();
+  if (auto entered = svfs::sandbox::EnterUserNamespace(options.user_namespace); !entered) {
+    std::fprintf(stderr, "svfsd: --sandbox namespace: %s\n", entered.error().c_str());
+    return false;
+  }
+  if (!maps) {
+    spdlog::warn("unprivileged (uid {}, gid {}): every guest user acts as uid {}, which owns what "
+                 "the guest creates; chown/chgrp to any other ID, device nodes, other users' files "
+                 "beyond their mode bits, trusted.* attributes and --inode-file-handles do not "
+                 "work; host files of other owners appear owned by 65534 "
+                 "(--uid-map/--gid-map map more IDs)",
+                 uid, gid, uid);
+  } else {
+    spdlog::warn("unprivileged (uid {}, gid {}) in a user namespace of the --uid-map/--gid-map "
+                 "ranges: IDs outside them cannot be owners (EINVAL) and appear as 65534; device "
+                 "nodes, trusted.* attributes and --inode-file-handles do not work",
+                 uid, gid);
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -238,6 +278,7 @@ int main(int argc, char** argv) {
   }
   const auto sandbox_mode = *svfs::sandbox::ParseMode(options.sandbox);
   const std::string shared_dir = AbsolutePath(options.fs.shared_dir);
+  if (!PrepareUnprivileged(options, sandbox_mode)) return 1;
   if (auto entered = svfs::sandbox::Enter(
           sandbox_mode, shared_dir,
           {.mountpoint = session && sandbox_mode != svfs::sandbox::Mode::kNone
@@ -292,7 +333,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  svfs::fuse::Server server(**filesystem);
+  svfs::fuse::Server server(**filesystem, {.ids = options.ids});
   std::optional<Backend> backend;
   if (options.mountpoint.empty()) {
     backend = CreateVhostUser(options, server);

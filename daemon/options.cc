@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <grp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -43,10 +44,21 @@ Seccomp (--seccomp kill|log|trap): once set up, svfsd allows only the system cal
 (x86_64); kill ends the process at any other, log lets it through and logs it (audit),
 trap raises SIGSYS. The default is kill, as virtiofsd's; none turns the filter off.
 
-ID mapping: --uid-map/--gid-map (:INSIDE:OUTSIDE:COUNT:, as libvirt's session mode passes) and
---translate-uid/--translate-gid (map|guest|host|squash-guest|squash-host:A:B:COUNT,
-forbid-guest:A:COUNT) are parsed in the Rust virtiofsd's syntax; svfsd serves host IDs
-unchanged, so it accepts only identity mappings and refuses any other with a message.
+ID translation (--translate-uid/--translate-gid, as the Rust virtiofsd; repeatable, ranges of
+one direction may not overlap, IDs no rule covers stay as they are):
+  map:GUEST:HOST:COUNT           both directions, 1:1
+  guest:GUEST:HOST:COUNT         guest -> host only    host:HOST:GUEST:COUNT   host -> guest only
+  squash-guest:GUEST:HOST:COUNT  COUNT guest IDs -> one host ID
+  squash-host:HOST:GUEST:COUNT   COUNT host IDs -> one guest ID
+  forbid-guest:GUEST:COUNT       a caller or chown target in the range gets EPERM
+Callers and chown targets are translated guest -> host, owners in replies host -> guest; IDs
+inside POSIX ACLs are not, so --posix-acl is refused with them.
+
+Unprivileged (svfsd started as a non-root user, --sandbox namespace, vhost-user only): svfsd
+creates a user namespace first. Without --uid-map/--gid-map it maps only its own uid and gid
+(setgroups denied); --uid-map/--gid-map :INSIDE:OUTSIDE:COUNT: (repeatable, as libvirt's session
+mode passes them) are written by newuidmap/newgidmap (package uidmap; /etc/subuid, /etc/subgid).
+What cannot work unprivileged is logged once at start (docs/security.md).
 
 Refused because svfsd does not implement them (never silently ignored): --xattrmap,
 --security-label, --preserve-noatime, --allow-mmap, --migration-* (no live migration),
@@ -102,9 +114,8 @@ bool ParseU32(std::string_view text, uint32_t& value) {
 }
 
 // --uid-map/--gid-map as the Rust virtiofsd takes them: the first character is the delimiter,
-// which also ends the map (":0:1000:1:"). svfsd creates no user namespace, so only a mapping
-// that changes nothing (inside = outside) can be honoured.
-void ApplyNamespaceMap(std::string_view option, std::string_view map) {
+// which also ends the map (":0:1000:1:").
+sandbox::NamespaceIdRange ParseNamespaceMap(std::string_view option, std::string_view map) {
   const std::string shown = fmt::format("{} '{}'", option, map);
   if (map.size() < 2 || map.back() != map.front()) {
     Fail(fmt::format("{}: expected :INSIDE:OUTSIDE:COUNT: (the first character is the "
@@ -121,48 +132,12 @@ void ApplyNamespaceMap(std::string_view option, std::string_view map) {
     body.remove_prefix(i < 2 ? end + 1 : end);
   }
   if (values[2] == 0) Fail(fmt::format("{}: COUNT must be at least 1", shown));
-  if (values[0] != values[1]) {
-    Fail(fmt::format("{}: ID mapping through a user namespace is not supported (svfsd serves host "
-                     "IDs unchanged); run it as root without a map (libvirt: qemu:///system)",
-                     shown));
-  }
+  return {.inside = values[0], .outside = values[1], .count = values[2]};
 }
 
-// --translate-uid/--translate-gid as the Rust virtiofsd (1.13) takes them.
-void ApplyTranslation(std::string_view option, std::string_view spec) {
-  const std::string shown = fmt::format("{} '{}'", option, spec);
-  const size_t colon = spec.find(':');
-  const std::string_view kind = spec.substr(0, colon);
-  const bool two_ids = kind == "map" || kind == "guest" || kind == "host" ||
-                       kind == "squash-guest" || kind == "squash-host";
-  if (!two_ids && kind != "forbid-guest") {
-    Fail(fmt::format("{}: expected map, guest, host, squash-guest, squash-host or forbid-guest",
-                     shown));
-  }
-  std::vector<uint32_t> values;
-  std::string_view rest = colon == std::string_view::npos ? "" : spec.substr(colon + 1);
-  while (colon != std::string_view::npos) {
-    const size_t next = rest.find(':');
-    uint32_t value = 0;
-    if (!ParseU32(rest.substr(0, next), value)) {
-      Fail(fmt::format("{}: expected {}:FROM:TO:COUNT", shown, kind));
-    }
-    values.push_back(value);
-    if (next == std::string_view::npos) break;
-    rest.remove_prefix(next + 1);
-  }
-  const size_t expected = two_ids ? 3 : 2;
-  if (values.size() != expected) {
-    Fail(two_ids ? fmt::format("{}: expected {}:FROM:TO:COUNT", shown, kind)
-                 : fmt::format("{}: expected forbid-guest:FROM:COUNT", shown));
-  }
-  if (values.back() == 0) Fail(fmt::format("{}: COUNT must be at least 1", shown));
-  // map/guest/host from an ID to itself change nothing; squashing one ID onto itself neither.
-  const bool identity = two_ids && values[0] == values[1] &&
-                        (kind == "map" || kind == "guest" || kind == "host" || values[2] == 1);
-  if (!identity) {
-    Fail(fmt::format("{}: ID translation is not supported (svfsd serves host IDs unchanged); "
-                     "leave it out, or use the Rust virtiofsd for this share", shown));
+void AddTranslation(fs::IdMap& map, std::string_view option, std::string_view rule) {
+  if (auto added = map.add(rule); !added) {
+    Fail(fmt::format("{} '{}': {}", option, rule, added.error()));
   }
 }
 
@@ -409,18 +384,32 @@ ParseOutcome ParseOptions(int argc, char** argv) {
                         "No POSIX ACLs (the default)");
   app.add_flag_callback("--no-readdirplus", [] {},
                         "Accepted; READDIRPLUS follows the cache mode (as in the Rust virtiofsd)");
-  for (const char* name : {"--uid-map", "--gid-map"}) {
-    app.add_option_function<std::string>(
-           name, [name](const std::string& map) { ApplyNamespaceMap(name, map); },
-           "Identity only: svfsd serves host IDs unchanged (see below)")
-        ->type_name(":INSIDE:OUTSIDE:COUNT:");
-  }
-  for (const char* name : {"--translate-uid", "--translate-gid"}) {
-    app.add_option_function<std::string>(
-           name, [name](const std::string& spec) { ApplyTranslation(name, spec); },
-           "Identity only: svfsd serves host IDs unchanged (see below)")
-        ->type_name("KIND:FROM:TO:COUNT");
-  }
+  // Repeatable: each occurrence adds a range or rule (the callback runs once per occurrence).
+  app.add_option_function<std::string>(
+         "--uid-map",
+         [&](const std::string& map) {
+           options.user_namespace.uids.push_back(ParseNamespaceMap("--uid-map", map));
+         },
+         "Unprivileged: map these uids into svfsd's user namespace, through newuidmap "
+         "(repeatable; see below)")
+      ->type_name(":INSIDE:OUTSIDE:COUNT:");
+  app.add_option_function<std::string>(
+         "--gid-map",
+         [&](const std::string& map) {
+           options.user_namespace.gids.push_back(ParseNamespaceMap("--gid-map", map));
+         },
+         "Same for gids, through newgidmap")
+      ->type_name(":INSIDE:OUTSIDE:COUNT:");
+  app.add_option_function<std::string>(
+         "--translate-uid",
+         [&](const std::string& rule) { AddTranslation(options.ids.uids, "--translate-uid", rule); },
+         "Translate uids between guest and host (repeatable; see below)")
+      ->type_name("KIND:FROM:TO:COUNT");
+  app.add_option_function<std::string>(
+         "--translate-gid",
+         [&](const std::string& rule) { AddTranslation(options.ids.gids, "--translate-gid", rule); },
+         "Same for gids")
+      ->type_name("KIND:FROM:TO:COUNT");
   app.set_version_flag("-V,--version", VersionLine());
   const auto refuse = [](const char* name, const char* why) {
     return [name, why](const std::string&) { Unsupported(name, why); };
@@ -465,6 +454,22 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       Fail(fmt::format("--modcaps {}: {}", options.modcaps, why));
     }
     if (!seccomp.empty()) options.seccomp = seccomp;
+    // A root svfsd creates no user namespace; maps that change nothing pass (libvirt).
+    for (const auto* ranges : {&options.user_namespace.uids, &options.user_namespace.gids}) {
+      for (const sandbox::NamespaceIdRange& range : *ranges) {
+        if (::geteuid() == 0 && range.inside != range.outside) {
+          Fail(fmt::format("{} ':{}:{}:{}:': svfsd runs as root and creates no user namespace to "
+                           "map IDs into; leave it out (--translate-uid/--translate-gid translate "
+                           "IDs), or start svfsd as an unprivileged user",
+                           ranges == &options.user_namespace.uids ? "--uid-map" : "--gid-map",
+                           range.inside, range.outside, range.count));
+        }
+      }
+    }
+    if (options.fs.posix_acl && !options.ids.empty()) {
+      Fail("--posix-acl cannot be used with --translate-uid/--translate-gid: the IDs inside ACLs "
+           "would stay untranslated (as in the Rust virtiofsd); leave one of them out");
+    }
     if (options.fs.shared_dir.empty()) Fail("--shared-dir (or -o source=DIR) is required");
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();
     if (transports != 1) {

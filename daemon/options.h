@@ -7,7 +7,9 @@
 #include <variant>
 #include <vector>
 
+#include "daemon/fs/id_map.h"
 #include "daemon/fs/passthrough_config.h"
+#include "daemon/sandbox/sandbox.h"
 
 namespace svfs {
 
@@ -36,6 +38,10 @@ struct Options {
   std::string sandbox = "namespace";
   std::string seccomp = "kill";  // as the Rust virtiofsd
   std::string modcaps;  // --modcaps "+cap:-cap"
+  // --uid-map/--gid-map: the user namespace an unprivileged svfsd creates.
+  sandbox::UserNamespaceMap user_namespace;
+  // --translate-uid/--translate-gid.
+  fs::IdTranslation ids;
 };
 
 // What parsing produced: options to run with, or an exit (help, version, capabilities printed;

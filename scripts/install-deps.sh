@@ -17,6 +17,8 @@ packages=(
   # compiles libstdc++ 12's <expected>; libclang-rt-16-dev has libFuzzer and the sanitizers
   clang-16 libclang-rt-16-dev ccache
   attr acl util-linux procps
+  # An unprivileged svfsd with --uid-map/--gid-map runs newuidmap/newgidmap (the vhost tests too)
+  uidmap
   # Man pages (help2man) and the .deb (CPack's DEB generator runs dpkg-shlibdeps; the package test
   # runs systemd-analyze verify on the units)
   help2man dpkg-dev systemd

@@ -120,6 +120,11 @@ ScopedCredentials::ScopedCredentials(uid_t uid, gid_t gid, std::span<const uint3
 }
 
 ScopedCredentials::ScopedCredentials(const Context& ctx, std::optional<uint32_t> also) {
+  // Refused even where the daemon could not switch: the caller may not act at all.
+  if (ctx.forbidden_caller) {
+    ok_ = false;
+    return;
+  }
   if (!RunningAsRoot()) return;
   // Root keeps its capabilities, for which groups do not count: no /proc read for it.
   if (ctx.uid == 0) {

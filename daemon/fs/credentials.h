@@ -59,7 +59,8 @@ class ScopedCredentials {
  public:
   ScopedCredentials(uid_t uid, gid_t gid, std::span<const uint32_t> groups = {});
   // As the caller of `ctx`, with its supplementary groups (CallerSupplementaryGroups) plus
-  // `also` (a group the kernel already found the caller in, e.g. a chgrp's target).
+  // `also` (a group the kernel already found the caller in, e.g. a chgrp's target). Not ok()
+  // for a caller the ID translation forbids.
   explicit ScopedCredentials(const Context& ctx, std::optional<uint32_t> also = std::nullopt);
   ~ScopedCredentials();
   // False if the switch did not take effect: the caller must not proceed with root's rights.

@@ -55,6 +55,9 @@ struct Context {
   // OPEN/CREATE carried FUSE_OPEN_KILL_SUIDGID (killpriv_v2: the caller lacks CAP_FSETID, and an
   // O_TRUNC must clear setuid/setgid as for such a caller).
   bool kill_suidgid = false;
+  // --translate-uid/--translate-gid forbid the guest's uid or gid: ScopedCredentials refuses to
+  // switch (EPERM), so nothing runs as this caller.
+  bool forbidden_caller = false;
   // Set by the server when the guest sends FUSE_INTERRUPT for this request. Operations that may
   // block indefinitely (SETLKW) poll it and return EINTR.
   const std::atomic<bool>* interrupted = nullptr;

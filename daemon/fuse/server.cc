@@ -31,7 +31,8 @@ namespace {
 
 constexpr uint64_t kNanosPerSecond = 1'000'000'000ULL;
 
-void FillAttr(const fs::Attr& in, fuse_attr& out) {
+// Owners go to the guest translated (--translate-uid/--translate-gid).
+void FillAttr(const fs::Attr& in, const fs::IdTranslation& ids, fuse_attr& out) {
   const struct stat& st = in.st;
   out.ino = st.st_ino;
   out.size = st.st_size;
@@ -44,14 +45,14 @@ void FillAttr(const fs::Attr& in, fuse_attr& out) {
   out.ctimensec = st.st_ctim.tv_nsec;
   out.mode = st.st_mode;
   out.nlink = st.st_nlink;
-  out.uid = st.st_uid;
-  out.gid = st.st_gid;
+  out.uid = ids.uids.to_guest(st.st_uid);
+  out.gid = ids.gids.to_guest(st.st_gid);
   out.rdev = st.st_rdev;
   out.blksize = st.st_blksize;
   out.flags = in.flags;
 }
 
-fuse_entry_out EncodeEntry(const fs::Entry& entry) {
+fuse_entry_out EncodeEntry(const fs::Entry& entry, const fs::IdTranslation& ids) {
   fuse_entry_out out{};
   out.nodeid = entry.node;
   out.generation = entry.generation;
@@ -59,7 +60,7 @@ fuse_entry_out EncodeEntry(const fs::Entry& entry) {
   out.entry_valid_nsec = entry.entry_timeout_ns % kNanosPerSecond;
   out.attr_valid = entry.attr.timeout_ns / kNanosPerSecond;
   out.attr_valid_nsec = entry.attr.timeout_ns % kNanosPerSecond;
-  FillAttr(entry.attr, out.attr);
+  FillAttr(entry.attr, ids, out.attr);
   return out;
 }
 
@@ -83,8 +84,8 @@ fs::FileLock DecodeLock(const fuse_file_lock& lk) {
 // shared versions each READDIRPLUS record is followed by its VersionTrailer.
 class BufferDirSink final : public fs::DirSink {
  public:
-  BufferDirSink(size_t capacity, bool plus, bool versioned)
-      : plus_(plus), versioned_(plus && versioned), capacity_(capacity) {
+  BufferDirSink(size_t capacity, bool plus, bool versioned, const fs::IdTranslation& ids)
+      : plus_(plus), versioned_(plus && versioned), capacity_(capacity), ids_(ids) {
     buffer_.reserve(capacity);
   }
 
@@ -99,7 +100,7 @@ class BufferDirSink final : public fs::DirSink {
     buffer_.resize(at + record, 0);  // zero padding between records
     uint8_t* out = buffer_.data() + at;
     if (plus_) {
-      fuse_entry_out encoded = entry ? EncodeEntry(*entry) : fuse_entry_out{};
+      fuse_entry_out encoded = entry ? EncodeEntry(*entry, ids_) : fuse_entry_out{};
       std::memcpy(out, &encoded, sizeof(encoded));
       out += sizeof(encoded);
     }
@@ -132,8 +133,32 @@ class BufferDirSink final : public fs::DirSink {
   bool plus_;
   bool versioned_;
   size_t capacity_;
+  const fs::IdTranslation& ids_;
   std::vector<uint8_t> buffer_;
   std::vector<fs::NodeId> nodes_;
+};
+
+// A caller's supplementary groups on the host: forbidden ones are left out (they grant nothing).
+std::vector<uint32_t> GroupsToHost(std::span<const uint32_t> groups, const fs::IdMap& gids) {
+  std::vector<uint32_t> host;
+  for (uint32_t group : groups) {
+    if (auto mapped = gids.to_host(group)) host.push_back(*mapped);
+  }
+  return host;
+}
+
+// The groups a transport learns are on the caller's side of the translation, as its gid is.
+class TranslatedCallerGroups final : public fs::CallerGroups {
+ public:
+  TranslatedCallerGroups(const fs::CallerGroups& groups, const fs::IdMap& gids)
+      : groups_(groups), gids_(gids) {}
+  std::vector<uint32_t> of(uint32_t pid) const override {
+    return GroupsToHost(groups_.of(pid), gids_);
+  }
+
+ private:
+  const fs::CallerGroups& groups_;
+  const fs::IdMap& gids_;
 };
 
 }  // namespace
@@ -151,15 +176,24 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
     SPDLOG_DEBUG("dropping request of {} bytes: shorter than fuse_in_header", request.size());
     return;
   }
+  // The caller as the host knows it (--translate-uid/--translate-gid); a forbidden one may do
+  // nothing that runs with its credentials.
+  const std::optional<uint32_t> uid = options_.ids.uids.to_host(header->uid);
+  const std::optional<uint32_t> gid = options_.ids.gids.to_host(header->gid);
+  std::optional<TranslatedCallerGroups> translated_groups;
+  if (caller_groups != nullptr && !options_.ids.gids.empty()) {
+    caller_groups = &translated_groups.emplace(*caller_groups, options_.ids.gids);
+  }
   Call call{.header = *header,
             .args = reader,
             .external_payload = external_payload,
             .channel = channel,
-            .context = fs::Context{.uid = header->uid,
-                                   .gid = header->gid,
+            .context = fs::Context{.uid = uid.value_or(header->uid),
+                                   .gid = gid.value_or(header->gid),
                                    .pid = header->pid,
                                    .unique = header->unique,
-                                   .caller_groups = caller_groups}};
+                                   .caller_groups = caller_groups,
+                                   .forbidden_caller = !uid || !gid}};
   size_t received = request.size() + (external_payload ? external_payload->size() : 0);
   if (header->len != received) {
     malformed(call, DecodeError::kLengthMismatch, EIO);
@@ -190,7 +224,7 @@ std::optional<DecodeError> Server::take_extensions(Call& call) {
     case FUSE_MKDIR:
     case FUSE_SYMLINK:
     case FUSE_TMPFILE:
-      call.context.request_groups = std::move(*groups);
+      call.context.request_groups = GroupsToHost(*groups, options_.ids.gids);
       break;
     default:
       break;
@@ -328,7 +362,7 @@ bool Server::reply_bytes(Call& call, const void* data, size_t size) {
 }
 
 void Server::reply_entry(Call& call, const fs::Entry& entry) {
-  fuse_entry_out out = EncodeEntry(entry);
+  fuse_entry_out out = EncodeEntry(entry, options_.ids);
   protocol::VersionTrailer trailer = EncodeVersion(entry.attr.version);
   iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
   if (!reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1))) undo_entry(entry);
@@ -350,7 +384,7 @@ void Server::reply_attr(Call& call, const fs::Attr& attr) {
   fuse_attr_out out{};
   out.attr_valid = attr.timeout_ns / kNanosPerSecond;
   out.attr_valid_nsec = attr.timeout_ns % kNanosPerSecond;
-  FillAttr(attr, out.attr);
+  FillAttr(attr, options_.ids, out.attr);
   protocol::VersionTrailer trailer = EncodeVersion(attr.version);
   iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
   reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1));
@@ -486,8 +520,17 @@ void Server::do_setattr(Call& call) {
   args.valid = in->valid;
   if (in->valid & FATTR_FH) args.handle = in->fh;
   args.mode = in->mode;
-  args.uid = in->uid;
-  args.gid = in->gid;
+  // A chown's target as the host knows it; one the translation forbids is refused.
+  if (in->valid & FATTR_UID) {
+    auto uid = options_.ids.uids.to_host(in->uid);
+    if (!uid) return reply_error(call, EPERM);
+    args.uid = *uid;
+  }
+  if (in->valid & FATTR_GID) {
+    auto gid = options_.ids.gids.to_host(in->gid);
+    if (!gid) return reply_error(call, EPERM);
+    args.gid = *gid;
+  }
   args.size = in->size;
   // The nanosecond fields come from the guest: keep them in range for utimensat.
   if ((in->valid & FATTR_ATIME) && in->atimensec >= kNanosPerSecond) {
@@ -595,7 +638,7 @@ void Server::do_create(Call& call, bool tmpfile) {
                         : fs_.create(call.context, call.header.nodeid, *name, in->mode,
                                      in->flags, in->umask);
   if (!result) return reply_error(call, result.error());
-  fuse_entry_out entry = EncodeEntry(result->entry);
+  fuse_entry_out entry = EncodeEntry(result->entry, options_.ids);
   fuse_open_out open = EncodeOpen(result->opened);
   protocol::VersionTrailer trailer = EncodeVersion(result->entry.attr.version);
   iovec parts[3] = {{&entry, sizeof(entry)}, {&open, sizeof(open)}, {&trailer, sizeof(trailer)}};
@@ -743,7 +786,7 @@ void Server::do_readdir(Call& call, bool plus) {
   auto in = call.args.read<fuse_read_in>();
   if (!in) return malformed(call, in.error());
   if (in->size > options_.max_read) return malformed(call, DecodeError::kTooLarge);
-  BufferDirSink sink(in->size, plus, shared_versions());
+  BufferDirSink sink(in->size, plus, shared_versions(), options_.ids);
   auto status = fs_.readdir(call.context, call.header.nodeid, in->fh, in->offset, plus, sink);
   auto bytes = sink.bytes();
   // Entries the guest does not receive (an error after some were added, or an undelivered

@@ -12,6 +12,7 @@
 #include <span>
 
 #include "daemon/fs/filesystem.h"
+#include "daemon/fs/id_map.h"
 #include "daemon/fuse/interrupt_registry.h"
 #include "common/log_limiter.h"
 #include "daemon/fuse/stats.h"
@@ -46,6 +47,8 @@ struct ServerOptions {
   // far longer than a request waits to be served, short enough that one whose request was
   // answered before it arrived does not linger.
   std::chrono::milliseconds unmatched_interrupt_lifetime{5000};
+  // --translate-uid/--translate-gid: callers and chown targets to the host, owners to the guest.
+  fs::IdTranslation ids;
 };
 
 class Server {

@@ -2,8 +2,10 @@
 
 #include <cap-ng.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -15,8 +17,13 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <vector>
+
+#include "common/unique_fd.h"
+
+extern char** environ;
 
 namespace svfs::sandbox {
 namespace {
@@ -116,7 +123,100 @@ bool ParseModcaps(const std::string& modcaps, std::vector<std::pair<bool, int>>&
   return true;
 }
 
+bool WriteProcSelf(const char* name, const std::string& text) {
+  UniqueFd fd(::open(fmt::format("/proc/self/{}", name).c_str(), O_WRONLY | O_CLOEXEC));
+  return fd && ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size());
+}
+
+// newuidmap/newgidmap PID INSIDE OUTSIDE COUNT...: 0 when it succeeded.
+int RunIdMapProgram(const char* program, pid_t pid, const std::vector<NamespaceIdRange>& ranges) {
+  std::vector<std::string> args{program, std::to_string(pid)};
+  for (const NamespaceIdRange& range : ranges) {
+    for (uint32_t value : {range.inside, range.outside, range.count}) {
+      args.push_back(std::to_string(value));
+    }
+  }
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t child = 0;
+  if (int error = ::posix_spawnp(&child, program, nullptr, nullptr, argv.data(), environ)) {
+    std::fprintf(stderr, "svfsd: %s: %s (it comes with the uidmap package)\n", program,
+                 std::strerror(error));
+    return 1;
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+// The helper outside the new user namespace: once svfsd has unshared it (a byte on `ready`),
+// maps svfsd's IDs and exits 0 if both programs succeeded.
+[[noreturn]] void MapIdsFromOutside(int ready, pid_t daemon, const UserNamespaceMap& map) {
+  char byte = 0;
+  if (::read(ready, &byte, 1) != 1) ::_exit(1);  // svfsd could not unshare
+  if (RunIdMapProgram("newuidmap", daemon, map.uids) != 0) ::_exit(1);
+  ::_exit(RunIdMapProgram("newgidmap", daemon, map.gids) != 0 ? 1 : 0);
+}
+
+std::string UnshareUserFailure(int error) {
+  return fmt::format(
+      "cannot create a user namespace: {} (unprivileged user namespaces are disabled here: "
+      "sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces; or run svfsd as "
+      "root, or with --sandbox none)",
+      std::strerror(error));
+}
+
 }  // namespace
+
+std::expected<void, std::string> EnterUserNamespace(const UserNamespaceMap& map) {
+  if (map.uids.empty() != map.gids.empty()) {
+    return std::unexpected(
+        "--uid-map and --gid-map go together: give both, or neither to map svfsd's own uid and "
+        "gid only");
+  }
+  if (map.uids.empty()) {
+    const uid_t uid = ::geteuid();
+    const gid_t gid = ::getegid();
+    if (::unshare(CLONE_NEWUSER) != 0) return std::unexpected(UnshareUserFailure(errno));
+    // An unprivileged process may map its own gid only once setgroups(2) is denied for good.
+    if (!WriteProcSelf("setgroups", "deny") ||
+        !WriteProcSelf("uid_map", fmt::format("{0} {0} 1", uid)) ||
+        !WriteProcSelf("gid_map", fmt::format("{0} {0} 1", gid))) {
+      return std::unexpected(
+          fmt::format("writing /proc/self/uid_map or gid_map: {}", std::strerror(errno)));
+    }
+    return {};
+  }
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return std::unexpected(fmt::format("pipe: {}", std::strerror(errno)));
+  }
+  UniqueFd ready_read(fds[0]);
+  UniqueFd ready(fds[1]);
+  const pid_t daemon = ::getpid();
+  const pid_t helper = ::fork();
+  if (helper < 0) return std::unexpected(fmt::format("fork: {}", std::strerror(errno)));
+  if (helper == 0) {
+    ready.reset();
+    MapIdsFromOutside(ready_read.get(), daemon, map);
+  }
+  ready_read.reset();
+  const int unshared = ::unshare(CLONE_NEWUSER) == 0 ? 0 : errno;
+  if (unshared == 0 && ::write(ready.get(), "x", 1) != 1) ::kill(helper, SIGKILL);
+  ready.reset();
+  int status = 0;
+  while (::waitpid(helper, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (unshared != 0) return std::unexpected(UnshareUserFailure(unshared));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return std::unexpected(
+        "--uid-map/--gid-map: newuidmap or newgidmap failed (see above): every OUTSIDE range must "
+        "be svfsd's own uid/gid or lie in its user's ranges in /etc/subuid and /etc/subgid");
+  }
+  return {};
+}
 
 int DaemonPid() { return g_daemon_pid ? g_daemon_pid : ::getpid(); }
 

@@ -2,9 +2,12 @@
 // capabilities dropped to what passthrough needs. See docs/security.md ("The sandbox").
 #pragma once
 
+#include <cstdint>
+#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 #include "common/seccomp_filter.h"
@@ -13,6 +16,20 @@ namespace svfs::sandbox {
 
 enum class Mode { kNamespace, kChroot, kNone };
 std::optional<Mode> ParseMode(std::string_view name);
+
+// One --uid-map/--gid-map range: IDs [inside, inside + count) in svfsd's user namespace are the
+// host's [outside, outside + count).
+struct NamespaceIdRange {
+  uint32_t inside = 0;
+  uint32_t outside = 0;
+  uint32_t count = 0;
+};
+
+// The user namespace an unprivileged svfsd creates. Empty: its own uid and gid only.
+struct UserNamespaceMap {
+  std::vector<NamespaceIdRange> uids;
+  std::vector<NamespaceIdRange> gids;
+};
 
 // What a supervisor (the parent outside the sandbox) must do for the daemon: in --mount mode,
 // unmount the FUSE mount, whose path the sandboxed daemon cannot reach.
@@ -23,6 +40,13 @@ struct Supervision {
 
 // The daemon's pid as the host sees it: the supervisor's when there is one, else getpid().
 int DaemonPid();
+
+// Unprivileged --sandbox namespace, before Enter: moves svfsd into a user namespace of its own,
+// in which it holds the capabilities Enter and Close need. Without ranges it maps only its own
+// uid and gid (setgroups denied, as the kernel requires); with them a helper forked before the
+// unshare runs newuidmap and newgidmap on svfsd (setuid programs only work from outside).
+// A sentence saying what failed and what to do otherwise (newuidmap's own message precedes it).
+std::expected<void, std::string> EnterUserNamespace(const UserNamespaceMap& map);
 
 // Opens the sandbox, before the daemon opens anything of the shared directory.
 // kNamespace: forks. The parent stays outside, forwards SIGTERM/SIGINT/SIGHUP/SIGUSR1, unmounts

@@ -3,6 +3,7 @@
 #include "daemon/fs/credentials.h"
 
 #include <grp.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -61,6 +62,19 @@ TEST(CallerSupplementaryGroupsTest, MergesOnceWithoutDuplicatesOrThePrimaryGroup
   Context guest{.uid = 1000, .gid = 1000, .request_groups = {5}};
   groups = CallerSupplementaryGroups(guest);
   EXPECT_EQ(std::vector<uint32_t>(groups.begin(), groups.end()), std::vector<uint32_t>{5});
+}
+
+TEST(ScopedCredentialsTest, ForbiddenCallerIsRefusedAndNothingRuns) {
+  // As root it would switch, unprivileged it would run as the daemon: refused either way.
+  Context ctx{.uid = 1000, .gid = 1000, .forbidden_caller = true};
+  ScopedCredentials creds(ctx);
+  EXPECT_FALSE(creds.ok());
+  int calls = 0;
+  auto result = AsGuest(ctx, [&] { return ++calls; });
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error(), EPERM);
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(::syscall(SYS_setfsuid, -1), static_cast<long>(::geteuid())) << "fsuid untouched";
 }
 
 // The calling thread's groups as the kernel sees them.

@@ -48,6 +48,13 @@ class RequestBuilder {
   // Bytes without a terminator.
   RequestBuilder& raw(std::string_view s) { return append(s.data(), s.size()); }
 
+  // The caller's uid and gid (the header's; 1000 and 1001 by default).
+  RequestBuilder& set_caller(uint32_t uid, uint32_t gid) {
+    std::memcpy(bytes_.data() + offsetof(fuse_in_header, uid), &uid, sizeof(uid));
+    std::memcpy(bytes_.data() + offsetof(fuse_in_header, gid), &gid, sizeof(gid));
+    return *this;
+  }
+
   // Sets header.len to the bytes built plus `extra` (an external payload) and returns them.
   std::vector<uint8_t> build(size_t extra = 0) const {
     std::vector<uint8_t> out = bytes_;

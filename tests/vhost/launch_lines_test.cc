@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -68,6 +69,7 @@ struct Launch {
   std::string cwd;                // podman runs it in the shared directory
   std::vector<std::string> env;   // added to the environment
   std::optional<rlimit> nofile;   // RLIMIT_NOFILE it inherits
+  std::vector<std::string> through;  // a program that runs svfsd (setpriv ... as another user)
 };
 
 // svfsd run as a child whose stdout and stderr come back through a pipe (Kata reads stderr).
@@ -76,7 +78,8 @@ class Daemon {
   Daemon(const Launch& launch, int listen_fd = -1) {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    std::vector<std::string> argv{SVFSD_PATH};
+    std::vector<std::string> argv = launch.through;
+    argv.push_back(SVFSD_PATH);
     argv.insert(argv.end(), launch.args.begin(), launch.args.end());
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
@@ -111,7 +114,7 @@ class Daemon {
       raw_argv.push_back(nullptr);
       for (auto& e : env) raw_env.push_back(e.data());
       raw_env.push_back(nullptr);
-      ::execve(raw_argv[0], raw_argv.data(), raw_env.data());
+      ::execvpe(raw_argv[0], raw_argv.data(), raw_env.data());
       ::_exit(127);
     }
     ::close(out[1]);
@@ -384,16 +387,173 @@ TEST_F(LaunchLineTest, LibvirtSeparateOptions) {
 }
 
 // libvirt session mode (qemu:///session): qemuVirtioFSPrepareIdMap adds --uid-map/--gid-map
-// (:0:EUID:1: and the user's /etc/subuid range). svfsd cannot map IDs, so it refuses, in one line
-// that names the option and says what to do.
-TEST_F(LaunchLineTest, LibvirtSessionModeIdMapIsRefusedInOneLine) {
+// (:0:EUID:1: and the user's /etc/subuid range) to a daemon it runs as that user. A root svfsd
+// creates no user namespace, so it refuses such maps, in one line that names the option and says
+// what to do.
+TEST_F(LaunchLineTest, LibvirtSessionModeIdMapAsRootIsRefusedInOneLine) {
+  if (::geteuid() != 0) GTEST_SKIP() << "checks what a root svfsd does";
   auto result = svfs_test::RunCommand({SVFSD_PATH, "--fd=25", "-o", "source=" + shared_.string(),
                                        "--uid-map=:0:1000:1:", "--uid-map=:1:100000:65536:",
                                        "--gid-map=:0:1000:1:", "--gid-map=:1:100000:65536:"});
   EXPECT_EQ(result.status, 2) << result.output;
   EXPECT_EQ(std::count(result.output.begin(), result.output.end(), '\n'), 1) << result.output;
   EXPECT_EQ(result.output.rfind("svfsd: --uid-map ':0:1000:1:': ", 0), 0u) << result.output;
-  EXPECT_NE(result.output.find("qemu:///system"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("unprivileged user"), std::string::npos) << result.output;
+}
+
+// An unprivileged svfsd (as libvirt's session mode and rootless Kata start it), --sandbox
+// namespace by default: it puts itself in a user namespace of its own, serves INIT, LOOKUP and
+// CREATE (the new file owned by its user on the host), says once what cannot work, and exits 0.
+class UnprivilegedTest : public LaunchLineTest {
+ protected:
+  static constexpr uid_t kNobody = 65534;
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to start svfsd as nobody (setpriv)";
+    LaunchLineTest::SetUp();
+    for (const fs::path& path : {tmp_.path(), shared_, shared_ / "hello"}) {
+      ASSERT_EQ(::chown(path.c_str(), kNobody, kNobody), 0) << path;
+    }
+  }
+
+  // Runs svfsd as nobody with `extra` options; INIT, LOOKUP "hello" and CREATE "created".
+  struct Outcome {
+    bool skipped = false;
+    int init_error = 0, lookup_error = 0, create_error = 0;
+    bool own_user_namespace = false;
+    int exit_status = -1;
+    std::string output;
+  };
+  Outcome Serve(const std::vector<std::string>& extra,
+                const std::function<void(FuseClient&)>& then = {}) {
+    Outcome outcome;
+    Launch launch{.args = {"--socket-path", socket_.string(), "--shared-dir", shared_.string()},
+                  .through = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}};
+    launch.args.insert(launch.args.end(), extra.begin(), extra.end());
+    Daemon daemon(launch);
+    if (!daemon.WaitForOutput(kWaiting, 10s)) {
+      outcome.output = daemon.Output();
+      outcome.exit_status = daemon.WaitExit(5s);
+      outcome.skipped = outcome.output.find("cannot create a user namespace") != std::string::npos;
+      return outcome;
+    }
+    std::error_code error;
+    outcome.own_user_namespace =
+        fs::read_symlink("/proc/" + std::to_string(daemon.pid()) + "/ns/user", error) !=
+        fs::read_symlink("/proc/self/ns/user");
+    {
+      FrontendOptions options;
+      options.memory_size = 32u << 20;
+      options.request_queues = 1;
+      VhostUserFrontend frontend(socket_.string(), options, 10s);
+      FuseClient client(frontend);
+      outcome.init_error = client.init().error();
+      outcome.lookup_error = client.lookup(FUSE_ROOT_ID, "hello").error();
+      outcome.create_error = client.create(FUSE_ROOT_ID, "created", S_IFREG | 0644, O_RDWR).error();
+      if (then) then(client);
+    }
+    outcome.exit_status = daemon.WaitExit(10s);
+    outcome.output = daemon.Output();
+    return outcome;
+  }
+};
+
+TEST_F(UnprivilegedTest, ServesInAUserNamespaceOfItsOwn) {
+  Outcome outcome = Serve({});
+  if (outcome.skipped) GTEST_SKIP() << "the kernel forbids unprivileged user namespaces here: "
+                                    << outcome.output;
+  EXPECT_TRUE(outcome.own_user_namespace) << outcome.output;
+  EXPECT_EQ(outcome.init_error, 0) << outcome.output;
+  EXPECT_EQ(outcome.lookup_error, 0) << outcome.output;
+  EXPECT_EQ(outcome.create_error, 0) << outcome.output;
+  struct stat created {};
+  ASSERT_EQ(::lstat((shared_ / "created").c_str(), &created), 0) << outcome.output;
+  EXPECT_EQ(created.st_uid, kNobody);  // the guest was root: its files are svfsd's user's
+  EXPECT_EQ(created.st_gid, kNobody);
+  // Said once, at start: what an unprivileged svfsd cannot do.
+  const size_t said = outcome.output.find("unprivileged (uid 65534, gid 65534)");
+  EXPECT_NE(said, std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.output.find("unprivileged (uid", said + 1), std::string::npos);
+  EXPECT_EQ(outcome.exit_status, 0) << "seccomp or the sandbox ended it:\n" << outcome.output;
+}
+
+// Ranges for nobody in /etc/subuid and /etc/subgid while a test runs (newuidmap checks them).
+class SubordinateIdsForNobody {
+ public:
+  SubordinateIdsForNobody() {
+    for (const char* path : {"/etc/subuid", "/etc/subgid"}) {
+      std::ifstream in(path);
+      std::stringstream text;
+      text << in.rdbuf();
+      saved_.emplace_back(path, text.str());
+      std::ofstream(path, std::ios::app) << "nobody:300000:65536\n";
+    }
+  }
+  ~SubordinateIdsForNobody() {
+    for (const auto& [path, text] : saved_) std::ofstream(path, std::ios::trunc) << text;
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> saved_;
+};
+
+// With libvirt's session-mode maps svfsd is root in its user namespace: it switches to the
+// guest's IDs among those mapped, so a chown to guest uid 1 stores the host's 300000.
+TEST_F(UnprivilegedTest, UidAndGidMapsGoThroughNewuidmap) {
+  if (::access("/usr/bin/newuidmap", X_OK) != 0) GTEST_SKIP() << "no newuidmap (package uidmap)";
+  SubordinateIdsForNobody ranges;
+  int chown_error = -1;
+  Outcome outcome = Serve({"--uid-map=:0:65534:1:", "--uid-map=:1:300000:65536:",
+                           "--gid-map=:0:65534:1:", "--gid-map=:1:300000:65536:"},
+                          [&](FuseClient& client) {
+                            FuseReply created = client.lookup(FUSE_ROOT_ID, "created");
+                            auto entry = created.as<fuse_entry_out>();
+                            if (!entry) return;
+                            fuse_setattr_in in{};
+                            in.valid = FATTR_UID | FATTR_GID;
+                            in.uid = 1;
+                            in.gid = 2;
+                            chown_error = client.send(client.make(FUSE_SETATTR, entry->nodeid,
+                                                                  {Bytes(in)}, 4096))
+                                              .error();
+                          });
+  if (outcome.skipped) GTEST_SKIP() << "the kernel forbids unprivileged user namespaces here";
+  EXPECT_TRUE(outcome.own_user_namespace) << outcome.output;
+  EXPECT_EQ(outcome.init_error, 0) << outcome.output;
+  EXPECT_EQ(outcome.lookup_error, 0) << outcome.output;
+  EXPECT_EQ(outcome.create_error, 0) << outcome.output;
+  EXPECT_EQ(chown_error, 0) << outcome.output;
+  struct stat created {};
+  ASSERT_EQ(::lstat((shared_ / "created").c_str(), &created), 0) << outcome.output;
+  EXPECT_EQ(created.st_uid, 300000u);  // guest uid 1 is namespace uid 1 is host 300000
+  EXPECT_EQ(created.st_gid, 300001u);
+  EXPECT_NE(outcome.output.find("in a user namespace of the --uid-map/--gid-map ranges"),
+            std::string::npos)
+      << outcome.output;
+  EXPECT_EQ(outcome.exit_status, 0) << outcome.output;
+}
+
+// Ranges newuidmap does not grant fail svfsd at start, saying so.
+TEST_F(UnprivilegedTest, MapsOutsideTheUsersRangesAreRefusedAtStart) {
+  if (::access("/usr/bin/newuidmap", X_OK) != 0) GTEST_SKIP() << "no newuidmap (package uidmap)";
+  Outcome outcome = Serve({"--uid-map=:0:0:1:", "--gid-map=:0:65534:1:"});
+  if (outcome.skipped) GTEST_SKIP() << "the kernel forbids unprivileged user namespaces here";
+  EXPECT_EQ(outcome.exit_status, 1) << outcome.output;
+  EXPECT_NE(outcome.output.find("svfsd: --sandbox namespace: --uid-map/--gid-map: newuidmap or "
+                                "newgidmap failed"),
+            std::string::npos)
+      << outcome.output;
+}
+
+TEST_F(UnprivilegedTest, ChrootAndMapsWithoutANamespaceAreRefused) {
+  Outcome chroot = Serve({"--sandbox", "chroot"});
+  EXPECT_EQ(chroot.exit_status, 1);
+  EXPECT_NE(chroot.output.find("svfsd: --sandbox chroot needs root"), std::string::npos)
+      << chroot.output;
+  Outcome none = Serve({"--sandbox", "none", "--uid-map=:0:65534:1:", "--gid-map=:0:65534:1:"});
+  EXPECT_EQ(none.exit_status, 1);
+  EXPECT_NE(none.output.find("svfsd: --uid-map/--gid-map need --sandbox namespace"),
+            std::string::npos)
+      << none.output;
 }
 
 // lima v2.2 (main, 2026-08): pkg/driver/qemu/qemu.go FindVirtiofsd() accepts a vhost-user JSON's
@@ -528,9 +688,11 @@ TEST(SvfsdCommandLineTest, HelpListsEveryOptionTheLaunchersPass) {
 // Every refusal is one line that starts with the option it refuses.
 TEST(SvfsdCommandLineTest, RefusalsAreOneLineNamingTheOption) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"--translate-gid=squash-guest:0:1000:4294967295"}, "svfsd: --translate-gid "},
-      {{"--translate-uid=map:0:1000:1"}, "svfsd: --translate-uid "},
-      {{"--translate-uid=bogus:1:2:3"}, "svfsd: --translate-uid "},
+      {{"--translate-gid=squash-guest:0:1000:0"}, "svfsd: --translate-gid 'squash-guest:0:1000:0': "},
+      {{"--translate-uid=map:0:1000:10", "--translate-uid=guest:5:1:1"},
+       "svfsd: --translate-uid 'guest:5:1:1': its guest IDs overlap"},
+      {{"--translate-uid=bogus:1:2:3"}, "svfsd: --translate-uid 'bogus:1:2:3': expected map, "},
+      {{"--translate-uid=map:0:1000:1", "--posix-acl"}, "svfsd: --posix-acl cannot be used with"},
       {{"--gid-map=:0:1000:1"}, "svfsd: --gid-map "},
       {{"--xattrmap=:map::user.virtiofs.:"}, "svfsd: --xattrmap"},
       {{"--preserve-noatime"}, "svfsd: --preserve-noatime"},
@@ -565,11 +727,12 @@ TEST(SvfsdCommandLineTest, RefusalsAreOneLineNamingTheOption) {
   EXPECT_NE(unknown.output.find("--frobnicate"), std::string::npos) << unknown.output;
 }
 
-// Mappings that change nothing are accepted (parsing succeeds and the capabilities print).
-TEST(SvfsdCommandLineTest, IdentityIdMappingsAreAccepted) {
+// Translations and identity namespace maps are accepted (parsing succeeds, capabilities print).
+TEST(SvfsdCommandLineTest, IdMappingsAreAccepted) {
   auto result = svfs_test::RunCommand({SVFSD_PATH, "--uid-map=:1000:1000:1:",
-                                       "--gid-map=/5/5/10/", "--translate-uid=map:7:7:100",
-                                       "--translate-gid=squash-guest:9:9:1",
+                                       "--gid-map=/5/5/10/", "--translate-uid=map:7:700:100",
+                                       "--translate-uid=forbid-guest:0:7",
+                                       "--translate-gid=squash-guest:0:9:65536",
                                        "--print-capabilities"});
   EXPECT_EQ(result.status, 0) << result.output;
 }
