@@ -22,7 +22,6 @@ void BackendChannel::attach(UniqueFd fd, bool usable) {
   std::lock_guard lock(mutex_);
   fd_ = std::move(fd);
   usable_ = usable;
-  late_answers_ = 0;
   if (!usable) {
     spdlog::warn("vhost-user: the frontend set a backend channel without REPLY_ACK and "
                  "BACKEND_SEND_FD; DAX mappings will fail (negotiate both for DAX)");
@@ -60,9 +59,11 @@ Status BackendChannel::unmap(std::span<const fuse::DaxRange> ranges) {
 Status BackendChannel::request(uint32_t code, const FsBackendMessage& payload, int fd) {
   std::lock_guard lock(mutex_);
   if (!fd_ || !usable_) {
-    spdlog::warn("vhost-user: DAX {} refused: the frontend set up no backend channel with "
-                 "REPLY_ACK and BACKEND_SEND_FD (a VMM without DAX support?)",
-                 CodeName(code));
+    if (refused_log_.allow()) {
+        spdlog::warn("vhost-user: DAX {} refused: no backend channel with REPLY_ACK and "
+                   "BACKEND_SEND_FD (a VMM without DAX support, or one that stopped answering)",
+                   CodeName(code));
+    }
     return Err(EIO);
   }
   uint32_t header[3] = {code, msg::kVersion | msg::kNeedReplyFlag, sizeof(payload)};
@@ -90,24 +91,13 @@ Status BackendChannel::request(uint32_t code, const FsBackendMessage& payload, i
     fd_.reset();
     return Err(EIO);
   }
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
-  for (;;) {
-    auto answer = read_answer(deadline);
-    if (!answer) {
-      ++late_answers_;
-      return Err(EIO);
-    }
-    if (late_answers_ > 0) {
-      --late_answers_;  // an answer to an earlier request that timed out
-      continue;
-    }
-    if (*answer != 0) {
-      spdlog::warn("vhost-user: the frontend refused DAX {} (answer {:#x})", CodeName(code),
-                   *answer);
-      return Err(EIO);
-    }
-    return {};
+  auto answer = read_answer(std::chrono::steady_clock::now() + timeout_);
+  if (!answer) return Err(EIO);
+  if (*answer != 0) {
+    spdlog::warn("vhost-user: the frontend refused DAX {} (answer {:#x})", CodeName(code), *answer);
+    return Err(EIO);
   }
+  return {};
 }
 
 std::optional<uint64_t> BackendChannel::read_answer(std::chrono::steady_clock::time_point deadline) {
@@ -120,10 +110,13 @@ std::optional<uint64_t> BackendChannel::read_answer(std::chrono::steady_clock::t
     const int ready = ::poll(&pfd, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
+      // Answers carry no id: a late one would be taken for the next request's, so the channel
+      // is closed and DAX requests fail until the frontend connects again.
       spdlog::error("vhost-user: the frontend did not answer a DAX request within {} ms; the "
-                    "guest gets EIO (is the VMM's main loop stuck?)",
+                    "guest gets EIO and DAX is off until the frontend reconnects (is the VMM's "
+                    "main loop stuck?)",
                     timeout_.count());
-      if (got > 0) fd_.reset();  // half an answer: the stream cannot be followed any more
+      fd_.reset();
       return std::nullopt;
     }
     const ssize_t n = ready < 0 ? -1 : ::recv(fd_.get(), buffer + got, sizeof(buffer) - got, MSG_DONTWAIT);

@@ -1,7 +1,8 @@
 // The backend request channel (SET_BACKEND_REQ_FD): svfsd's requests to the frontend. For DAX
 // it asks the VMM to map a file into the device's window (FS_MAP, the fd in SCM_RIGHTS) or to
-// unmap ranges (FS_UNMAP), and waits, bounded, for the frontend's REPLY_ACK answer. Any queue
-// or pool thread may call; one request is on the channel at a time.
+// unmap ranges (FS_UNMAP), and waits, bounded, for the frontend's REPLY_ACK answer (none in
+// time: EIO, and the channel is closed). Any queue or pool thread may call; one request is on
+// the channel at a time.
 //
 // Wire facts (the virtio-fs-dev QEMU branch, hw/virtio/vhost-user.c and
 // include/hw/virtio/vhost-user-fs.h; rust-vmm's vhost crate carries the same): backend request
@@ -16,6 +17,7 @@
 #include <optional>
 #include <span>
 
+#include "common/log_limiter.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "daemon/fuse/dax_window.h"
@@ -55,16 +57,16 @@ class BackendChannel final : public fuse::DaxMapper {
   // Sends one request and waits for its answer; EIO (logged) when there is no channel, it
   // failed, the frontend refused or did not answer within the timeout.
   Status request(uint32_t code, const FsBackendMessage& payload, int fd);
-  // Reads one answer before `deadline`: its u64, or nullopt (logged) on timeout or failure.
+  // Reads one answer before `deadline`: its u64, or nullopt (logged; the channel closed) on
+  // timeout or failure.
   std::optional<uint64_t> read_answer(std::chrono::steady_clock::time_point deadline);
 
   const std::chrono::milliseconds timeout_;
   std::mutex mutex_;
   UniqueFd fd_;         // guarded by mutex_
   bool usable_ = false;  // guarded by mutex_
-  // Answers still owed for requests that timed out: the frontend answers in order, so the next
-  // this many answers belong to them (guarded by mutex_).
-  unsigned late_answers_ = 0;
+  // Requests without a channel come from the guest, as often as it likes.
+  LogLimiter refused_log_{"DAX refusal warnings"};
 };
 
 }  // namespace svfs::transport::vhost_user
