@@ -60,7 +60,7 @@ Status BackendChannel::request(uint32_t code, const FsBackendMessage& payload, i
   std::lock_guard lock(mutex_);
   if (!fd_ || !usable_) {
     if (refused_log_.allow()) {
-        spdlog::warn("vhost-user: DAX {} refused: no backend channel with REPLY_ACK and "
+      spdlog::warn("vhost-user: DAX {} refused: no backend channel with REPLY_ACK and "
                    "BACKEND_SEND_FD (a VMM without DAX support, or one that stopped answering)",
                    CodeName(code));
     }
