@@ -10,36 +10,20 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/recording_dax_mapper.h"
+
 namespace svfs::fuse {
 namespace {
 
 constexpr uint64_t kPage = DaxWindow::kAlignment;
 constexpr uint64_t kWindow = 64 * kPage;
 
-// Records what the VMM was asked; fails on demand.
-class RecordingMapper final : public DaxMapper {
- public:
-  Status map(int, const DaxMapping& mapping) override {
-    if (fail) return Err(EIO);
-    maps.push_back(mapping);
-    return {};
-  }
-  Status unmap(std::span<const DaxRange> ranges) override {
-    if (fail) return Err(EIO);
-    unmaps.insert(unmaps.end(), ranges.begin(), ranges.end());
-    return {};
-  }
-  bool fail = false;
-  std::vector<DaxMapping> maps;
-  std::vector<DaxRange> unmaps;
-};
-
 UniqueFd File() { return UniqueFd(::memfd_create("dax-window-test", MFD_CLOEXEC)); }
 bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
 
 class DaxWindowTest : public ::testing::Test {
  protected:
-  RecordingMapper mapper;
+  svfs::testing::RecordingDaxMapper mapper;
   DaxWindow window{kWindow, mapper};
 };
 
