@@ -128,7 +128,8 @@ std::optional<Backend> CreateVhostUser(const svfs::Options& options, svfs::fuse:
       .tag = options.tag,
       .pool_threads = options.thread_pool_size,
       .poll_max = std::chrono::microseconds(options.poll_us),
-      .thread_init = [] { svfs::fs::DropSupplementaryGroupsForThread(); }};
+      .thread_init = [] { svfs::fs::DropSupplementaryGroupsForThread(); },
+      .dax_window_size = options.dax_window_size};
   auto backend =
       svfs::transport::vhost_user::VhostUserBackend::Create(server, std::move(backend_options));
   if (!backend) {

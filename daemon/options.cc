@@ -113,6 +113,32 @@ bool ParseU32(std::string_view text, uint32_t& value) {
   return error == std::errc() && end == text.data() + text.size() && !text.empty();
 }
 
+// --dax-window-size: bytes, or with a K, M or G suffix (powers of 1024).
+uint64_t DaxWindowSizeOrFail(std::string_view text) {
+  const std::string given(text);
+  uint64_t unit = 1;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': case 'k': unit = 1ull << 10; break;
+      case 'M': case 'm': unit = 1ull << 20; break;
+      case 'G': case 'g': unit = 1ull << 30; break;
+      default: break;
+    }
+    if (unit != 1) text.remove_suffix(1);
+  }
+  uint64_t count = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
+  // The guest maps the window in 2 MiB ranges (Linux's FUSE_DAX_SZ): a rest could not be used.
+  constexpr uint64_t kRange = 2ull << 20;
+  if (error != std::errc() || end != text.data() + text.size() || text.empty() ||
+      count > UINT64_MAX / unit || (count * unit) % kRange != 0) {
+    Fail(fmt::format("--dax-window-size {}: expected a size in bytes (suffix K, M or G) that is "
+                     "a multiple of 2M, equal to the VMM's cache-size; 0 turns DAX off",
+                     given));
+  }
+  return count * unit;
+}
+
 // --uid-map/--gid-map as the Rust virtiofsd takes them: the first character is the delimiter,
 // which also ends the map (":0:1000:1:").
 sandbox::NamespaceIdRange ParseNamespaceMap(std::string_view option, std::string_view map) {
@@ -316,6 +342,12 @@ ParseOutcome ParseOptions(int argc, char** argv) {
       ->type_name("US")
       ->check(CLI::Range(0u, 100000u));
   app.add_option_function<std::string>(
+         "--dax-window-size",
+         [&](const std::string& size) { options.dax_window_size = DaxWindowSizeOrFail(size); },
+         "vhost-user: serve DAX (FUSE_SETUPMAPPING) in a window of this size, which must equal "
+         "the VMM's cache-size for the device (a multiple of 2M; default 0 = no DAX)")
+      ->type_name("SIZE");
+  app.add_option_function<std::string>(
          "--sandbox", [&](const std::string& mode) { SetSandbox(options, "--sandbox", mode); },
          "Sandbox: namespace|chroot|none (default namespace; see below)")
       ->type_name("MODE");
@@ -474,6 +506,10 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     int transports = !options.socket_path.empty() + (options.fd >= 0) + !options.mountpoint.empty();
     if (transports != 1) {
       Fail("give exactly one of --socket-path (or -o vhost_user_socket=), --fd or --mount");
+    }
+    if (options.dax_window_size != 0 && !options.mountpoint.empty()) {
+      Fail("--dax-window-size needs a vhost-user transport (--socket-path or --fd): a host "
+           "/dev/fuse mount has no DAX window");
     }
   } catch (const UsageError& error) {
     std::fprintf(stderr, "svfsd: %s\n", error.what());

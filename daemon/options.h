@@ -29,6 +29,8 @@ struct Options {
   unsigned thread_pool_size = 0;
   // vhost-user: longest a request queue polls its ring before sleeping (0: never).
   unsigned poll_us = 50;
+  // vhost-user: the DAX window's size, the VMM's cache-size (0: no DAX).
+  uint64_t dax_window_size = 0;
   // RLIMIT_NOFILE to set; unset: the system maximum (as virtiofsd); 0: leave it as it is.
   std::optional<uint64_t> rlimit_nofile;
   std::string log_level = "info";

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace svfs::fs {
 
@@ -236,6 +237,14 @@ class FileSystem {
   virtual Status release(const Context&, NodeId node, HandleId handle, uint32_t open_flags,
                          uint32_t release_flags, uint64_t lock_owner) = 0;
   virtual Status fsync(const Context&, NodeId node, HandleId handle, bool datasync) = 0;
+  // A new fd of the regular file `node` for the VMM to mmap into the DAX window (SETUPMAPPING):
+  // the open handle's file (which must belong to `node` and be open for reading, and for writing
+  // when `writable`), or without a handle (Linux sends none) the file opened as the caller.
+  // Filesystems without DAX keep the default.
+  virtual Result<UniqueFd> dax_file(const Context&, NodeId /*node*/,
+                                    std::optional<HandleId> /*handle*/, bool /*writable*/) {
+    return Err(ENOSYS);
+  }
 
   virtual Result<Opened> opendir(const Context&, NodeId node, uint32_t flags) = 0;
   virtual Status readdir(const Context&, NodeId node, HandleId handle, uint64_t offset, bool plus,

@@ -109,6 +109,8 @@ class PassthroughFs : public FileSystem {
   Result<Opened> opendir(const Context&, NodeId node, uint32_t flags) override;
   Status readdir(const Context&, NodeId node, HandleId handle, uint64_t offset, bool plus,
                  DirSink& sink) override;
+  Result<UniqueFd> dax_file(const Context&, NodeId node, std::optional<HandleId> handle,
+                            bool writable) override;
   Status releasedir(const Context&, NodeId node, HandleId handle) override;
   Status fsyncdir(const Context&, NodeId node, HandleId handle, bool datasync) override;
 

@@ -65,6 +65,26 @@ Status PassthroughFs::release(const Context&, NodeId, HandleId handle, uint32_t,
   return {};
 }
 
+Result<UniqueFd> PassthroughFs::dax_file(const Context& ctx, NodeId node,
+                                          std::optional<HandleId> handle, bool writable) {
+  if (writable && config_.readonly) return Err(EROFS);
+  if (!handle) {
+    auto inode = SVFS_TRY(inode_of(node));
+    if (!inode->is_regular()) return Err(inode->is_dir() ? EISDIR : EINVAL);
+    const InodeFd path_fd = SVFS_TRY(inode->path_fd());
+    // As the caller, so the host decides whether it may read (and write) the file.
+    return reopen_as_guest(ctx, path_fd.get(), writable ? O_RDWR : O_RDONLY);
+  }
+  auto h = SVFS_TRY(handle_of(*handle));
+  if (h->node != node) return Err(EBADF);
+  if (h->is_dir) return Err(EISDIR);
+  // The VMM maps the fd shared: reading needs a readable description, writing O_RDWR.
+  if (h->access_mode == O_WRONLY || (writable && h->access_mode != O_RDWR)) return Err(EACCES);
+  UniqueFd fd(::fcntl(h->fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!fd) return ErrnoErr();
+  return fd;
+}
+
 Status PassthroughFs::fsync(const Context&, NodeId, HandleId handle, bool datasync) {
   auto h = SVFS_TRY(handle_of(handle));
   int r = datasync ? ::fdatasync(h->fd.get()) : ::fsync(h->fd.get());

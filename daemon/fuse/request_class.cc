@@ -35,6 +35,8 @@ Schedule Classify(std::span<const uint8_t> request) {
     case FUSE_FLUSH:  // close() on the host: NFS writes back
     case FUSE_READDIR:
     case FUSE_READDIRPLUS:
+    case FUSE_SETUPMAPPING:  // waits for the VMM's answer on the backend channel
+    case FUSE_REMOVEMAPPING:
       return Schedule::kSlow;
     case FUSE_SETATTR: {
       fuse_setattr_in in;

@@ -24,6 +24,7 @@ struct Server::Call {
   fs::WriteSource* external_payload;
   ReplyChannel& channel;
   fs::Context context;
+  DaxWindow* dax;
   bool failed = false;
 };
 
@@ -167,7 +168,8 @@ Server::Server(fs::FileSystem& filesystem, ServerOptions options)
     : fs_(filesystem), options_(options), interrupts_(options.unmatched_interrupt_lifetime) {}
 
 void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
-                    ReplyChannel& channel, const fs::CallerGroups* caller_groups) {
+                    ReplyChannel& channel, const fs::CallerGroups* caller_groups,
+                    DaxWindow* dax) {
   protocol::RequestReader reader(request);
   auto header = reader.read<fuse_in_header>();
   if (!header) {
@@ -193,7 +195,8 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
                                    .pid = header->pid,
                                    .unique = header->unique,
                                    .caller_groups = caller_groups,
-                                   .forbidden_caller = !uid || !gid}};
+                                   .forbidden_caller = !uid || !gid},
+            .dax = dax};
   size_t received = request.size() + (external_payload ? external_payload->size() : 0);
   if (header->len != received) {
     malformed(call, DecodeError::kLengthMismatch, EIO);
@@ -277,9 +280,11 @@ void Server::dispatch(Call& call) {
     case FUSE_LSEEK: return do_lseek(call);
     case FUSE_COPY_FILE_RANGE: return do_copy_file_range(call);
     case FUSE_SYNCFS: return do_syncfs(call);
+    case FUSE_SETUPMAPPING: return do_setupmapping(call);
+    case FUSE_REMOVEMAPPING: return do_removemapping(call);
     case FUSE_NOTIFY_REPLY: return;  // svfsd sends no notifications that expect replies
     default:
-      // BMAP, IOCTL, POLL, SETUPMAPPING, REMOVEMAPPING and opcodes unknown to us.
+      // BMAP, IOCTL, POLL and opcodes unknown to us.
       return reply_error(call, ENOSYS);
   }
 }
@@ -436,6 +441,7 @@ void Server::do_init(Call& call) {
   }
   // Flags the server layer itself implements; the filesystem adds what it implements.
   uint64_t wanted = FUSE_MAX_PAGES | FUSE_INIT_EXT | fs_.init(offered);
+  if (call.dax != nullptr) wanted |= FUSE_MAP_ALIGNMENT;
   uint64_t agreed = wanted & offered;
   std::optional<fs::VersionTableId> table;
   if (agreed & protocol::kInitSharedVersions) {
@@ -454,6 +460,7 @@ void Server::do_init(Call& call) {
   out.max_write = options_.max_write;
   out.time_gran = options_.time_gran;
   out.max_pages = (agreed & FUSE_MAX_PAGES) ? protocol::kMaxPages : 0;
+  if (agreed & FUSE_MAP_ALIGNMENT) out.map_alignment = DaxWindow::kAlignmentLog2;
   if (table) {
     auto* raw = reinterpret_cast<uint8_t*>(&out);
     std::memcpy(raw + protocol::kInitOutUuidOffset, table->uuid.data(), table->uuid.size());
@@ -878,6 +885,46 @@ void Server::do_syncfs(Call& call) {
   auto in = call.args.read<fuse_syncfs_in>();
   if (!in) return malformed(call, in.error());
   reply_result(call, fs_.syncfs(call.context, call.header.nodeid));
+}
+
+void Server::do_setupmapping(Call& call) {
+  if (call.dax == nullptr) return reply_error(call, ENOSYS);
+  auto in = call.args.read<fuse_setupmapping_in>();
+  if (!in) return malformed(call, in.error());
+  // A mapping is always readable (the VMM cannot mmap write-only); no other flags exist.
+  constexpr uint64_t kKnownFlags = FUSE_SETUPMAPPING_FLAG_READ | FUSE_SETUPMAPPING_FLAG_WRITE;
+  if (!(in->flags & FUSE_SETUPMAPPING_FLAG_READ) || (in->flags & ~kKnownFlags)) {
+    return reply_error(call, EINVAL);
+  }
+  const bool writable = (in->flags & FUSE_SETUPMAPPING_FLAG_WRITE) != 0;
+  // Linux sends fh = -1: the mapping is of the inode, not of an open file.
+  std::optional<fs::HandleId> handle;
+  if (in->fh != ~uint64_t{0}) handle = in->fh;
+  auto file = fs_.dax_file(call.context, call.header.nodeid, handle, writable);
+  if (!file) return reply_error(call, file.error());
+  reply_result(call, call.dax->map(DaxMapping{.file_offset = in->foffset,
+                                              .window_offset = in->moffset,
+                                              .length = in->len,
+                                              .writable = writable},
+                                   std::move(*file)));
+}
+
+void Server::do_removemapping(Call& call) {
+  if (call.dax == nullptr) return reply_error(call, ENOSYS);
+  auto in = call.args.read<fuse_removemapping_in>();
+  if (!in) return malformed(call, in.error());
+  if (in->count == 0 || in->count > DaxWindow::kMaxRemoveEntries) {
+    return malformed(call, DecodeError::kTooLarge);
+  }
+  if (call.args.remaining() != size_t{in->count} * sizeof(fuse_removemapping_one)) {
+    return malformed(call, DecodeError::kTruncated);
+  }
+  std::vector<DaxRange> ranges(in->count);
+  for (DaxRange& range : ranges) {
+    auto one = call.args.read<fuse_removemapping_one>();
+    range = DaxRange{.window_offset = one->moffset, .length = one->len};
+  }
+  reply_result(call, call.dax->unmap(ranges));
 }
 
 }  // namespace svfs::fuse

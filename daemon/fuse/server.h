@@ -13,6 +13,7 @@
 
 #include "daemon/fs/filesystem.h"
 #include "daemon/fs/id_map.h"
+#include "daemon/fuse/dax_window.h"
 #include "daemon/fuse/interrupt_registry.h"
 #include "common/log_limiter.h"
 #include "daemon/fuse/stats.h"
@@ -60,8 +61,11 @@ class Server {
   // keeps it in guest memory). Replies (if the opcode has one) through `channel`.
   // `caller_groups`: where the transport learns callers' supplementary groups (host mounts);
   // nullptr for guests, whose groups svfsd only sees in FUSE_EXT_GROUPS.
+  // `dax`: the device's DAX window (vhost-user with --dax-window-size); nullptr: no DAX, so
+  // INIT does not agree on FUSE_MAP_ALIGNMENT and SETUPMAPPING/REMOVEMAPPING get ENOSYS.
   void handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
-              ReplyChannel& channel, const fs::CallerGroups* caller_groups = nullptr);
+              ReplyChannel& channel, const fs::CallerGroups* caller_groups = nullptr,
+              DaxWindow* dax = nullptr);
 
   const RequestStats& stats() const { return stats_; }
   RequestStats& stats() { return stats_; }
@@ -126,6 +130,8 @@ class Server {
   void do_lseek(Call&);
   void do_copy_file_range(Call&);
   void do_syncfs(Call&);
+  void do_setupmapping(Call&);
+  void do_removemapping(Call&);
 
   // Reply encoders.
   void reply_error(Call&, int error);

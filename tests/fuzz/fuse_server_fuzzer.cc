@@ -29,6 +29,7 @@
 #include "daemon/fuse/request_class.h"
 #include "daemon/fuse/server.h"
 #include "tests/unit/fake_filesystem.h"
+#include "tests/unit/recording_dax_mapper.h"
 #include "tests/unit/request_builder.h"
 
 namespace {
@@ -125,11 +126,12 @@ std::vector<uint8_t> InitRequest() {
   in.minor = 38;
   in.max_readahead = 128 * 1024;
   in.flags = FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_DO_READDIRPLUS | FUSE_MAX_PAGES |
-             FUSE_INIT_EXT;
+             FUSE_INIT_EXT | FUSE_MAP_ALIGNMENT;
   return RequestBuilder(FUSE_INIT, 0, 1).add(in).build();
 }
 
-void Handle(svfs::fuse::Server& server, std::span<const uint8_t> bytes, bool external, bool refuse) {
+void Handle(svfs::fuse::Server& server, svfs::fuse::DaxWindow& dax, std::span<const uint8_t> bytes,
+            bool external, bool refuse) {
   uint64_t unique = 0;
   if (bytes.size() >= sizeof(fuse_in_header)) {
     std::memcpy(&unique, bytes.data() + offsetof(fuse_in_header, unique), sizeof(unique));
@@ -141,11 +143,11 @@ void Handle(svfs::fuse::Server& server, std::span<const uint8_t> bytes, bool ext
                         bytes.size() - kWriteArgsEnd);
     std::vector<uint8_t> request(bytes.begin(), bytes.begin() + kWriteArgsEnd);
     svfs::fs::SpanWriteSource source(payload);  // `payload` outlives the call
-    server.handle(request, &source, channel);
+    server.handle(request, &source, channel, nullptr, &dax);
   } else {
     // An exact-size heap copy, so reads past the end are caught.
     std::vector<uint8_t> request(bytes.begin(), bytes.end());
-    server.handle(request, nullptr, channel);
+    server.handle(request, nullptr, channel, nullptr, &dax);
   }
   // Exactly one reply per request, except: none without a header, none for the opcodes the
   // kernel expects no reply to.
@@ -265,6 +267,12 @@ void WriteSeeds(const char* dir) {
   add("copy_file_range", RequestBuilder(FUSE_COPY_FILE_RANGE, node, 43)
                              .add(fuse_copy_file_range_in{.fh_in = 1, .nodeid_out = 2, .len = 9}));
   add("syncfs", RequestBuilder(FUSE_SYNCFS, node, 44).add(fuse_syncfs_in{}));
+  add("setupmapping", RequestBuilder(FUSE_SETUPMAPPING, node, 47)
+                          .add(fuse_setupmapping_in{.fh = ~uint64_t{0}, .len = 2u << 20,
+                                                    .flags = FUSE_SETUPMAPPING_FLAG_READ}));
+  add("removemapping", RequestBuilder(FUSE_REMOVEMAPPING, node, 48)
+                           .add(fuse_removemapping_in{.count = 1})
+                           .add(fuse_removemapping_one{.moffset = 0, .len = 2u << 20}));
   add("destroy", RequestBuilder(FUSE_DESTROY, 0, 45));
   fuse_init_in init{};
   init.major = 7;
@@ -300,9 +308,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FakeFileSystem fake;
   svfs::fuse::Server server(fake);
+  // SETUPMAPPING/REMOVEMAPPING reach a window of 64 MiB (the VMM side records and accepts).
+  svfs::testing::RecordingDaxMapper mapper;
+  svfs::fuse::DaxWindow dax(64u << 20, mapper);
   {
     CheckingChannel channel(1);
-    server.handle(InitRequest(), nullptr, channel);
+    server.handle(InitRequest(), nullptr, channel, nullptr, &dax);
     if (!server.initialized() || channel.replies != 1) Fail("INIT failed", 0, 0);
   }
   size_t pos = 0;
@@ -318,7 +329,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::memcpy(bytes.data() + offsetof(fuse_in_header, len), &true_len, sizeof(true_len));
     }
     (void)svfs::fuse::Classify(bytes);  // what the vhost-user transport does with each copy
-    Handle(server, bytes, mode & 1, mode & 4);
+    Handle(server, dax, bytes, mode & 1, mode & 4);
   }
   return 0;
 }

@@ -33,7 +33,8 @@ struct FakeCall {
   uint32_t mode = 0;
   uint32_t rdev = 0;
   uint32_t umask = 0;
-  uint32_t flags = 0;   // open flags, rename flags, setxattr flags, write_flags, release open flags
+  uint32_t flags = 0;   // open flags, rename flags, setxattr flags, write_flags, release open flags,
+                        // dax_file writable
   uint32_t flags2 = 0;  // release_flags, lk_flags
   uint32_t mask = 0;    // access
   uint32_t size = 0;    // read/getxattr/listxattr size
@@ -296,6 +297,16 @@ class FakeFileSystem : public fs::FileSystem {
     ::close(fd);
     if (!n) return n;
     return write_result.value_or(*n);
+  }
+  Result<UniqueFd> dax_file(const fs::Context& ctx, fs::NodeId node,
+                            std::optional<fs::HandleId> handle, bool writable) override {
+    FakeCall& c = record("dax_file", ctx, node);
+    c.opt_handle = handle;
+    c.flags = writable;
+    if (int e = failure("dax_file")) return Err(e);
+    UniqueFd fd(memfd_with({}));
+    if (!fd) return Err(EIO);
+    return fd;
   }
   Status flush(const fs::Context& ctx, fs::NodeId node, fs::HandleId handle,
                uint64_t lock_owner) override {

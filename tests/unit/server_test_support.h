@@ -53,7 +53,7 @@ class ServerTest : public ::testing::Test {
                               fs::WriteSource* external = nullptr) {
     CapturingChannel channel;
     channel.capacity = reply_capacity;
-    server.handle(request, external, channel);
+    server.handle(request, external, channel, nullptr, dax);
     for (const Reply& r : channel.replies) {
       // Every reply is self-consistent: header length counts every byte sent.
       EXPECT_GE(r.bytes.size(), sizeof(fuse_out_header));
@@ -95,6 +95,7 @@ class ServerTest : public ::testing::Test {
 
   FakeFileSystem fake;
   fuse::Server server{fake};
+  fuse::DaxWindow* dax = nullptr;  // the transport's DAX window, passed with every request
   size_t last_sink_requests = 0;
   // Replies longer than this do not reach the client (as when its buffer is too small).
   size_t reply_capacity = SIZE_MAX;

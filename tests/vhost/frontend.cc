@@ -261,6 +261,117 @@ void Virtqueue::set_avail_idx(std::uint16_t idx) {
 std::uint16_t Virtqueue::used_idx() const { return LoadAcquire(used_hdr_[1]); }
 
 // ---------------------------------------------------------------------------------------------
+// DaxWindowHost
+
+namespace {
+constexpr std::uint32_t kFsMap = 6, kFsUnmap = 7;
+constexpr std::size_t kFsEntries = 8;
+constexpr std::uint64_t kFsFlagRead = 1, kFsFlagWrite = 2;
+constexpr std::size_t kPage = 4096;
+}  // namespace
+
+DaxWindowHost::DaxWindowHost(std::size_t size, UniqueFd channel)
+    : size_(size), channel_(std::move(channel)), page_mapped_(size / kPage) {
+  void* p = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) ThrowErrno("mmap DAX window");
+  base_ = static_cast<std::uint8_t*>(p);
+  stop_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!stop_) ThrowErrno("eventfd");
+  thread_ = std::thread([this] { serve(); });
+}
+
+DaxWindowHost::~DaxWindowHost() {
+  std::uint64_t one = 1;
+  if (::write(stop_.get(), &one, sizeof(one)) != sizeof(one)) std::terminate();
+  thread_.join();
+  ::munmap(base_, size_);
+}
+
+bool DaxWindowHost::mapped(std::uint64_t offset) const {
+  std::lock_guard lock(mutex_);
+  return offset < size_ && page_mapped_[offset / kPage];
+}
+
+void DaxWindowHost::serve() {
+  for (;;) {
+    pollfd fds[2] = {{channel_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents) return;
+    MessageHeader hdr;
+    iovec iov{&hdr, sizeof(hdr)};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+    ssize_t n = ::recvmsg(channel_.get(), &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    if (n != sizeof(hdr)) return;  // the backend closed its end
+    UniqueFd fd;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int received;
+        std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (!fd) fd.reset(received); else ::close(received);
+      }
+    }
+    if (hdr.size > 4096) return;
+    std::vector<std::uint8_t> payload(hdr.size);
+    if (hdr.size != 0 && ::recv(channel_.get(), payload.data(), hdr.size, MSG_WAITALL) !=
+                             static_cast<ssize_t>(hdr.size)) {
+      return;
+    }
+    const std::uint64_t result = handle(hdr.request, payload, fd.get());
+    ++requests_;
+    if (!answering_ || !(hdr.flags & msg::kFlagNeedReply)) continue;
+    struct {
+      MessageHeader hdr;
+      std::uint64_t value;
+    } __attribute__((packed)) answer{{hdr.request, msg::kFlagVersion | msg::kFlagReply, 8}, result};
+    if (::send(channel_.get(), &answer, sizeof(answer), MSG_NOSIGNAL) != sizeof(answer)) return;
+  }
+}
+
+std::uint64_t DaxWindowHost::handle(std::uint32_t request, std::span<const std::uint8_t> payload,
+                                    int fd) {
+  // The four arrays of VhostUserFSSlaveMsg, entry by entry.
+  if ((request != kFsMap && request != kFsUnmap) || payload.size() != 4 * kFsEntries * 8) return 1;
+  auto field = [&](std::size_t array, std::size_t i) {
+    std::uint64_t v;
+    std::memcpy(&v, payload.data() + (array * kFsEntries + i) * 8, sizeof(v));
+    return v;
+  };
+  if (request == kFsMap && fd < 0) return 1;
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < kFsEntries; ++i) {
+    const std::uint64_t fd_offset = field(0, i), offset = field(1, i), len = field(2, i),
+                        flags = field(3, i);
+    if (len == 0) continue;
+    if (offset > size_ || len > size_ - offset || offset % kPage || len % kPage) return 1;
+    void* at = base_ + offset;
+    void* p;
+    if (request == kFsMap) {
+      const int prot = ((flags & kFsFlagRead) ? PROT_READ : 0) |
+                       ((flags & kFsFlagWrite) ? PROT_WRITE : 0);
+      p = ::mmap(at, len, prot, MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(fd_offset));
+    } else {
+      p = ::mmap(at, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+                 0);
+    }
+    if (p == MAP_FAILED) return 1;
+    for (std::uint64_t page = offset / kPage; page < (offset + len) / kPage; ++page) {
+      page_mapped_[page] = request == kFsMap;
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // VhostUserFrontend
 
 VhostUserFrontend::VhostUserFrontend(const std::string& socket_path, FrontendOptions options,
@@ -416,15 +527,29 @@ void VhostUserFrontend::handshake() {
 
   if (acked_features_ & feature::kProtocolFeatures) {
     backend_protocol_features_ = get_u64(msg::kGetProtocolFeatures);
+    const std::uint64_t dax = options_.dax_window_size
+                                  ? protocol_feature::kBackendReq | protocol_feature::kBackendSendFd
+                                  : 0;
     acked_protocol_features_ =
         backend_protocol_features_ &
-        (protocol_feature::kReplyAck | protocol_feature::kMq | protocol_feature::kConfig);
+        (protocol_feature::kReplyAck | protocol_feature::kMq | protocol_feature::kConfig | dax);
     // SET_PROTOCOL_FEATURES itself is sent without NEED_REPLY: REPLY_ACK is not in force until
     // the backend has processed it.
     std::uint64_t acked = acked_protocol_features_;
     acked_protocol_features_ = 0;
     set_u64(msg::kSetProtocolFeatures, acked);
     acked_protocol_features_ = acked;
+  }
+  if (options_.dax_window_size) {
+    // As QEMU: the backend channel right after the protocol features.
+    if (!(acked_protocol_features_ & protocol_feature::kBackendReq))
+      throw std::runtime_error("vhost-user: backend does not offer BACKEND_REQ (needed for DAX)");
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) ThrowErrno("socketpair");
+    UniqueFd ours(pair[0]), theirs(pair[1]);
+    int fd = theirs.get();
+    set(msg::kSetBackendReqFd, {}, std::span<const int>(&fd, 1));
+    dax_window_ = std::make_unique<DaxWindowHost>(options_.dax_window_size, std::move(ours));
   }
   if (acked_protocol_features_ & protocol_feature::kConfig) {
     // GET_CONFIG payload: u32 offset, u32 size, u32 flags, then `size` bytes (the reply carries the

@@ -8,13 +8,16 @@
 // virtio 1.x split ring layout (as in linux/virtio_ring.h, whose helpers are C-only).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace svfs::vhost {
@@ -193,6 +196,45 @@ class Virtqueue {
   std::vector<std::vector<std::uint16_t>> chains_;
 };
 
+// The VMM's side of DAX (what QEMU's virtio-fs-dev branch does for its cache): a window
+// reserved in this process, PROT_NONE where nothing is mapped, and a thread answering the
+// backend's FS_MAP / FS_UNMAP requests on the backend channel (SET_BACKEND_REQ_FD): FS_MAP
+// mmaps the fd it carries MAP_SHARED at the entry's window offset, FS_UNMAP puts PROT_NONE
+// back. Wire layout: the virtio-fs-dev branch's VhostUserFSSlaveMsg (8 entries of fd_offset,
+// c_offset, len, flags; request 6 FS_MAP, 7 FS_UNMAP).
+class DaxWindowHost {
+ public:
+  // `channel`: this side of the backend channel's socket pair.
+  DaxWindowHost(std::size_t size, UniqueFd channel);
+  ~DaxWindowHost();
+  DaxWindowHost(const DaxWindowHost&) = delete;
+  DaxWindowHost& operator=(const DaxWindowHost&) = delete;
+
+  std::size_t size() const { return size_; }
+  // The window's bytes at `offset` (only where something is mapped: elsewhere a read faults).
+  const std::uint8_t* at(std::uint64_t offset) const { return base_ + offset; }
+  // Whether the page at `offset` is mapped now.
+  bool mapped(std::uint64_t offset) const;
+  // false: requests are read but never answered (a VMM whose main loop is stuck).
+  void set_answering(bool answering) { answering_ = answering; }
+  // Requests handled so far (answered or not).
+  unsigned requests() const { return requests_; }
+
+ private:
+  void serve();
+  // One request's answer: 0 success, 1 failure.
+  std::uint64_t handle(std::uint32_t request, std::span<const std::uint8_t> payload, int fd);
+
+  std::size_t size_;
+  std::uint8_t* base_ = nullptr;
+  UniqueFd channel_, stop_;
+  std::atomic<bool> answering_{true};
+  std::atomic<unsigned> requests_{0};
+  mutable std::mutex mutex_;
+  std::vector<bool> page_mapped_;  // guarded by mutex_
+  std::thread thread_;
+};
+
 struct FrontendOptions {
   std::size_t memory_size = 128u << 20;
   // SET_MEM_TABLE describes the memory as this many equal regions, adjacent in guest-physical
@@ -202,6 +244,9 @@ struct FrontendOptions {
   unsigned request_queues = 1;  // clamped to what the backend reports
   bool event_idx = false;       // negotiate VIRTIO_RING_F_EVENT_IDX when offered
   std::chrono::milliseconds reply_timeout{5000};
+  // > 0: play a DAX-capable VMM with a window (cache) of this size: negotiate BACKEND_REQ,
+  // BACKEND_SEND_FD and REPLY_ACK and hand the backend its channel (dax_window()).
+  std::size_t dax_window_size = 0;
 };
 
 // The vhost-user connection and the device it drives: guest memory plus hiprio queue 0 and request
@@ -235,6 +280,8 @@ class VhostUserFrontend {
     std::uint32_t num_request_queues;
   };
   std::optional<FsConfig> fs_config() const { return fs_config_; }
+  // The DAX window (options.dax_window_size > 0), else nullptr.
+  DaxWindowHost* dax_window() { return dax_window_.get(); }
 
   // ---- Raw control messages for hostile tests. send_raw sends a header {request, flags,
   // declared_size} followed by `payload` (declared_size defaults to payload.size() but may lie)
@@ -273,6 +320,7 @@ class VhostUserFrontend {
   std::uint64_t backend_protocol_features_ = 0, acked_protocol_features_ = 0;
   std::uint64_t backend_queue_num_ = 0;
   std::optional<FsConfig> fs_config_;
+  std::unique_ptr<DaxWindowHost> dax_window_;
 };
 
 // vhost-user message ids (front-end → back-end) and feature bits used here.
@@ -282,7 +330,7 @@ inline constexpr std::uint32_t kGetFeatures = 1, kSetFeatures = 2, kSetOwner = 3
                                kSetVringBase = 10, kGetVringBase = 11, kSetVringKick = 12,
                                kSetVringCall = 13, kSetVringErr = 14, kGetProtocolFeatures = 15,
                                kSetProtocolFeatures = 16, kGetQueueNum = 17, kSetVringEnable = 18,
-                               kGetConfig = 24;
+                               kSetBackendReqFd = 21, kGetConfig = 24;
 inline constexpr std::uint32_t kFlagVersion = 0x1, kFlagReply = 0x4, kFlagNeedReply = 0x8;
 }  // namespace msg
 namespace feature {
@@ -290,7 +338,8 @@ inline constexpr std::uint64_t kIndirectDesc = 1ull << 28, kEventIdx = 1ull << 2
                                kProtocolFeatures = 1ull << 30, kVersion1 = 1ull << 32;
 }
 namespace protocol_feature {
-inline constexpr std::uint64_t kMq = 1ull << 0, kReplyAck = 1ull << 3, kConfig = 1ull << 9;
+inline constexpr std::uint64_t kMq = 1ull << 0, kReplyAck = 1ull << 3, kBackendReq = 1ull << 5,
+                               kConfig = 1ull << 9, kBackendSendFd = 1ull << 10;
 }
 
 }  // namespace svfs::vhost

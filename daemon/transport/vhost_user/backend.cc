@@ -13,10 +13,16 @@ namespace {
 
 constexpr uint32_t kMaxSetMemTableRegions = 8;
 
-RunnerOptions RunnerOptionsOf(const BackendOptions& options) {
+RunnerOptions RunnerOptionsOf(const BackendOptions& options, fuse::DaxWindow* dax_window) {
   return RunnerOptions{.pool_threads = options.pool_threads,
                        .poll_max = options.poll_max,
-                       .thread_init = options.thread_init};
+                       .thread_init = options.thread_init,
+                       .dax_window = dax_window};
+}
+
+std::optional<fuse::DaxWindow> WindowOf(const BackendOptions& options, fuse::DaxMapper& mapper) {
+  if (options.dax_window_size == 0) return std::nullopt;
+  return std::optional<fuse::DaxWindow>(std::in_place, options.dax_window_size, mapper);
 }
 
 }  // namespace
@@ -26,7 +32,9 @@ VhostUserBackend::VhostUserBackend(fuse::Server& server, BackendOptions options,
     : options_(std::move(options)),
       listener_(std::move(listener)),
       stop_fd_(EventFd::Create()),
-      runner_(server, RunnerOptionsOf(options_)),
+      backend_channel_(options_.dax_answer_timeout),
+      dax_window_(WindowOf(options_, backend_channel_)),
+      runner_(server, RunnerOptionsOf(options_, dax_window_ ? &*dax_window_ : nullptr)),
       device_(runner_) {}
 
 Result<std::unique_ptr<VhostUserBackend>> VhostUserBackend::Create(fuse::Server& server,
@@ -78,7 +86,9 @@ Status VhostUserBackend::run() {
   connection_ = -1;
   device_.disconnect();
   runner_.stop_pool();
-  backend_req_fd_.reset();
+  backend_channel_.detach();
+  // The frontend's window went with it (every queue is stopped: no request uses the window).
+  if (dax_window_) dax_window_->clear();
   return {};
 }
 
@@ -181,6 +191,8 @@ bool VhostUserBackend::on_set_features(Message& m) {
 
 bool VhostUserBackend::on_reset(Message& m) {
   device_.reset();
+  // A reset device's window is empty again (device_.reset() stopped every queue).
+  if (dax_window_) dax_window_->clear();
   return ack(m, true);
 }
 
@@ -372,7 +384,8 @@ bool VhostUserBackend::on_set_backend_req_fd(Message& m) {
     spdlog::error("vhost-user: SET_BACKEND_REQ_FD with {} fds", m.fds.size());
     return ack(m, false);
   }
-  backend_req_fd_ = m.take_fd();
+  const uint64_t needed = msg::kProtocolReplyAck | msg::kProtocolBackendSendFd;
+  backend_channel_.attach(m.take_fd(), (acked_protocol_features_ & needed) == needed);
   return ack(m, true);
 }
 

@@ -12,9 +12,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "daemon/fuse/server.h"
+#include "daemon/transport/vhost_user/backend_channel.h"
 #include "daemon/transport/vhost_user/device.h"
 #include "daemon/transport/vhost_user/listener.h"
 #include "daemon/transport/vhost_user/message.h"
@@ -42,6 +44,10 @@ struct BackendOptions {
   std::chrono::microseconds poll_max{0};
   // Runs first in every queue and worker thread (per-thread credential setup).
   std::function<void()> thread_init;
+  // Size of the device's DAX window (--dax-window-size; the VMM's cache-size); 0: no DAX.
+  uint64_t dax_window_size = 0;
+  // How long a DAX request waits for the frontend's answer on the backend channel.
+  std::chrono::milliseconds dax_answer_timeout{2000};
 };
 
 class VhostUserBackend {
@@ -103,10 +109,11 @@ class VhostUserBackend {
   Listener listener_;
   EventFd stop_fd_;  // run() returns when signalled
   int connection_ = -1;  // during run()
-  QueueRunner runner_;
+  BackendChannel backend_channel_;
+  std::optional<fuse::DaxWindow> dax_window_;  // with options.dax_window_size
+  QueueRunner runner_;  // after dax_window_: its requests use it
   Device device_;  // after runner_: its queue threads run the runner's loop
   uint64_t acked_protocol_features_ = 0;
-  UniqueFd backend_req_fd_;
 };
 
 }  // namespace svfs::transport::vhost_user

@@ -30,6 +30,8 @@ struct RunnerOptions {
   std::chrono::microseconds poll_max{0};
   // Runs first in every queue, worker and lock-wait thread (per-thread credential setup).
   std::function<void()> thread_init;
+  // The device's DAX window, passed with every request (nullptr: no DAX).
+  fuse::DaxWindow* dax_window = nullptr;
 };
 
 // The threads of lock waits (SETLKW): owned, and joined once done (at the next spawn) or at the
