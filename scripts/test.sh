@@ -23,7 +23,12 @@ fi
 
 "$root/scripts/build.sh" "$root/build"
 echo "test: running all tests (build)"
-(cd "$root/build" && ctest --output-on-failure -j1 --timeout 600)
+# A test that fails runs once more and must pass then; the first failure stays in the log, named
+# on a "test: FLAKY" line (the guest boots under TCG have hung intermittently; see docs/operations.md).
+if ! (cd "$root/build" && ctest --output-on-failure -j1 --timeout 600); then
+  echo "test: FLAKY? rerunning the failed tests once: $(cd "$root/build" && tr '\n' ' ' <Testing/Temporary/LastTestsFailed.log)"
+  (cd "$root/build" && ctest --rerun-failed --output-on-failure -j1 --timeout 600)
+fi
 
 if [ "$sanitizer" = 1 ]; then
   "$root/scripts/build.sh" "$root/build-asan" -DSVFS_SANITIZE=ON -DSVFS_BUILD_BENCHMARKS=OFF
