@@ -4,7 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <sstream>
 
 namespace svfs_test {
@@ -31,5 +35,14 @@ int RemoveTreeEntry(const char* p, const struct stat*, int type, struct FTW*) {
 void RemoveTree(const std::string& path) {
   if (path.size() > 1) ::nftw(path.c_str(), RemoveTreeEntry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
+
+TempDir::TempDir(const std::filesystem::path& parent) {
+  std::string tmpl = (parent / "svfs-test-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr)
+    throw std::runtime_error("mkdtemp " + tmpl + ": " + std::strerror(errno));
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() { RemoveTree(path_.string()); }
 
 }  // namespace svfs_test

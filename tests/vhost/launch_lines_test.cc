@@ -46,21 +46,7 @@ using namespace std::chrono_literals;
 
 constexpr const char* kWaiting = "Waiting for vhost-user socket connection...";
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "svfs-launch-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() { svfs_test::RemoveTree(path_.string()); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using svfs_test::TempDir;
 
 // How the caller starts the daemon, beyond its argv.
 struct Launch {
