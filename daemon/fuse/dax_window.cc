@@ -11,13 +11,15 @@ bool DaxWindow::valid(uint64_t window_offset, uint64_t length) const {
          window_offset <= size_ && length <= size_ - window_offset;
 }
 
-Status DaxWindow::map(const DaxMapping& mapping, UniqueFd file) {
+bool DaxWindow::acceptable(const DaxMapping& mapping) const {
   // The file range must be a valid off_t range too (the VMM mmaps it).
   constexpr uint64_t kMaxOffset = std::numeric_limits<int64_t>::max();
-  if (!valid(mapping.window_offset, mapping.length) || mapping.file_offset % kAlignment != 0 ||
-      mapping.file_offset > kMaxOffset - mapping.length || !file) {
-    return Err(EINVAL);
-  }
+  return valid(mapping.window_offset, mapping.length) && mapping.file_offset % kAlignment == 0 &&
+         mapping.length <= kMaxOffset && mapping.file_offset <= kMaxOffset - mapping.length;
+}
+
+Status DaxWindow::map(const DaxMapping& mapping, UniqueFd file) {
+  if (!acceptable(mapping) || !file) return Err(EINVAL);
   std::lock_guard lock(mutex_);
   SVFS_TRY(mapper_.map(file.get(), mapping));
   cut(mapping.window_offset, mapping.length);

@@ -42,8 +42,8 @@ class DaxWindow {
  public:
   // Offsets, lengths and file offsets must be multiples of this (mmap's unit); INIT advertises
   // it as FUSE_MAP_ALIGNMENT's log2.
-  static constexpr uint64_t kAlignment = 4096;
   static constexpr uint16_t kAlignmentLog2 = 12;
+  static constexpr uint64_t kAlignment = uint64_t{1} << kAlignmentLog2;
   // FUSE_REMOVEMAPPING_MAX_ENTRY as Linux computes it (a page of fuse_removemapping_one).
   static constexpr uint32_t kMaxRemoveEntries = 4096 / 16;
 
@@ -51,6 +51,9 @@ class DaxWindow {
   DaxWindow(uint64_t size, DaxMapper& mapper) : size_(size), mapper_(mapper) {}
 
   uint64_t size() const { return size_; }
+  // Whether `mapping` fits the window and the file's offsets: inside, aligned, not overflowing.
+  // The server asks before it opens anything for a guest's SETUPMAPPING.
+  bool acceptable(const DaxMapping& mapping) const;
   // Maps `mapping` of `file` (kept open until unmapped); replaces whatever it overlaps.
   // EINVAL for a range outside the window, unaligned or overflowing.
   Status map(const DaxMapping& mapping, UniqueFd file);

@@ -900,13 +900,15 @@ void Server::do_setupmapping(Call& call) {
   // Linux sends fh = -1: the mapping is of the inode, not of an open file.
   std::optional<fs::HandleId> handle;
   if (in->fh != ~uint64_t{0}) handle = in->fh;
+  const DaxMapping mapping{.file_offset = in->foffset,
+                           .window_offset = in->moffset,
+                           .length = in->len,
+                           .writable = writable};
+  // Checked before the file is opened: a bad range costs the host nothing.
+  if (!call.dax->acceptable(mapping)) return reply_error(call, EINVAL);
   auto file = fs_.dax_file(call.context, call.header.nodeid, handle, writable);
   if (!file) return reply_error(call, file.error());
-  reply_result(call, call.dax->map(DaxMapping{.file_offset = in->foffset,
-                                              .window_offset = in->moffset,
-                                              .length = in->len,
-                                              .writable = writable},
-                                   std::move(*file)));
+  reply_result(call, call.dax->map(mapping, std::move(*file)));
 }
 
 void Server::do_removemapping(Call& call) {

@@ -46,10 +46,11 @@ TEST_F(ServerTest, WithAWindowInitAdvertisesThePageAlignment) {
   dax = &window;
   Reply r = send(RequestBuilder(FUSE_INIT, 0, 1).add(InitIn(7, 38, kKernelFlags | FUSE_MAP_ALIGNMENT)));
   ASSERT_EQ(r.error(), 0);
+  ASSERT_GE(r.payload_size(), sizeof(fuse_init_out));
   fuse_init_out out;
   std::memcpy(&out, r.payload(), sizeof(out));
   EXPECT_TRUE(out.flags & FUSE_MAP_ALIGNMENT);
-  EXPECT_EQ(out.map_alignment, 12);
+  EXPECT_EQ(out.map_alignment, 12) << "log2 of the 4 KiB pages mappings are aligned to";
 }
 
 TEST_F(DaxServerTest, LinuxsMappingWithoutHandleReachesTheWindow) {
@@ -74,6 +75,18 @@ TEST_F(DaxServerTest, AHandleIsPassedOnAndItsErrorComesBack) {
   EXPECT_TRUE(mapper.maps.empty());
 }
 
+// A range the window refuses is refused before the file is opened (expect_refused checks that
+// the filesystem is not called): a guest cannot make the host open files for nothing.
+TEST_F(DaxServerTest, RangesTheWindowRefusesNeverOpenTheFile) {
+  expect_refused(Setup(kNoHandle, 0, 64 * kPage, kPage, FUSE_SETUPMAPPING_FLAG_READ));  // past the end
+  expect_refused(Setup(kNoHandle, 0, 63 * kPage, 2 * kPage, FUSE_SETUPMAPPING_FLAG_READ));  // straddles it
+  expect_refused(Setup(kNoHandle, 0, kPage / 2, kPage, FUSE_SETUPMAPPING_FLAG_READ));  // unaligned
+  expect_refused(Setup(kNoHandle, 1, 0, kPage, FUSE_SETUPMAPPING_FLAG_READ));  // file offset
+  expect_refused(Setup(kNoHandle, ~uint64_t{0} - kPage + 1, 0, kPage, FUSE_SETUPMAPPING_FLAG_READ));
+  expect_refused(Setup(kNoHandle, 0, 0, 0, FUSE_SETUPMAPPING_FLAG_READ));  // empty
+  EXPECT_TRUE(mapper.maps.empty());
+}
+
 TEST_F(DaxServerTest, FlagsOtherThanReadOrReadWriteAreRefused) {
   expect_refused(Setup(kNoHandle, 0, 0, kPage, 0));
   expect_refused(Setup(kNoHandle, 0, 0, kPage, FUSE_SETUPMAPPING_FLAG_WRITE));
@@ -94,6 +107,8 @@ TEST_F(DaxServerTest, RemoveMappingCountsMustMatchAndStayBounded) {
 
 TEST_F(ServerTest, WithoutAWindowDaxIsNotAgreedAndNotServed) {
   Reply r = send(RequestBuilder(FUSE_INIT, 0, 1).add(InitIn(7, 38, kKernelFlags | FUSE_MAP_ALIGNMENT)));
+  ASSERT_EQ(r.error(), 0);
+  ASSERT_GE(r.payload_size(), sizeof(fuse_init_out));
   fuse_init_out out;
   std::memcpy(&out, r.payload(), sizeof(out));
   EXPECT_FALSE(out.flags & FUSE_MAP_ALIGNMENT);

@@ -35,11 +35,7 @@ FuseRequest FuseClient::make(std::uint32_t opcode, std::uint64_t nodeid,
   r.queue = queue;
   r.reply_capacity = reply_capacity;
   r.bytes.resize(sizeof(h));
-  for (auto part : body) {
-    std::size_t at = r.bytes.size();
-    r.bytes.resize(at + part.size());
-    std::memcpy(r.bytes.data() + at, part.data(), part.size());
-  }
+  for (auto part : body) r.bytes.insert(r.bytes.end(), part.begin(), part.end());
   h.len = static_cast<std::uint32_t>(r.bytes.size());
   std::memcpy(r.bytes.data(), &h, sizeof(h));
   return r;
