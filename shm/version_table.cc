@@ -374,6 +374,15 @@ uint64_t VersionTable::bump(uint64_t slot) {
          1;
 }
 
+uint64_t VersionTable::bump_all() {
+  if (!mapping_ || mapping_->access != Access::kReadWrite) return 0;
+  const uint64_t n = mapping_->slot_count;
+  for (uint64_t slot = 1; slot < n; ++slot) {
+    std::atomic_ref<uint64_t>(mapping_->counter(slot)).fetch_add(1, std::memory_order_acq_rel);
+  }
+  return n - 1;
+}
+
 uint64_t VersionTable::bump_generation() {
   if (!mapping_ || mapping_->access != Access::kReadWrite) return 0;
   return mapping_->header()->generation.fetch_add(1, std::memory_order_acq_rel) + 1;

@@ -84,6 +84,9 @@ class VersionTable {
   // Increments `slot` and returns the new version (acq_rel). No-op returning 0 for slot 0,
   // out-of-range slots and on a read-only mapping.
   uint64_t bump(uint64_t slot);
+  // Bumps every slot 1..slot_count-1 once (what changed is unknown: a restart, a lost event);
+  // returns how many. 0 on a read-only mapping.
+  uint64_t bump_all();
   // Increments the header generation; returns the new value (versiond on (re)start). Returns 0
   // on a read-only mapping.
   uint64_t bump_generation();

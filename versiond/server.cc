@@ -153,10 +153,9 @@ class State {
   // (after the change, before replying), and bumping again would only cost guests revalidations.
   void on_host_change(const HostChange& change) {
     if (change.overflow) {
-      uint64_t n = table_.slot_count();
-      for (uint64_t slot = 1; slot < n; ++slot) table_.bump(slot);
-      host_bumps_ += n > 0 ? n - 1 : 0;
-      spdlog::warn("fanotify overflow: events were lost; bumped all {} slots", n > 0 ? n - 1 : 0);
+      const uint64_t bumped = table_.bump_all();
+      host_bumps_ += bumped;
+      spdlog::warn("fanotify overflow: events were lost; bumped all {} slots", bumped);
       if (federation_ != nullptr) federation_->PublishAll();
       return;
     }
@@ -334,11 +333,11 @@ std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& opt
   // Whatever happened while no versiond was watching is unknown: every slot may be stale, so
   // every slot moves on once. Versions only grow; guests revalidate each cached entry once.
   auto start = std::chrono::steady_clock::now();
-  uint64_t n = table.slot_count();
-  for (uint64_t slot = 1; slot < n; ++slot) table.bump(slot);
+  const uint64_t n = table.slot_count();
+  const uint64_t bumped = table.bump_all();
   auto took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
   spdlog::info("took over version table {} (generation {}): bumped all {} slots in {:.1f} ms",
-               options.table_name, generation, n > 0 ? n - 1 : 0, took.count());
+               options.table_name, generation, bumped, took.count());
   if (options.capacity != n) {
     spdlog::info("--capacity {} ignored: the existing table has {} slots (remove /dev/shm/{} "
                  "with no daemon running to resize it)", options.capacity, n, options.table_name);

@@ -81,10 +81,6 @@ void SharedVersions::bump(uint64_t identity) {
   if (other) other->bump(protocol::SlotOf(identity, other->slot_count()));
 }
 
-void SharedVersions::BumpAll(shm::VersionTable& table) {
-  uint64_t slots = table.slot_count();
-  for (uint64_t slot = 1; slot < slots; ++slot) table.bump(slot);
-}
 
 shm::VersionTable* SharedVersions::map_table(const versiond::TableIdentity& identity) {
   for (const auto& mapped : tables_) {
@@ -109,13 +105,13 @@ void SharedVersions::attached(const versiond::TableIdentity& identity, uint64_t 
   if (!announced) {
     mapped_.store(table);
     // Changes made since versiond registered us were bumped nowhere: every slot moves on once.
-    if (missed_.exchange(false)) BumpAll(*table);
+    if (missed_.exchange(false)) table->bump_all();
   } else if (table != announced) {
     // The guest was told about the first table and reads that one; versions in another table
     // would never reach it. Staying unversioned keeps it coherent (cache=none behaviour); our
     // changes are bumped in both tables, for the guests of daemons on the new one (all its
     // slots once now: our changes until now never reached it).
-    if (other_.exchange(table) != table) BumpAll(*table);
+    if (other_.exchange(table) != table) table->bump_all();
     spdlog::error("shared versions: svfs-versiond now serves a different table ({}); replies stay "
                   "unversioned until svfsd restarts",
                   identity.name);
@@ -139,7 +135,7 @@ void SharedVersions::detached(uint64_t epoch) {
   // slot moves on once; guests of other daemons revalidate once too (a cost, never staleness).
   auto start = std::chrono::steady_clock::now();
   uint64_t slots = table->slot_count();
-  BumpAll(*table);
+  table->bump_all();
   auto took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
   spdlog::warn("shared versions: lost svfs-versiond (session {}); bumped all {} slots in {:.1f} ms, "
                "serving as cache=none until it returns",

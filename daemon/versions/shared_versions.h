@@ -61,7 +61,6 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
 
   // Maps the table versiond names, or finds it mapped. Under attach_mutex_.
   shm::VersionTable* map_table(const versiond::TableIdentity& identity);
-  static void BumpAll(shm::VersionTable& table);
 
   // Every table mapped, kept for svfsd's lifetime (guarded by attach_mutex_).
   std::vector<std::unique_ptr<shm::VersionTable>> tables_;

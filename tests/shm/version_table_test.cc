@@ -466,6 +466,19 @@ TEST(VersionTableTest, BumpGeneration) {
   EXPECT_EQ(PeekObject<uint64_t>(name, offsetof(TableHeader, generation)), 4u);
 }
 
+TEST(VersionTableTest, BumpAllMovesEverySlotButZeroOnce) {
+  ScopedTableName name("bumpall");
+  VersionTable table = MustCreate(name.name(), 8);
+  table.bump(3);
+  EXPECT_EQ(table.bump_all(), 7u);
+  EXPECT_EQ(table.sample(0), 0u);
+  for (uint64_t slot = 1; slot < 8; ++slot) EXPECT_EQ(table.sample(slot), slot == 3 ? 2u : 1u);
+  auto reader = VersionTable::Attach(name.name(), Access::kReadOnly);
+  ASSERT_TRUE(reader) << reader.error();
+  EXPECT_EQ(reader->bump_all(), 0u) << "a read-only mapping bumps nothing";
+  EXPECT_EQ(table.sample(1), 1u);
+}
+
 TEST(VersionTableTest, RemoveUnlinksButMappingsStayValid) {
   ScopedTableName name("remove");
   VersionTable table = MustCreate(name.name(), 4);
