@@ -200,6 +200,10 @@ class NatsFederation final : public Federation {
   // A push consumer from the stream's end: what came before is covered by the bump of every slot
   // that follows each (re)subscription.
   std::expected<void, std::string> Subscribe() {
+    // A callback of the old subscription still running must not touch next_sequence_ (a false
+    // gap); messages of the new one before current_ is set are covered by the BumpAll that
+    // follows every Subscribe.
+    current_ = nullptr;
     if (subscription_) {
       natsSubscription_Unsubscribe(subscription_.get());  // deletes the old consumer if it lives
       subscription_.reset();
@@ -219,6 +223,7 @@ class NatsFederation final : public Federation {
     }
     subscription_.reset(sub);
     natsSubscription_SetPendingLimits(sub, 65536, 64 << 20);
+    current_ = sub;
     return {};
   }
 
@@ -334,13 +339,12 @@ class NatsFederation final : public Federation {
   }
 
   void BumpAll(const std::string& why) {
-    const uint64_t n = table_.slot_count();
-    for (uint64_t slot = 1; slot < n; ++slot) table_.bump(slot);
-    spdlog::warn("federation: {}: bumped all {} slots", why, n > 0 ? n - 1 : 0);
+    spdlog::warn("federation: {}: bumped all {} slots", why, table_.bump_all());
   }
 
-  static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-    static_cast<NatsFederation*>(closure)->Receive(msg);
+  static void OnMessage(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
+    auto* self = static_cast<NatsFederation*>(closure);
+    if (sub == self->current_.load()) self->Receive(msg);
     natsMsg_Destroy(msg);
   }
 
@@ -385,6 +389,7 @@ class NatsFederation final : public Federation {
 
   // Delivery-thread state.
   std::atomic<uint64_t> next_sequence_{0};  // 0: none seen since (re)subscribing
+  std::atomic<natsSubscription*> current_{nullptr};  // whose messages Receive takes
   std::atomic<bool> behind_{false};
   LogLimiter malformed_{"malformed federation messages"};
   std::atomic<bool> closing_{false};

@@ -81,6 +81,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   for (size_t start = 0; !federation.empty() && start <= federation.size();) {
     const size_t comma = std::min(federation.find(',', start), federation.size());
+    if (comma == start) {
+      std::fprintf(stderr, "svfs-versiond: --federation %s: an empty server URL; give "
+                   "nats://HOST:PORT[,nats://HOST:PORT...] without empty items\n", federation.c_str());
+      return 2;
+    }
     options.federation_servers.push_back(federation.substr(start, comma - start));
     start = comma + 1;
   }

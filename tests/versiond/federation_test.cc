@@ -164,10 +164,7 @@ TEST_F(FederationTest, InAThreeNodeClusterLosingTheSubscribersNodeBumpsAllOnceTh
   for (auto& node : nodes) ASSERT_TRUE(node->Start()) << node->log();
   ASSERT_TRUE(WaitUntil([&] {
     for (auto& node : nodes) {
-      if (node->log().find("new metadata leader") != std::string::npos ||
-          node->log().find("JetStream cluster new metadata leader") != std::string::npos) {
-        return true;
-      }
+      if (node->log().find("new metadata leader") != std::string::npos) return true;
     }
     return false;
   }, 15s, 50ms)) << nodes[0]->log();
