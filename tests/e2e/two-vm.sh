@@ -213,8 +213,11 @@ gcmd() {
     if [ "$waited" -ge "$cmd_timeout" ] || ! kill -0 "${qpid[$vm]}" 2>/dev/null; then
       say "guest $vm: no answer to '$*' (${waited}s; QEMU $(kill -0 "${qpid[$vm]}" 2>/dev/null && echo running || echo gone))"
       # The agent's watchdog printed the blocked tasks after 90 s: show from there (or the tail).
-      { tr -d '\r' <"$work/serial-$vm.log" | awk '/still running after/{on=1} on' | head -n 150 |
-          grep . || tail -n 30 "$work/serial-$vm.log" | tr -d '\r'; } | sed "s/^/  guest $vm| /"
+      local dump
+      dump=$(tr -d '\r' <"$work/serial-$vm.log" |
+        awk '/still running after/{buf=""; on=1} on{buf=buf $0 "\n"} END{printf "%s", buf}' | head -c 20000)
+      [ -n "$dump" ] || dump=$(tail -n 30 "$work/serial-$vm.log" | tr -d '\r')
+      printf '%s\n' "$dump" | sed "s/^/  guest $vm| /"
       # The daemon says at disconnect what it left in the rings (chains not taken, calls owed).
       kill "${qpid[$vm]}" 2>/dev/null; sleep 2
       tail -n 20 "${dlog[$vm]}" | sed "s/^/  daemon $vm| /"

@@ -76,6 +76,7 @@ step "binaries"
   fail "/usr/libexec/svfs/virtiofsd is not a link to /usr/libexec/svfsd"
 [ -x /usr/libexec/svfs/svfs-kata-qemu ] || fail "/usr/libexec/svfs/svfs-kata-qemu missing"
 # Without a vhost-user-fs device the wrapper is QEMU itself (Kata probes it so).
+command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 missing (scripts/install-deps.sh installs it)"
 [ "$(SVFS_KATA_QEMU_CONF=/nonexistent /usr/libexec/svfs/svfs-kata-qemu -version | head -n1)" = \
   "$(qemu-system-x86_64 -version | head -n1)" ] || fail "svfs-kata-qemu -version is not QEMU's"
 [ "$(/usr/sbin/svfs-versiond --version)" = "svfs-versiond $version" ] || fail "svfs-versiond --version"
