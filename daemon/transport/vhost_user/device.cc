@@ -111,8 +111,14 @@ void Device::reset() {
 }
 
 void Device::disconnect() {
+  // Only a ring that was running points into the current memory: a stopped one may still hold
+  // addresses into a memory table the frontend has since replaced.
+  std::array<bool, kMaxQueues> running{};
+  for (size_t i = 0; i < queues_.size(); ++i) running[i] = queues_[i]->thread.joinable();
   stop_all();
-  for (auto& queue : queues_) {
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    if (!running[i]) continue;
+    Queue* queue = queues_[i].get();
     Virtqueue::Leftover left = queue->vq.leftover();
     if (left.untaken == 0 && !left.signal_owed) continue;
     spdlog::info("vhost-user: queue {} at disconnect: {} chains posted and not taken, {}",
