@@ -19,6 +19,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/metrics_server.h"
 #include "daemon/fs/credentials.h"
 #include "daemon/fs/passthrough.h"
 #include "daemon/fuse/server.h"
@@ -114,6 +115,33 @@ bool RaiseOpenFileLimit(const svfs::Options& options) {
                "CAP_SYS_RESOURCE): a guest holding more files gets EMFILE",
                current.rlim_cur, target);
   return true;
+}
+
+// What /metrics serves: the request counters, the inode store, and shared versions if on.
+std::string RenderMetrics(const svfs::fuse::Server& server, const svfs::fs::PassthroughFs& fs,
+                          const svfs::versions::SharedVersions* versions) {
+  using Type = svfs::metrics::Exposition::Type;
+  svfs::metrics::Exposition out;
+  server.stats().write_metrics(out);
+  out.family("svfsd_inodes", Type::kGauge, "Inodes the guest holds (node ids), the root included.");
+  out.sample("svfsd_inodes", fs.inodes().size());
+  out.family("svfsd_inode_fds", Type::kGauge,
+             "O_PATH descriptors held for those inodes (none for inodes held by file handle).");
+  out.sample("svfsd_inode_fds", fs.inodes().held_fds());
+  out.family("svfsd_open_handles", Type::kGauge, "Files and directories the guest holds open.");
+  out.sample("svfsd_open_handles", fs.open_handles());
+  if (versions != nullptr) {
+    out.family("svfsd_version_samples_total", Type::kCounter,
+               "Version-table slots sampled for replies (--cache shared).");
+    out.sample("svfsd_version_samples_total", versions->samples());
+    out.family("svfsd_version_bumps_total", Type::kCounter,
+               "Version-table bumps for changes the guest made (--cache shared).");
+    out.sample("svfsd_version_bumps_total", versions->bumps());
+    out.family("svfsd_versiond_attached", Type::kGauge,
+               "1 while attached to svfs-versiond (replies versioned), else 0.");
+    out.sample("svfsd_versiond_attached", versions->attached() ? 1 : 0);
+  }
+  return out.text();
 }
 
 using Backend = std::unique_ptr<svfs::transport::vhost_user::VhostUserBackend>;
@@ -267,6 +295,19 @@ int main(int argc, char** argv) {
     }
     session = std::move(*mounted);
   }
+  // Before the sandbox: a socket bound in the host's network namespace (and next to the socket
+  // file's path) keeps serving from inside it; the thread starts once seccomp is on.
+  std::unique_ptr<svfs::metrics::MetricsServer> metrics_listening;
+  if (!options.metrics_socket.empty() || !options.metrics_address.empty()) {
+    auto listening = svfs::metrics::MetricsServer::Listen(
+        {.program = "svfsd", .socket_path = options.metrics_socket,
+         .address = options.metrics_address});
+    if (!listening) {
+      std::fprintf(stderr, "%s\n", listening.error().c_str());
+      return 1;
+    }
+    metrics_listening = std::move(*listening);
+  }
   // Checked here so a missing directory is reported as what it is, not as a sandbox failure.
   struct stat shared_stat {};
   const int shared_error = ::stat(options.fs.shared_dir.c_str(), &shared_stat) != 0 ? errno
@@ -335,6 +376,8 @@ int main(int argc, char** argv) {
   }
 
   svfs::fuse::Server server(**filesystem, {.ids = options.ids});
+  // Declared after what it reads, so its thread stops first.
+  auto metrics = std::move(metrics_listening);
   std::optional<Backend> backend;
   if (options.mountpoint.empty()) {
     backend = CreateVhostUser(options, server);
@@ -373,6 +416,14 @@ int main(int argc, char** argv) {
   // outside the filter, to show --seccomp kill kills.
   if (std::getenv("SVFSD_TEST_FORBIDDEN_SYSCALL") != nullptr) ::syscall(SYS_acct, nullptr);
   if (versions) versions->start(versiond_name);
+  if (metrics) {
+    metrics->start([&server, fs = filesystem->get(), v = versions.get()] {
+      return RenderMetrics(server, *fs, v);
+    });
+    for (const std::string& address : metrics->addresses()) {
+      spdlog::info("metrics: serving /metrics on {}", address);
+    }
+  }
 
   if (backend) return RunVhostUser(options, server, std::move(*backend), signals);
   unsigned threads = options.thread_pool_size ? options.thread_pool_size : 4;

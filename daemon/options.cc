@@ -332,6 +332,13 @@ ParseOutcome ParseOptions(int argc, char** argv) {
   app.add_option("--versiond-socket", options.versiond_socket,
                  "svfs-versiond socket for --cache shared (default /run/svfs/versiond.sock)")
       ->type_name("PATH");
+  app.add_option("--metrics-socket", options.metrics_socket,
+                 "Serve Prometheus metrics (GET /metrics, HTTP/1.0) on this UNIX socket (0600)")
+      ->type_name("PATH");
+  app.add_option("--metrics-address", options.metrics_address,
+                 "Serve Prometheus metrics on this numeric TCP address: 127.0.0.1:PORT or "
+                 "[::1]:PORT")
+      ->type_name("ADDR:PORT");
   app.add_option("--thread-pool-size", options.thread_pool_size,
                  "Worker threads (--mount: default 4; vhost-user: default 0, each queue's thread "
                  "serves its requests, and 1 is served as 0)")

@@ -24,6 +24,10 @@ struct Options {
   // --cache shared: where svfs-versiond listens.
   std::string versiond_socket = "/run/svfs/versiond.sock";
 
+  // Prometheus /metrics (common/metrics_server.h): a UNIX socket and/or a numeric TCP address.
+  std::string metrics_socket;
+  std::string metrics_address;
+
   std::string socket_group;
   std::string tag;
   unsigned thread_pool_size = 0;

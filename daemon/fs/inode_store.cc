@@ -21,6 +21,7 @@ Result<InodeFd> InodeData::path_fd() const {
 void InodeStore::set_root(std::shared_ptr<InodeData> root) {
   std::lock_guard lock(mutex_);
   root->id = kRootNodeId;
+  held_fds_ = root->fd.valid() ? 1 : 0;
   by_key_[root->key] = kRootNodeId;
   by_id_[kRootNodeId] = Slot{std::move(root), 1};
 }
@@ -62,6 +63,7 @@ std::shared_ptr<InodeData> InodeStore::acquire(std::shared_ptr<InodeData> candid
       candidate->id = id;
       by_key_.emplace(candidate->key, id);
       by_id_.emplace(id, Slot{candidate, 1});
+      if (candidate->fd.valid()) ++held_fds_;
       return candidate;
     }
   }
@@ -95,6 +97,7 @@ void InodeStore::forget(NodeId id, uint64_t count) {
       by_key_.erase(key_it);
     }
     by_id_.erase(it);
+    if (freed->fd.valid()) --held_fds_;
   }
   spdlog::debug("inode {} freed", id);
 }
@@ -106,8 +109,10 @@ void InodeStore::clear() {
     auto root = by_id_.extract(kRootNodeId);
     dropped.swap(by_id_);
     by_key_.clear();
+    held_fds_ = 0;
     if (!root.empty()) {
       by_key_[root.mapped().data->key] = kRootNodeId;
+      held_fds_ = root.mapped().data->fd.valid() ? 1 : 0;
       by_id_.insert(std::move(root));
     }
   }
@@ -122,6 +127,11 @@ uint64_t InodeStore::ref_count(NodeId id) const {
 size_t InodeStore::size() const {
   std::lock_guard lock(mutex_);
   return by_id_.size();
+}
+
+size_t InodeStore::held_fds() const {
+  std::lock_guard lock(mutex_);
+  return held_fds_;
 }
 
 Result<std::shared_ptr<const UniqueFd>> MountFds::get(

@@ -126,6 +126,8 @@ class InodeStore {
   uint64_t ref_count(NodeId id) const;
   // Number of nodes including the root.
   size_t size() const;
+  // Nodes (root included) that hold an O_PATH fd; those known by file handle hold none.
+  size_t held_fds() const;
 
  private:
   struct Slot {
@@ -137,6 +139,7 @@ class InodeStore {
   std::unordered_map<NodeId, Slot> by_id_;   // guarded by mutex_
   std::unordered_map<InodeKey, NodeId, InodeKeyHash> by_key_;  // guarded by mutex_
   NodeId next_id_ = kRootNodeId + 1;         // guarded by mutex_
+  size_t held_fds_ = 0;                      // guarded by mutex_
 };
 
 // One lookup reference on a node, taken by InodeStore::acquire/acquire_pinned and given back

@@ -118,6 +118,11 @@ void HandleTable::clear() {
   dropped.swap(handles_);
 }
 
+size_t HandleTable::size() const {
+  std::lock_guard lock(mutex_);
+  return handles_.size();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Setup
 

@@ -51,6 +51,7 @@ class HandleTable {
   // Removes and returns the handle (nullptr if unknown); the fd closes when the last user drops it.
   std::shared_ptr<Handle> remove(HandleId id);
   void clear();
+  size_t size() const;
 
  private:
   mutable std::mutex mutex_;
@@ -138,8 +139,10 @@ class PassthroughFs : public FileSystem {
   Status setlk(const Context&, NodeId node, HandleId handle, uint64_t owner, const FileLock& lock,
                uint32_t lk_flags, bool wait) override;
 
-  // For tests: the inode store (lookup counts).
+  // The inode store (lookup counts), for tests and the metrics.
   const InodeStore& inodes() const { return inodes_; }
+  // Files and directories the guest holds open (each an fd), for the metrics.
+  size_t open_handles() const { return handles_.size(); }
 
  private:
   PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd);

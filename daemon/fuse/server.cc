@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -170,6 +171,7 @@ Server::Server(fs::FileSystem& filesystem, ServerOptions options)
 void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
                     ReplyChannel& channel, const fs::CallerGroups* caller_groups,
                     DaxWindow* dax) {
+  const auto started = std::chrono::steady_clock::now();
   protocol::RequestReader reader(request);
   auto header = reader.read<fuse_in_header>();
   if (!header) {
@@ -210,7 +212,9 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
   // The request is over: an interrupt kept for its unique can no longer reach it. (An INTERRUPT's
   // own unique names no request.)
   if (header->opcode != FUSE_INTERRUPT) interrupts_.finished(header->unique);
-  stats_.count(header->opcode, call.failed);
+  const auto took = std::chrono::steady_clock::now() - started;
+  stats_.count(header->opcode, call.failed,
+               std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
 }
 
 std::optional<DecodeError> Server::take_extensions(Call& call) {

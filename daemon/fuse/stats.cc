@@ -4,9 +4,10 @@
 
 namespace svfs::fuse {
 
-void RequestStats::count(uint32_t opcode, bool failed) {
+void RequestStats::count(uint32_t opcode, bool failed, uint64_t ns) {
   requests_[slot(opcode)].fetch_add(1, std::memory_order_relaxed);
   if (failed) errors_[slot(opcode)].fetch_add(1, std::memory_order_relaxed);
+  latency_[slot(opcode)].observe(ns);
 }
 
 uint64_t RequestStats::requests(uint32_t opcode) const {
@@ -22,6 +23,12 @@ uint64_t RequestStats::total() const {
   for (const auto& counter : requests_) sum += counter.load(std::memory_order_relaxed);
   return sum;
 }
+
+namespace {
+std::string QueueName(uint32_t queue) {
+  return queue == 0 ? "hiprio" : fmt::format("requests.{}", queue - 1);
+}
+}  // namespace
 
 std::string RequestStats::format_table() const {
   std::string out = fmt::format("{:<16} {:>12} {:>10}\n", "opcode", "requests", "errors");
@@ -39,11 +46,46 @@ std::string RequestStats::format_table() const {
     if (n == 0) continue;
     if (!header) out += fmt::format("{:<16} {:>12}\n", "queue", "requests");
     header = true;
-    std::string name = queue == 0 ? "hiprio" : fmt::format("requests.{}", queue - 1);
-    out += fmt::format("{:<16} {:>12}\n", name, n);
+    out += fmt::format("{:<16} {:>12}\n", QueueName(queue), n);
   }
   out += fmt::format("{:<16} {:>12}\n", "malformed", malformed());
   return out;
+}
+
+void RequestStats::write_metrics(metrics::Exposition& out) const {
+  using Type = metrics::Exposition::Type;
+  out.family("svfsd_requests_total", Type::kCounter, "FUSE requests served, by opcode.");
+  for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
+    if (uint64_t n = requests(op)) {
+      out.sample("svfsd_requests_total", n, "opcode", protocol::OpcodeName(op));
+    }
+  }
+  out.family("svfsd_request_errors_total", Type::kCounter,
+             "FUSE requests answered with an error, by opcode.");
+  for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
+    if (requests(op) != 0) {
+      out.sample("svfsd_request_errors_total", errors(op), "opcode", protocol::OpcodeName(op));
+    }
+  }
+  out.family("svfsd_request_duration_seconds", Type::kHistogram,
+             "Time from decoding a FUSE request to its reply, by opcode.");
+  for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
+    if (requests(op) != 0) {
+      out.histogram("svfsd_request_duration_seconds", latency_[op].snapshot(), "opcode",
+                    protocol::OpcodeName(op));
+    }
+  }
+  out.family("svfsd_malformed_requests_total", Type::kCounter,
+             "Requests refused as malformed (they never reach the filesystem).");
+  out.sample("svfsd_malformed_requests_total", malformed());
+  out.family("svfsd_queue_requests_total", Type::kCounter,
+             "Descriptor chains taken off each virtqueue (vhost-user), named as the guest's "
+             "sysfs names them.");
+  for (uint32_t queue = 0; queue < kQueueSlots; ++queue) {
+    if (uint64_t n = queue_requests(queue)) {
+      out.sample("svfsd_queue_requests_total", n, "queue", QueueName(queue));
+    }
+  }
 }
 
 }  // namespace svfs::fuse

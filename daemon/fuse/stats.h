@@ -1,5 +1,5 @@
-// Per-opcode request counters: lock-free increments on the request path, read by the SIGUSR1
-// dump, the demo and the benchmarks.
+// Per-opcode request counters and latency histograms: lock-free increments on the request path,
+// read by the SIGUSR1 dump, the /metrics endpoint, the demo and the benchmarks.
 #pragma once
 
 #include <array>
@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/metrics_text.h"
 #include "protocol/fuse_opcodes.h"
 
 namespace svfs::fuse {
@@ -16,7 +17,8 @@ class RequestStats {
   // The hiprio queue and 16 request queues (as vhost_user::Device::kMaxQueues).
   static constexpr uint32_t kQueueSlots = 17;
 
-  void count(uint32_t opcode, bool failed);
+  // One request served, in `ns` nanoseconds (Server::handle, decode to reply).
+  void count(uint32_t opcode, bool failed, uint64_t ns);
   void count_malformed() { malformed_.fetch_add(1, std::memory_order_relaxed); }
   // A chain taken off virtqueue `queue` (0: hiprio, 1..: request queues); the transport counts
   // them, so a test can see which queues a guest uses.
@@ -37,6 +39,10 @@ class RequestStats {
   // a transport counted them, a "queue  requests" table named as the guest's sysfs names them
   // (hiprio, requests.0, ...); last a "malformed" line.
   std::string format_table() const;
+  // The same counters and the latency histograms as Prometheus families (svfsd_requests_total,
+  // svfsd_request_errors_total, svfsd_request_duration_seconds, svfsd_queue_requests_total,
+  // svfsd_malformed_requests_total); opcodes and queues not seen yet are left out.
+  void write_metrics(metrics::Exposition& out) const;
 
  private:
   // Opcodes beyond the array (unknown to us) share the last slot.
@@ -45,6 +51,7 @@ class RequestStats {
   }
   std::array<std::atomic<uint64_t>, protocol::kOpcodeSlots> requests_{};
   std::array<std::atomic<uint64_t>, protocol::kOpcodeSlots> errors_{};
+  std::array<metrics::Log2Histogram, protocol::kOpcodeSlots> latency_{};
   std::atomic<uint64_t> malformed_{0};
   std::array<std::atomic<uint64_t>, kQueueSlots> queue_requests_{};
 };

@@ -55,6 +55,7 @@ std::optional<fs::VersionTableId> SharedVersions::table() const {
 }
 
 fs::Version SharedVersions::sample(uint64_t identity) const {
+  samples_.fetch_add(1, std::memory_order_relaxed);
   shm::VersionTable* table = trusted_.load(std::memory_order_acquire);
   // A table shrunk under us (shm::FaultGuard) reads zeros: its versions mean nothing.
   if (!table || table->damaged()) return {};
@@ -68,6 +69,7 @@ fs::Version SharedVersions::sample(uint64_t identity) const {
 }
 
 void SharedVersions::bump(uint64_t identity) {
+  bumps_.fetch_add(1, std::memory_order_relaxed);
   shm::VersionTable* table = mapped_.load();
   if (!table) {
     // Before the first table is mapped: versiond may already skip our fanotify events. Either

@@ -48,6 +48,9 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   void bump(uint64_t identity) override;
 
   bool attached() const { return trusted_.load(std::memory_order_acquire) != nullptr; }
+  // Calls of sample() and bump() so far (the requests' own, not a detach's bump of every slot).
+  uint64_t samples() const { return samples_.load(std::memory_order_relaxed); }
+  uint64_t bumps() const { return bumps_.load(std::memory_order_relaxed); }
 
  private:
   explicit SharedVersions(Options options);
@@ -74,6 +77,8 @@ class SharedVersions final : public fs::VersionTracker, private versiond::Client
   std::atomic<uint64_t> epoch_{0};  // of the session that made the table trusted
   // A bump came before any table was mapped (seq_cst with mapped_, see bump()).
   std::atomic<bool> missed_{false};
+  mutable std::atomic<uint64_t> samples_{0};
+  std::atomic<uint64_t> bumps_{0};
 
   std::mutex attach_mutex_;  // serializes attached/detached; no other lock is taken under it
   std::condition_variable attach_cv_;  // signalled after each attach (Start waits on it)
