@@ -86,6 +86,22 @@ void RequestStats::write_metrics(metrics::Exposition& out) const {
       out.sample("svfsd_queue_requests_total", n, "queue", QueueName(queue));
     }
   }
+  out.family("svfsd_queue_waiting_total", Type::kCounter,
+             "Chains waiting in the ring behind each one taken, summed: divided by "
+             "svfsd_queue_requests_total, the queue's mean depth.");
+  for (uint32_t queue = 0; queue < kQueueSlots; ++queue) {
+    if (queue_requests(queue) != 0) {
+      out.sample("svfsd_queue_waiting_total", queue_waiting(queue), "queue", QueueName(queue));
+    }
+  }
+  out.family("svfsd_queue_signals_total", Type::kCounter,
+             "Interrupts sent to the guest, one per batch of replies: "
+             "svfsd_queue_requests_total divided by it is the mean batch.");
+  for (uint32_t queue = 0; queue < kQueueSlots; ++queue) {
+    if (queue_requests(queue) != 0) {
+      out.sample("svfsd_queue_signals_total", queue_signals(queue), "queue", QueueName(queue));
+    }
+  }
 }
 
 }  // namespace svfs::fuse

@@ -20,10 +20,17 @@ class RequestStats {
   // One request served, in `ns` nanoseconds (Server::handle, decode to reply).
   void count(uint32_t opcode, bool failed, uint64_t ns);
   void count_malformed() { malformed_.fetch_add(1, std::memory_order_relaxed); }
-  // A chain taken off virtqueue `queue` (0: hiprio, 1..: request queues); the transport counts
-  // them, so a test can see which queues a guest uses.
-  void count_queue(uint32_t queue) {
-    queue_requests_[queue < kQueueSlots ? queue : kQueueSlots - 1].fetch_add(
+  // A chain taken off virtqueue `queue` (0: hiprio, 1..: request queues) with `waiting` more in
+  // its ring behind it (the queue's depth then); the transport counts them, so a test can see
+  // which queues a guest uses and an operator how deep they run.
+  void count_queue(uint32_t queue, uint32_t waiting) {
+    const uint32_t at = queue < kQueueSlots ? queue : kQueueSlots - 1;
+    queue_requests_[at].fetch_add(1, std::memory_order_relaxed);
+    queue_waiting_[at].fetch_add(waiting, std::memory_order_relaxed);
+  }
+  // An interrupt sent to the guest for `queue`'s used chains: one per batch of replies.
+  void count_signal(uint32_t queue) {
+    queue_signals_[queue < kQueueSlots ? queue : kQueueSlots - 1].fetch_add(
         1, std::memory_order_relaxed);
   }
 
@@ -31,17 +38,18 @@ class RequestStats {
   uint64_t errors(uint32_t opcode) const;
   uint64_t malformed() const { return malformed_.load(std::memory_order_relaxed); }
   uint64_t total() const;
-  uint64_t queue_requests(uint32_t queue) const {
-    return queue < kQueueSlots ? queue_requests_[queue].load(std::memory_order_relaxed) : 0;
-  }
+  uint64_t queue_requests(uint32_t queue) const { return load(queue_requests_, queue); }
+  uint64_t queue_waiting(uint32_t queue) const { return load(queue_waiting_, queue); }
+  uint64_t queue_signals(uint32_t queue) const { return load(queue_signals_, queue); }
 
   // A table of the opcodes seen so far: "opcode  requests  errors", then a total line; then, if
   // a transport counted them, a "queue  requests" table named as the guest's sysfs names them
   // (hiprio, requests.0, ...); last a "malformed" line.
   std::string format_table() const;
   // The same counters and the latency histograms as Prometheus families (svfsd_requests_total,
-  // svfsd_request_errors_total, svfsd_request_duration_seconds, svfsd_queue_requests_total,
-  // svfsd_malformed_requests_total); opcodes and queues not seen yet are left out.
+  // svfsd_request_errors_total, svfsd_request_duration_seconds, svfsd_malformed_requests_total,
+  // and per queue svfsd_queue_requests_total, svfsd_queue_waiting_total,
+  // svfsd_queue_signals_total); opcodes and queues not seen yet are left out.
   void write_metrics(metrics::Exposition& out) const;
 
  private:
@@ -53,7 +61,13 @@ class RequestStats {
   std::array<std::atomic<uint64_t>, protocol::kOpcodeSlots> errors_{};
   std::array<metrics::Log2Histogram, protocol::kOpcodeSlots> latency_{};
   std::atomic<uint64_t> malformed_{0};
-  std::array<std::atomic<uint64_t>, kQueueSlots> queue_requests_{};
+  using QueueCounters = std::array<std::atomic<uint64_t>, kQueueSlots>;
+  static uint64_t load(const QueueCounters& counters, uint32_t queue) {
+    return queue < kQueueSlots ? counters[queue].load(std::memory_order_relaxed) : 0;
+  }
+  QueueCounters queue_requests_{};
+  QueueCounters queue_waiting_{};
+  QueueCounters queue_signals_{};
 };
 
 }  // namespace svfs::fuse

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "tests/support/files.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/process.h"
 #include "tests/support/wait.h"
 #include "tests/vhost/frontend.h"
@@ -395,6 +396,64 @@ TEST(VhostSvfsdTest, CountsTheRequestsOfEachQueue) {
   EXPECT_EQ(rows["requests.0"], 6u);  // INIT and 5 GETATTRs
   EXPECT_EQ(rows.count("requests.1"), 0u) << "an unused queue gets no row";
   EXPECT_EQ(rows["requests.2"], 4u);
+}
+
+// The same counters on /metrics, with each queue's depth and signals: a guest that posts 16
+// chains before one kick is seen 15, 14, ... 0 chains deep (the ring behind each one taken), and
+// every interrupt the call eventfd received is one svfsd counted.
+TEST(VhostSvfsdTest, MetricsShowEachQueuesDepthAndSignals) {
+  SVFS_REQUIRE_BACKEND(Backend::kSvfsd);
+  TempDir tmp;
+  const std::string socket = (tmp.path() / "metrics.sock").string();
+  // No polling: the queue thread sleeps until the kick, then finds every chain at once.
+  auto session = SvfsdSession(tmp, 1, false, {"--poll-us", "0", "--metrics-socket", socket});
+  Session& s = *session;
+  Virtqueue& vq = s.fe().queue(1);
+  auto scrape = [&] {
+    std::string error;
+    auto samples = svfs_test::ParseMetrics(
+        svfs_test::HttpExchange(socket, "GET /metrics HTTP/1.0\r\n\r\n").value_or(""), &error);
+    EXPECT_TRUE(samples) << error;
+    return samples.value_or(std::map<std::string, double>{});
+  };
+  auto drain_signals = [&] {
+    std::uint64_t count = 0, total = 0;
+    for (pollfd pfd{vq.call_fd(), POLLIN, 0}; ::poll(&pfd, 1, 0) == 1;) {
+      if (::read(vq.call_fd(), &count, sizeof(count)) != sizeof(count)) break;
+      total += count;
+    }
+    return total;
+  };
+  std::this_thread::sleep_for(100ms);  // INIT's signal, sent after its used entry
+  drain_signals();
+  const auto before = scrape();
+
+  constexpr int kChains = 16;
+  std::vector<std::uint64_t> replies;
+  std::vector<std::uint16_t> heads = GetattrChains(s, kChains, &replies);
+  for (std::uint16_t h : heads) vq.repost(h);
+  vq.kick();
+  std::size_t used = 0;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s; used < heads.size();) {
+    used += vq.reap([](const UsedElem&) {});
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "only " << used << " chains used";
+    std::this_thread::sleep_for(1ms);
+  }
+  pollfd pfd{vq.call_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 5000), 1) << "no interrupt for " << kChains << " replies";
+  std::this_thread::sleep_for(100ms);
+  const std::uint64_t signals = drain_signals();
+  const auto after = scrape();
+
+  auto delta = [&](const std::string& name) {
+    const std::string key = name + "{queue=\"requests.0\"}";
+    return (after.contains(key) ? after.at(key) : 0) - (before.contains(key) ? before.at(key) : 0);
+  };
+  EXPECT_EQ(delta("svfsd_queue_requests_total"), kChains);
+  EXPECT_EQ(delta("svfsd_queue_waiting_total"), kChains * (kChains - 1) / 2);
+  EXPECT_GE(signals, 1u);
+  EXPECT_EQ(delta("svfsd_queue_signals_total"), static_cast<double>(signals));
+  for (std::uint16_t h : heads) vq.release_chain(h);
 }
 
 // A thread that goes on to a slow request must not hold back the signal for the reply it

@@ -10,13 +10,16 @@
 namespace svfs::transport::vhost_user {
 
 void Queue::notify_locked() {
-  if (call && vq.should_notify() && !call.signal()) {
+  if (!call || !vq.should_notify()) return;
+  if (!call.signal()) {
     spdlog::warn("vhost-user: queue {}: call eventfd: {}", index, std::strerror(errno));
+    return;
   }
+  stats.count_signal(index);
 }
 
 Device::Device(QueueRunner& runner) : runner_(runner) {
-  for (uint32_t i = 0; i < kMaxQueues; ++i) queues_[i] = std::make_unique<Queue>(i);
+  for (uint32_t i = 0; i < kMaxQueues; ++i) queues_[i] = std::make_unique<Queue>(i, runner.stats());
 }
 
 Device::~Device() { stop_all(); }

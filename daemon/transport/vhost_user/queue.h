@@ -18,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "daemon/fuse/stats.h"
 #include "daemon/transport/vhost_user/signal_batch.h"
 #include "daemon/transport/vhost_user/virtqueue.h"
 #include "common/event_fd.h"
@@ -25,9 +26,10 @@
 namespace svfs::transport::vhost_user {
 
 struct Queue {
-  explicit Queue(uint32_t index_in) : index(index_in) {}
+  Queue(uint32_t index_in, fuse::RequestStats& stats_in) : index(index_in), stats(stats_in) {}
 
   const uint32_t index;
+  fuse::RequestStats& stats;  // the server's: chains taken and interrupts sent, per queue
 
   // Configuration (control thread, queue stopped).
   Virtqueue vq;

@@ -170,7 +170,7 @@ void QueueRunner::QueueThread::run() {
 }
 
 void QueueRunner::QueueThread::handle_chain() {
-  runner_.server_.stats().count_queue(queue_.index);
+  queue_.stats.count_queue(queue_.index, vq_.available());
   const CopiedRequest copy = CopyRequest(queue_.index, chain_, request_buffer_);
   const fuse::Schedule schedule =
       copy.refused ? fuse::Schedule::kQuick : fuse::Classify(copy.bytes);

@@ -73,6 +73,7 @@ class QueueRunner {
   void serve(Queue& queue);
   // Ends the lock waits in progress (EINTR to the guest): a queue stop waits for its chains.
   void interrupt_lock_waits() { server_.interrupt_blocked_requests(); }
+  fuse::RequestStats& stats() { return server_.stats(); }
 
  private:
   class QueueThread;
