@@ -336,9 +336,11 @@ class NatsFederation final : public Federation {
       table_.bump(protocol::SlotOf(
           protocol::HandleIdentity(volume_fsid(), handle.type, handle.bytes), slots));
     }
+    remote_bumps_.fetch_add(message->handles.size(), std::memory_order_relaxed);
   }
 
   void BumpAll(const std::string& why) {
+    resyncs_.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("federation: {}: bumped all {} slots", why, table_.bump_all());
   }
 

@@ -10,6 +10,7 @@
 // malformed message) becomes "every slot changed" for whoever may have missed it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -55,8 +56,16 @@ class Federation {
   // Everything on the volume may have changed (fanotify overflow).
   virtual void PublishAll() = 0;
 
+  // For /metrics, from any thread: slots bumped for other hosts' changes, and bumps of every
+  // slot (joining, a gap, a reconnect, a malformed message, a host that lost track).
+  uint64_t remote_bumps() const { return remote_bumps_.load(std::memory_order_relaxed); }
+  uint64_t resyncs() const { return resyncs_.load(std::memory_order_relaxed); }
+
  protected:
   explicit Federation(uint64_t volume_fsid) : volume_fsid_(volume_fsid) {}
+
+  std::atomic<uint64_t> remote_bumps_{0};
+  std::atomic<uint64_t> resyncs_{0};
 
  private:
   uint64_t volume_fsid_;

@@ -73,6 +73,13 @@ int main(int argc, char** argv) {
                  "the NATS cluster's size)")
       ->capture_default_str()
       ->check(CLI::Range(1, 5));
+  app.add_option("--metrics-socket", options.metrics_socket,
+                 "serve Prometheus metrics (GET /metrics, HTTP/1.0) on this UNIX socket (0600)")
+      ->type_name("PATH");
+  app.add_option("--metrics-address", options.metrics_address,
+                 "serve Prometheus metrics on this numeric TCP address: 127.0.0.1:PORT or "
+                 "[::1]:PORT")
+      ->type_name("ADDR:PORT");
   app.add_flag("--foreground", foreground, "accepted for compatibility; always runs in the foreground");
   app.set_version_flag("--version", "svfs-versiond " SVFS_VERSION);
   app.footer("Socket activation: started by systemd with one listening socket (LISTEN_FDS=1, "

@@ -32,6 +32,8 @@
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
+#include "common/metrics_server.h"
+#include "common/metrics_text.h"
 #include "common/unique_fd.h"
 #include "protocol/versiond.capnp.h"
 #include "protocol/inode_identity.h"
@@ -69,12 +71,33 @@ constexpr size_t kMaxConnections = 1024;
 constexpr size_t kMaxDirsPerClient = 16;
 constexpr size_t kMaxWatchedFilesystems = 256;
 
+// What /metrics reports: counted on the event loop, read by the metrics thread.
+struct Counters {
+  std::atomic<uint64_t> clients{0};
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> watched_filesystems{0};
+  std::atomic<uint64_t> refused_connections{0};
+  std::atomic<uint64_t> fanotify_bumps{0};      // slots of inodes changed on the host
+  std::atomic<uint64_t> overflow_bumps{0};      // every slot, once per fanotify overflow
+  std::atomic<uint64_t> fanotify_overflows{0};
+  std::atomic<uint64_t> restart_bumps{0};       // every slot, on taking over a table
+
+  static void add(std::atomic<uint64_t>& counter, uint64_t n) {
+    counter.fetch_add(n, std::memory_order_relaxed);
+  }
+  static uint64_t get(const std::atomic<uint64_t>& counter) {
+    return counter.load(std::memory_order_relaxed);
+  }
+};
+
 // Everything versiond knows. Lives on the event-loop thread only: RPC methods, the fanotify
-// drain and stats all run there, so there is no locking.
+// drain and stats all run there, so there is no locking; `counters_` is also read by /metrics.
 class State {
  public:
-  State(ServerOptions options, shm::VersionTable table)
-      : options_(std::move(options)), table_(std::move(table)), started_at_ns_(RealtimeNs()) {}
+  State(ServerOptions options, shm::VersionTable table, uint64_t restart_bumps)
+      : options_(std::move(options)), table_(std::move(table)), started_at_ns_(RealtimeNs()) {
+    Counters::add(counters_.restart_bumps, restart_bumps);
+  }
 
   void set_watcher(FanotifyWatcher watcher) { watcher_.emplace(std::move(watcher)); }
   void set_federation(Federation* federation) { federation_ = federation; }
@@ -83,13 +106,15 @@ class State {
   const shm::VersionTable& table() const { return table_; }
 
   size_t connections() const { return connections_; }
-  void connected() { ++connections_; }
-  void disconnected() { --connections_; }
+  void connected() { Counters::add(counters_.connections, 1), ++connections_; }
+  void disconnected() { counters_.connections.fetch_sub(1), --connections_; }
+  void refused() { Counters::add(counters_.refused_connections, 1); }
 
   ClientId add_client(ClientRecord record) {
     ClientId id = next_client_id_++;
     client_pids_.insert(record.pid);
     clients_.emplace(id, std::move(record));
+    Counters::add(counters_.clients, 1);
     return id;
   }
 
@@ -99,6 +124,7 @@ class State {
     spdlog::info("detach: client {} \"{}\" pid {}", id, it->second.name, it->second.pid);
     client_pids_.erase(client_pids_.find(it->second.pid));
     clients_.erase(it);
+    counters_.clients.fetch_sub(1, std::memory_order_relaxed);
   }
 
   // Marks the filesystem of `path` (once per filesystem, at most kMaxWatchedFilesystems).
@@ -111,7 +137,7 @@ class State {
       return std::unexpected(fmt::format("already watching {} filesystems", watched_.size()));
     }
     auto marked = watcher_->watch_filesystem_of(path);
-    if (marked) watched_.insert(*marked);
+    if (marked && watched_.insert(*marked).second) Counters::add(counters_.watched_filesystems, 1);
     return marked;
   }
 
@@ -127,7 +153,8 @@ class State {
 
   void fill_stats(uint32_t hottest, rpc::Stats::Builder out) const {
     fill_table(out.initTable());
-    out.setHostBumps(host_bumps_);
+    out.setHostBumps(Counters::get(counters_.fanotify_bumps) +
+                     Counters::get(counters_.overflow_bumps));
     out.setStartedAtNs(started_at_ns_);
     out.setWatchedFilesystems(watched_.size());
     auto clients = out.initClients(clients_.size());
@@ -154,7 +181,8 @@ class State {
   void on_host_change(const HostChange& change) {
     if (change.overflow) {
       const uint64_t bumped = table_.bump_all();
-      host_bumps_ += bumped;
+      Counters::add(counters_.overflow_bumps, bumped);
+      Counters::add(counters_.fanotify_overflows, 1);
       spdlog::warn("fanotify overflow: events were lost; bumped all {} slots", bumped);
       if (federation_ != nullptr) federation_->PublishAll();
       return;
@@ -188,8 +216,54 @@ class State {
       // An event names the same directory twice for a rename within it: bump once.
       if (std::find(bumped, bumped + n_bumped, slot) != bumped + n_bumped) continue;
       table_.bump(slot);
-      host_bumps_++;
+      Counters::add(counters_.fanotify_bumps, 1);
       if (n_bumped < std::size(bumped)) bumped[n_bumped++] = slot;
+    }
+  }
+
+  // The /metrics families, from the metrics thread: counters and the table's header only.
+  void write_metrics(metrics::Exposition& out) const {
+    using Type = metrics::Exposition::Type;
+    auto gauge = [&](std::string_view name, std::string_view help, uint64_t value) {
+      out.family(name, Type::kGauge, help);
+      out.sample(name, value);
+    };
+    gauge("svfs_versiond_clients", "svfsd daemons attached.", Counters::get(counters_.clients));
+    gauge("svfs_versiond_connections", "Connections served (attached or not).",
+          Counters::get(counters_.connections));
+    gauge("svfs_versiond_watched_filesystems", "Filesystems marked for fanotify.",
+          Counters::get(counters_.watched_filesystems));
+    gauge("svfs_versiond_table_slots", "Slots of the version table, slot 0 included.",
+          table_.slot_count());
+    gauge("svfs_versiond_table_generation", "Takeovers of the version table so far.",
+          table_.header().generation.load(std::memory_order_acquire));
+    out.family("svfs_versiond_refused_connections_total", Type::kCounter,
+               "Connections refused (peer not allowed, or too many).");
+    out.sample("svfs_versiond_refused_connections_total",
+               Counters::get(counters_.refused_connections));
+    out.family("svfs_versiond_bumps_total", Type::kCounter,
+               "Slots versiond bumped, by cause: fanotify (a change made on the host), overflow "
+               "(every slot, events lost), restart (every slot, on taking over the table), "
+               "federation (another host's change). The daemons' own bumps are each svfsd's "
+               "svfsd_version_bumps_total.");
+    out.sample("svfs_versiond_bumps_total", Counters::get(counters_.fanotify_bumps), "cause",
+               "fanotify");
+    out.sample("svfs_versiond_bumps_total", Counters::get(counters_.overflow_bumps), "cause",
+               "overflow");
+    out.sample("svfs_versiond_bumps_total", Counters::get(counters_.restart_bumps), "cause",
+               "restart");
+    if (federation_ != nullptr) {
+      out.sample("svfs_versiond_bumps_total", federation_->remote_bumps(), "cause", "federation");
+    }
+    out.family("svfs_versiond_fanotify_overflows_total", Type::kCounter,
+               "fanotify queue overflows (each bumped every slot).");
+    out.sample("svfs_versiond_fanotify_overflows_total",
+               Counters::get(counters_.fanotify_overflows));
+    if (federation_ != nullptr) {
+      out.family("svfs_versiond_federation_resyncs_total", Type::kCounter,
+                 "Bumps of every slot by federation: joining, a gap, a reconnect, a malformed "
+                 "message, a host that lost track.");
+      out.sample("svfs_versiond_federation_resyncs_total", federation_->resyncs());
     }
   }
 
@@ -231,8 +305,8 @@ class State {
   std::multiset<pid_t> client_pids_;  // of attached clients, to ignore their own changes
   ClientId next_client_id_ = 1;
   size_t connections_ = 0;
-  uint64_t host_bumps_ = 0;
   uint64_t started_at_ns_;
+  Counters counters_;
 };
 
 // The bootstrap capability of one connection; knows its peer's credentials. Destroyed when the
@@ -311,7 +385,13 @@ class ErrorLogger final : public kj::TaskSet::ErrorHandler {
   }
 };
 
-std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& options) {
+// The table, and how many slots taking it over bumped (0 for a new one).
+struct OpenedTable {
+  shm::VersionTable table;
+  uint64_t bumped = 0;
+};
+
+std::expected<OpenedTable, std::string> OpenTable(const ServerOptions& options) {
   auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite,
                                             shm::VersionTable::Owner::kMustOwn);
   if (!existing) {
@@ -321,7 +401,7 @@ std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& opt
     if (created) {
       spdlog::info("created version table {} ({} slots, stride {}, {} bytes)", options.table_name,
                    created->slot_count(), created->header().slot_stride, created->mapped_bytes());
-      return created;
+      return OpenedTable{std::move(*created)};
     }
     // Attach's error says more when the object exists but is unusable.
     return std::unexpected(fmt::format("svfs-versiond: cannot open version table {}: {}; and "
@@ -342,7 +422,7 @@ std::expected<shm::VersionTable, std::string> OpenTable(const ServerOptions& opt
     spdlog::info("--capacity {} ignored: the existing table has {} slots (remove /dev/shm/{} "
                  "with no daemon running to resize it)", options.capacity, n, options.table_name);
   }
-  return table;
+  return OpenedTable{std::move(table), bumped};
 }
 
 std::expected<UniqueFd, std::string> ListenOn(const ServerOptions& options) {
@@ -466,11 +546,13 @@ class Server {
       return;
     }
     if (!state_.allowed(cred)) {
+      state_.refused();
       spdlog::warn("refused connection from pid {} uid {} gid {} (not in --allow-uid/--allow-gid)",
                    cred.pid, cred.uid, cred.gid);
       return;  // dropping the stream closes it
     }
     if (state_.connections() >= kMaxConnections) {
+      state_.refused();
       spdlog::warn("refused connection from pid {} uid {}: {} connections already", cred.pid,
                    cred.uid, kMaxConnections);
       return;
@@ -504,7 +586,7 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
 
   auto table = OpenTable(options);
   if (!table) return std::unexpected(table.error());
-  State state(options, std::move(*table));
+  State state(options, std::move(table->table), table->bumped);
 
   auto watcher = FanotifyWatcher::Create();
   if (watcher) {
@@ -536,6 +618,18 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
                                            .volume_fsid = *fsid,
                                            .replicas = options.federation_replicas};
   }
+  // Bound before LockDown (socket and bind are outside the filter); served from after it.
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (!options.metrics_socket.empty() || !options.metrics_address.empty()) {
+    auto listening = metrics::MetricsServer::Listen({.program = "svfs-versiond",
+                                                     .socket_path = options.metrics_socket,
+                                                     .address = options.metrics_address});
+    if (!listening) {
+      remove_socket();
+      return std::unexpected(listening.error());
+    }
+    metrics_server = std::move(*listening);
+  }
   if (auto locked = options.lock_down
                         ? LockDown(state.watcher() != nullptr, federated, options.seccomp)
                         : std::expected<void, std::string>{};
@@ -554,6 +648,18 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
     }
     federation = std::move(*started);
     state.set_federation(federation.get());
+  }
+  // Declared after the state and the federation it reads, so its thread stops first.
+  auto metrics = std::move(metrics_server);
+  if (metrics) {
+    metrics->start([&state] {
+      metrics::Exposition out;
+      state.write_metrics(out);
+      return out.text();
+    });
+    for (const std::string& address : metrics->addresses()) {
+      spdlog::info("metrics: serving /metrics on {}", address);
+    }
   }
 
   try {

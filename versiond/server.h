@@ -35,6 +35,9 @@ struct ServerOptions {
   std::string volume;
   std::string volume_dir;
   int federation_replicas = 1;
+  // /metrics (Prometheus text) on a UNIX socket and/or a numeric TCP address; empty: none.
+  std::string metrics_socket;
+  std::string metrics_address;
   // False only where RunServer runs inside another program (the fuzzer), whose own calls the
   // filter would kill.
   bool lock_down = true;

@@ -1,0 +1,113 @@
+// svfs-versiond's /metrics on the real binary, under its default seccomp filter: scraped as
+// Prometheus would and parsed by prometheus_client, checked against what the test made happen
+// (clients attaching and leaving, a host edit, a restart taking the table over).
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "tests/support/metrics_scrape.h"
+#include "tests/versiond/test_support.h"
+#include "versiond/client.h"
+
+namespace svfs::versiond {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::WaitUntil;
+
+constexpr const char* kGet = "GET /metrics HTTP/1.0\r\n\r\n";
+constexpr uint64_t kCapacity = 4096;
+
+class VersiondMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    metrics_socket_ = dir_.path() + "/metrics.sock";
+    port_ = svfs_test::FreeTcpPort();
+    daemon_ = std::make_unique<testing::VersiondProcess>(
+        SVFS_VERSIOND_PATH, dir_.path() + "/versiond.sock", testing::UniqueTableName(),
+        std::vector<std::string>{"--capacity", std::to_string(kCapacity), "--metrics-socket",
+                                 metrics_socket_, "--metrics-address",
+                                 "127.0.0.1:" + std::to_string(port_)});
+    daemon_->Start();
+  }
+
+  std::map<std::string, double> Scrape(bool tcp = false) {
+    auto response = tcp ? svfs_test::HttpExchange(port_, kGet)
+                        : svfs_test::HttpExchange(metrics_socket_, kGet);
+    EXPECT_TRUE(response) << "cannot connect:\n" << daemon_->log();
+    std::string error;
+    auto samples = svfs_test::ParseMetrics(response.value_or(""), &error);
+    EXPECT_TRUE(samples) << error;
+    return samples.value_or(std::map<std::string, double>{});
+  }
+
+  double Get(const std::string& key) {
+    auto samples = Scrape();
+    auto it = samples.find(key);
+    return it == samples.end() ? -1 : it->second;
+  }
+
+  std::unique_ptr<Client> Attach(const std::string& name) {
+    auto client = Client::Start({.socket_path = daemon_->socket(), .name = name,
+                                 .shared_dirs = {dir_.path()}, .retry_interval = 50ms});
+    EXPECT_TRUE(WaitUntil([&] { return client->attached(); }, 2s, 10ms)) << daemon_->log();
+    return client;
+  }
+
+  testing::TempDir dir_;
+  std::string metrics_socket_;
+  uint16_t port_ = 0;
+  std::unique_ptr<testing::VersiondProcess> daemon_;
+};
+
+TEST_F(VersiondMetricsTest, CountsClientsAsTheyAttachAndLeave) {
+  auto fresh = Scrape(/*tcp=*/true);
+  EXPECT_EQ(fresh["svfs_versiond_clients"], 0);
+  EXPECT_EQ(fresh["svfs_versiond_table_slots"], kCapacity);
+  EXPECT_EQ(fresh["svfs_versiond_bumps_total{cause=\"restart\"}"], 0) << "a new table";
+  EXPECT_FALSE(fresh.contains("svfs_versiond_federation_resyncs_total")) << "not federated";
+
+  auto first = Attach("first");
+  auto second = Attach("second");
+  EXPECT_EQ(Get("svfs_versiond_clients"), 2);
+  if (daemon_->log().find("fanotify unavailable") == std::string::npos) {
+    EXPECT_GE(Get("svfs_versiond_watched_filesystems"), 1);
+  }
+  second.reset();
+  EXPECT_TRUE(WaitUntil([&] { return Get("svfs_versiond_clients") == 1; }, 5s, 20ms));
+  first.reset();
+  EXPECT_TRUE(WaitUntil([&] { return Get("svfs_versiond_clients") == 0; }, 5s, 20ms));
+}
+
+TEST_F(VersiondMetricsTest, CountsHostEditsAsFanotifyBumps) {
+  auto client = Attach("watcher");
+  if (daemon_->log().find("fanotify unavailable") != std::string::npos ||
+      daemon_->log().find("cannot watch") != std::string::npos) {
+    GTEST_SKIP() << "no fanotify here:\n" << daemon_->log();
+  }
+  const double before = Get("svfs_versiond_bumps_total{cause=\"fanotify\"}");
+  ASSERT_GE(before, 0);
+  // Another process's edit (the test itself is an attached client: its own are skipped).
+  const std::string file = dir_.path() + "/edited";
+  ASSERT_EQ(testing::RunCommand({"/bin/sh", "-c", "echo host > " + file}).status, 0);
+  EXPECT_TRUE(WaitUntil(
+      [&] { return Get("svfs_versiond_bumps_total{cause=\"fanotify\"}") > before; }, 5s, 20ms))
+      << daemon_->log();
+  EXPECT_EQ(Get("svfs_versiond_fanotify_overflows_total"), 0);
+}
+
+// A restarted versiond takes the table over and bumps every slot but slot 0, once.
+TEST_F(VersiondMetricsTest, CountsTheTakeoverOfARestart) {
+  daemon_->Kill(SIGTERM);
+  daemon_->Start();
+  auto samples = Scrape();
+  EXPECT_EQ(samples["svfs_versiond_bumps_total{cause=\"restart\"}"], kCapacity - 1);
+  EXPECT_EQ(samples["svfs_versiond_table_generation"], 2);
+}
+
+}  // namespace
+}  // namespace svfs::versiond
