@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -25,7 +26,12 @@ std::string HttpResponse(std::string_view status, std::string_view body) {
                      status, body.size(), body);
 }
 
-std::expected<UniqueFd, std::string> ListenUnix(const ListenOptions& options) {
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::expected<UniqueFd, std::string> ListenUnix(const ListenOptions& options, OwnedSocketFile& file) {
   const std::string what = fmt::format("{}: --metrics-socket {}", options.program,
                                        options.socket_path);
   sockaddr_un addr{};
@@ -41,7 +47,21 @@ std::expected<UniqueFd, std::string> ListenUnix(const ListenOptions& options) {
       return std::unexpected(fmt::format("{}: exists and is not a socket; remove it or pick "
                                          "another path", what));
     }
-    ::unlink(options.socket_path.c_str());  // a previous run's
+    // A socket that still accepts is a running daemon's: never take it over. Only one nobody
+    // listens on (a previous run's) is replaced.
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      return std::unexpected(fmt::format("{}: another process serves this socket; stop it or "
+                                         "pick another path", what));
+    }
+    if (errno != ECONNREFUSED && errno != ENOENT) {
+      return std::unexpected(fmt::format("{}: connect to the existing socket: {}", what,
+                                         std::strerror(errno)));
+    }
+    if (::unlink(options.socket_path.c_str()) != 0 && errno != ENOENT) {
+      return std::unexpected(fmt::format("{}: cannot remove the stale socket: {}", what,
+                                         std::strerror(errno)));
+    }
   }
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return std::unexpected(fmt::format("{}: socket: {}", what, std::strerror(errno)));
@@ -53,6 +73,11 @@ std::expected<UniqueFd, std::string> ListenUnix(const ListenOptions& options) {
   if (bound != 0 || ::listen(fd.get(), 16) != 0) {
     return std::unexpected(fmt::format("{}: {}", what, std::strerror(bound != 0 ? bind_errno : errno)));
   }
+  file.directory = UniqueFd(::open(DirectoryOf(options.socket_path).c_str(),
+                                   O_PATH | O_DIRECTORY | O_CLOEXEC));
+  const size_t slash = options.socket_path.rfind('/');
+  file.name = slash == std::string::npos ? options.socket_path : options.socket_path.substr(slash + 1);
+  if (::lstat(options.socket_path.c_str(), &st) == 0) file.inode = st.st_ino;
   return fd;
 }
 
@@ -89,16 +114,28 @@ std::expected<UniqueFd, std::string> ListenTcp(const ListenOptions& options, std
   return fd;
 }
 
-// One accepted connection: the request as far as received, then the response being written.
-struct Connection {
+// Descriptor exhaustion (EMFILE, ENFILE) or memory pressure leaves the connection in the
+// backlog, so the listener stays readable: wait this long before trying again rather than spin.
+constexpr std::chrono::milliseconds kAcceptBackoff{100};
+constexpr std::chrono::seconds kDrainTime{1};
+
+}  // namespace
+
+// One accepted connection: the request as far as received, then the response being written,
+// then (the response sent and our side shut down) what the client still sends read and dropped
+// until it closes: closing with unread input would reset the connection, and the client could
+// lose the end of the response.
+struct MetricsServer::Connection {
   UniqueFd fd;
-  std::chrono::steady_clock::time_point deadline;
+  std::chrono::steady_clock::time_point accepted;
+  std::chrono::steady_clock::time_point deadline;  // accepted + kRequestTimeout until answered
   std::string request;
   std::string response;
   size_t written = 0;
-};
+  bool draining = false;
 
-}  // namespace
+  bool reading() const { return response.empty(); }
+};
 
 std::expected<TcpAddress, std::string> ParseTcpAddress(const std::string& text) {
   constexpr const char* kExpected =
@@ -163,7 +200,7 @@ std::expected<std::unique_ptr<MetricsServer>, std::string> MetricsServer::Listen
     const ListenOptions& options) {
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   if (!options.socket_path.empty()) {
-    auto fd = ListenUnix(options);
+    auto fd = ListenUnix(options, server->socket_file_);
     if (!fd) return std::unexpected(fd.error());
     server->listeners_.push_back(std::move(*fd));
     server->addresses_.push_back("unix:" + options.socket_path);
@@ -184,9 +221,18 @@ std::expected<std::unique_ptr<MetricsServer>, std::string> MetricsServer::Listen
 }
 
 MetricsServer::~MetricsServer() {
-  if (!thread_.joinable()) return;
-  stop_.signal();
-  thread_.join();
+  if (thread_.joinable()) {
+    stop_.signal();
+    thread_.join();
+  }
+  // The socket file, unless someone has replaced it since.
+  OwnedSocketFile& file = socket_file_;
+  struct stat st {};
+  if (file.directory && file.inode != 0 &&
+      ::fstatat(file.directory.get(), file.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISSOCK(st.st_mode) && st.st_ino == file.inode) {
+    ::unlinkat(file.directory.get(), file.name.c_str(), 0);
+  }
 }
 
 void MetricsServer::start(std::function<std::string()> render) {
@@ -200,54 +246,106 @@ void MetricsServer::serve() {
   using Clock = std::chrono::steady_clock;
   std::vector<Connection> connections;
   std::vector<pollfd> fds;
+  Clock::time_point accept_again{};  // after a failed accept (no descriptors): not before this
   for (;;) {
-    // The stop eventfd, the listeners while a slot is free, then each connection.
+    // The stop eventfd, the listeners (unless backing off), then each connection.
+    const auto now = Clock::now();
+    // Room for one more: a free slot, or one waiting for its request that can make way.
+    const bool room = connections.size() < kMaxConnections ||
+                      std::any_of(connections.begin(), connections.end(),
+                                  [](const Connection& c) { return c.reading(); });
+    const bool accepting = room && now >= accept_again;
     fds.assign(1, pollfd{stop_.get(), POLLIN, 0});
-    const bool accepting = connections.size() < kMaxConnections;
     for (const UniqueFd& listener : listeners_) {
       fds.push_back({accepting ? listener.get() : -1, POLLIN, 0});
     }
-    int timeout_ms = -1;
-    const auto now = Clock::now();
+    auto wake = now < accept_again ? accept_again : Clock::time_point::max();
     for (const Connection& c : connections) {
-      fds.push_back({c.fd.get(), static_cast<short>(c.response.empty() ? POLLIN : POLLOUT), 0});
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(c.deadline - now).count();
-      const int left_ms = static_cast<int>(std::max<int64_t>(left, 0));
-      timeout_ms = timeout_ms < 0 ? left_ms : std::min(timeout_ms, left_ms);
+      const bool wants_input = c.reading() || c.draining;
+      fds.push_back({c.fd.get(), static_cast<short>(wants_input ? POLLIN : POLLOUT), 0});
+      wake = std::min(wake, c.deadline);
     }
-    if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) return;
+    int timeout_ms = -1;
+    if (wake != Clock::time_point::max()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(wake - now).count();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, 60'000));
+    }
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
+      spdlog::error("metrics: poll: {}; /metrics is no longer served", std::strerror(errno));
+      return;
+    }
     if (fds[0].revents != 0) return;
     for (size_t i = 0; i < connections.size(); ++i) {
-      Connection& c = connections[i];
-      const short revents = fds[1 + listeners_.size() + i].revents;
-      bool done = Clock::now() >= c.deadline;
-      if (!done && c.response.empty() && (revents & (POLLIN | POLLHUP | POLLERR))) {
-        char buffer[2048];
-        const ssize_t n = ::read(c.fd.get(), buffer, sizeof(buffer));
-        if (n > 0) {
-          c.request.append(buffer, static_cast<size_t>(n));
-          c.response = Respond(c.request, render_);
-        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-          done = true;
-        }
-      }
-      // Written as soon as it exists (the socket is usually writable); POLLOUT for the rest.
-      if (!done && !c.response.empty()) {
-        const ssize_t n = ::send(c.fd.get(), c.response.data() + c.written,
-                                 c.response.size() - c.written, MSG_NOSIGNAL);
-        if (n > 0) c.written += static_cast<size_t>(n);
-        done = (n < 0 && errno != EAGAIN && errno != EINTR) || c.written == c.response.size();
-      }
-      if (done) c.fd.reset();
+      serve_connection(connections[i], fds[1 + listeners_.size() + i].revents);
     }
     std::erase_if(connections, [](const Connection& c) { return !c.fd; });
     for (size_t l = 0; l < listeners_.size(); ++l) {
       if (fds[1 + l].revents == 0) continue;
-      while (connections.size() < kMaxConnections) {
+      for (;;) {
+        // Full: the connection that has waited longest for its request makes room (answered
+        // ones finish by themselves), so clients that connect and send nothing cannot keep a
+        // scraper out for longer than it takes others to arrive. All answering: the new one
+        // waits in the backlog.
+        auto oldest = connections.end();
+        if (connections.size() >= kMaxConnections) {
+          oldest = std::min_element(
+              connections.begin(), connections.end(), [](const Connection& a, const Connection& b) {
+                return std::pair(!a.reading(), a.accepted) < std::pair(!b.reading(), b.accepted);
+              });
+          if (!oldest->reading()) break;
+        }
         UniqueFd fd(::accept4(listeners_[l].get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (!fd) break;
-        connections.push_back({std::move(fd), Clock::now() + kConnectionTimeout, {}, {}, 0});
+        if (!fd) {
+          if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            accept_again = Clock::now() + kAcceptBackoff;
+          }
+          if (errno == ECONNABORTED || errno == EINTR) continue;
+          break;
+        }
+        if (oldest != connections.end()) connections.erase(oldest);
+        const auto accepted = Clock::now();
+        connections.push_back({.fd = std::move(fd), .accepted = accepted,
+                               .deadline = accepted + kRequestTimeout});
       }
+    }
+  }
+}
+
+void MetricsServer::serve_connection(Connection& c, short revents) const {
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= c.deadline) {
+    c.fd.reset();
+    return;
+  }
+  if (revents & (POLLIN | POLLHUP | POLLERR)) {
+    if (c.reading() || c.draining) {
+      char buffer[2048];
+      const ssize_t n = ::read(c.fd.get(), buffer, sizeof(buffer));
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        c.fd.reset();
+        return;
+      }
+      if (n > 0 && c.reading()) {
+        c.request.append(buffer, static_cast<size_t>(n));
+        c.response = Respond(c.request, render_);
+        // Answered: the rest of the connection's time is for writing the response out.
+        if (!c.response.empty()) c.deadline = c.accepted + kConnectionTimeout;
+      }
+    }
+  }
+  // Written as soon as it exists (the socket is usually writable); POLLOUT for the rest.
+  if (!c.reading() && !c.draining) {
+    const ssize_t n = ::send(c.fd.get(), c.response.data() + c.written,
+                             c.response.size() - c.written, MSG_NOSIGNAL);
+    if (n > 0) c.written += static_cast<size_t>(n);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      c.fd.reset();
+      return;
+    }
+    if (c.written == c.response.size()) {
+      ::shutdown(c.fd.get(), SHUT_WR);
+      c.draining = true;
+      c.deadline = std::min(c.deadline, now + kDrainTime);
     }
   }
 }

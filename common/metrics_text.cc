@@ -61,7 +61,7 @@ void Exposition::histogram(std::string_view name, const Log2Histogram::Snapshot&
     const std::string le =
         k == Log2Histogram::kBuckets
             ? std::string("+Inf")
-            : fmt::format("{:g}", static_cast<double>(uint64_t{1} << (Log2Histogram::kFirstShift + k)) / 1e9);
+            : fmt::format("{}", static_cast<double>(uint64_t{1} << (Log2Histogram::kFirstShift + k)) / 1e9);
     fmt::format_to(std::back_inserter(text_), "{}_bucket", name);
     labels(key, label, le);
     fmt::format_to(std::back_inserter(text_), " {}\n", cumulative);

@@ -235,7 +235,8 @@ class State {
           Counters::get(counters_.watched_filesystems));
     gauge("svfs_versiond_table_slots", "Slots of the version table, slot 0 included.",
           table_.slot_count());
-    gauge("svfs_versiond_table_generation", "Takeovers of the version table so far.",
+    gauge("svfs_versiond_table_generation",
+          "The version table's generation: 1 when made, one more per takeover by a restart.",
           table_.header().generation.load(std::memory_order_acquire));
     out.family("svfs_versiond_refused_connections_total", Type::kCounter,
                "Connections refused (peer not allowed, or too many).");

@@ -28,6 +28,15 @@ namespace {
 std::string QueueName(uint32_t queue) {
   return queue == 0 ? "hiprio" : fmt::format("requests.{}", queue - 1);
 }
+
+// A distinct label per slot: the opcode's name, "OP_<n>" for a number below the array we have no
+// name for, and "OTHER" for the last slot, which every opcode beyond the array shares (one
+// series each, never two with the same label).
+std::string SlotName(uint32_t slot) {
+  if (slot == protocol::kOpcodeSlots - 1) return "OTHER";
+  const std::string_view name = protocol::OpcodeName(slot);
+  return name == "UNKNOWN" ? fmt::format("OP_{}", slot) : std::string(name);
+}
 }  // namespace
 
 std::string RequestStats::format_table() const {
@@ -35,7 +44,7 @@ std::string RequestStats::format_table() const {
   for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
     uint64_t n = requests(op);
     if (n == 0) continue;
-    out += fmt::format("{:<16} {:>12} {:>10}\n", protocol::OpcodeName(op), n, errors(op));
+    out += fmt::format("{:<16} {:>12} {:>10}\n", SlotName(op), n, errors(op));
   }
   uint64_t failed = 0;
   for (const auto& counter : errors_) failed += counter.load(std::memory_order_relaxed);
@@ -57,14 +66,14 @@ void RequestStats::write_metrics(metrics::Exposition& out) const {
   out.family("svfsd_requests_total", Type::kCounter, "FUSE requests served, by opcode.");
   for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
     if (uint64_t n = requests(op)) {
-      out.sample("svfsd_requests_total", n, "opcode", protocol::OpcodeName(op));
+      out.sample("svfsd_requests_total", n, "opcode", SlotName(op));
     }
   }
   out.family("svfsd_request_errors_total", Type::kCounter,
              "FUSE requests answered with an error, by opcode.");
   for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
     if (requests(op) != 0) {
-      out.sample("svfsd_request_errors_total", errors(op), "opcode", protocol::OpcodeName(op));
+      out.sample("svfsd_request_errors_total", errors(op), "opcode", SlotName(op));
     }
   }
   out.family("svfsd_request_duration_seconds", Type::kHistogram,
@@ -72,7 +81,7 @@ void RequestStats::write_metrics(metrics::Exposition& out) const {
   for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
     if (requests(op) != 0) {
       out.histogram("svfsd_request_duration_seconds", latency_[op].snapshot(), "opcode",
-                    protocol::OpcodeName(op));
+                    SlotName(op));
     }
   }
   out.family("svfsd_malformed_requests_total", Type::kCounter,

@@ -49,11 +49,12 @@ class RequestStats {
   // The same counters and the latency histograms as Prometheus families (svfsd_requests_total,
   // svfsd_request_errors_total, svfsd_request_duration_seconds, svfsd_malformed_requests_total,
   // and per queue svfsd_queue_requests_total, svfsd_queue_waiting_total,
-  // svfsd_queue_signals_total); opcodes and queues not seen yet are left out.
+  // svfsd_queue_signals_total); opcodes and queues not seen yet are left out. Opcodes are
+  // labelled by name, "OP_<n>" for one below 63 we have no name for, "OTHER" for 63 and above.
   void write_metrics(metrics::Exposition& out) const;
 
  private:
-  // Opcodes beyond the array (unknown to us) share the last slot.
+  // Opcodes from the last slot on (none that FUSE defines) share it.
   static size_t slot(uint32_t opcode) {
     return opcode < protocol::kOpcodeSlots ? opcode : protocol::kOpcodeSlots - 1;
   }

@@ -9,7 +9,8 @@
 
 namespace svfs_test {
 
-// Sends `request` and reads until the server closes; nullopt if it cannot connect.
+// Sends `request` and reads until the server closes; nullopt if it cannot connect or the server
+// is silent for 10 s.
 std::optional<std::string> HttpExchange(const std::string& unix_path, const std::string& request);
 std::optional<std::string> HttpExchange(uint16_t tcp_port, const std::string& request);
 // A free TCP port on 127.0.0.1 (bound and released; good enough for a test).

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "shm/version_table.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/versiond/nats_server.h"
 #include "tests/versiond/test_support.h"
 #include "versiond/client.h"
@@ -59,7 +60,8 @@ class FederationTest : public ::testing::Test {
     hosts_.push_back(std::make_unique<testing::VersiondProcess>(
         SVFS_VERSIOND_PATH, dir_.path() + "/" + name + ".sock", testing::UniqueTableName(),
         std::vector<std::string>{"--capacity", std::to_string(kSlots), "--federation", urls,
-                                 "--volume", "vol1", "--volume-dir", volume_}));
+                                 "--volume", "vol1", "--volume-dir", volume_,
+                                 "--metrics-socket", MetricsSocket(name)}));
     testing::VersiondProcess& host = *hosts_.back();
     host.Start();
     EXPECT_TRUE(host.WaitForLog("federation: volume vol1", 5s)) << host.log();
@@ -71,6 +73,20 @@ class FederationTest : public ::testing::Test {
     client_ = Client::Start({.socket_path = host.socket(), .name = "svfsd-a",
                              .shared_dirs = {volume_}, .retry_interval = 50ms});
     ASSERT_TRUE(WaitUntil([&] { return client_->attached(); }, 2s, 10ms)) << host.log();
+  }
+
+  std::string MetricsSocket(const std::string& host) const {
+    return dir_.path() + "/" + host + ".metrics";
+  }
+
+  // One sample of a host's /metrics, parsed by prometheus_client; -1 if it is missing.
+  double Metric(const std::string& host, const std::string& sample) const {
+    auto response = svfs_test::HttpExchange(MetricsSocket(host), "GET /metrics HTTP/1.0\r\n\r\n");
+    std::string error;
+    auto samples = svfs_test::ParseMetrics(response.value_or(""), &error);
+    EXPECT_TRUE(samples) << error;
+    if (!samples || !samples->contains(sample)) return -1;
+    return samples->at(sample);
   }
 
   static shm::VersionTable Table(const testing::VersiondProcess& host) {
@@ -108,6 +124,11 @@ TEST_F(FederationTest, AChangeOnOneHostBumpsThatSlotOnTheOtherOnceAndNotTwiceAtH
   size_t wrong = 0;
   for (uint64_t s = 1; s < kSlots; ++s) wrong += after_b[s] - before_b[s] != (s == slot ? 1u : 0u);
   EXPECT_EQ(wrong, 0u) << "B bumped other slots, or this one more than once";
+  // B's /metrics says so: one bump from federation, and one resync (joining) so far.
+  const std::string federation_bumps = "svfs_versiond_bumps_total{cause=\"federation\"}";
+  EXPECT_EQ(Metric("b", federation_bumps), 1);
+  EXPECT_EQ(Metric("b", "svfs_versiond_federation_resyncs_total"), 1);
+  EXPECT_EQ(Metric("a", federation_bumps), 0) << "A counted its own change as a remote one";
 
   // The daemon's own change on A: A leaves it to the daemon, B must still hear of it.
   const uint64_t a_now = table_a.sample(slot);
@@ -116,6 +137,7 @@ TEST_F(FederationTest, AChangeOnOneHostBumpsThatSlotOnTheOtherOnceAndNotTwiceAtH
   EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > b_now; }, 2s, 1ms)) << b.log();
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(table_a.sample(slot), a_now);
+  EXPECT_GE(Metric("b", federation_bumps), 2);
 }
 
 TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederationResumes) {
@@ -124,6 +146,8 @@ TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederati
   AttachDaemonTo(a);
   shm::VersionTable table_b = Table(b);
   const std::vector<uint64_t> before = Versions(table_b);
+  const std::string resyncs = "svfs_versiond_federation_resyncs_total";
+  EXPECT_EQ(Metric("b", resyncs), 1) << "joining is B's first resync";
 
   nats_->Kill(SIGKILL);
   ASSERT_TRUE(b.WaitForLog("lost the NATS connection", 5s)) << b.log();
@@ -135,6 +159,7 @@ TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederati
   size_t not_once = 0;
   for (uint64_t s = 1; s < kSlots; ++s) not_once += after[s] - before[s] != 1;
   EXPECT_EQ(not_once, 0u) << "every slot of B must be bumped exactly once\n" << b.log();
+  EXPECT_EQ(Metric("b", resyncs), 2) << "the reconnect is one more resync\n" << b.log();
 
   const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
   ASSERT_TRUE(a.WaitForLog("back on NATS", 10s)) << a.log();

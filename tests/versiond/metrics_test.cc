@@ -26,13 +26,17 @@ class VersiondMetricsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     metrics_socket_ = dir_.path() + "/metrics.sock";
-    port_ = svfs_test::FreeTcpPort();
+    // Port 0: the kernel picks a free one, and versiond logs the address it bound.
     daemon_ = std::make_unique<testing::VersiondProcess>(
         SVFS_VERSIOND_PATH, dir_.path() + "/versiond.sock", testing::UniqueTableName(),
         std::vector<std::string>{"--capacity", std::to_string(kCapacity), "--metrics-socket",
-                                 metrics_socket_, "--metrics-address",
-                                 "127.0.0.1:" + std::to_string(port_)});
+                                 metrics_socket_, "--metrics-address", "127.0.0.1:0"});
     daemon_->Start();
+    ASSERT_TRUE(daemon_->WaitForLog("serving /metrics on 127.0.0.1:", 5s)) << daemon_->log();
+    const std::string log = daemon_->log();
+    const size_t at = log.find("serving /metrics on 127.0.0.1:") + 30;
+    port_ = static_cast<uint16_t>(std::stoi(log.substr(at)));
+    ASSERT_GT(port_, 0) << log;
   }
 
   std::map<std::string, double> Scrape(bool tcp = false) {
@@ -45,11 +49,12 @@ class VersiondMetricsTest : public ::testing::Test {
     return samples.value_or(std::map<std::string, double>{});
   }
 
-  double Get(const std::string& key) {
-    auto samples = Scrape();
+  // A sample's value; -1 if the scrape lacks it (so a missing family never reads as 0).
+  static double Value(const std::map<std::string, double>& samples, const std::string& key) {
     auto it = samples.find(key);
     return it == samples.end() ? -1 : it->second;
   }
+  double Get(const std::string& key) { return Value(Scrape(), key); }
 
   std::unique_ptr<Client> Attach(const std::string& name) {
     auto client = Client::Start({.socket_path = daemon_->socket(), .name = name,
@@ -66,9 +71,9 @@ class VersiondMetricsTest : public ::testing::Test {
 
 TEST_F(VersiondMetricsTest, CountsClientsAsTheyAttachAndLeave) {
   auto fresh = Scrape(/*tcp=*/true);
-  EXPECT_EQ(fresh["svfs_versiond_clients"], 0);
-  EXPECT_EQ(fresh["svfs_versiond_table_slots"], kCapacity);
-  EXPECT_EQ(fresh["svfs_versiond_bumps_total{cause=\"restart\"}"], 0) << "a new table";
+  EXPECT_EQ(Value(fresh, "svfs_versiond_clients"), 0);
+  EXPECT_EQ(Value(fresh, "svfs_versiond_table_slots"), kCapacity);
+  EXPECT_EQ(Value(fresh, "svfs_versiond_bumps_total{cause=\"restart\"}"), 0) << "a new table";
   EXPECT_FALSE(fresh.contains("svfs_versiond_federation_resyncs_total")) << "not federated";
 
   auto first = Attach("first");
@@ -105,8 +110,8 @@ TEST_F(VersiondMetricsTest, CountsTheTakeoverOfARestart) {
   daemon_->Kill(SIGTERM);
   daemon_->Start();
   auto samples = Scrape();
-  EXPECT_EQ(samples["svfs_versiond_bumps_total{cause=\"restart\"}"], kCapacity - 1);
-  EXPECT_EQ(samples["svfs_versiond_table_generation"], 2);
+  EXPECT_EQ(Value(samples, "svfs_versiond_bumps_total{cause=\"restart\"}"), kCapacity - 1);
+  EXPECT_EQ(Value(samples, "svfs_versiond_table_generation"), 2);
 }
 
 }  // namespace

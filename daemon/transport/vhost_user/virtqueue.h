@@ -8,6 +8,7 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -82,10 +83,13 @@ class Virtqueue {
   // Whether the driver has made chains available that pop() has not taken yet: a cheap peek for
   // polling the ring instead of sleeping on the kick eventfd.
   bool has_available() const { return desc_ != nullptr && load_avail_idx() != last_avail_; }
-  // How many chains wait in the ring: a hint for batching signals (a hostile driver can make it
-  // anything; pop() is what checks the ring).
+  // How many chains wait in the ring: a hint for batching signals and a depth for the metrics,
+  // at most the queue's size (a hostile driver can move its index anywhere; pop() is what checks
+  // the ring).
   uint16_t available() const {
-    return desc_ == nullptr ? 0 : static_cast<uint16_t>(load_avail_idx() - last_avail_);
+    if (desc_ == nullptr) return 0;
+    const auto waiting = static_cast<uint16_t>(load_avail_idx() - last_avail_);
+    return static_cast<uint16_t>(std::min<uint32_t>(waiting, size_));
   }
   // While the device polls the ring, tells the driver it need not kick (EVENT_IDX: avail_event
   // just behind what was taken; otherwise VRING_USED_F_NO_NOTIFY).
