@@ -53,3 +53,81 @@ tcg_args() {
   local vcpus=$1
   echo "-accel tcg,thread=multi -smp $vcpus,maxcpus=$((vcpus < 2 ? 2 : vcpus))"
 }
+
+# Guest command agents (workloads/two-vm-agent.sh on a guest's second serial port, a QEMU pipe
+# chardev): the harness drives guests through them, never through the directory under test.
+# The caller names each VM (any word) and fills, per VM, agent_qemu (QEMU's pid), agent_serial
+# (its console log) and agent_daemon_log (its daemon's log, if any) for the diagnostics.
+declare -A agent_wfd agent_rfd agent_qemu agent_serial agent_daemon_log
+agent_seq=0
+
+# agent_open VM DIR: makes the pipes DIR/ctl-VM.in and DIR/ctl-VM.out (QEMU's
+# "-chardev pipe,path=DIR/ctl-VM") and opens both read-write: never blocks, never sees EOF.
+agent_open() {
+  local vm=$1 dir=$2 wfd rfd
+  mkfifo "$dir/ctl-$vm.in" "$dir/ctl-$vm.out" || return 1
+  exec {wfd}<>"$dir/ctl-$vm.in" {rfd}<>"$dir/ctl-$vm.out"
+  agent_wfd[$vm]=$wfd
+  agent_rfd[$vm]=$rfd
+}
+
+# agent_close_all: closes every agent's pipes.
+agent_close_all() {
+  local vm
+  for vm in "${!agent_wfd[@]}"; do
+    exec {agent_wfd[$vm]}>&- {agent_rfd[$vm]}<&-
+  done
+  agent_wfd=()
+  agent_rfd=()
+}
+
+# agent_wait_ready VM [TIMEOUT]: until VM's agent says READY (1: QEMU gone or TIMEOUT seconds,
+# default 240, passed). Says every 20 s that it still waits.
+agent_wait_ready() {
+  local vm=$1 limit=${2:-240} line t0=$SECONDS
+  while :; do
+    if IFS= read -r -t 5 -u "${agent_rfd[$vm]}" line && [[ "$line" == READY* ]]; then return 0; fi
+    if ! kill -0 "${agent_qemu[$vm]}" 2>/dev/null || [ $((SECONDS - t0)) -gt "$limit" ]; then return 1; fi
+    [ $(((SECONDS - t0) % 20)) -lt 5 ] && echo "... waiting for guest $vm ($((SECONDS - t0)) s)" >&2
+  done
+}
+
+# agent_cmd VM TIMEOUT COMMAND: runs COMMAND in VM's guest; its output (tabs back to newlines) on
+# stdout, its exit status as the return value. No answer within TIMEOUT seconds (or QEMU gone):
+# prints the guest's blocked tasks (the agent's watchdog dump) and the daemon's last lines, stops
+# that QEMU and returns 255.
+agent_cmd() {
+  local vm=$1 limit=$2 line waited=0 id
+  shift 2
+  agent_seq=$((agent_seq + 1))
+  id=$agent_seq
+  printf '%s %s\n' "$id" "$*" >&"${agent_wfd[$vm]}"
+  while :; do
+    if IFS= read -r -t 5 -u "${agent_rfd[$vm]}" line; then
+      line=${line%$'\r'}
+      case "$line" in
+        "R $id "*)
+          line=${line#"R $id "}
+          local rc=${line%% *} out=${line#* }
+          [ "$out" = "$rc" ] && out=
+          printf '%s\n' "${out//$'\t'/$'\n'}"
+          return "$rc" ;;
+        *) continue ;;
+      esac
+    fi
+    waited=$((waited + 5))
+    if [ "$waited" -ge "$limit" ] || ! kill -0 "${agent_qemu[$vm]}" 2>/dev/null; then
+      echo "guest $vm: no answer to '$*' (${waited}s; QEMU $(kill -0 "${agent_qemu[$vm]}" 2>/dev/null && echo running || echo gone))" >&2
+      # The agent's watchdog printed the blocked tasks after 90 s: show from there (or the tail).
+      local dump
+      dump=$(tr -d '\r' <"${agent_serial[$vm]}" |
+        awk '/still running after/{buf=""; on=1} on{buf=buf $0 "\n"} END{printf "%s", buf}' | head -c 20000)
+      [ -n "$dump" ] || dump=$(tail -n 30 "${agent_serial[$vm]}" | tr -d '\r')
+      printf '%s\n' "$dump" | sed "s/^/  guest $vm| /" >&2
+      # The daemon says at disconnect what it left in the rings (chains not taken, calls owed).
+      kill "${agent_qemu[$vm]}" 2>/dev/null; sleep 2
+      [ -n "${agent_daemon_log[$vm]:-}" ] && tail -n 20 "${agent_daemon_log[$vm]}" | sed "s/^/  daemon $vm| /" >&2
+      return 255
+    fi
+  done
+}

@@ -175,7 +175,7 @@ cleanup_mode() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done  # all at once; then each gets 3 s
   for p in "${pids[@]}"; do stop_pid "$p"; done
   pids=()
-  exec 5>&- 6<&- 7>&- 8<&- 2>/dev/null
+  agent_close_all
   [ -n "$table" ] && rm -f "/dev/shm/$table"
   table=
   if [ -n "$work" ]; then
@@ -186,45 +186,8 @@ cleanup_mode() {
 trap cleanup_mode EXIT
 trap 'exit 130' INT TERM
 
-# gcmd VM COMMAND: run COMMAND in guest VM (A or B) through its control port; its output (tabs
-# back to newlines) on stdout; the command's exit status is the return value.
-seq_id=0
-gcmd() {
-  local vm=$1 wfd rfd line waited=0
-  shift
-  if [ "$vm" = A ]; then wfd=5; rfd=6; else wfd=7; rfd=8; fi
-  seq_id=$((seq_id + 1))
-  printf '%s %s\n' "$seq_id" "$*" >&"$wfd"
-  while :; do
-    if IFS= read -r -t 5 -u "$rfd" line; then
-      line=${line%$'\r'}
-      case "$line" in
-        "R $seq_id "*)
-          line=${line#"R $seq_id "}
-          local rc=${line%% *}
-          local out=${line#* }
-          [ "$out" = "$rc" ] && out=
-          printf '%s\n' "${out//$'\t'/$'\n'}"
-          return "$rc" ;;
-        *) continue ;;
-      esac
-    fi
-    waited=$((waited + 5))
-    if [ "$waited" -ge "$cmd_timeout" ] || ! kill -0 "${qpid[$vm]}" 2>/dev/null; then
-      say "guest $vm: no answer to '$*' (${waited}s; QEMU $(kill -0 "${qpid[$vm]}" 2>/dev/null && echo running || echo gone))"
-      # The agent's watchdog printed the blocked tasks after 90 s: show from there (or the tail).
-      local dump
-      dump=$(tr -d '\r' <"$work/serial-$vm.log" |
-        awk '/still running after/{buf=""; on=1} on{buf=buf $0 "\n"} END{printf "%s", buf}' | head -c 20000)
-      [ -n "$dump" ] || dump=$(tail -n 30 "$work/serial-$vm.log" | tr -d '\r')
-      printf '%s\n' "$dump" | sed "s/^/  guest $vm| /"
-      # The daemon says at disconnect what it left in the rings (chains not taken, calls owed).
-      kill "${qpid[$vm]}" 2>/dev/null; sleep 2
-      tail -n 20 "${dlog[$vm]}" | sed "s/^/  daemon $vm| /"
-      return 255
-    fi
-  done
-}
+# gcmd VM COMMAND: run COMMAND in guest VM (A or B) through its agent (lib.sh agent_cmd).
+gcmd() { agent_cmd "$1" "$cmd_timeout" "${@:2}"; }
 
 # counters VM: "LOOKUP GETATTR" served so far by VM's daemon.
 declare -A dpid dlog dkind qpid
@@ -293,10 +256,9 @@ run_mode() {
     if [ -n "$tree_src" ]; then cp "$work/files.list" "$pay/two-vm-files.list"; fi
     if [ "$use_kmod" = 1 ]; then stage_kmod "$pay" "${kmodv[$vm]}" || return 1; fi
     SVFS_GUEST_INITRD=${ginitrd[$vm]} guest_initrd "$pay" "$work/initrd-$vm" || return 1
-    mkfifo "$work/ctl-$vm.in" "$work/ctl-$vm.out"
+    agent_open "$vm" "$work" || return 1
+    agent_serial[$vm]=$work/serial-$vm.log
   done
-  # Both pipes opened read-write: never blocks, never sees EOF.
-  exec 5<>"$work/ctl-A.in" 6<>"$work/ctl-A.out" 7<>"$work/ctl-B.in" 8<>"$work/ctl-B.out"
   say "$mode: booting two guests ($dkind_m cache=$cache_m$([ "$use_kmod" = 1 ] && echo ", patched modules")$([ "$use_table" = 1 ] && echo ", table $table")${mountopts:+, -o $mountopts})..."
 
   # start_vm VM: its daemon and its QEMU.
@@ -334,17 +296,9 @@ run_mode() {
       -chardev file,id=ser,path="$work/serial-$vm.log" -serial chardev:ser \
       -chardev pipe,id=ctl,path="$work/ctl-$vm" -serial chardev:ctl >"$work/qemu-$vm.log" 2>&1 &
     qpid[$vm]=$!
+    agent_qemu[$vm]=$!
+    agent_daemon_log[$vm]=${dlog[$vm]}
     pids+=($!)
-  }
-  # wait_vm VM: until its agent says READY (1: did not come up).
-  wait_vm() {
-    local vm=$1 fd=6 line t0=$SECONDS
-    [ "$vm" = B ] && fd=8
-    while :; do
-      if IFS= read -r -t 5 -u "$fd" line && [[ "$line" == READY* ]]; then return 0; fi
-      if ! kill -0 "${qpid[$vm]}" 2>/dev/null || [ $((SECONDS - t0)) -gt 240 ]; then return 1; fi
-      [ $(((SECONDS - t0) % 20)) -lt 5 ] && say "$mode: ... waiting for guest $vm ($((SECONDS - t0)) s)"
-    done
   }
   # One guest at a time (less CPU contention while it mounts). Before patch 0004 waited for
   # the INIT reply, a request prepared before it lacked the version trailer's buffer (svfsd:
@@ -354,7 +308,7 @@ run_mode() {
   for vm in A B; do
     for attempt in 1 2 3; do
       start_vm "$vm" || return 1
-      wait_vm "$vm" && break
+      agent_wait_ready "$vm" && break
       tr -d '\r' <"$work/serial-$vm.log" | grep -v '^\[' | tail -n 8 | sed "s/^/  guest $vm| /"
       if [ "$attempt" -lt 3 ] && grep -q "does not fit the guest's" "${dlog[$vm]}"; then
         say "$mode: guest $vm hit the INIT/first-request race (a reply did not fit its buffer): booting it again"
