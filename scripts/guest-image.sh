@@ -2,7 +2,8 @@
 # Builds (once, cached) the guest used by the real-guest end-to-end tests: the Debian 12 kernel that
 # linux-image-amd64 depends on (or the 6.12 kernel of Debian 12's security archive), and a busybox
 # initramfs holding only the virtio/fuse/virtiofs modules in load order (none for 6.12, which has
-# them built in) plus an /init that mounts virtiofs, runs a workload and powers off.
+# them built in) and the virtio-9p ones (loaded only for svfs.fstype=9p), plus an /init that mounts
+# virtiofs, runs a workload and powers off.
 #
 # Usage: scripts/guest-image.sh [--force] [--kernel 6.1|6.12] [--kver KVER]
 #   --kernel 6.1   (default) the kernel linux-image-amd64 depends on, e.g. 6.1.0-56-amd64
@@ -27,7 +28,8 @@
 #   SVFS-E2E-ERROR <what>                   setup failure (module load, mount)
 # Kernel command line: svfs.tag=TAG (default svfs), svfs.probe=1 (print SVFS-E2E-PROBE-OK after
 # module loading and power off without mounting: used to check that KVM actually runs guests),
-# svfs.mountopts=OPTS (mount -o OPTS, e.g. noversions).
+# svfs.mountopts=OPTS (mount -o OPTS, e.g. noversions), svfs.fstype=9p (mount virtio-9p instead,
+# trans=virtio, version=9p2000.L; OPTS are added, e.g. cache=loose).
 # Module override: a module /kmod/NAME.ko (put there by an archive in front of this one, e.g.
 # run-guest.sh --kmod DIR) is loaded instead of the image's; /init prints SVFS-E2E-KMOD NAME.ko.
 # Modules named in /kmod/modules that the image does not have (6.12: svfs_fuse.ko) are loaded
@@ -146,17 +148,37 @@ rm -f "$stage/tool.log"
 # stdio (it re-opens the console after mounting devtmpfs, so this is only best effort).
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true
 
-# Module load order: the dependency closure of virtio_pci and virtiofs, as modprobe resolves it
-# from modules.dep (depmod). modprobe takes one module per call (further words are parameters).
-order=()
-for m in virtio_pci virtiofs; do
-  while read -r verb path _; do
-    [ "$verb" = insmod ] || continue
-    local_seen=0
-    for o in "${order[@]}"; do [ "$o" = "$path" ] && local_seen=1; done
-    [ "$local_seen" = 1 ] || order+=("$path")
-  done < <(modprobe -S "$kver" --show-depends "$m")
-done
+# closure MODULE...: the paths of the modules MODULE needs, dependencies first, as modprobe
+# resolves them from modules.dep (depmod), each once. modprobe takes one module per call.
+closure() {
+  local m verb path _ seen=" "
+  for m in "$@"; do
+    while read -r verb path _; do
+      [ "$verb" = insmod ] || continue
+      case "$seen" in *" $path "*) continue ;; esac
+      seen+="$path "
+      echo "$path"
+    done < <(modprobe -S "$kver" --show-depends "$m")
+  done
+}
+# stage_modules LIST PATH...: decompresses each module into the initramfs and names it, in
+# order, in /etc/LIST.
+stage_modules() {
+  local list=$1 path name
+  shift
+  : >"$stage/etc/$list"
+  for path in "$@"; do
+    name=$(basename "$path")
+    case "$name" in
+      *.ko.xz) xz -dc "$path" >"$stage/lib/modules/${name%.xz}"; name=${name%.xz} ;;
+      *.ko.zst) zstd -dqc "$path" >"$stage/lib/modules/${name%.zst}"; name=${name%.zst} ;;
+      *.ko.gz) gzip -dc "$path" >"$stage/lib/modules/${name%.gz}"; name=${name%.gz} ;;
+      *) cp "$path" "$stage/lib/modules/$name" ;;
+    esac
+    echo "$name" >>"$stage/etc/$list"
+  done
+}
+mapfile -t order < <(closure virtio_pci virtiofs)
 # Built-in drivers (6.12: virtio_pci, fuse and virtiofs are =y) need no module.
 builtin=0
 for m in virtio_pci virtiofs; do
@@ -167,18 +189,13 @@ if [ "$builtin" = 2 ]; then
 else
   [ "${#order[@]}" -ge 3 ] || { log "unexpected module list: ${order[*]}"; exit 1; }
 fi
-: >"$stage/etc/modules.order"
-for path in "${order[@]}"; do
-  name=$(basename "$path")
-  case "$name" in
-    *.ko.xz) xz -dc "$path" >"$stage/lib/modules/${name%.xz}"; name=${name%.xz} ;;
-    *.ko.zst) zstd -dqc "$path" >"$stage/lib/modules/${name%.zst}"; name=${name%.zst} ;;
-    *.ko.gz) gzip -dc "$path" >"$stage/lib/modules/${name%.gz}"; name=${name%.gz} ;;
-    *) cp "$path" "$stage/lib/modules/$name" ;;
-  esac
-  echo "$name" >>"$stage/etc/modules.order"
-done
-log "modules: $(tr '\n' ' ' <"$stage/etc/modules.order")"
+stage_modules modules.order "${order[@]}"
+# virtio-9p (svfs.fstype=9p, svfs-bench's reference daemon): loaded only for a 9p mount, after
+# modules.order, so what it shares with virtiofs (virtio, virtio_ring) is not listed twice.
+mapfile -t order9p < <(closure 9pnet_virtio 9p | grep -vxF -f <(printf '%s\n' "${order[@]}" /dev/null))
+[ "${#order9p[@]}" -ge 3 ] || { log "unexpected 9p module list: ${order9p[*]}"; exit 1; }
+stage_modules modules.9p "${order9p[@]}"
+log "modules: $(tr '\n' ' ' <"$stage/etc/modules.order")(9p: $(tr '\n' ' ' <"$stage/etc/modules.9p" | sed 's/ $//'))"
 
 cat >"$stage/init" <<'EOF'
 #!/bin/sh
@@ -197,11 +214,13 @@ finish() { sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; }
 tag=svfs
 probe=0
 mountopts=
+fstype=virtiofs
 for word in $(cat /proc/cmdline); do
   case "$word" in
     svfs.tag=*) tag=${word#svfs.tag=} ;;
     svfs.probe=*) probe=${word#svfs.probe=} ;;
     svfs.mountopts=*) mountopts=${word#svfs.mountopts=} ;;
+    svfs.fstype=*) fstype=${word#svfs.fstype=} ;;
   esac
 done
 
@@ -219,8 +238,15 @@ done
 echo "SVFS-E2E-BOOTED uptime=$(up)"
 if [ "$probe" = 1 ]; then echo "SVFS-E2E-PROBE-OK"; finish; fi
 
-if ! mount -t virtiofs ${mountopts:+-o "$mountopts"} "$tag" /mnt; then
-  echo "SVFS-E2E-ERROR mount -t virtiofs ${mountopts:+-o $mountopts} $tag /mnt failed"
+if [ "$fstype" = 9p ]; then
+  for m in $(cat /etc/modules.9p); do
+    insmod /lib/modules/$m || { echo "SVFS-E2E-ERROR insmod /lib/modules/$m"; finish; }
+  done
+  # msize 256 KiB: under the virtio transport's limit (about 500 KiB), far above the 8 KiB default.
+  mountopts=trans=virtio,version=9p2000.L,msize=262144${mountopts:+,$mountopts}
+fi
+if ! mount -t $fstype ${mountopts:+-o "$mountopts"} "$tag" /mnt; then
+  echo "SVFS-E2E-ERROR mount -t $fstype ${mountopts:+-o $mountopts} $tag /mnt failed"
   dmesg | tail -n 20
   finish
 fi

@@ -131,3 +131,72 @@ agent_cmd() {
     fi
   done
 }
+
+# guest_qemu_start VM WORK KERNEL INITRD CMDLINE [QEMU ARGS...]: boots one guest in the
+# background (TCG, 1 vCPU, q35, 512 MiB of memfd memory shared with vhost-user daemons; the
+# devices are the extra QEMU ARGS). Its console goes to WORK/serial-VM.log, its agent is on the
+# pipe WORK/ctl-VM (agent_open VM WORK first), QEMU's own messages to WORK/qemu-VM.log. Sets
+# agent_qemu[VM] and agent_serial[VM]. QEMU is stopped after 30 minutes whatever happens.
+guest_qemu_start() {
+  local vm=$1 work=$2 kernel=$3 initrd=$4 cmdline=$5 accel
+  shift 5
+  read -r -a accel <<<"$(tcg_args 1)"
+  timeout 1800 "${SVFS_QEMU:-qemu-system-x86_64}" "${accel[@]}" -machine q35 -m 512 \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    "$@" -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
+    -nodefaults -display none -no-reboot -monitor none \
+    -chardev file,id=ser,path="$work/serial-$vm.log" -serial chardev:ser \
+    -chardev pipe,id=ctl,path="$work/ctl-$vm" -serial chardev:ctl >"$work/qemu-$vm.log" 2>&1 &
+  agent_qemu[$vm]=$!
+  agent_serial[$vm]=$work/serial-$vm.log
+}
+
+# coherence_run SHARE SETTLE TIMEOUT ACTOR DIR OBSERVER...: the coherence steps of
+# workloads/two-vm-ops.sh (the caller sources it) in DIR of the shared directory SHARE (set up
+# with twovm_setup). For each step every OBSERVER (a guest) looks at the step's items, so it has
+# the old state cached; ACTOR (a guest, or "host" for a change made in SHARE directly, SETTLE
+# seconds before the observers look again) makes the change; every OBSERVER looks again. Each
+# item the step changed is one check per observer, stale when the observer's second look differs
+# from SHARE's. Adds to coh_stale, coh_checks, coh_same (items a step left unchanged) and
+# coh_list (" ACTOR:STEP:ITEM>OBSERVER" per stale one); prints a STALE line for each.
+# Returns 1 if a step or an observation failed.
+coh_stale=0 coh_checks=0 coh_same=0 coh_list=
+coherence_run() {
+  local share=$1 settle=$2 limit=$3 actor=$4 dir=$5 step items obs it v0 v1 vt truth
+  shift 5
+  local -A before after
+  for step in $TWOVM_STEPS; do
+    items=$(twovm_items "$step" "$dir")
+    for obs in "$@"; do
+      before[$obs]=$(agent_cmd "$obs" "$limit" "twovm_obs $items") ||
+        { echo "guest $obs failed to observe $step" >&2; return 1; }
+    done
+    if [ "$actor" = host ]; then
+      (cd "$share" && twovm_act "$step" "$dir") || { echo "the host failed to do $step" >&2; return 1; }
+      sleep "$settle"
+    else
+      agent_cmd "$actor" "$limit" "twovm_act $step $dir" >/dev/null ||
+        { echo "guest $actor failed to do $step" >&2; return 1; }
+    fi
+    for obs in "$@"; do
+      after[$obs]=$(agent_cmd "$obs" "$limit" "twovm_obs $items") ||
+        { echo "guest $obs failed to observe $step" >&2; return 1; }
+    done
+    # shellcheck disable=SC2086
+    truth=$(cd "$share" && twovm_obs $items)
+    for obs in "$@"; do
+      for it in $items; do
+        v0=$(printf '%s\n' "${before[$obs]}" | grep -F -m1 "$it=")
+        v1=$(printf '%s\n' "${after[$obs]}" | grep -F -m1 "$it=")
+        vt=$(printf '%s\n' "$truth" | grep -F -m1 "$it=")
+        if [ "$v0" = "$vt" ]; then coh_same=$((coh_same + 1)); continue; fi  # unchanged: no check
+        coh_checks=$((coh_checks + 1))
+        if [ "$v1" != "$vt" ]; then
+          coh_stale=$((coh_stale + 1))
+          coh_list+=" $actor:$step:${it%%:*}>$obs"
+          echo "  STALE ($actor $step) $obs sees '${v1#*=}', host has '${vt#*=}'"
+        fi
+      done
+    done
+  done
+}

@@ -257,7 +257,6 @@ run_mode() {
     if [ "$use_kmod" = 1 ]; then stage_kmod "$pay" "${kmodv[$vm]}" || return 1; fi
     SVFS_GUEST_INITRD=${ginitrd[$vm]} guest_initrd "$pay" "$work/initrd-$vm" || return 1
     agent_open "$vm" "$work" || return 1
-    agent_serial[$vm]=$work/serial-$vm.log
   done
   say "$mode: booting two guests ($dkind_m cache=$cache_m$([ "$use_kmod" = 1 ] && echo ", patched modules")$([ "$use_table" = 1 ] && echo ", table $table")${mountopts:+, -o $mountopts})..."
 
@@ -286,19 +285,11 @@ run_mode() {
     local cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
     [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
     [ "$use_kmod" = 1 ] && [ -n "$(kmod_cmdline "${kmodv[$vm]}")" ] && cmdline+=" $(kmod_cmdline "${kmodv[$vm]}")"
-    local accel_args
-    read -r -a accel_args <<<"$(tcg_args 1)"
-    timeout 1800 "$qemu" "${accel_args[@]}" -machine q35 -m 512 \
-      -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
-      -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs \
-      "${tdev[@]}" -kernel "${gkernel[$vm]}" -initrd "$work/initrd-$vm" -append "$cmdline" \
-      -nodefaults -display none -no-reboot -monitor none \
-      -chardev file,id=ser,path="$work/serial-$vm.log" -serial chardev:ser \
-      -chardev pipe,id=ctl,path="$work/ctl-$vm" -serial chardev:ctl >"$work/qemu-$vm.log" 2>&1 &
-    qpid[$vm]=$!
-    agent_qemu[$vm]=$!
+    guest_qemu_start "$vm" "$work" "${gkernel[$vm]}" "$work/initrd-$vm" "$cmdline" \
+      -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs "${tdev[@]}"
+    qpid[$vm]=${agent_qemu[$vm]}
     agent_daemon_log[$vm]=${dlog[$vm]}
-    pids+=($!)
+    pids+=("${qpid[$vm]}")
   }
   # One guest at a time (less CPU contention while it mounts). Before patch 0004 waited for
   # the INIT reply, a request prepared before it lacked the version trailer's buffer (svfsd:
@@ -334,36 +325,14 @@ run_mode() {
     for vm in A B; do gcmd "$vm" "dmesg | grep 'svfs:' | sed 's/^\[[ 0-9.]*\] //'" | sed "s/^/  guest $vm| /"; done
   fi
 
-  # Coherence run.
-  local stale=0 checks=0 same=0 who step items b0 b1 truth it v0 v1 vt stale_list=
+  # Coherence run: A's changes in co/, then the host's in ho/, B observing.
+  coh_stale=0 coh_checks=0 coh_same=0 coh_list=
+  local who dir
   for who in A host; do
-    local dir=co; [ "$who" = host ] && dir=ho
-    for step in $TWOVM_STEPS; do
-      items=$(twovm_items "$step" "$dir")
-      b0=$(gcmd B "twovm_obs $items") || { say "$mode: B failed to observe $step"; return 1; }
-      if [ "$who" = A ]; then
-        gcmd A "twovm_act $step $dir" >/dev/null || { say "$mode: A failed to do $step"; return 1; }
-      else
-        (cd "$share" && twovm_act "$step" "$dir") || { say "$mode: host failed to do $step"; return 1; }
-        sleep "$settle"
-      fi
-      b1=$(gcmd B "twovm_obs $items") || { say "$mode: B failed to observe $step"; return 1; }
-      # shellcheck disable=SC2086
-      truth=$(cd "$share" && twovm_obs $items)
-      for it in $items; do
-        v0=$(printf '%s\n' "$b0" | grep -F -m1 "$it=")
-        v1=$(printf '%s\n' "$b1" | grep -F -m1 "$it=")
-        vt=$(printf '%s\n' "$truth" | grep -F -m1 "$it=")
-        if [ "$v0" = "$vt" ]; then same=$((same + 1)); continue; fi  # unchanged: no check
-        checks=$((checks + 1))
-        if [ "$v1" != "$vt" ]; then
-          stale=$((stale + 1))
-          stale_list+=" $who:$step:${it%%:*}"
-          echo "  STALE ($who $step) B sees '${v1#*=}', host has '${vt#*=}'"
-        fi
-      done
-    done
+    dir=co; [ "$who" = host ] && dir=ho
+    coherence_run "$share" "$settle" "$cmd_timeout" "$who" "$dir" B 2>&1 || { say "$mode: coherence run failed"; return 1; }
   done
+  local stale=$coh_stale checks=$coh_checks same=$coh_same stale_list=$coh_list
   say "$mode: coherence: $stale stale of $checks checks ($same items unchanged by their step)"
 
   # Cost run.
