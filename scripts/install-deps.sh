@@ -24,8 +24,8 @@ packages=(
   help2man dpkg-dev systemd
   # tests/posix: CPython's own file-system tests, the conformance reference run on host and mount
   python3 libpython3.11-testsuite
-  # tests/integration/metrics_test.cc parses /metrics with Prometheus' own parser
-  python3-prometheus-client
+  # tests/integration/metrics_test.cc parses /metrics with Prometheus' own parser; svfs-bench plots
+  python3-prometheus-client python3-matplotlib
   qemu-system-common qemu-system-x86 busybox-static kmod cpio xz-utils linux-image-amd64
   # guest-kmod-patches/build.sh: same Debian version as linux-image-amd64's kernel (it checks)
   linux-headers-amd64 linux-source-6.1
