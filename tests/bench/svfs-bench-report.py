@@ -4,7 +4,8 @@
 Usage: svfs-bench-report.py RESULTS_CSV OUT_DIR
 
 Each plot shows, per configuration (daemon and cache mode, one bar per number of VMs), the
-workload's guest time and, beside it, the requests the first VM's daemon served per file. Without
+workload's guest time and, beside it, the requests the first VM's daemon served per file;
+coherence.png the share of coherence and status checks that were stale. Without
 matplotlib (Debian: python3-matplotlib) only the Markdown is written.
 """
 import csv
@@ -122,6 +123,31 @@ def plots(rows, out_dir):
         fig.savefig(path, dpi=100)
         plt.close(fig)
         made.append(path)
+    # Coherence: the share of checks each configuration got wrong.
+    fig, ax = plt.subplots(figsize=(12, 4))
+    width = 0.8 / len(vm_counts)
+    for k, n in enumerate(vm_counts):
+        xs = [i + (k - (len(vm_counts) - 1) / 2) * width for i in range(len(configs))]
+        ys = []
+        for d, m in configs:
+            stale = checks = 0
+            for w in ("coherence", "status"):
+                s, c = cell(rows, d, m, n, w, "stale"), cell(rows, d, m, n, w, "checks")
+                if s not in (None, "") and c not in (None, ""):
+                    stale, checks = stale + int(s), checks + int(c)
+            ys.append(100.0 * stale / checks if checks else 0.0)
+        ax.bar(xs, ys, width, label=f"{n} VM{'s' if n > 1 else ''}")
+    ax.set_xticks(range(len(configs)))
+    ax.set_xticklabels([f"{d}\n{m}" for d, m in configs], fontsize=8)
+    ax.set_ylabel("% of checks")
+    ax.set_title("stale: coherence steps and status checks a guest got wrong")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "coherence.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    made.append(path)
     return made
 
 

@@ -205,17 +205,12 @@ gcmd() { agent_cmd "$1" "$cmd_timeout" "${@:2}"; }
 
 # requests VM: what VM's daemon has served so far (empty for 9p: QEMU serves it and counts nothing).
 requests() {
-  local vm=$1 n
+  local vm=$1
   case "$cur_daemon" in
     9p) echo "" ;;
     virtiofsd) grep -c 'opcode: ' "${dlog[$vm]}" ;;
     svfsd)
-      n=$(grep -c '^malformed ' "${dlog[$vm]}")
-      kill -USR1 "${dpid[$vm]}" 2>/dev/null
-      for _ in $(seq 1 50); do
-        [ "$(grep -c '^malformed ' "${dlog[$vm]}")" -gt "$n" ] && break
-        sleep 0.1
-      done
+      svfsd_dump_counters "${dpid[$vm]}" "${dlog[$vm]}"
       awk '$1=="total"{t=$2} END{print t+0}' "${dlog[$vm]}" ;;
   esac
 }

@@ -200,3 +200,17 @@ coherence_run() {
     done
   done
 }
+
+# svfsd_dump_counters PID LOG: makes svfsd PID print its request table (SIGUSR1) into its LOG and
+# waits (up to 5 s) until the table's last line ("malformed") is there; the newest table is then
+# the last one in LOG.
+svfsd_dump_counters() {
+  local n
+  n=$(grep -c '^malformed ' "$2")
+  kill -USR1 "$1" 2>/dev/null || return 1
+  for _ in $(seq 1 50); do
+    [ "$(grep -c '^malformed ' "$2")" -gt "$n" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}

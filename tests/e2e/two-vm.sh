@@ -192,17 +192,12 @@ gcmd() { agent_cmd "$1" "$cmd_timeout" "${@:2}"; }
 # counters VM: "LOOKUP GETATTR" served so far by VM's daemon.
 declare -A dpid dlog dkind qpid
 counters() {
-  local vm=$1 n
+  local vm=$1
   if [ "${dkind[$vm]}" = virtiofsd ]; then
     echo "$(grep -c 'opcode: LOOKUP ' "${dlog[$vm]}") $(grep -c 'opcode: GETATTR ' "${dlog[$vm]}")"
     return
   fi
-  n=$(grep -c '^malformed ' "${dlog[$vm]}")
-  kill -USR1 "${dpid[$vm]}" 2>/dev/null
-  for _ in $(seq 1 50); do
-    [ "$(grep -c '^malformed ' "${dlog[$vm]}")" -gt "$n" ] && break
-    sleep 0.1
-  done
+  svfsd_dump_counters "${dpid[$vm]}" "${dlog[$vm]}"
   awk '/^opcode /{l=0; g=0} $1=="LOOKUP"{l=$2} $1=="GETATTR"{g=$2} END{print l+0, g+0}' "${dlog[$vm]}"
 }
 
