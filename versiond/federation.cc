@@ -240,6 +240,8 @@ class NatsFederation final : public Federation {
         auto ok = EnsureStream();
         if (ok) ok = Subscribe();
         if (ok) {
+          // Cleared before the bump: a volume-wide marker skipped while it was set is covered.
+          resync_pending_ = false;
           BumpAll("back on NATS (remote changes while away cannot be known)");
         } else {
           spdlog::warn("federation: {}; retrying", ok.error());
@@ -328,7 +330,10 @@ class NatsFederation final : public Federation {
     }
     if (message->origin == origin_) return;  // this versiond's own changes, bumped here already
     if (message->all) {
-      BumpAll(fmt::format("host {} lost track of its changes", Hex(message->origin)));
+      // The bump after a reconnect covers it; bumping twice only costs guests revalidations.
+      if (!resync_pending_) {
+        BumpAll(fmt::format("host {} lost track of its changes", Hex(message->origin)));
+      }
       return;
     }
     const uint64_t slots = table_.slot_count();
@@ -362,6 +367,7 @@ class NatsFederation final : public Federation {
     char url[256] = "";
     natsConnection_GetConnectedUrl(conn, url, sizeof(url));
     spdlog::info("federation: reconnected to {}", url);
+    self->resync_pending_ = true;
     {
       std::lock_guard lock(self->mu_);
       self->resubscribe_ = true;
@@ -395,6 +401,8 @@ class NatsFederation final : public Federation {
   std::atomic<bool> behind_{false};
   LogLimiter malformed_{"malformed federation messages"};
   std::atomic<bool> closing_{false};
+  // Set on reconnect, cleared just before the worker's "back on NATS" bump of every slot.
+  std::atomic<bool> resync_pending_{false};
 
   std::mutex mu_;
   std::condition_variable cv_;
