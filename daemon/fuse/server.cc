@@ -207,6 +207,10 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
   } else if (!initialized() && header->opcode != FUSE_INIT) {
     reply_error(call, EIO);
   } else {
+    // At trace level a line per request, as virtiofsd's debug log has: which node, and (below)
+    // which name and which version a reply carried; for following a guest's cache decisions.
+    SPDLOG_TRACE("request {} unique {} node {}", protocol::OpcodeName(header->opcode),
+                 header->unique, header->nodeid);
     dispatch(call);
   }
   // The request is over: an interrupt kept for its unique can no longer reach it. (An INTERRUPT's
@@ -373,6 +377,8 @@ bool Server::reply_bytes(Call& call, const void* data, size_t size) {
 void Server::reply_entry(Call& call, const fs::Entry& entry) {
   fuse_entry_out out = EncodeEntry(entry, options_.ids);
   protocol::VersionTrailer trailer = EncodeVersion(entry.attr.version);
+  SPDLOG_TRACE("  entry node {} slot {} version {}", entry.node, trailer.version_index,
+               trailer.version);
   iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
   if (!reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1))) undo_entry(entry);
 }
@@ -395,6 +401,8 @@ void Server::reply_attr(Call& call, const fs::Attr& attr) {
   out.attr_valid_nsec = attr.timeout_ns % kNanosPerSecond;
   FillAttr(attr, options_.ids, out.attr);
   protocol::VersionTrailer trailer = EncodeVersion(attr.version);
+  SPDLOG_TRACE("  attr node {} slot {} version {}", call.header.nodeid, trailer.version_index,
+               trailer.version);
   iovec parts[2] = {{&out, sizeof(out)}, {&trailer, sizeof(trailer)}};
   reply_parts(call, std::span<iovec>(parts, shared_versions() ? 2 : 1));
 }
@@ -490,6 +498,7 @@ void Server::do_destroy(Call& call) {
 void Server::do_lookup(Call& call) {
   auto name = call.args.read_name(NameRule::kEntry);
   if (!name) return refuse_name(call, name.error(), NameRule::kEntry);
+  SPDLOG_TRACE("  lookup '{}' in node {}", *name, call.header.nodeid);
   reply_result(call, fs_.lookup(call.context, call.header.nodeid, *name));
 }
 

@@ -46,6 +46,8 @@
 #   --kmod DIR        patched modules of both VMs; --kmod-a DIR / --kmod-b DIR for one VM (default:
 #                     guest-kmod-patches/build.sh --kver <that VM's kernel>, once per kernel)
 #   --timeout S       per guest command (default 600)   --keep   keep the work directories
+#   --daemon-log-level L  svfsd --log-level L; with trace, a failed cost check names the nodes
+#                     whose entries B looked up again and the versions B's daemon replied with
 #   --table-out FILE  also write the result table to FILE
 # Exit status: 0 done (and --check passed), 1 failure, 77 skipped (not root, no QEMU), 2 usage.
 set -uo pipefail
@@ -67,6 +69,7 @@ settle=0.5
 check=0
 cmd_timeout=600
 keep=0
+daemon_log_level=
 table_out=
 tree_src=
 
@@ -94,6 +97,7 @@ while [ $# -gt 0 ]; do
       kopt_kind[A]=--kernel; kopt_val[A]=${2%%,*}; kopt_kind[B]=--kernel; kopt_val[B]=${2#*,}; shift 2 ;;
     --timeout) cmd_timeout=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --daemon-log-level) daemon_log_level=$2; shift 2 ;;
     --table-out) table_out=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "two-vm: unknown argument $1" >&2; usage ;;
@@ -264,6 +268,7 @@ run_mode() {
     if [ "$dkind_m" = svfsd ]; then
       dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache_m" --xattr)
       [ "$cache_m" = shared ] && dcmd+=(--versiond-socket "$vsock")
+      [ -n "$daemon_log_level" ] && dcmd+=(--log-level "$daemon_log_level")
     else
       dcmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache_m" -o xattr -d)
     fi
@@ -333,7 +338,9 @@ run_mode() {
   # Cost run.
   local p c0 c1 lk ga req23=0 times= out req1=
   c0=$(counters B)
+  local warm_from=
   for ((p = 1; p <= passes; p++)); do
+    [ "$p" = 2 ] && warm_from=$(wc -l <"${dlog[B]}")
     out=$(gcmd B "$statcmd") || { say "$mode: stat pass $p failed"; return 1; }
     c1=$(counters B)
     lk=$(($(echo "$c1" | cut -d' ' -f1) - $(echo "$c0" | cut -d' ' -f1)))
@@ -345,6 +352,15 @@ run_mode() {
     times+="${times:+ / }$s"
     if [ "$p" = 1 ]; then req1=$((lk + ga)); else req23=$((req23 + lk + ga)); fi
   done
+  # What B's daemon served in the warm passes, by parent node and by replied version (with
+  # --daemon-log-level trace): the evidence when a check below fails.
+  if [ -n "$warm_from" ]; then
+    tail -n +"$((warm_from + 1))" "${dlog[B]}" |
+      awk '/  lookup /{n[$NF]++} /  (attr|entry) node /{l=$0; sub(/^.*\] +/, "", l); v[l]++}
+           END{for (k in n) print "lookups in node " k ": " n[k];
+               for (k in v) print v[k] "x" k}' | sort | head -40 >"$work/warm-requests"
+    [ -s "$work/warm-requests" ] && say "$mode: B's daemon in passes 2..$passes: $(tr '\n' ';' <"$work/warm-requests")"
+  fi
   # Creating files: B makes $creates new ones (each a LOOKUP of a new name and a CREATE).
   local made
   made=$(gcmd B "twovm_createpass created-by-B $creates") || { say "$mode: create pass failed"; return 1; }
@@ -389,6 +405,7 @@ for m in "${mode_list[@]}"; do
       [ "$ng" = ok ] || { say "CHECK FAIL $m: negotiation"; overall=1; }
       if [ "$m" = shared ] && [ "$rq" -ge $((files * (passes - 1) / 20)) ]; then
         say "CHECK FAIL $m: passes 2..$passes sent $rq LOOKUP+GETATTR for $files files"; overall=1
+        [ -s "$work/warm-requests" ] && sed "s/^/  B's daemon, warm passes| /" "$work/warm-requests"
       fi
     fi
   else
