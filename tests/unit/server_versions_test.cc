@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <sstream>
 #include <vector>
 
 #include "protocol/shared_versions.h"
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <gtest/gtest.h>
 
@@ -122,6 +125,30 @@ TEST_F(NegotiatedTest, EntryRepliesCarryTrailer) {
     EXPECT_EQ(t.version_index, 1234u) << c.name;
     EXPECT_EQ(t.version, 56) << c.name;
   }
+}
+
+// --log-level trace: each request, the name looked up and the version a reply carried, the
+// evidence for why a guest revalidated; nothing of it at the default level.
+TEST_F(NegotiatedTest, TraceLevelLogsRequestsNamesAndRepliedVersions) {
+  std::ostringstream log;
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>(
+      "trace", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+  logger->set_pattern("%v");
+  spdlog::set_default_logger(logger);
+  logger->set_level(spdlog::level::info);
+  send(RequestBuilder(FUSE_LOOKUP, kNode).name("quiet"));
+  EXPECT_EQ(log.str(), "");
+  logger->set_level(spdlog::level::trace);
+  send(RequestBuilder(FUSE_LOOKUP, kNode).name("f"));
+  send(RequestBuilder(FUSE_GETATTR, kNode).add(fuse_getattr_in{}));
+  spdlog::set_default_logger(previous);
+  const std::string text = log.str();
+  EXPECT_NE(text.find("request LOOKUP unique"), std::string::npos) << text;
+  EXPECT_NE(text.find("lookup 'f' in node " + std::to_string(kNode)), std::string::npos) << text;
+  EXPECT_NE(text.find("entry node 42 slot 1234 version 56"), std::string::npos) << text;
+  EXPECT_NE(text.find("attr node " + std::to_string(kNode) + " slot 777 version 88"),
+            std::string::npos) << text;
 }
 
 TEST_F(NegotiatedTest, NegativeEntryCarriesZeroTrailer) {
