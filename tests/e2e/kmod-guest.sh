@@ -2,8 +2,9 @@
 # run-guest.sh with the patched guest modules: builds (or reuses the cached) fuse.ko/virtiofs.ko
 # (6.12: svfs_fuse.ko) from guest-kmod-patches/ (build.sh checks that image, headers and source
 # versions agree), then runs tests/e2e/run-guest.sh --kmod DIR with the remaining arguments.
-#   tests/e2e/kmod-guest.sh [--kernel 6.12] --versiond build/versiond/svfs-versiond \
-#       --workload tests/e2e/workloads/versions.sh
+#   tests/e2e/kmod-guest.sh [--kernel 6.12] [--runner tests/e2e/dax.sh] \
+#       --versiond build/versiond/svfs-versiond --workload tests/e2e/workloads/versions.sh
+# --runner: a wrapper of run-guest.sh that passes on its arguments (default run-guest.sh itself).
 # Exit status: as run-guest.sh; 77 (skipped) if not root; 1 if the modules cannot be built.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,9 +14,11 @@ repo=$(cd "$here/../.." && pwd)
 # run-guest.sh.
 image_opts=()
 rest=()
+runner=$here/run-guest.sh
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernel|--kver) image_opts+=("$1" "$2"); shift 2 ;;
+    --runner) runner=$2; shift 2 ;;
     *) rest+=("$1"); shift ;;
   esac
 done
@@ -26,4 +29,4 @@ eval "$image_vars"
 vars=$("$repo/guest-kmod-patches/build.sh" --kver "$SVFS_GUEST_KVER") ||
   { echo "kmod-guest: FAIL: guest-kmod-patches/build.sh"; exit 1; }
 eval "$vars"
-exec "$here/run-guest.sh" "${image_opts[@]}" --kmod "$SVFS_KMOD_DIR" "${rest[@]}"
+exec "$runner" "${image_opts[@]}" --kmod "$SVFS_KMOD_DIR" "${rest[@]}"

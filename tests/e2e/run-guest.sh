@@ -30,6 +30,11 @@
 #                              --cache auto, Kata's default virtio_fs_extra_args, the shared-mode
 #                              extra args of docs/operations.md, then --xattr
 #   --queues N                 num-request-queues of vhost-user-fs-pci (default 1; C virtiofsd: 1)
+#   --dax-window SIZE          DAX: a window of SIZE (e.g. 64M; a power of 2) as the device's
+#                              cache-size and svfsd's --dax-window-size, in the patched QEMU that
+#                              tests/e2e/qemu-dax/build.sh builds (or --qemu)
+#   --qemu PATH                this qemu-system-x86_64 (default: the one on PATH; with
+#                              --dax-window: tests/e2e/qemu-dax/build.sh's)
 #   --workload FILE            guest script (default tests/e2e/workloads/posix.sh)
 #   --env NAME=VALUE           exported to the workload (repeatable), e.g. --env BIG_MIB=16;
 #                              SVFS_DAEMON, SVFS_CACHE and SVFS_QUEUES are always exported
@@ -46,6 +51,9 @@
 #                       virtiofsd, which SIGUSR1 would kill)
 #   write REL TEXT      TEXT plus newline into SHARE/REL      chmod MODE REL    touch REL    rm REL
 #   tableword OFFSET    the ack holds the 8 bytes at OFFSET of the --table file (hex, od order)
+#   read REL OFF LEN    the ack holds LEN bytes at OFF of SHARE/REL
+#   pwrite REL OFF TEXT TEXT written at OFF of SHARE/REL in place (no truncation)
+#   truncate REL SIZE   SHARE/REL truncated (or extended) to SIZE bytes
 # Exit status: 0 all passed, 1 failure (workload, host check, boot, timeout), 77 skipped (daemon
 # lacks the vhost-user transport, not root, no QEMU), 2 usage error.
 set -uo pipefail
@@ -73,6 +81,8 @@ image_opts=()
 table_name=
 mountopts=
 qemu_wrapper=
+qemu=
+dax_window=
 kata_rs=0
 keep=0
 quiet=0
@@ -99,6 +109,8 @@ while [ $# -gt 0 ]; do
     --table) table_name=$2; shift 2 ;;
     --mount-opts) mountopts=$2; shift 2 ;;
     --qemu-wrapper) qemu_wrapper=$2; shift 2 ;;
+    --qemu) qemu=$2; shift 2 ;;
+    --dax-window) dax_window=$2; shift 2 ;;
     --kata-runtime-rs) kata_rs=1; shift ;;
     --keep) keep=1; shift ;;
     --quiet) quiet=1; shift ;;
@@ -183,6 +195,7 @@ case "$daemon" in
     fi ;;
   virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
 esac
+[ -n "$dax_window" ] && [ "$daemon" = svfsd ] && cmd+=(--dax-window-size "$dax_window")
 cmd+=("${daemon_args[@]}")
 [ "$kata_rs" = 1 ] && cmd+=(--xattr)
 say "daemon: ${cmd[*]}"
@@ -212,11 +225,17 @@ if [ -n "$kmod" ]; then
   modinfo -F vermagic "$kmod/$m" 2>/dev/null | grep -q "^$SVFS_GUEST_KVER " ||
     die "--kmod $kmod is not built for the guest kernel $SVFS_GUEST_KVER (--kernel/--kver)"
 fi
-qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
+if [ -z "$qemu" ] && [ -n "$dax_window" ]; then
+  qemu_vars=$("$here/qemu-dax/build.sh") || die "tests/e2e/qemu-dax/build.sh failed"
+  qemu=${qemu_vars#SVFS_QEMU_DAX=}
+fi
+[ -n "$qemu" ] || qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
+[ -x "$qemu" ] || die "--qemu $qemu is not executable"
 
 # Workload archive, prepended to the cached initramfs.
 mkdir -p "$work/payload"
 cp "$workload" "$work/payload/workload.sh"
+cp "$here/workloads/guest-lib.sh" "$work/payload/guest-lib.sh"
 printf 'export SVFS_DAEMON=%s SVFS_CACHE=%s SVFS_QUEUES=%s\n' "$daemon" "$cache" "$queues" \
   >"$work/payload/workload.env"
 for e in "${envs[@]}"; do
@@ -271,13 +290,13 @@ fi
 qargs=("${accel_args[@]}" "${cpu[@]}" -machine q35 -m "$mem"
   -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem
   -chardev socket,id=vfs,path="$sock"
-  -device vhost-user-fs-pci,chardev=vfs,tag=svfs,num-request-queues="$queues"
+  -device vhost-user-fs-pci,chardev=vfs,tag=svfs,num-request-queues="$queues"${dax_window:+,cache-size=$dax_window}
   "${table_dev[@]}"
   -kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd"
   -append "$cmdline"
   -nodefaults -display none -no-reboot -monitor none
   -chardev file,id=ser,path="$serial" -serial chardev:ser)
-say "guest: $SVFS_GUEST_KVER${kmod:+ (modules from $kmod)}, accel $accel, $queues request queue(s), cache $cache${table_name:+, table $table_name}${mountopts:+, -o $mountopts}, $(basename "$workload") ${envs[*]}"
+say "guest: $SVFS_GUEST_KVER${kmod:+ (modules from $kmod)}, accel $accel, $queues request queue(s), cache $cache${dax_window:+, DAX window $dax_window}${table_name:+, table $table_name}${mountopts:+, -o $mountopts}, $(basename "$workload") ${envs[*]}"
 t_start=$(now)
 timeout "$timeout_s" "$qemu" "${qargs[@]}" >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -305,6 +324,10 @@ host_action() {  # id kind args...
       if [ -n "$table_file" ]; then
         od -An -tx8 -j "$1" -N 8 "$table_file" | tr -d ' ' >"$ack.tmp"
       else echo none >"$ack.tmp"; fi ;;
+    read) dd if="$share/$1" bs=1 skip="$2" count="$3" status=none >"$ack.tmp" ;;
+    pwrite) printf '%s' "${*:3}" | dd of="$share/$1" bs=1 seek="$2" conv=notrunc status=none
+      echo ok >"$ack.tmp" ;;
+    truncate) truncate -s "$2" "$share/$1"; echo ok >"$ack.tmp" ;;
     *) echo "unknown" >"$ack.tmp" ;;
   esac
   echo "HOSTACT $id $kind $*: $(head -c 60 "$ack.tmp" | tr '\n' ' ')" >>"$work/hostact.log"

@@ -5,9 +5,16 @@
 //   svfs-guest-tool flock FILE    exclusive flock excludes a second open file description
 //   svfs-guest-tool posixlock FILE  F_SETLK write lock is seen by another process via F_GETLK
 //   svfs-guest-tool mmap FILE     MAP_SHARED write + msync is visible through read()
+//   svfs-guest-tool mmap-hold FILE WOFF TEXT ROFF LEN READY GO
+//                   maps FILE MAP_SHARED, stores TEXT at WOFF ("-": nothing; no msync), creates
+//                   READY, waits (up to 120 s) for GO to exist, then prints LEN bytes at ROFF of
+//                   the same mapping ("<zeros>" if all are 0, "SIGBUS" if reading raised it). For DAX: the host sees
+//                   the store while the mapping is held, and the mapping sees the host's writes.
 // Exit 0 on success; on failure prints what went wrong to stderr and exits 1.
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +104,53 @@ static int do_mmap(const char* path) {
   return 0;
 }
 
+static sigjmp_buf sigbus_jump;
+static void on_sigbus(int sig) {
+  (void)sig;
+  siglongjmp(sigbus_jump, 1);
+}
+
+static int do_mmap_hold(char** argv) {
+  const char* path = argv[2];
+  long woff = atol(argv[3]);
+  const char* text = argv[4];
+  long roff = atol(argv[5]);
+  long len = atol(argv[6]);
+  const char* ready = argv[7];
+  const char* go = argv[8];
+  size_t tlen = strcmp(text, "-") ? strlen(text) : 0;
+  long end = woff + (long)tlen > roff + len ? woff + (long)tlen : roff + len;
+  long page = sysconf(_SC_PAGESIZE);
+  size_t size = (size_t)((end + page - 1) / page * page);
+  int fd = open(path, O_RDWR);
+  if (fd < 0) return fail("open");
+  char* p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return fail("mmap MAP_SHARED");
+  memcpy(p + woff, text, tlen);
+  int rfd = open(ready, O_WRONLY | O_CREAT, 0644);
+  if (rfd < 0) return fail("create READY");
+  close(rfd);
+  for (int i = 0; i < 2400 && access(go, F_OK) != 0; i++) usleep(50000);
+  if (access(go, F_OK) != 0) {
+    fprintf(stderr, "mmap-hold: %s did not appear\n", go);
+    return 1;
+  }
+  char* out = malloc((size_t)len + 1);
+  signal(SIGBUS, on_sigbus);
+  if (sigsetjmp(sigbus_jump, 1) == 0) {
+    memcpy(out, p + roff, (size_t)len);
+    out[len] = 0;
+    long zeros = 0;
+    while (zeros < len && out[zeros] == 0) zeros++;
+    printf("%s\n", zeros == len ? "<zeros>" : out);
+  } else {
+    printf("SIGBUS\n");
+  }
+  munmap(p, size);
+  close(fd);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: svfs-guest-tool CMD FILE [ARGS]\n");
@@ -130,6 +184,7 @@ int main(int argc, char** argv) {
   if (!strcmp(cmd, "flock") && argc == 3) return do_flock(path);
   if (!strcmp(cmd, "posixlock") && argc == 3) return do_posixlock(path);
   if (!strcmp(cmd, "mmap") && argc == 3) return do_mmap(path);
+  if (!strcmp(cmd, "mmap-hold") && argc == 9) return do_mmap_hold(argv);
   fprintf(stderr, "svfs-guest-tool: bad command %s\n", cmd);
   return 2;
 }

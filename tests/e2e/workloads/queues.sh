@@ -13,25 +13,7 @@ PROCS=${PROCS:-4}
 FILES=${FILES:-150}
 ROUNDS=${ROUNDS:-3}
 EXPECT_ALL=${EXPECT_ALL:-1}
-pass=0
-fail=0
-ok() { echo "PASS $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-
-echo 0 >/tmp/hostact.id
-# hostact KIND ARGS: ask the runner to act on the host, wait for its ack, print it (versions.sh).
-hostact() {
-  act=$(($(cat /tmp/hostact.id) + 1))
-  echo "$act" >/tmp/hostact.id
-  echo "SVFS-E2E-HOSTACT $act $* ;" >&2
-  n=0
-  while [ ! -e "$mnt/.hostack-$act" ]; do
-    n=$((n + 1))
-    if [ "$n" -gt 300 ]; then echo "hostact $act ($*): no ack after 60 s" >&2; return 1; fi
-    sleep 0.2
-  done
-  cat "$mnt/.hostack-$act"
-}
+. /guest-lib.sh
 # count NAME < stats ack: the requests column of row NAME (0 when absent)
 count() { awk -v name="$1" '$1 == name { n = $2 } END { print n + 0 }'; }
 
