@@ -61,7 +61,7 @@ mode passes them) are written by newuidmap/newgidmap (package uidmap; /etc/subui
 What cannot work unprivileged is logged once at start (docs/security.md).
 
 Refused because svfsd does not implement them (never silently ignored): --xattrmap,
---security-label, --preserve-noatime, --allow-mmap, --migration-* (no live migration),
+--security-label, --preserve-noatime, --migration-* (no live migration),
 -o xattrmap=, security_label.
 
 Transports: --socket-path PATH or --fd N serve a vhost-user-fs frontend (QEMU
@@ -421,6 +421,9 @@ ParseOutcome ParseOptions(int argc, char** argv) {
                         "Enforce and inherit POSIX ACLs (FUSE_POSIX_ACL; turns on --xattr)");
   app.add_flag_callback("--no-posix-acl", [&] { options.fs.posix_acl = false; },
                         "No POSIX ACLs (the default)");
+  app.add_flag_callback("--allow-mmap", [] {},
+                        "Accepted; shared mmap of direct-I/O files (FUSE_DIRECT_IO_ALLOW_MMAP) is "
+                        "always offered");
   app.add_flag_callback("--no-readdirplus", [] {},
                         "Accepted; READDIRPLUS follows the cache mode (as in the Rust virtiofsd)");
   // Repeatable: each occurrence adds a range or rule (the callback runs once per occurrence).
@@ -457,7 +460,7 @@ ParseOutcome ParseOptions(int argc, char** argv) {
     app.add_option_function<std::string>(name, refuse(name, "see svfsd --help"))->group("");
   }
   for (const char* name : {"--security-label",
-                           "--preserve-noatime", "--allow-mmap", "--migration-verify-handles",
+                           "--preserve-noatime", "--migration-verify-handles",
                            "--migration-confirm-paths"}) {
     app.add_flag_function(name, [name](int64_t) { Unsupported(name, "see svfsd --help"); })
         ->group("");

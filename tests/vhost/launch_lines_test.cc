@@ -665,7 +665,8 @@ TEST(SvfsdCommandLineTest, HelpListsEveryOptionTheLaunchersPass) {
        {"--shared-dir", "--socket-path", "--fd", "--cache", "--shared-versions", "--sandbox",
         "--seccomp", "--thread-pool-size", "--xattr", "--announce-submounts", "--rlimit-nofile",
         "--log-level", "--syslog", "--print-capabilities", "--socket-group", "--uid-map",
-        "--gid-map", "--translate-uid", "--translate-gid", "--version", "vhost_user_socket=",
+        "--gid-map", "--translate-uid", "--translate-gid", "--version", "--allow-mmap",
+        "vhost_user_socket=",
         "source=", "no_posix_lock", "announce_submounts", "sandbox=", "-f", "-d"}) {
     EXPECT_NE(result.output.find(option), std::string::npos) << option;
   }
@@ -720,6 +721,12 @@ TEST(SvfsdCommandLineTest, IdMappingsAreAccepted) {
                                        "--translate-uid=forbid-guest:0:7",
                                        "--translate-gid=squash-guest:0:9:65536",
                                        "--print-capabilities"});
+  EXPECT_EQ(result.status, 0) << result.output;
+}
+
+// The Rust virtiofsd's --allow-mmap turns on what svfsd always offers: accepted, not refused.
+TEST(SvfsdCommandLineTest, AllowMmapIsAccepted) {
+  auto result = svfs_test::RunCommand({SVFSD_PATH, "--allow-mmap", "--print-capabilities"});
   EXPECT_EQ(result.status, 0) << result.output;
 }
 

@@ -10,6 +10,10 @@
 //                   READY, waits (up to 120 s) for GO to exist, then prints LEN bytes at ROFF of
 //                   the same mapping ("<zeros>" if all are 0, "SIGBUS" if reading raised it). For DAX: the host sees
 //                   the store while the mapping is held, and the mapping sees the host's writes.
+//   svfs-guest-tool readbench FILE seq|rand COUNT
+//                   reads FILE in 4 KiB preads, in order (seq: the whole file; COUNT ignored) or
+//                   at COUNT page-aligned offsets from a fixed pseudo-random sequence (rand: the
+//                   same offsets every run), and prints "BYTES bytes USEC us MIBS MiB/s".
 // Exit 0 on success; on failure prints what went wrong to stderr and exits 1.
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +25,9 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 static int fail(const char* what) {
@@ -151,6 +157,55 @@ static int do_mmap_hold(char** argv) {
   return 0;
 }
 
+static long long now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+static int do_read_bench(const char* path, const char* order, long count) {
+  enum { kPage = 4096 };
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return fail("open");
+  struct stat st;
+  if (fstat(fd, &st) < 0) return fail("fstat");
+  long long pages = st.st_size / kPage;
+  if (pages == 0) {
+    fprintf(stderr, "readbench: %s is smaller than a page\n", path);
+    return 1;
+  }
+  int random_order = !strcmp(order, "rand");
+  if (!random_order && strcmp(order, "seq")) {
+    fprintf(stderr, "readbench: order %s: seq or rand\n", order);
+    return 2;
+  }
+  long long reads = random_order ? count : pages;
+  static char buf[kPage];
+  unsigned long long state = 0x9e3779b97f4a7c15ull;  // xorshift64: the same offsets every run
+  long long start = now_us();
+  for (long long i = 0; i < reads; i++) {
+    long long page = i;
+    if (random_order) {
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      page = (long long)(state % (unsigned long long)pages);
+    }
+    ssize_t n = pread(fd, buf, kPage, (off_t)page * kPage);
+    if (n != kPage) {
+      if (n < 0) return fail("pread");
+      fprintf(stderr, "readbench: short read at page %lld\n", page);
+      return 1;
+    }
+  }
+  long long us = now_us() - start;
+  if (us <= 0) us = 1;
+  printf("%lld bytes %lld us %.1f MiB/s\n", reads * kPage, us,
+         (double)reads * kPage / 1048576.0 / ((double)us / 1e6));
+  close(fd);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: svfs-guest-tool CMD FILE [ARGS]\n");
@@ -185,6 +240,7 @@ int main(int argc, char** argv) {
   if (!strcmp(cmd, "posixlock") && argc == 3) return do_posixlock(path);
   if (!strcmp(cmd, "mmap") && argc == 3) return do_mmap(path);
   if (!strcmp(cmd, "mmap-hold") && argc == 9) return do_mmap_hold(argv);
+  if (!strcmp(cmd, "readbench") && argc == 5) return do_read_bench(path, argv[3], atol(argv[4]));
   fprintf(stderr, "svfs-guest-tool: bad command %s\n", cmd);
   return 2;
 }

@@ -79,5 +79,5 @@ if [ "$EXPECT_ALL" = 1 ]; then
     case " $queues " in *" $q "*) ;; *) bad "$q served requests but is not in the driver's map" ;; esac
   done
 fi
-echo "RESULT pass=$pass fail=$fail"
+echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
