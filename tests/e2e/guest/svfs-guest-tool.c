@@ -163,8 +163,15 @@ static long long now_us(void) {
   return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
-static int do_read_bench(const char* path, const char* order, long count) {
+static int do_read_bench(const char* path, const char* order, const char* count_arg) {
   enum { kPage = 4096 };
+  char* end;
+  errno = 0;
+  long count = strtol(count_arg, &end, 10);
+  if (errno || end == count_arg || *end) {
+    fprintf(stderr, "readbench: COUNT %s: not a number\n", count_arg);
+    return 2;
+  }
   int fd = open(path, O_RDONLY);
   if (fd < 0) return fail("open");
   struct stat st;
@@ -177,6 +184,10 @@ static int do_read_bench(const char* path, const char* order, long count) {
   int random_order = !strcmp(order, "rand");
   if (!random_order && strcmp(order, "seq")) {
     fprintf(stderr, "readbench: order %s: seq or rand\n", order);
+    return 2;
+  }
+  if (random_order && count <= 0) {
+    fprintf(stderr, "readbench: rand needs a COUNT above 0 (got %ld)\n", count);
     return 2;
   }
   long long reads = random_order ? count : pages;
@@ -240,7 +251,7 @@ int main(int argc, char** argv) {
   if (!strcmp(cmd, "posixlock") && argc == 3) return do_posixlock(path);
   if (!strcmp(cmd, "mmap") && argc == 3) return do_mmap(path);
   if (!strcmp(cmd, "mmap-hold") && argc == 9) return do_mmap_hold(argv);
-  if (!strcmp(cmd, "readbench") && argc == 5) return do_read_bench(path, argv[3], atol(argv[4]));
+  if (!strcmp(cmd, "readbench") && argc == 5) return do_read_bench(path, argv[3], argv[4]);
   fprintf(stderr, "svfs-guest-tool: bad command %s\n", cmd);
   return 2;
 }

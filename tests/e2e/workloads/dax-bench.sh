@@ -1,10 +1,11 @@
 # DAX read figures in a real guest (tests/bench/run-dax-bench.sh runs this once per mode).
 # Env: BENCH_FILE, a file the host put in the share; RAND_READS, how many random 4 KiB reads.
 # Prints one line the driver reads:
-#   DAXBENCH seq_cold=MIBS seq_warm=MIBS rand_cold=MIBS rand_warm=MIBS cached_kib=KIB maps=N
+#   DAXBENCH seq_cold=MIBS seq_warm=MIBS rand_cold=MIBS rand_warm=MIBS cached_kib=KIB maps=N rmaps=N
 # cold: after drop_caches (the page cache, and with DAX the inode's mappings, are gone); warm:
 # straight after. cached_kib: how much /proc/meminfo's Cached grew over the cold sequential pass
-# (the guest's page-cache footprint of reading the file); maps: svfsd's SETUPMAPPING count.
+# (the guest's page-cache footprint of reading the file); maps, rmaps: svfsd's SETUPMAPPING and
+# REMOVEMAPPING counts.
 mnt=${1:-/mnt}
 . /guest-lib.sh
 tool=/bin/svfs-guest-tool
@@ -27,8 +28,10 @@ seq_warm=$(rate seq 0)
 drop
 rand_cold=$(rate rand "$RAND_READS")
 rand_warm=$(rate rand "$RAND_READS")
-maps=$(hostact stats | requests SETUPMAPPING)
-echo "DAXBENCH seq_cold=$seq_cold seq_warm=$seq_warm rand_cold=$rand_cold rand_warm=$rand_warm cached_kib=$((cached1 - cached0)) maps=$maps"
+stats=$(hostact stats)
+maps=$(echo "$stats" | requests SETUPMAPPING)
+rmaps=$(echo "$stats" | requests REMOVEMAPPING)
+echo "DAXBENCH seq_cold=$seq_cold seq_warm=$seq_warm rand_cold=$rand_cold rand_warm=$rand_warm cached_kib=$((cached1 - cached0)) maps=$maps rmaps=$rmaps"
 for r in "$seq_cold" "$seq_warm" "$rand_cold" "$rand_warm"; do
   [ "$r" != error ] || bad "a read pass failed"
 done
