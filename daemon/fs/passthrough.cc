@@ -4,13 +4,10 @@
 #include "protocol/inode_identity.h"
 #include "protocol/shared_versions.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -35,12 +32,6 @@ constexpr uint64_t kDirectIoAllowMmap = 1ULL << 36;
 // The SETATTR bits that change the inode (the others select how: FATTR_FH, FATTR_*_NOW, ...).
 constexpr uint32_t kSetattrChanges =
     FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME;
-
-// Cheap double check of what the server already validates: a single path component.
-bool ValidName(std::string_view name) {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
-}
 
 Result<struct statx> StatxFd(int fd) {
   struct statx stx {};
@@ -89,6 +80,12 @@ bool OnlyClearsSetid(int fd, uint32_t mode) {
 bool WritesData(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
 
 }  // namespace
+
+// Cheap double check of what the server already validates: a single path component.
+bool PassthroughFs::ValidName(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
 
 // ---------------------------------------------------------------------------------------------
 // HandleTable
@@ -642,116 +639,6 @@ Result<std::string> PassthroughFs::readlink(const Context&, NodeId node) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Namespace operations
-
-// The directory a name is created in or removed from: the name checked, the share writable,
-// the parent's inode and an O_PATH fd on it.
-Result<std::pair<std::shared_ptr<InodeData>, InodeFd>> PassthroughFs::dir_for_name_change(
-    NodeId parent, std::string_view name) const {
-  if (!ValidName(name)) return Err(EINVAL);
-  if (config_.readonly) return Err(EROFS);
-  auto dir = SVFS_TRY(inode_of(parent));
-  auto dir_fd = SVFS_TRY(dir->path_fd());
-  return std::pair{std::move(dir), std::move(dir_fd)};
-}
-
-template <typename F>
-Result<Entry> PassthroughFs::make_node(const Context& ctx, NodeId parent, std::string_view name,
-                                      F&& make) {
-  auto [dir, dir_fd] = SVFS_TRY(dir_for_name_change(parent, name));
-  const std::string cname(name);
-  SVFS_TRY(AsGuest(ctx, [&] { return make(dir_fd.get(), cname.c_str()); }));
-  bump(dir.get());
-  return SVFS_TRY(lookup_name(*dir, name)).release();
-}
-
-Result<Entry> PassthroughFs::symlink(const Context& ctx, std::string_view target, NodeId parent,
-                                     std::string_view name) {
-  if (target.find('\0') != std::string_view::npos) return Err(EINVAL);
-  const std::string ctarget(target);
-  return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::symlinkat(ctarget.c_str(), dir, n);
-  });
-}
-
-Result<Entry> PassthroughFs::mknod(const Context& ctx, NodeId parent, std::string_view name,
-                                   uint32_t mode, uint32_t rdev, uint32_t umask) {
-  const uint32_t applied_umask = SVFS_TRY(umask_in(parent, umask));
-  return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::mknodat(dir, n, (mode & S_IFMT) | (mode & 07777 & ~applied_umask), rdev);
-  });
-}
-
-Result<Entry> PassthroughFs::mkdir(const Context& ctx, NodeId parent, std::string_view name,
-                                   uint32_t mode, uint32_t umask) {
-  const uint32_t applied_umask = SVFS_TRY(umask_in(parent, umask));
-  return make_node(ctx, parent, name, [&](int dir, const char* n) {
-    return ::mkdirat(dir, n, mode & 07777 & ~applied_umask);
-  });
-}
-
-Status PassthroughFs::remove_name(const Context& ctx, NodeId parent, std::string_view name,
-                                 int flags) {
-  auto [dir, dir_fd] = SVFS_TRY(dir_for_name_change(parent, name));
-  const std::string cname(name);
-  auto victim = stored_inode_at(dir_fd.get(), cname);  // loses a link: bumped below
-  SVFS_TRY(AsGuest(ctx, [&] { return ::unlinkat(dir_fd.get(), cname.c_str(), flags); }));
-  bump(dir.get());
-  bump(victim.get());
-  return {};
-}
-
-Status PassthroughFs::unlink(const Context& ctx, NodeId parent, std::string_view name) {
-  return remove_name(ctx, parent, name, 0);
-}
-
-Status PassthroughFs::rmdir(const Context& ctx, NodeId parent, std::string_view name) {
-  return remove_name(ctx, parent, name, AT_REMOVEDIR);
-}
-
-Status PassthroughFs::rename(const Context& ctx, NodeId old_parent, std::string_view old_name,
-                             NodeId new_parent, std::string_view new_name, uint32_t flags) {
-  if (!ValidName(old_name) || !ValidName(new_name)) return Err(EINVAL);
-  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return Err(EINVAL);
-  if (config_.readonly) return Err(EROFS);
-  auto old_dir = SVFS_TRY(inode_of(old_parent));
-  auto new_dir = SVFS_TRY(inode_of(new_parent));
-  const InodeFd old_fd = SVFS_TRY(old_dir->path_fd());
-  const InodeFd new_fd = SVFS_TRY(new_dir->path_fd());
-  const std::string from(old_name), to(new_name);
-  // The moved inode and the one replaced (or exchanged): both change (ctime, link count, "..").
-  auto moved = stored_inode_at(old_fd.get(), from);
-  auto replaced = stored_inode_at(new_fd.get(), to);
-  // RENAME_WHITEOUT is passed on: the host refuses it (EINVAL/EPERM) where it cannot work.
-  SVFS_TRY(AsGuest(ctx, [&] {
-    return ::renameat2(old_fd.get(), from.c_str(), new_fd.get(), to.c_str(), flags);
-  }));
-  bump(old_dir.get());
-  if (new_dir != old_dir) bump(new_dir.get());
-  bump(moved.get());
-  bump(replaced.get());
-  return {};
-}
-
-Result<Entry> PassthroughFs::link(const Context& ctx, NodeId node, NodeId new_parent,
-                                  std::string_view new_name) {
-  if (!ValidName(new_name)) return Err(EINVAL);
-  if (config_.readonly) return Err(EROFS);
-  auto inode = SVFS_TRY(inode_of(node));
-  const InodeFd fd = SVFS_TRY(inode->path_fd());
-  return make_node(ctx, new_parent, new_name, [&](int dir, const char* n) {
-    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which the guest's credentials lack; linking the
-    // /proc magic link (followed once, to the inode itself) works for everyone.
-    int r = ::linkat(fd.get(), "", dir, n, AT_EMPTY_PATH);
-    if (r != 0 && (errno == ENOENT || errno == EPERM) && !inode->is_dir()) {
-      r = ::linkat(proc_self_fd_.get(), FdName(fd.get()).c_str(), dir, n, AT_SYMLINK_FOLLOW);
-    }
-    if (r == 0) bump(inode.get());  // its link count changed
-    return r;
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
 // Files
 
 Result<Opened> PassthroughFs::open(const Context& ctx, NodeId node, uint32_t flags) {
@@ -857,128 +744,6 @@ Result<EntryOpened> PassthroughFs::tmpfile(const Context& ctx, NodeId parent, ui
     return ::openat(dir_fd.get(), ".", host_flags, (mode & 07777) & ~applied_umask);
   })));
   return create_entry_and_handle(std::move(fd), *dir, -1, nullptr, host_flags, flags);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Directories
-
-Result<Opened> PassthroughFs::opendir(const Context& ctx, NodeId node, uint32_t) {
-  auto inode = SVFS_TRY(inode_of(node));
-  if (!inode->is_dir()) return Err(ENOTDIR);
-  const InodeFd path_fd = SVFS_TRY(inode->path_fd());
-  // As the guest: the host checks its read permission on the directory.
-  auto fd = SVFS_TRY(reopen_as_guest(ctx, path_fd.get(), O_RDONLY | O_DIRECTORY));
-  return add_handle(inode, std::move(fd), O_RDONLY, true, 0);
-}
-
-namespace {
-
-// The kernel's struct linux_dirent64 (not exported by glibc headers).
-struct LinuxDirent64 {
-  uint64_t d_ino;
-  int64_t d_off;
-  unsigned short d_reclen;
-  unsigned char d_type;
-  char d_name[];
-};
-
-}  // namespace
-
-Status PassthroughFs::readdir(const Context& ctx, NodeId, HandleId handle, uint64_t offset, bool plus,
-                              DirSink& sink) {
-  auto h = SVFS_TRY(handle_of(handle));
-  Handle& dir = *h;
-  if (!dir.is_dir) return Err(ENOTDIR);
-  std::shared_ptr<InodeData> parent;
-  if (plus) parent = SVFS_TRY(inode_of(dir.node));
-
-  // Lock order: dir_mutex, then (inside lookup_name) the InodeStore mutex.
-  std::lock_guard lock(dir.dir_mutex);
-  if (::lseek(dir.fd.get(), static_cast<off_t>(offset), SEEK_SET) < 0) return ErrnoErr();
-  alignas(LinuxDirent64) char buf[16 * 1024];
-  bool first = true;
-  for (;;) {
-    long n = ::syscall(SYS_getdents64, dir.fd.get(), buf, sizeof(buf));
-    if (n < 0) return first ? Status(ErrnoErr()) : Status{};
-    if (n == 0) return {};
-    first = false;
-    for (long pos = 0; pos < n;) {
-      const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + pos);
-      pos += d->d_reclen;
-      std::string_view name(d->d_name);
-      DirEntry dirent{d->d_ino, static_cast<uint64_t>(d->d_off), d->d_type, name};
-      // Checked before the lookup so no reference is taken for an entry that is not sent.
-      if (!sink.has_room(name.size())) return {};
-      if (!plus) {
-        if (!sink.add(dirent, nullptr)) return {};
-        continue;
-      }
-      ReferencedEntry entry;  // zeroed for "." and ".." and when the name vanished meanwhile
-      if (name != "." && name != "..") {
-        // As the caller: a directory readable but not searchable must not leak attributes.
-        if (auto looked_up = lookup_name(*parent, name, &ctx)) entry = std::move(*looked_up);
-      }
-      if (!sink.add(dirent, &entry.entry)) return {};  // `entry` gives its reference back
-      entry.ref.release();  // sent: the reference is the guest's now
-    }
-  }
-}
-
-Status PassthroughFs::releasedir(const Context&, NodeId, HandleId handle) {
-  if (!handles_.remove(handle)) return Err(EBADF);
-  return {};
-}
-
-Status PassthroughFs::fsyncdir(const Context& ctx, NodeId node, HandleId handle, bool datasync) {
-  return fsync(ctx, node, handle, datasync);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Filesystem-wide
-
-Result<struct statvfs> PassthroughFs::statfs(const Context&, NodeId node) {
-  auto inode = SVFS_TRY(inode_of(node));
-  const InodeFd fd = SVFS_TRY(inode->path_fd());
-  struct statvfs st {};
-  if (::fstatvfs(fd.get(), &st) != 0) return ErrnoErr();
-  return st;
-}
-
-Status PassthroughFs::access(const Context& ctx, NodeId node, uint32_t mask) {
-  auto inode = SVFS_TRY(inode_of(node));
-  const InodeFd fd = SVFS_TRY(inode->path_fd());
-  if (config_.readonly && (mask & W_OK)) return Err(EROFS);
-  const std::string proc_name = FdName(fd.get());
-  // AT_EACCESS checks with the fsuid/fsgid we switch to; without it faccessat uses the real
-  // uid (root). Raw syscall: glibc may emulate faccessat2 in userspace using the euid.
-  SVFS_TRY(AsGuest(ctx, [&] {
-    return ::syscall(SYS_faccessat2, proc_self_fd_.get(), proc_name.c_str(), mask, AT_EACCESS);
-  }));
-  return {};
-}
-
-Status PassthroughFs::syncfs(const Context&, NodeId node) {
-  auto inode = SVFS_TRY(inode_of(node));
-  const InodeFd path_fd = SVFS_TRY(inode->path_fd());
-  // syncfs does not accept O_PATH fds. Only a directory or a regular file is opened: opening a
-  // device or fifo would reach its host driver. Any other inode syncs its mount's filesystem
-  // through the mount fd (held with file handles) or the shared directory.
-  int sync_fd = -1;
-  UniqueFd opened;
-  if (inode->is_dir() || inode->is_regular()) {
-    opened = SVFS_TRY(reopen(path_fd.get(),
-                             inode->is_dir() ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK));
-    sync_fd = opened.get();
-  } else if (inode->mount_fd) {
-    sync_fd = inode->mount_fd->get();
-  } else {
-    auto root = SVFS_TRY(inode_of(kRootNodeId));
-    const InodeFd root_fd = SVFS_TRY(root->path_fd());
-    opened = SVFS_TRY(reopen(root_fd.get(), O_RDONLY | O_DIRECTORY));
-    sync_fd = opened.get();
-  }
-  if (::syncfs(sync_fd) != 0) return ErrnoErr();
-  return {};
 }
 
 }  // namespace svfs::fs

@@ -214,6 +214,8 @@ class PassthroughFs : public FileSystem {
   Result<UniqueFd> reopen_as_guest(const Context& ctx, int path_fd, int flags) const;
   // Path "/proc/self/fd/N" relative to proc_self_fd_: the string "N".
   static std::string FdName(int fd);
+  // A single path component: not empty, ".", ".." and without '/' or NUL.
+  static bool ValidName(std::string_view name);
   // Makes proc_self_fd_ the calling thread's own working directory, for calls that take only a
   // path (the xattr family on symlinks and special files); returns the one to go back to.
   Result<UniqueFd> enter_proc_self_fd();

@@ -56,6 +56,12 @@ class VersiondMetricsTest : public ::testing::Test {
   }
   double Get(const std::string& key) { return Value(Scrape(), key); }
 
+  static size_t Occurrences(const std::string& text, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) n++;
+    return n;
+  }
+
   std::unique_ptr<Client> Attach(const std::string& name) {
     auto client = Client::Start({.socket_path = daemon_->socket(), .name = name,
                                  .shared_dirs = {dir_.path()}, .retry_interval = 50ms});
@@ -109,6 +115,11 @@ TEST_F(VersiondMetricsTest, CountsHostEditsAsFanotifyBumps) {
 TEST_F(VersiondMetricsTest, CountsTheTakeoverOfARestart) {
   daemon_->Kill(SIGTERM);
   daemon_->Start();
+  // Start() returns once the RPC socket listens; the metrics listener comes up just after it,
+  // logged once per run into the same (appended) log.
+  ASSERT_TRUE(WaitUntil([&] { return Occurrences(daemon_->log(), "serving /metrics on unix:") == 2; },
+                        5s, 10ms))
+      << daemon_->log();
   auto samples = Scrape();
   EXPECT_EQ(Value(samples, "svfs_versiond_bumps_total{cause=\"restart\"}"), kCapacity - 1);
   EXPECT_EQ(Value(samples, "svfs_versiond_table_generation"), 2);
