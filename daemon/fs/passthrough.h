@@ -59,8 +59,10 @@ class HandleTable {
   HandleId next_id_ = 1;                                           // guarded by mutex_
 };
 
-// Implemented in passthrough.cc, with the data operations on open files in passthrough_io.cc,
-// locks in passthrough_locks.cc and extended attributes in passthrough_xattr.cc.
+// Implemented in passthrough.cc (setup, lookup, attributes, opening and creating files), with
+// name operations in passthrough_names.cc, directories and the filesystem-wide calls in
+// passthrough_dir.cc, data operations on open files in passthrough_io.cc, locks in
+// passthrough_locks.cc and extended attributes in passthrough_xattr.cc.
 class PassthroughFs : public FileSystem {
  public:
   // Opens shared_dir; fails with ENOENT/ENOTDIR/... if it cannot be used. `versions` (shared

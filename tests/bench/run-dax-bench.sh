@@ -6,7 +6,8 @@
 #   always  svfsd --cache always (the guest's page cache holds the data)
 #   none    svfsd --cache none (every read is a FUSE_READ round trip)
 # and prints a table of MiB/s per pass, how much the guest's page cache (/proc/meminfo Cached)
-# grew while it read the file, and svfsd's SETUPMAPPING and REMOVEMAPPING counts (tests/e2e/workloads/dax-bench.sh).
+# grew while it read the file, and svfsd's SETUPMAPPING and REMOVEMAPPING counts
+# (tests/e2e/workloads/dax-bench.sh).
 #
 #   tests/bench/run-dax-bench.sh [--file-mib N] [--rand-reads N] [--windows "512 64"]
 #                                [--modes "dax always none"] [--kernel 6.1|6.12]
@@ -37,9 +38,11 @@ mkdir "$work/share"
 echo "making a ${file_mib} MiB file of random bytes..." >&2
 head -c "$((file_mib * 1048576))" /dev/urandom > "$work/share/data"
 
-# One QEMU for every mode (the patched build; without --dax-window it is a plain 7.2), so the
-# rows differ only in the cache mode. TCG for all: KVM would make the rows incomparable.
-eval "$("$repo/tests/e2e/qemu-dax/build.sh")"
+# One QEMU for every mode (the patched build; without --dax-window it is a plain 7.2), and TCG
+# for every mode (run-guest.sh's auto probe could pick KVM for some rows), so the rows differ
+# only in the cache mode.
+qemu_vars=$("$repo/tests/e2e/qemu-dax/build.sh") || { echo "tests/e2e/qemu-dax/build.sh failed" >&2; exit 1; }
+eval "$qemu_vars"
 
 runs=()
 for m in $modes; do
@@ -51,7 +54,8 @@ printf '| mode | seq cold | seq warm | rand cold | rand warm | Cached growth | S
 printf '|------|---------:|---------:|----------:|----------:|--------------:|-------------:|--------------:|\n'
 for run in "${runs[@]}"; do
   echo "$run: booting a $kernel guest..." >&2
-  args=(--kernel "$kernel" --qemu "$SVFS_QEMU_DAX" --accel tcg --memory "$memory" --share "$work/share" --timeout 900
+  args=(--kernel "$kernel" --qemu "$SVFS_QEMU_DAX" --accel tcg --memory "$memory"
+        --share "$work/share" --timeout 900
         --workload "$repo/tests/e2e/workloads/dax-bench.sh" --env BENCH_FILE=data
         --env RAND_READS="$rand_reads")
   case $run in

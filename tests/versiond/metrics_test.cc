@@ -58,7 +58,9 @@ class VersiondMetricsTest : public ::testing::Test {
 
   static size_t Occurrences(const std::string& text, const std::string& needle) {
     size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) n++;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+      n++;
+    }
     return n;
   }
 
@@ -117,9 +119,10 @@ TEST_F(VersiondMetricsTest, CountsTheTakeoverOfARestart) {
   daemon_->Start();
   // Start() returns once the RPC socket listens; the metrics listener comes up just after it,
   // logged once per run into the same (appended) log.
-  ASSERT_TRUE(WaitUntil([&] { return Occurrences(daemon_->log(), "serving /metrics on unix:") == 2; },
-                        5s, 10ms))
-      << daemon_->log();
+  const auto listening = [&] {
+    return Occurrences(daemon_->log(), "serving /metrics on unix:") == 2;
+  };
+  ASSERT_TRUE(WaitUntil(listening, 5s, 10ms)) << daemon_->log();
   auto samples = Scrape();
   EXPECT_EQ(Value(samples, "svfs_versiond_bumps_total{cause=\"restart\"}"), kCapacity - 1);
   EXPECT_EQ(Value(samples, "svfs_versiond_table_generation"), 2);

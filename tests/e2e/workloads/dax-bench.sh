@@ -2,8 +2,8 @@
 # Env: BENCH_FILE, a file the host put in the share; RAND_READS, how many random 4 KiB reads.
 # Prints one line the driver reads:
 #   DAXBENCH seq_cold=MIBS seq_warm=MIBS rand_cold=MIBS rand_warm=MIBS cached_kib=KIB maps=N rmaps=N
-# cold: after drop_caches (the page cache, and with DAX the inode's mappings, are gone); warm:
-# straight after. cached_kib: how much /proc/meminfo's Cached grew over the cold sequential pass
+# cold: after drop_caches (the page cache is gone; DAX mappings are not, as long as the inode
+# stays cached, so a DAX "cold" pass after the first is warm-mapped); warm: straight after. cached_kib: how much /proc/meminfo's Cached grew over the cold sequential pass
 # (the guest's page-cache footprint of reading the file); maps, rmaps: svfsd's SETUPMAPPING and
 # REMOVEMAPPING counts.
 mnt=${1:-/mnt}
