@@ -248,6 +248,11 @@ class Harness {
     size_t total = 0;
     for (const iovec& v : iov) {
       const auto* base = static_cast<const uint8_t*>(v.iov_base);
+      if (base == nullptr) {  // outside guest memory: Chain::outside names it
+        if (v.iov_len == 0) Fail("empty outside iovec");
+        total += v.iov_len;
+        continue;
+      }
       bool inside = false;
       for (const Region& r : guest_.regions) {
         if (base >= r.device && v.iov_len <= r.desc.memory_size &&
@@ -273,6 +278,15 @@ class Harness {
     if (chain.head >= size_) Fail("head outside the queue", chain.head, size_);
     check_iovecs(chain.readable, chain.readable_bytes, false, chain.error.empty());
     check_iovecs(chain.writable, chain.writable_bytes, true, chain.error.empty());
+    size_t nulls = 0;
+    for (const auto* side : {&chain.readable, &chain.writable}) {
+      for (const iovec& v : *side) nulls += v.iov_base == nullptr;
+    }
+    if (nulls != chain.outside.size()) Fail("outside iovecs not listed", nulls, chain.outside.size());
+    for (const auto& b : chain.outside) {
+      const auto& side = b.writable ? chain.writable : chain.readable;
+      if (b.segment >= side.size() || side[b.segment].iov_base != nullptr) Fail("outside entry misplaced", b.segment);
+    }
     if (chain.readable_bytes + chain.writable_bytes > std::numeric_limits<uint32_t>::max()) {
       Fail("chain longer than 32 bits", chain.readable_bytes, chain.writable_bytes);
     }
@@ -292,23 +306,21 @@ class Harness {
       Fail("WRITE payload does not end with the chain", copy.bytes.size() + copy.payload,
            chain.readable_bytes);
     }
-    ChainReplyChannel channel(chain, copy.unique);
-    if (copy.refused || !server_) {
-      if (copy.has_header) channel.send_error(copy.refused ? EIO : ENOSYS);
-    } else if (copy.external_payload) {
-      SliceIov(chain.readable, copy.bytes.size(), copy.payload, payload_);
-      GuestWriteSource source(payload_, copy.payload);
-      server_->handle(copy.bytes, &source, channel);
+    size_t written = 0;
+    if (server_) {
+      written = ServeChain(*server_, nullptr, nullptr, chain, copy, payload_);
     } else {
-      server_->handle(copy.bytes, nullptr, channel);
+      ChainReplyChannel channel(chain, copy.unique);
+      if (copy.has_header) channel.send_error(copy.refused ? EIO : ENOSYS);
+      written = channel.written();
     }
-    if (channel.written() > chain.writable_bytes) {
-      Fail("reply longer than the chain's writable bytes", channel.written(), chain.writable_bytes);
+    if (written > chain.writable_bytes) {
+      Fail("reply longer than the chain's writable bytes", written, chain.writable_bytes);
     }
     spdlog::debug("fuzz: chain {}: {} readable, {} writable bytes, error '{}', {} bytes replied",
                   chain.head, chain.readable_bytes, chain.writable_bytes, chain.error,
-                  channel.written());
-    push(chain.head, static_cast<uint32_t>(channel.written()));
+                  written);
+    push(chain.head, static_cast<uint32_t>(written));
   }
 
   Guest& guest_;

@@ -13,11 +13,13 @@ namespace {
 
 constexpr uint32_t kMaxSetMemTableRegions = 8;
 
-RunnerOptions RunnerOptionsOf(const BackendOptions& options, fuse::DaxWindow* dax_window) {
+RunnerOptions RunnerOptionsOf(const BackendOptions& options, fuse::DaxWindow* dax_window,
+                              WindowIo& window_io) {
   return RunnerOptions{.pool_threads = options.pool_threads,
                        .poll_max = options.poll_max,
                        .thread_init = options.thread_init,
-                       .dax_window = dax_window};
+                       .dax_window = dax_window,
+                       .window_io = dax_window != nullptr ? &window_io : nullptr};
 }
 
 std::optional<fuse::DaxWindow> WindowOf(const BackendOptions& options, fuse::DaxMapper& mapper) {
@@ -34,7 +36,8 @@ VhostUserBackend::VhostUserBackend(fuse::Server& server, BackendOptions options,
       stop_fd_(EventFd::Create()),
       backend_channel_(options_.dax_answer_timeout),
       dax_window_(WindowOf(options_, backend_channel_)),
-      runner_(server, RunnerOptionsOf(options_, dax_window_ ? &*dax_window_ : nullptr)),
+      runner_(server,
+              RunnerOptionsOf(options_, dax_window_ ? &*dax_window_ : nullptr, backend_channel_)),
       device_(runner_) {}
 
 Result<std::unique_ptr<VhostUserBackend>> VhostUserBackend::Create(fuse::Server& server,

@@ -14,7 +14,13 @@
 namespace svfs::transport::vhost_user {
 namespace {
 
-const char* CodeName(uint32_t code) { return code == backend_msg::kFsMap ? "FS_MAP" : "FS_UNMAP"; }
+const char* CodeName(uint32_t code) {
+  switch (code) {
+    case backend_msg::kFsMap: return "FS_MAP";
+    case backend_msg::kFsUnmap: return "FS_UNMAP";
+    default: return "FS_IO";
+  }
+}
 
 }  // namespace
 
@@ -40,7 +46,7 @@ Status BackendChannel::map(int fd, const fuse::DaxMapping& mapping) {
   m.cache_offset[0] = mapping.window_offset;
   m.len[0] = mapping.length;
   m.flags[0] = backend_msg::kFsFlagRead | (mapping.writable ? backend_msg::kFsFlagWrite : 0);
-  return request(backend_msg::kFsMap, m, fd);
+  return request_ok(backend_msg::kFsMap, m, fd);
 }
 
 Status BackendChannel::unmap(std::span<const fuse::DaxRange> ranges) {
@@ -51,12 +57,42 @@ Status BackendChannel::unmap(std::span<const fuse::DaxRange> ranges) {
       m.cache_offset[i] = ranges[at + i].window_offset;
       m.len[i] = ranges[at + i].length;
     }
-    SVFS_TRY(request(backend_msg::kFsUnmap, m, -1));
+    SVFS_TRY(request_ok(backend_msg::kFsUnmap, m, -1));
   }
   return {};
 }
 
-Status BackendChannel::request(uint32_t code, const FsBackendMessage& payload, int fd) {
+Result<size_t> BackendChannel::transfer(int fd, uint64_t file_offset, uint64_t guest_addr,
+                                        uint64_t length, Direction direction) {
+  FsBackendMessage m{};
+  m.fd_offset[0] = file_offset;
+  m.cache_offset[0] = guest_addr;
+  m.len[0] = length;
+  m.flags[0] = direction == Direction::kFileToGuest ? backend_msg::kFsFlagRead
+                                                    : backend_msg::kFsFlagWrite;
+  const uint64_t answer = SVFS_TRY(request(backend_msg::kFsIo, m, fd));
+  const auto value = static_cast<int64_t>(answer);
+  if (value < 0 && value >= -4095) return Err(static_cast<int>(-value));
+  if (value < 0 || answer > length) {
+    if (refused_log_.allow()) {
+      spdlog::warn("vhost-user: the frontend answered FS_IO of {} bytes with {:#x}; EIO",
+                   length, answer);
+    }
+    return Err(EIO);
+  }
+  return static_cast<size_t>(answer);
+}
+
+Status BackendChannel::request_ok(uint32_t code, const FsBackendMessage& payload, int fd) {
+  const uint64_t answer = SVFS_TRY(request(code, payload, fd));
+  if (answer != 0) {
+    spdlog::warn("vhost-user: the frontend refused DAX {} (answer {:#x})", CodeName(code), answer);
+    return Err(EIO);
+  }
+  return {};
+}
+
+Result<uint64_t> BackendChannel::request(uint32_t code, const FsBackendMessage& payload, int fd) {
   std::lock_guard lock(mutex_);
   if (!fd_ || !usable_) {
     if (refused_log_.allow()) {
@@ -93,11 +129,7 @@ Status BackendChannel::request(uint32_t code, const FsBackendMessage& payload, i
   }
   auto answer = read_answer(std::chrono::steady_clock::now() + timeout_);
   if (!answer) return Err(EIO);
-  if (*answer != 0) {
-    spdlog::warn("vhost-user: the frontend refused DAX {} (answer {:#x})", CodeName(code), *answer);
-    return Err(EIO);
-  }
-  return {};
+  return *answer;
 }
 
 std::optional<uint64_t> BackendChannel::read_answer(std::chrono::steady_clock::time_point deadline) {

@@ -1,14 +1,17 @@
 // The backend request channel (SET_BACKEND_REQ_FD): svfsd's requests to the frontend. For DAX
-// it asks the VMM to map a file into the device's window (FS_MAP, the fd in SCM_RIGHTS) or to
-// unmap ranges (FS_UNMAP), and waits, bounded, for the frontend's REPLY_ACK answer (none in
-// time: EIO, and the channel is closed). Any queue or pool thread may call; one request is on
-// the channel at a time.
+// it asks the VMM to map a file into the device's window (FS_MAP, the fd in SCM_RIGHTS), to
+// unmap ranges (FS_UNMAP), or to move a READ's or WRITE's data between a file and guest memory
+// svfsd cannot reach (FS_IO: a buffer in the window itself), and waits, bounded, for the
+// frontend's REPLY_ACK answer (none in time: EIO, and the channel is closed). Any queue or pool
+// thread may call; one request is on the channel at a time.
 //
 // Wire facts (the virtio-fs-dev QEMU branch, hw/virtio/vhost-user.c and
 // include/hw/virtio/vhost-user-fs.h; rust-vmm's vhost crate carries the same): backend request
 // 6 = FS_MAP, 7 = FS_UNMAP; the payload is 8 entries as arrays of fd_offset, c_offset, len and
 // flags (bit 0 map readable, bit 1 writable), unused entries of len 0; the answer is a u64,
-// 0 for success. (The later v3 patches, never merged, use a count-prefixed layout instead.)
+// 0 for success. 8 = FS_IO: c_offset is a guest-physical address, flag bit 0 reads the file
+// into guest memory and bit 1 writes guest memory to the file; the answer is the byte count,
+// or a negative errno. (The later v3 patches, never merged, use a count-prefixed layout.)
 #pragma once
 
 #include <chrono>
@@ -21,12 +24,14 @@
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "daemon/fuse/dax_window.h"
+#include "daemon/transport/vhost_user/window_io.h"
 
 namespace svfs::transport::vhost_user {
 
 namespace backend_msg {
 inline constexpr uint32_t kFsMap = 6;
 inline constexpr uint32_t kFsUnmap = 7;
+inline constexpr uint32_t kFsIo = 8;
 inline constexpr size_t kFsEntries = 8;
 inline constexpr uint64_t kFsFlagRead = 1ull << 0;
 inline constexpr uint64_t kFsFlagWrite = 1ull << 1;
@@ -41,7 +46,7 @@ struct FsBackendMessage {
 };
 static_assert(sizeof(FsBackendMessage) == 256);
 
-class BackendChannel final : public fuse::DaxMapper {
+class BackendChannel final : public fuse::DaxMapper, public WindowIo {
  public:
   explicit BackendChannel(std::chrono::milliseconds answer_timeout) : timeout_(answer_timeout) {}
 
@@ -52,11 +57,16 @@ class BackendChannel final : public fuse::DaxMapper {
 
   Status map(int fd, const fuse::DaxMapping& mapping) override;
   Status unmap(std::span<const fuse::DaxRange> ranges) override;
+  // One FS_IO entry: the VMM's count (at most `length`) or its errno.
+  Result<size_t> transfer(int fd, uint64_t file_offset, uint64_t guest_addr, uint64_t length,
+                          Direction direction) override;
 
  private:
   // Sends one request and waits for its answer; EIO (logged) when there is no channel, it
-  // failed, the frontend refused or did not answer within the timeout.
-  Status request(uint32_t code, const FsBackendMessage& payload, int fd);
+  // failed or the frontend did not answer within the timeout.
+  Result<uint64_t> request(uint32_t code, const FsBackendMessage& payload, int fd);
+  // FS_MAP and FS_UNMAP: an answer other than 0 is a refusal (EIO, logged).
+  Status request_ok(uint32_t code, const FsBackendMessage& payload, int fd);
   // Reads one answer before `deadline`: its u64, or nullopt (logged; the channel closed) on
   // timeout or failure.
   std::optional<uint64_t> read_answer(std::chrono::steady_clock::time_point deadline);

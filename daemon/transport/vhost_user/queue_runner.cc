@@ -45,19 +45,12 @@ struct OffThreadChain {
 
 // Serves a chain from its request copy and marks it used; signals the driver unless
 // `defer_notify`. `payload` is scratch for a WRITE's data iovecs.
-void ServeCopy(fuse::Server& server, fuse::DaxWindow* dax, Queue& queue, const Chain& chain,
-               const CopiedRequest& copy, std::vector<iovec>& payload, bool defer_notify) {
-  ChainReplyChannel channel(chain, copy.unique);
-  if (copy.refused) {
-    if (copy.has_header) channel.send_error(EIO);
-  } else if (copy.external_payload) {
-    SliceIov(chain.readable, copy.bytes.size(), copy.payload, payload);
-    GuestWriteSource source(payload, copy.payload);
-    server.handle(copy.bytes, &source, channel, nullptr, dax);
-  } else {
-    server.handle(copy.bytes, nullptr, channel, nullptr, dax);
-  }
-  queue.push_used(chain.head, static_cast<uint32_t>(channel.written()), !defer_notify);
+void ServeCopy(fuse::Server& server, const RunnerOptions& options, Queue& queue,
+               const Chain& chain, const CopiedRequest& copy, std::vector<iovec>& payload,
+               bool defer_notify) {
+  const size_t written =
+      ServeChain(server, options.dax_window, options.window_io, chain, copy, payload);
+  queue.push_used(chain.head, static_cast<uint32_t>(written), !defer_notify);
 }
 
 // Answers a chain with `error` (no request run), marks it used and signals.
@@ -171,7 +164,8 @@ void QueueRunner::QueueThread::run() {
 
 void QueueRunner::QueueThread::handle_chain() {
   queue_.stats.count_queue(queue_.index, vq_.available());
-  const CopiedRequest copy = CopyRequest(queue_.index, chain_, request_buffer_);
+  const CopiedRequest copy = CopyRequest(queue_.index, chain_, request_buffer_,
+                                         runner_.options_.window_io != nullptr);
   const fuse::Schedule schedule =
       copy.refused ? fuse::Schedule::kQuick : fuse::Classify(copy.bytes);
   if (schedule == fuse::Schedule::kBlocking) {
@@ -186,7 +180,7 @@ void QueueRunner::QueueThread::handle_chain() {
   }
   // Replies batched before a slow request are signalled first, so they do not wait for it.
   if (schedule == fuse::Schedule::kSlow) signal_used();
-  ServeCopy(runner_.server_, runner_.options_.dax_window, queue_, chain_, copy, payload_, /*defer_notify=*/true);
+  ServeCopy(runner_.server_, runner_.options_, queue_, chain_, copy, payload_, /*defer_notify=*/true);
   if (batch_.used(SignalBatch::Clock::now(), vq_.available())) signal_used();
 }
 
@@ -198,7 +192,8 @@ void QueueRunner::QueueThread::hand_to_lock_waiter(std::shared_ptr<OffThreadChai
     bool spawned = runner.lock_waiters_.try_spawn([&runner, &queue, job] {
       if (runner.options_.thread_init) runner.options_.thread_init();
       std::vector<iovec> payload;
-      ServeCopy(runner.server_, runner.options_.dax_window, queue, job->chain, job->copy, payload, /*defer_notify=*/false);
+      ServeCopy(runner.server_, runner.options_, queue, job->chain, job->copy, payload,
+                /*defer_notify=*/false);
       queue.end_off_thread();
     });
     if (spawned) return;
@@ -218,11 +213,11 @@ void QueueRunner::QueueThread::hand_to_lock_waiter(std::shared_ptr<OffThreadChai
 
 void QueueRunner::QueueThread::hand_to_pool(std::shared_ptr<OffThreadChain> job) {
   fuse::Server& server = runner_.server_;
-  fuse::DaxWindow* dax = runner_.options_.dax_window;
+  const RunnerOptions& options = runner_.options_;
   Queue& queue = queue_;
   queue.pool_jobs.fetch_add(1, std::memory_order_relaxed);
-  pool_->submit([&server, dax, &queue, job](std::vector<iovec>& payload) {
-    ServeCopy(server, dax, queue, job->chain, job->copy, payload, /*defer_notify=*/true);
+  pool_->submit([&server, &options, &queue, job](std::vector<iovec>& payload) {
+    ServeCopy(server, options, queue, job->chain, job->copy, payload, /*defer_notify=*/true);
     {
       // Decremented under the lock: the worker that completes the queue's last pooled job
       // signals for every chain pushed before it.

@@ -19,6 +19,7 @@
 
 #include "daemon/fuse/server.h"
 #include "daemon/transport/vhost_user/queue.h"
+#include "daemon/transport/vhost_user/window_io.h"
 #include "daemon/transport/vhost_user/worker_pool.h"
 
 namespace svfs::transport::vhost_user {
@@ -32,6 +33,8 @@ struct RunnerOptions {
   std::function<void()> thread_init;
   // The device's DAX window, passed with every request (nullptr: no DAX).
   fuse::DaxWindow* dax_window = nullptr;
+  // With a window: the VMM's transfers for a READ or WRITE whose buffer lies in it.
+  WindowIo* window_io = nullptr;
 };
 
 // The threads of lock waits (SETLKW): owned, and joined once done (at the next spawn) or at the

@@ -140,6 +140,7 @@ Virtqueue::Pop Virtqueue::pop(Chain& chain) {
   chain.readable.clear();
   chain.writable.clear();
   chain.readable_bytes = chain.writable_bytes = 0;
+  chain.outside.clear();
   chain.error.clear();
   if (desc_ == nullptr) return Pop::kEmpty;
   uint16_t avail_idx = load_avail_idx();
@@ -198,13 +199,16 @@ bool Virtqueue::add_segment(Chain& chain, const VringDesc& desc) {
   // One iovec per region the buffer touches (regions may be adjacent in guest-physical space).
   uint64_t addr = desc.addr;
   for (uint64_t left = desc.len; left > 0;) {
-    GuestMemory::Piece piece = memory_->guest_piece(addr, left);
-    if (piece.host == nullptr || segments.size() >= kMaxSegments) {
-      chain.error = piece.host == nullptr
-                        ? fmt::format("descriptor buffer {:#x}+{} outside guest memory", desc.addr,
-                                      desc.len)
-                        : fmt::format("descriptor chain of more than {} segments", kMaxSegments);
+    if (segments.size() >= kMaxSegments) {
+      chain.error = fmt::format("descriptor chain of more than {} segments", kMaxSegments);
       return false;
+    }
+    GuestMemory::Piece piece = memory_->guest_piece(addr, left);
+    if (piece.host == nullptr) {
+      // The rest of the buffer is the VMM's to reach, if anyone's (Chain::outside).
+      chain.outside.push_back({writable, static_cast<uint32_t>(segments.size()), addr});
+      segments.push_back({nullptr, left});
+      break;
     }
     segments.push_back({piece.host, piece.length});
     addr += piece.length;

@@ -44,6 +44,16 @@ struct Chain {
   std::vector<iovec> writable;  // device → driver, in order
   size_t readable_bytes = 0;
   size_t writable_bytes = 0;
+  // Buffers outside the guest memory svfsd was given: each is a {nullptr, length} iovec in
+  // readable or writable, its guest address here. They may lie in the DAX window, which only the
+  // VMM can reach (chain_io.h: a READ's data or a WRITE's payload goes through FS_IO); every
+  // other use of such a chain is refused.
+  struct OutsideBuffer {
+    bool writable;
+    uint32_t segment;  // index into readable or writable
+    uint64_t guest_addr;
+  };
+  std::vector<OutsideBuffer> outside;
   // Set when the chain is malformed; readable/writable then hold the valid prefix walked so far
   // (the transport may still answer EIO through it, or return the chain used with length 0).
   std::string error;

@@ -10,6 +10,10 @@
 //                   READY, waits (up to 120 s) for GO to exist, then prints LEN bytes at ROFF of
 //                   the same mapping ("<zeros>" if all are 0, "SIGBUS" if reading raised it). For DAX: the host sees
 //                   the store while the mapping is held, and the mapping sees the host's writes.
+//   svfs-guest-tool write-from-map FILE DEST
+//                   maps FILE MAP_SHARED read-only and write()s the whole mapping to DEST (created
+//                   or truncated) in one call, then fsyncs DEST. With DAX the buffer is the
+//                   window itself: svfsd cannot reach it and asks the VMM (FS_IO).
 //   svfs-guest-tool readbench FILE seq|rand COUNT
 //                   reads FILE in 4 KiB preads, in order (seq: the whole file; COUNT ignored) or
 //                   at COUNT page-aligned offsets from a fixed pseudo-random sequence (rand: the
@@ -157,6 +161,26 @@ static int do_mmap_hold(char** argv) {
   return 0;
 }
 
+static int do_write_from_map(const char* path, const char* dest) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return fail("open FILE");
+  struct stat st;
+  if (fstat(fd, &st) < 0 || st.st_size == 0) return fail("stat FILE (empty?)");
+  char* p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return fail("mmap FILE");
+  int out = open(dest, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (out < 0) return fail("open DEST");
+  ssize_t n = write(out, p, (size_t)st.st_size);
+  if (n < 0) return fail("write DEST from the mapping");
+  if (n != st.st_size) {
+    fprintf(stderr, "write-from-map: wrote %zd of %lld bytes\n", n, (long long)st.st_size);
+    return 1;
+  }
+  if (fsync(out) < 0) return fail("fsync DEST");
+  printf("%zd\n", n);
+  return 0;
+}
+
 static long long now_us(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -251,6 +275,7 @@ int main(int argc, char** argv) {
   if (!strcmp(cmd, "posixlock") && argc == 3) return do_posixlock(path);
   if (!strcmp(cmd, "mmap") && argc == 3) return do_mmap(path);
   if (!strcmp(cmd, "mmap-hold") && argc == 9) return do_mmap_hold(argv);
+  if (!strcmp(cmd, "write-from-map") && argc == 4) return do_write_from_map(path, argv[3]);
   if (!strcmp(cmd, "readbench") && argc == 5) return do_read_bench(path, argv[3], argv[4]);
   fprintf(stderr, "svfs-guest-tool: bad command %s\n", cmd);
   return 2;

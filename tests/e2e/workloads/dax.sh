@@ -6,7 +6,7 @@
 # the host put in the shared directory before boot, together larger than the window.
 # Checks: the mount is DAX; every file reads back byte for byte as on the host, and reading them
 # all needed more mappings than the window holds (reclaim); a write through the window lands on
-# the host; a MAP_SHARED mapping sees the host's writes and the host sees its stores while it
+# the host, and so does a write() whose buffer is a DAX mapping (FS_IO); a MAP_SHARED mapping sees the host's writes and the host sees its stores while it
 # is held; a file the host truncates under a mapping does not bring down the guest or svfsd.
 mnt=${1:-/mnt}
 . /guest-lib.sh
@@ -50,6 +50,15 @@ echo "== a write through the window"
 dd if=/dev/urandom of="$mnt/written" bs=64k count=64 2>/dev/null
 sync
 echo "HOSTCHECK sha256 $(sha256sum "$mnt/written" | cut -d' ' -f1) written"
+
+echo "== a write whose buffer is the window (FS_IO)"
+# write() from a DAX mapping: the guest sends the window's own addresses, which svfsd cannot
+# reach; the VMM moves the data (FS_IO). The host checks the copy byte for byte.
+if "$tool" write-from-map "$mnt/medium" "$mnt/from-window" >/tmp/fsio.out 2>&1; then
+  ok "write() from a DAX mapping: $(cat /tmp/fsio.out) bytes"
+else bad "write() from a DAX mapping failed: $(cat /tmp/fsio.out)"; fi
+medium_sha=$(for entry in $FILES; do [ "${entry%%:*}" = medium ] && echo "${entry#*:}"; done)
+echo "HOSTCHECK sha256 $medium_sha from-window"
 
 echo "== MAP_SHARED: the guest's stores and the host's writes, while the mapping is held"
 dd if=/dev/zero of="$mnt/shared" bs=4096 count=4 2>/dev/null
