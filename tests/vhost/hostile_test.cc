@@ -58,6 +58,8 @@ struct HostileCase {
   const char* name;
   std::function<void(HostileContext&)> inject;
   bool expects_reply_buffer = true;  // a used entry can carry a FUSE error in our reply buffer
+  // The chain's reply buffer is the last 16 bytes of guest memory (then outside it).
+  bool reply_at_memory_end = false;
 };
 
 constexpr std::uint16_t kNext = kDescNext, kWrite = kDescWrite, kIndirect = kDescIndirect;
@@ -88,7 +90,9 @@ std::vector<HostileCase> HostileCases() {
       {"ReadableStraddlesEnd",
        [](HostileContext& c) { Chain(c, c.mem.size() - 8, c.request_len, c.reply_gpa, c.reply_len); }},
       {"WritableOutsideMemory",
-       [](HostileContext& c) { Chain(c, c.request_gpa, c.request_len, c.mem.size() - 16, 4096); }},
+       // The header fits in guest memory, the rest is outside: svfsd answers EIO there.
+       [](HostileContext& c) { Chain(c, c.request_gpa, c.request_len, c.mem.size() - 16, 4096); },
+       true, true},
       {"AddressPlusLenOverflows",
        [](HostileContext& c) {
          Chain(c, 0xfffffffffffff000ull, 0x2000, c.reply_gpa, c.reply_len);
@@ -264,7 +268,8 @@ TEST_P(VhostHostileTest, RefusedAndBackendKeepsServing) {
     outcome = "used id " + std::to_string(used[0].id) + " len " + std::to_string(used[0].len);
     if (hc.expects_reply_buffer && used[0].len >= sizeof(fuse_out_header)) {
       fuse_out_header h;
-      std::memcpy(&h, mem.ptr(reply_gpa, sizeof(h)), sizeof(h));
+      const std::uint64_t at = hc.reply_at_memory_end ? mem.size() - sizeof(h) : reply_gpa;
+      std::memcpy(&h, mem.ptr(at, sizeof(h)), sizeof(h));
       outcome += " error " + std::to_string(h.error);
       // Anything but a successful GETATTR counts as a refusal.
       EXPECT_NE(h.error, 0) << "backend executed a malformed chain: " << outcome;
