@@ -287,5 +287,86 @@ TEST(VhostSvfsdDaxStartTest, TheWindowSizeIsCheckedAtStart) {
 }
 
 
+// FS_IO: a request whose data buffer is in the window (a guest write() from a DAX mapping, or a
+// read() into one) names window addresses svfsd cannot reach; the VMM moves the bytes.
+// `data_in_window`: a readable (WRITE payload) or writable (READ data) descriptor of `len`
+// bytes at window offset `window_offset`, after `request` (its first `head_bytes`); the reply
+// buffer is `reply_len` bytes in guest memory. Returns the reply header.
+fuse_out_header SendWithWindowData(Session& s, const FuseRequest& request, std::size_t head_bytes,
+                                   bool payload, std::uint64_t window_offset, std::uint32_t len,
+                                   std::uint32_t reply_len) {
+  GuestMemory& mem = s.fe().memory();
+  Virtqueue& q = s.fe().queue(1);
+  const std::uint64_t head_gpa = mem.alloc(head_bytes);
+  std::memcpy(mem.ptr(head_gpa, head_bytes), request.bytes.data(), head_bytes);
+  const std::uint64_t reply_gpa = mem.alloc(reply_len);
+  std::memset(mem.ptr(reply_gpa, reply_len), 0, reply_len);
+  const std::uint64_t window_gpa = DaxWindowHost::kGuestAddr + window_offset;
+  auto d = q.reserve(3);
+  q.set_desc(d[0], head_gpa, static_cast<std::uint32_t>(head_bytes), kDescNext, d[1]);
+  if (payload) {
+    q.set_desc(d[1], window_gpa, len, kDescNext, d[2]);
+    q.set_desc(d[2], reply_gpa, reply_len, kDescWrite);
+  } else {
+    q.set_desc(d[1], reply_gpa, reply_len, kDescWrite | kDescNext, d[2]);
+    q.set_desc(d[2], window_gpa, len, kDescWrite);
+  }
+  q.push_avail(d[0]);
+  q.kick();
+  auto used = q.collect(1, std::chrono::milliseconds(5000));
+  fuse_out_header out{};
+  if (used.empty()) {
+    ADD_FAILURE() << "no reply within 5 s";
+    return out;
+  }
+  std::memcpy(&out, mem.ptr(reply_gpa, sizeof(out)), sizeof(out));
+  return out;
+}
+
+TEST_F(VhostSvfsdDaxTest, WriteAndReadWithTheirDataInTheWindowGoThroughTheVmm) {
+  FuseClient& c = s->client();
+  DaxWindowHost& window = Window();
+  // "src" mapped read-only at window offset 0: a WRITE's payload from there lands in "dst".
+  const std::uint64_t src = DaxFile(*s, "src", 1, 3);
+  ASSERT_EQ(SetupMapping(c, src, kNoHandle, 0, 0, kDaxPage, FUSE_SETUPMAPPING_FLAG_READ).error(), 0);
+  FuseReply created = c.create(FUSE_ROOT_ID, "dst", S_IFREG | 0644, O_RDWR | O_CREAT);
+  ASSERT_EQ(created.error(), 0);
+  fuse_entry_out entry;
+  fuse_open_out open;
+  std::memcpy(&entry, created.body().data(), sizeof(entry));
+  std::memcpy(&open, created.body().data() + sizeof(entry), sizeof(open));
+  const std::vector<std::uint8_t> placeholder(kDaxPage);
+  const FuseRequest write = c.write_request(entry.nodeid, open.fh, 0, placeholder);
+  const unsigned before = window.requests();
+  fuse_out_header out = SendWithWindowData(*s, write, sizeof(fuse_in_header) + sizeof(fuse_write_in),
+                                           /*payload=*/true, 0, kDaxPage,
+                                           sizeof(fuse_out_header) + sizeof(fuse_write_out));
+  EXPECT_EQ(out.error, 0);
+  EXPECT_EQ(window.requests(), before + 1) << "one FS_IO";
+  EXPECT_EQ(ReadFile(s->shared() / "dst"), ReadFile(s->shared() / "src"));
+
+  // "sink" mapped writable at window offset 1 page: a READ of "data" into there lands in "sink".
+  const std::uint64_t sink = DaxFile(*s, "sink", 1, 5);
+  ASSERT_EQ(SetupMapping(c, sink, kNoHandle, 0, kDaxPage, kDaxPage,
+                         FUSE_SETUPMAPPING_FLAG_READ | FUSE_SETUPMAPPING_FLAG_WRITE)
+                .error(),
+            0);
+  const std::uint64_t data = DaxFile(*s, "data", 1, 9);
+  auto opened = c.open(data, O_RDONLY).as<fuse_open_out>();
+  ASSERT_TRUE(opened);
+  const FuseRequest read = c.read_request(data, opened->fh, 0, kDaxPage);
+  out = SendWithWindowData(*s, read, read.bytes.size(), /*payload=*/false, kDaxPage, kDaxPage,
+                           sizeof(fuse_out_header));
+  EXPECT_EQ(out.error, 0);
+  EXPECT_EQ(out.len, sizeof(fuse_out_header) + kDaxPage);
+  EXPECT_EQ(ReadFile(s->shared() / "sink"), ReadFile(s->shared() / "data"));
+
+  // An address past the window: the VMM's EFAULT reaches the guest, and svfsd serves on.
+  out = SendWithWindowData(*s, read, read.bytes.size(), false, kDaxWindow, kDaxPage,
+                           sizeof(fuse_out_header));
+  EXPECT_EQ(out.error, -EFAULT);
+  EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
+}
+
 }  // namespace
 }  // namespace svfs::vhost

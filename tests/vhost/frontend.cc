@@ -264,7 +264,7 @@ std::uint16_t Virtqueue::used_idx() const { return LoadAcquire(used_hdr_[1]); }
 // DaxWindowHost
 
 namespace {
-constexpr std::uint32_t kFsMap = 6, kFsUnmap = 7;
+constexpr std::uint32_t kFsMap = 6, kFsUnmap = 7, kFsIo = 8;
 constexpr std::size_t kFsEntries = 8;
 constexpr std::uint64_t kFsFlagRead = 1, kFsFlagWrite = 2;
 constexpr std::size_t kPage = 4096;
@@ -340,12 +340,35 @@ void DaxWindowHost::serve() {
 std::uint64_t DaxWindowHost::handle(std::uint32_t request, std::span<const std::uint8_t> payload,
                                     int fd) {
   // The four arrays of VhostUserFSSlaveMsg, entry by entry.
-  if ((request != kFsMap && request != kFsUnmap) || payload.size() != 4 * kFsEntries * 8) return 1;
+  if ((request != kFsMap && request != kFsUnmap && request != kFsIo) ||
+      payload.size() != 4 * kFsEntries * 8) {
+    return 1;
+  }
   auto field = [&](std::size_t array, std::size_t i) {
     std::uint64_t v;
     std::memcpy(&v, payload.data() + (array * kFsEntries + i) * 8, sizeof(v));
     return v;
   };
+  if (request == kFsIo) {
+    auto fail = [](int error) { return static_cast<std::uint64_t>(-static_cast<std::int64_t>(error)); };
+    if (fd < 0) return fail(EBADF);
+    std::uint64_t done = 0;
+    for (std::size_t i = 0; i < kFsEntries; ++i) {
+      const std::uint64_t fd_offset = field(0, i), gpa = field(1, i), len = field(2, i),
+                          flags = field(3, i);
+      if (len == 0) continue;
+      if (gpa < kGuestAddr || gpa - kGuestAddr > size_ || len > size_ - (gpa - kGuestAddr)) {
+        return done != 0 ? done : fail(EFAULT);
+      }
+      std::uint8_t* at = base_ + (gpa - kGuestAddr);
+      const ssize_t n = (flags & kFsFlagRead) ? ::pread(fd, at, len, static_cast<off_t>(fd_offset))
+                                              : ::pwrite(fd, at, len, static_cast<off_t>(fd_offset));
+      if (n < 0) return done != 0 ? done : fail(errno);
+      done += static_cast<std::uint64_t>(n);
+      if (static_cast<std::uint64_t>(n) < len) break;
+    }
+    return done;
+  }
   if (request == kFsMap && fd < 0) return 1;
   std::lock_guard lock(mutex_);
   for (std::size_t i = 0; i < kFsEntries; ++i) {

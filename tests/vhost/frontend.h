@@ -200,10 +200,14 @@ class Virtqueue {
 // reserved in this process, PROT_NONE where nothing is mapped, and a thread answering the
 // backend's FS_MAP / FS_UNMAP requests on the backend channel (SET_BACKEND_REQ_FD): FS_MAP
 // mmaps the fd it carries MAP_SHARED at the entry's window offset, FS_UNMAP puts PROT_NONE
-// back. Wire layout: the virtio-fs-dev branch's VhostUserFSSlaveMsg (8 entries of fd_offset,
-// c_offset, len, flags; request 6 FS_MAP, 7 FS_UNMAP).
+// back, and FS_IO preads or pwrites the fd at guest-physical addresses inside the window
+// (kGuestAddr on). Wire layout: the virtio-fs-dev branch's VhostUserFSSlaveMsg (8 entries of
+// fd_offset, c_offset, len, flags; request 6 FS_MAP, 7 FS_UNMAP, 8 FS_IO).
 class DaxWindowHost {
  public:
+  // Where the window sits in guest-physical space, as a PCI BAR would: outside the memory table.
+  static constexpr std::uint64_t kGuestAddr = std::uint64_t{1} << 40;
+
   // `channel`: this side of the backend channel's socket pair.
   DaxWindowHost(std::size_t size, UniqueFd channel);
   ~DaxWindowHost();
@@ -222,7 +226,8 @@ class DaxWindowHost {
 
  private:
   void serve();
-  // One request's answer: 0 success, 1 failure.
+  // One request's answer: FS_MAP/FS_UNMAP 0 success, 1 failure; FS_IO the bytes moved or a
+  // negative errno.
   std::uint64_t handle(std::uint32_t request, std::span<const std::uint8_t> payload, int fd);
 
   std::size_t size_;
