@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <expected>
 #include <functional>
@@ -637,6 +639,10 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
       !locked) {
     remove_socket();
     return locked;
+  }
+  // For the tests: a new process after the lockdown must be fatal (threads only).
+  if (options.lock_down && std::getenv("SVFS_VERSIOND_TEST_FORK") != nullptr && ::fork() == 0) {
+    ::_exit(0);
   }
   // After LockDown: the NATS client's threads start with versiond's reduced privileges. Declared
   // before the event loop, so destroyed after it.

@@ -53,14 +53,14 @@ constexpr const char* kAllowed[] = {
 
 Status InstallSeccomp(SeccompAction action) {
   const auto self = static_cast<uint64_t>(::getpid());
-  const SyscallWithArg0 allowed_if_arg0[] = {
+  const SyscallArgRule allowed_if_arg0[] = {
       // A working directory of a thread's own (the xattr calls on symlinks), nothing else
       // unshare can do.
-      {"unshare", CLONE_FS},
+      {"unshare", 0, CLONE_FS},
       // Signals to svfsd itself only (pthread_kill: interrupting a queue's lock waiters), not to
       // other processes of the same uid.
-      {"kill", self},
-      {"tgkill", self},
+      {"kill", 0, self},
+      {"tgkill", 0, self},
   };
   return InstallSeccompFilter(action, kAllowed, allowed_if_arg0);
 }

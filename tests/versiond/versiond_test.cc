@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <linux/capability.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -13,9 +14,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
@@ -84,6 +87,42 @@ TEST_F(VersiondTest, ServesWithFanotifyCapabilitiesOnlyAndSeccomp) {
   auto stats = GetStats(socket_);
   EXPECT_EQ(stats.clients.size(), 1u);
   EXPECT_TRUE(daemon_->running()) << daemon_->log();
+}
+
+// The filter restricts arguments too: clone only for threads (a fork after the lockdown kills
+// versiond), as ioctl and prctl are limited to what versiond calls (the other suites run it).
+TEST(VersiondSeccompTest, AForkAfterTheLockdownKills) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (capabilities to drop)";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizer builds leave clone unrestricted (LeakSanitizer's own clone)";
+#endif
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/versiond.sock", table = testing::UniqueTableName();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("SVFS_VERSIOND_TEST_FORK", "1", 1);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);
+    ::execl(SVFS_VERSIOND_PATH, SVFS_VERSIOND_PATH, "--socket", socket.c_str(), "--table",
+            table.c_str(), "--capacity", "64", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  pid_t reaped = 0;
+  for (int i = 0; i < 200 && reaped == 0; ++i) {
+    reaped = ::waitpid(pid, &status, WNOHANG);
+    if (reaped == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (reaped == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    ADD_FAILURE() << "versiond forked and went on serving";
+  } else {
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+        << "status " << status << ": not killed by SIGSYS";
+  }
+  ::shm_unlink(("/" + table).c_str());
 }
 
 // --seccomp none: capabilities are still cut, no filter.
