@@ -297,7 +297,10 @@ class Harness {
     // One buffer for every input (as a queue thread has): a fresh megabyte each time costs more
     // than the rest of the run.
     static std::vector<uint8_t> request_buffer(svfs::protocol::kMaxRequestSize);
-    const CopiedRequest copy = CopyRequest(1, chain, request_buffer);
+    // Every other chain as on a device with a DAX window: buffers outside guest memory may
+    // carry READ data or WRITE payload, moved by a VMM that answers anything plausible.
+    WindowIo* window_io = chain.head % 2 ? &window_io_ : nullptr;
+    const CopiedRequest copy = CopyRequest(1, chain, request_buffer, window_io != nullptr);
     if (copy.bytes.size() > request_buffer.size() ||
         (!copy.refused && copy.bytes.size() > chain.readable_bytes)) {
       Fail("request copy larger than the chain", copy.bytes.size(), chain.readable_bytes);
@@ -308,7 +311,7 @@ class Harness {
     }
     size_t written = 0;
     if (server_) {
-      written = ServeChain(*server_, nullptr, nullptr, chain, copy, payload_);
+      written = ServeChain(*server_, nullptr, window_io, chain, copy, payload_);
     } else {
       ChainReplyChannel channel(chain, copy.unique);
       if (copy.has_header) channel.send_error(copy.refused ? EIO : ENOSYS);
@@ -323,7 +326,24 @@ class Harness {
     push(chain.head, static_cast<uint32_t>(written));
   }
 
+  // Touches nothing: answers all, part, an error or (a bad VMM) too much, in turn.
+  class FuzzWindowIo final : public WindowIo {
+   public:
+    svfs::Result<size_t> transfer(int, uint64_t, uint64_t, uint64_t length, Direction) override {
+      switch (calls_++ % 4) {
+        case 0: return static_cast<size_t>(length);
+        case 1: return static_cast<size_t>(length / 2);
+        case 2: return svfs::Err(EFAULT);
+        default: return static_cast<size_t>(length + 1);
+      }
+    }
+
+   private:
+    unsigned calls_ = 0;
+  };
+
   Guest& guest_;
+  FuzzWindowIo window_io_;
   uint32_t size_;
   svfs::testing::FakeFileSystem fake_;
   std::optional<svfs::fuse::Server> server_;

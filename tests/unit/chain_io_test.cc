@@ -144,6 +144,30 @@ TEST(ChainIoTest, ReadStopsAtTheEndOfTheFileAndPassesTheVmmsError) {
   EXPECT_EQ(vmm.calls.size(), 2u);  // past the end the direct part reads nothing: no FS_IO
 }
 
+TEST(ChainIoTest, ContiguousWindowPagesAreOneTransfer) {
+  ReadChain read;
+  read.chain.writable = {{read.header, sizeof(read.header)}, {nullptr, 4096}, {nullptr, 4096}};
+  read.chain.writable_bytes = sizeof(read.header) + 8192;
+  read.chain.outside = {{.writable = true, .segment = 1, .guest_addr = kWindowAddr},
+                        {.writable = true, .segment = 2, .guest_addr = kWindowAddr + 4096}};
+  FakeWindowIo vmm;
+  UniqueFd file = FileWith(std::string(10000, 'z'));
+  ChainReplyChannel channel(read.chain, 7, &vmm);
+  auto n = channel.data_sink(8192).read_from(file.get(), 0, 8192);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(*n, 8192u);
+  ASSERT_EQ(vmm.calls.size(), 1u) << "a descriptor per page, one FS_IO";
+  EXPECT_EQ(vmm.calls[0].length, 8192u);
+  // Not contiguous: two.
+  read.chain.outside[1].guest_addr = kWindowAddr;
+  vmm.calls.clear();
+  ChainReplyChannel apart(read.chain, 7, &vmm);
+  n = apart.data_sink(8192).read_from(file.get(), 0, 8192);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(*n, 8192u);
+  EXPECT_EQ(vmm.calls.size(), 2u);
+}
+
 TEST(ChainIoTest, WritePayloadFromTheWindowThroughTheVmm) {
   struct {
     fuse_in_header in{};

@@ -264,7 +264,7 @@ std::uint16_t Virtqueue::used_idx() const { return LoadAcquire(used_hdr_[1]); }
 // DaxWindowHost
 
 namespace {
-constexpr std::uint32_t kFsMap = 6, kFsUnmap = 7, kFsIo = 8;
+constexpr std::uint32_t kFsMap = 6, kFsUnmap = 7, kFsIo = 9;
 constexpr std::size_t kFsEntries = 8;
 constexpr std::uint64_t kFsFlagRead = 1, kFsFlagWrite = 2;
 constexpr std::size_t kPage = 4096;

@@ -202,7 +202,7 @@ class Virtqueue {
 // mmaps the fd it carries MAP_SHARED at the entry's window offset, FS_UNMAP puts PROT_NONE
 // back, and FS_IO preads or pwrites the fd at guest-physical addresses inside the window
 // (kGuestAddr on). Wire layout: the virtio-fs-dev branch's VhostUserFSSlaveMsg (8 entries of
-// fd_offset, c_offset, len, flags; request 6 FS_MAP, 7 FS_UNMAP, 8 FS_IO).
+// fd_offset, c_offset, len, flags; request 6 FS_MAP, 7 FS_UNMAP, 9 FS_IO).
 class DaxWindowHost {
  public:
   // Where the window sits in guest-physical space, as a PCI BAR would: outside the memory table.

@@ -73,7 +73,9 @@ Result<size_t> BackendChannel::transfer(int fd, uint64_t file_offset, uint64_t g
   const uint64_t answer = SVFS_TRY(request(backend_msg::kFsIo, m, fd));
   const auto value = static_cast<int64_t>(answer);
   if (value < 0 && value >= -4095) return Err(static_cast<int>(-value));
-  if (value < 0 || answer > length) {
+  // Nothing written for a non-empty write would have the guest retry forever.
+  const bool stuck = answer == 0 && length > 0 && direction == Direction::kGuestToFile;
+  if (value < 0 || answer > length || stuck) {
     if (refused_log_.allow()) {
       spdlog::warn("vhost-user: the frontend answered FS_IO of {} bytes with {:#x}; EIO",
                    length, answer);

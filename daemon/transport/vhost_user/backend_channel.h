@@ -9,9 +9,12 @@
 // include/hw/virtio/vhost-user-fs.h; rust-vmm's vhost crate carries the same): backend request
 // 6 = FS_MAP, 7 = FS_UNMAP; the payload is 8 entries as arrays of fd_offset, c_offset, len and
 // flags (bit 0 map readable, bit 1 writable), unused entries of len 0; the answer is a u64,
-// 0 for success. 8 = FS_IO: c_offset is a guest-physical address, flag bit 0 reads the file
+// 0 for success. 9 = FS_IO: c_offset is a guest-physical address, flag bit 0 reads the file
 // into guest memory and bit 1 writes guest memory to the file; the answer is the byte count,
-// or a negative errno. (The later v3 patches, never merged, use a count-prefixed layout.)
+// or a negative errno. A frontend that reduces failures to 1 (as QEMU does for requests it
+// does not know) is indistinguishable from a 1-byte transfer: FS_IO needs a frontend that
+// speaks it (the patched QEMU of tests/e2e/qemu-dax). (The later v3 patches, never merged, use
+// a count-prefixed layout.)
 #pragma once
 
 #include <chrono>
@@ -31,7 +34,7 @@ namespace svfs::transport::vhost_user {
 namespace backend_msg {
 inline constexpr uint32_t kFsMap = 6;
 inline constexpr uint32_t kFsUnmap = 7;
-inline constexpr uint32_t kFsIo = 8;
+inline constexpr uint32_t kFsIo = 9;  // 8 is the branch's FS_SYNC, which svfsd never sends
 inline constexpr size_t kFsEntries = 8;
 inline constexpr uint64_t kFsFlagRead = 1ull << 0;
 inline constexpr uint64_t kFsFlagWrite = 1ull << 1;

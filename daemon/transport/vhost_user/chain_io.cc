@@ -95,19 +95,23 @@ Result<size_t> PwritevAll(int fd, uint64_t offset, std::span<iovec> iov) {
 }
 
 // Moves [offset, offset + length) of one side of `chain` from or to `fd` at `file_offset`: the
-// runs in svfsd's guest memory with preadv/pwritev (through `run`), each buffer outside it
-// through the VMM. Stops at the first short transfer; the bytes moved.
+// runs in svfsd's guest memory with preadv/pwritev (through `run`), the buffers outside it
+// through the VMM, one request per range of contiguous guest addresses (Linux sends a
+// descriptor per page). Stops at the first short transfer; the bytes moved.
 Result<size_t> TransferWithWindow(const Chain& chain, bool writable, size_t offset, size_t length,
                                   int fd, uint64_t file_offset, WindowIo::Direction direction,
                                   WindowIo& window_io, std::vector<iovec>& run) {
   const std::vector<iovec>& iov = writable ? chain.writable : chain.readable;
   const bool to_guest = direction == WindowIo::Direction::kFileToGuest;
   size_t done = 0;
-  size_t run_bytes = 0;
   int error = 0;
+  // Gathered and not moved yet: a run in guest memory, or a range outside it (one at a time).
+  size_t run_bytes = 0;
+  uint64_t outside_addr = 0;
+  size_t outside_bytes = 0;
   run.clear();
-  // Moves the pending run; false if it came up short or failed.
-  auto flush = [&]() -> bool {
+  // Each moves what is pending; false if it came up short or failed.
+  auto flush_run = [&]() -> bool {
     if (run.empty()) return true;
     auto n = to_guest ? PreadvAll(fd, file_offset + done, run)
                       : PwritevAll(fd, file_offset + done, run);
@@ -120,40 +124,58 @@ Result<size_t> TransferWithWindow(const Chain& chain, bool writable, size_t offs
     done += *n;
     return *n == wanted;
   };
+  auto flush_outside = [&]() -> bool {
+    if (outside_bytes == 0) return true;
+    const size_t wanted = std::exchange(outside_bytes, 0);
+    auto moved = window_io.transfer(fd, file_offset + done, outside_addr, wanted, direction);
+    if (!moved) {
+      error = moved.error();
+      return false;
+    }
+    if (*moved > wanted) {  // not a WindowIo's answer (BackendChannel checks the VMM's)
+      error = EIO;
+      return false;
+    }
+    done += *moved;
+    return *moved == wanted;
+  };
   bool stopped = false;
-  for (uint32_t i = 0; i < iov.size() && done + run_bytes < length; ++i) {
+  for (uint32_t i = 0; i < iov.size() && done + run_bytes + outside_bytes < length; ++i) {
     const iovec& seg = iov[i];
     if (offset >= seg.iov_len) {
       offset -= seg.iov_len;
       continue;
     }
-    const size_t n = std::min(seg.iov_len - offset, length - done - run_bytes);
+    const size_t n = std::min(seg.iov_len - offset, length - done - run_bytes - outside_bytes);
     if (seg.iov_base != nullptr) {
+      if (!flush_outside()) {
+        stopped = true;
+        break;
+      }
       run.push_back({static_cast<uint8_t*>(seg.iov_base) + offset, n});
       run_bytes += n;
       offset = 0;
       continue;
     }
-    if (!flush()) {
-      stopped = true;
-      break;
-    }
     const auto outside = std::find_if(chain.outside.begin(), chain.outside.end(),
                                       [&](const Chain::OutsideBuffer& b) {
                                         return b.writable == writable && b.segment == i;
                                       });
-    if (outside == chain.outside.end()) return Err(EIO);  // a chain not from Virtqueue::pop
-    auto moved = window_io.transfer(fd, file_offset + done, outside->guest_addr + offset, n,
-                                    direction);
-    if (!moved) error = moved.error();
-    else done += *moved;
-    if (!moved || *moved < n) {
+    if (outside == chain.outside.end()) {  // a chain not from Virtqueue::pop
+      error = EIO;
       stopped = true;
       break;
     }
+    const uint64_t addr = outside->guest_addr + offset;
+    if (!flush_run() || (outside_bytes > 0 && outside_addr + outside_bytes != addr && !flush_outside())) {
+      stopped = true;
+      break;
+    }
+    if (outside_bytes == 0) outside_addr = addr;
+    outside_bytes += n;
     offset = 0;
   }
-  if (!stopped) flush();
+  if (!stopped && flush_run()) flush_outside();
   if (done == 0 && error != 0) return Err(error);
   return done;
 }
