@@ -32,6 +32,11 @@ namespace bip = boost::interprocess;
 
 namespace {
 
+constexpr uid_t kKeepUser = static_cast<uid_t>(-1);  // fchown: the owner stays
+constexpr const char* kPermissionHint =
+    " (the table's group and mode must admit this user: svfs-versiond --allow-gid GROUP "
+    "--table-mode 0660 gives it that group)";
+
 // Default slot stride, chosen by measurement (docs/performance.md, "Version table: packed vs
 // padded slots").
 constexpr uint32_t kDefaultSlotStride = 64;
@@ -178,6 +183,14 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
     bip::shared_memory_object object(bip::create_only, object_name->c_str(), bip::read_write,
                                      permissions);
     created = true;
+    if (options.group != kKeepGroup &&
+        ::fchown(object.get_mapping_handle().handle, kKeepUser, options.group) != 0) {
+      const int error = errno;
+      bip::shared_memory_object::remove(object_name->c_str());
+      return std::unexpected(Prefix(name) + fmt::format("chown /dev/shm/{} to group {}: {}",
+                                                        *object_name, options.group,
+                                                        std::strerror(error)));
+    }
     object.truncate(static_cast<bip::offset_t>(object_bytes));
     auto mapping = std::make_unique<Mapping>();
     mapping->name = name;
@@ -231,7 +244,8 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
 void SetShmDirectory(int dir_fd) { g_shm_directory.store(dir_fd, std::memory_order_release); }
 
 std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view name_view,
-                                                              Access access, Owner owner) {
+                                                              Access access, Owner owner,
+                                                              gid_t group) {
   std::string name(name_view);
   auto object_name = ShmObjectName(name);
   if (!object_name) return std::unexpected(object_name.error());
@@ -251,8 +265,10 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
       opened = UniqueFd(::openat(dir, object_name->c_str(), flags));
       if (!opened) {
         if (errno == ENOENT) throw bip::interprocess_exception(bip::error_info(bip::not_found_error));
-        return std::unexpected(Prefix(name) + fmt::format("cannot open /dev/shm/{}: {}",
-                                                          *object_name, std::strerror(errno)));
+        const int error = errno;
+        return std::unexpected(Prefix(name) + fmt::format("cannot open /dev/shm/{}: {}{}",
+                                                          *object_name, std::strerror(error),
+                                                          error == EACCES ? kPermissionHint : ""));
       }
       object_fd = opened.get();
       struct stat st {};
@@ -282,6 +298,11 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
                                        "remove it",
                                        *object_name, st.st_uid, st.st_mode & 07777));
       }
+      if (group != kKeepGroup && st.st_gid != group && ::fchown(object_fd, kKeepUser, group) != 0) {
+        return std::unexpected(Prefix(name) + fmt::format("chown /dev/shm/{} to group {}: {}",
+                                                          *object_name, group,
+                                                          std::strerror(errno)));
+      }
     }
     // Checked before mapping: mmap of an empty object fails, and reading a header past the end
     // of a short one would raise SIGBUS.
@@ -298,8 +319,9 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
                                                         "svfs-versiond running?)",
                                                         *object_name));
     }
-    return std::unexpected(Prefix(name) + fmt::format("cannot open /dev/shm/{}: {}", *object_name,
-                                                      DescribeBoostError(error)));
+    return std::unexpected(Prefix(name) + fmt::format(
+        "cannot open /dev/shm/{}: {}{}", *object_name, DescribeBoostError(error),
+        error.get_native_error() == EACCES ? kPermissionHint : ""));
   }
   mapping->guard = FaultGuard::Guard(mapping->region.get_address(), mapping->region.get_size());
   mapping->base = static_cast<std::byte*>(mapping->region.get_address());

@@ -8,6 +8,8 @@
 // a guest can only ever read a larger number than it cached, and revalidates.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -55,17 +57,22 @@ class VersionTable {
     // Permission bits of the object: readable by the group guests' VMMs run in; the owner reads
     // and writes, others never write (a writer could forge versions).
     unsigned mode = 0640;
+    // The object's group (the VMMs' and any non-root svfsd's); kKeepGroup leaves the creator's.
+    gid_t group = kKeepGroup;
   };
+  static constexpr gid_t kKeepGroup = static_cast<gid_t>(-1);
 
   // Creates a new table (fails if the object exists), random uuid, generation 1.
   static std::expected<VersionTable, std::string> Create(const CreateOptions& options);
   // Maps an existing table; checks magic, layout version, header size, stride and that the object
   // is large enough for slot_count. kReadOnly maps PROT_READ (svfsctl). 
   // kMustOwn (svfs-versiond taking a table over): the object must be this user's and not
-  // writable by others, so a table planted in /dev/shm is refused instead of adopted.
+  // writable by others, so a table planted in /dev/shm is refused instead of adopted; its group
+  // is then set to `group` unless that is kKeepGroup.
   enum class Owner { kAny, kMustOwn };
   static std::expected<VersionTable, std::string> Attach(std::string_view name, Access access,
-                                                         Owner owner = Owner::kAny);
+                                                         Owner owner = Owner::kAny,
+                                                         gid_t group = kKeepGroup);
   // Removes the shm object name (existing mappings stay valid). Returns false if it did not exist.
   static bool Remove(std::string_view name);
 

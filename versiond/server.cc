@@ -395,12 +395,16 @@ struct OpenedTable {
 };
 
 std::expected<OpenedTable, std::string> OpenTable(const ServerOptions& options) {
+  // The table's group is the socket's: the first --allow-gid (VMMs and non-root svfsd daemons).
+  const gid_t group = options.allow_gids.empty() ? shm::VersionTable::kKeepGroup
+                                                 : options.allow_gids.front();
   auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite,
-                                            shm::VersionTable::Owner::kMustOwn);
+                                            shm::VersionTable::Owner::kMustOwn, group);
   if (!existing) {
     auto created = shm::VersionTable::Create({.name = options.table_name,
                                               .slot_count = options.capacity,
-                                              .mode = options.table_mode});
+                                              .mode = options.table_mode,
+                                              .group = group});
     if (created) {
       spdlog::info("created version table {} ({} slots, stride {}, {} bytes)", options.table_name,
                    created->slot_count(), created->header().slot_stride, created->mapped_bytes());

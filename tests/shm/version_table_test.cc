@@ -361,6 +361,26 @@ TEST(VersionTableTest, WriterRefusesPlantedOrWritableTables) {
   EXPECT_FALSE(VersionTable::Create({.name = bad_mode.name(), .slot_count = 4, .mode = 0040}));
 }
 
+// The group that may map the table (svfs-versiond's first --allow-gid): set on a new table and on
+// one taken over, so a restart with another group applies it.
+TEST(VersionTableTest, CreateAndTakeOverSetTheGroup) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chown to another group needs root";
+  ScopedTableName name("group");
+  auto gid_of = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(name.path().c_str(), &st), 0);
+    return st.st_gid;
+  };
+  ASSERT_TRUE(VersionTable::Create({.name = name.name(), .slot_count = 4, .mode = 0660,
+                                    .group = 65534}));
+  EXPECT_EQ(gid_of(), 65534u);
+  ASSERT_TRUE(VersionTable::Attach(name.name(), Access::kReadWrite, VersionTable::Owner::kMustOwn,
+                                   1));
+  EXPECT_EQ(gid_of(), 1u);
+  ASSERT_TRUE(VersionTable::Attach(name.name(), Access::kReadWrite, VersionTable::Owner::kMustOwn));
+  EXPECT_EQ(gid_of(), 1u);  // kKeepGroup leaves it
+}
+
 // Read-only attach must open the object O_RDONLY: it works where the caller may not write.
 int AttachAsUnwritableUser(const ScopedTableName& table) {
   if (::geteuid() == 0) {

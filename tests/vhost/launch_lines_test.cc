@@ -222,7 +222,7 @@ class UnprivilegedTest : public LaunchLineTest {
     std::string output;
   };
   Outcome Serve(const std::vector<std::string>& extra,
-                const std::function<void(FuseClient&)>& then = {}) {
+                const std::function<void(FuseClient&, pid_t svfsd)>& then = {}) {
     Outcome outcome;
     Launch launch{.args = {"--socket-path", socket_.string(), "--shared-dir", shared_.string()},
                   .through = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}};
@@ -247,7 +247,7 @@ class UnprivilegedTest : public LaunchLineTest {
       outcome.init_error = client.init().error();
       outcome.lookup_error = client.lookup(FUSE_ROOT_ID, "hello").error();
       outcome.create_error = client.create(FUSE_ROOT_ID, "created", S_IFREG | 0644, O_RDWR).error();
-      if (then) then(client);
+      if (then) then(client, daemon.pid());
     }
     outcome.exit_status = daemon.WaitExit(10s);
     outcome.output = daemon.Output();
@@ -273,6 +273,61 @@ TEST_F(UnprivilegedTest, ServesInAUserNamespaceOfItsOwn) {
   EXPECT_EQ(outcome.output.find("unprivileged (uid", said + 1), std::string::npos);
   EXPECT_EQ(outcome.exit_status, 0) << "seccomp or the sandbox ended it:\n" << outcome.output;
 }
+
+#ifdef SVFS_VERSIOND_PATH
+// Shared versions from an unprivileged svfsd: versiond (root) admits nobody's group with
+// --allow-gid and gives the table that group (--table-mode 0660), so svfsd, in a user namespace
+// of its own, attaches, maps the table read-write and serves.
+TEST_F(UnprivilegedTest, SharedVersionsFromItsOwnUserNamespace) {
+  const fs::path versiond_socket = tmp_.path() / "versiond.sock";
+  const std::string table = "svfs-unpriv-" + std::to_string(::getpid());
+  svfs_test::Process versiond;
+  ASSERT_TRUE(versiond.Start({SVFS_VERSIOND_PATH, "--socket", versiond_socket.string(), "--table",
+                              table, "--capacity", "1024", "--allow-gid",
+                              std::to_string(kNobody), "--table-mode", "0660"},
+                             (tmp_.path() / "versiond.log").string()));
+  ASSERT_TRUE(svfs_test::WaitUntil([&] { return fs::exists(versiond_socket); }, 10s))
+      << versiond.Log();
+  struct stat table_stat {};
+  ASSERT_EQ(::stat(("/dev/shm/" + table).c_str(), &table_stat), 0);
+  EXPECT_EQ(table_stat.st_gid, kNobody);
+  EXPECT_EQ(table_stat.st_mode & 0777, 0660u);
+
+  std::string maps, clients;
+  Outcome outcome = Serve({"--cache=shared", "--versiond-socket=" + versiond_socket.string()},
+                          [&](FuseClient&, pid_t svfsd) {
+                            // The sandbox serves from a child in a pid namespace of its own.
+                            for (pid_t pid = svfsd; pid > 0;) {
+                              const std::string proc = "/proc/" + std::to_string(pid);
+                              std::ifstream in(proc + "/maps");
+                              std::stringstream text;
+                              text << in.rdbuf();
+                              maps += text.str();
+                              pid = 0;
+                              std::ifstream(proc + "/task/" + proc.substr(6) + "/children") >> pid;
+                            }
+                            clients = svfs_test::RunCommand({SVFSCTL_PATH, "--socket",
+                                                             versiond_socket.string(), "clients"})
+                                          .output;
+                          });
+  versiond.Kill(SIGTERM);
+  ::unlink(("/dev/shm/" + table).c_str());
+  if (outcome.skipped) GTEST_SKIP() << "the kernel forbids unprivileged user namespaces here";
+  EXPECT_TRUE(outcome.own_user_namespace) << outcome.output;
+  EXPECT_NE(outcome.output.find("attached to svfs-versiond"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("(cache=shared)"), std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.init_error, 0) << outcome.output;
+  EXPECT_EQ(outcome.lookup_error, 0) << outcome.output;
+  EXPECT_EQ(outcome.create_error, 0) << outcome.output;
+  // The table is mapped read-write ("rw-s"), as svfsd bumps versions in it itself.
+  const size_t mapped = maps.find("/dev/shm/" + table);
+  ASSERT_NE(mapped, std::string::npos) << maps;
+  const size_t line = maps.rfind('\n', mapped) + 1;
+  EXPECT_NE(maps.substr(line, mapped - line).find(" rw-s "), std::string::npos) << maps;
+  EXPECT_NE(clients.find(shared_.string()), std::string::npos) << clients;
+  EXPECT_EQ(outcome.exit_status, 0) << outcome.output;
+}
+#endif
 
 // Ranges for nobody in /etc/subuid and /etc/subgid while a test runs (newuidmap checks them).
 class SubordinateIdsForNobody {
@@ -302,7 +357,7 @@ TEST_F(UnprivilegedTest, UidAndGidMapsGoThroughNewuidmap) {
   int chown_error = -1;
   Outcome outcome = Serve({"--uid-map=:0:65534:1:", "--uid-map=:1:300000:65536:",
                            "--gid-map=:0:65534:1:", "--gid-map=:1:300000:65536:"},
-                          [&](FuseClient& client) {
+                          [&](FuseClient& client, pid_t) {
                             FuseReply created = client.lookup(FUSE_ROOT_ID, "created");
                             auto entry = created.as<fuse_entry_out>();
                             if (!entry) return;
