@@ -298,6 +298,11 @@ int main(int argc, char** argv) {
   // Before the sandbox: a socket bound in the host's network namespace (and next to the socket
   // file's path) keeps serving from inside it; the thread starts once seccomp is on.
   std::unique_ptr<svfs::metrics::MetricsServer> metrics_listening;
+  // "{pid}" makes one path per daemon where a launcher gives every daemon the same arguments
+  // (Kata's virtio_fs_extra_args).
+  if (const size_t at = options.metrics_socket.find("{pid}"); at != std::string::npos) {
+    options.metrics_socket.replace(at, 5, std::to_string(::getpid()));
+  }
   if (!options.metrics_socket.empty() || !options.metrics_address.empty()) {
     auto listening = svfs::metrics::MetricsServer::Listen(
         {.program = "svfsd", .socket_path = options.metrics_socket,

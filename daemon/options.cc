@@ -333,7 +333,8 @@ ParseOutcome ParseOptions(int argc, char** argv) {
                  "svfs-versiond socket for --cache shared (default /run/svfs/versiond.sock)")
       ->type_name("PATH");
   app.add_option("--metrics-socket", options.metrics_socket,
-                 "Serve Prometheus metrics (GET /metrics, HTTP/1.0) on this UNIX socket (0600)")
+                 "Serve Prometheus metrics (GET /metrics, HTTP/1.0) on this UNIX socket (0600); "
+                 "{pid} in it is svfsd's process id")
       ->type_name("PATH");
   app.add_option("--metrics-address", options.metrics_address,
                  "Serve Prometheus metrics on this numeric TCP address: 127.0.0.1:PORT or "

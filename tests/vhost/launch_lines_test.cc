@@ -11,16 +11,20 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "tests/support/files.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/process.h"
 #include "tests/support/wait.h"
 #include "tests/vhost/frontend.h"
@@ -497,6 +501,133 @@ INSTANTIATE_TEST_SUITE_P(
                       SharedRoute{"GoRuntimeCacheShared", true, "--cache=shared"},
                       SharedRoute{"GoRuntimeSharedVersions", true, "--shared-versions"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// docs/operations.md's configuration.toml blocks, as an operator copies them: each ```toml block
+// of the Kata section, read from the file, parsed (the `key = "v"` and `key = ["a", ...]` lines
+// those blocks use), and started as Kata 3.2+'s Go runtime starts virtio_fs_daemon
+// (src/runtime/virtcontainers/virtiofsd.go args(): --syslog --cache=<virtio_fs_cache>
+// --shared-dir=DIR --fd=3, then virtio_fs_extra_args).
+struct KataBlock {
+  std::map<std::string, std::string> values;
+  std::map<std::string, std::vector<std::string>> lists;
+};
+
+std::vector<KataBlock> KataBlocksOfOperationsMd() {
+  std::ifstream in(SVFS_SOURCE_DIR "/docs/operations.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const size_t section = doc.find("\n## Kata Containers\n");
+  const size_t end = doc.find("\n## ", section + 1);
+  std::vector<KataBlock> blocks;
+  for (size_t at = doc.find("```toml\n", section); at < end; at = doc.find("```toml\n", at)) {
+    at += 8;
+    const size_t close = doc.find("```", at);
+    std::string body = doc.substr(at, close - at);
+    at = close + 3;
+    KataBlock block;
+    // Joined lines: a list may span several.
+    std::string joined;
+    for (char c : body) joined += c == '\n' && !joined.empty() && joined.back() == ',' ? ' ' : c;
+    std::istringstream lines(joined);
+    for (std::string line; std::getline(lines, line);) {
+      const size_t eq = line.find(" = ");
+      if (eq == std::string::npos) continue;
+      const std::string key = line.substr(0, eq), value = line.substr(eq + 3);
+      std::vector<std::string> quoted;
+      for (size_t q = value.find('"'); q != std::string::npos; q = value.find('"', q)) {
+        const size_t q_end = value.find('"', q + 1);
+        quoted.push_back(value.substr(q + 1, q_end - q - 1));
+        q = q_end + 1;
+      }
+      if (value.front() == '[') {
+        block.lists[key] = quoted;
+      } else if (!quoted.empty()) {
+        block.values[key] = quoted.front();
+      }
+    }
+    blocks.push_back(std::move(block));
+  }
+  return blocks;
+}
+
+class KataConfigurationTest : public LaunchLineTest {};
+
+TEST_F(KataConfigurationTest, EveryBlockOfOperationsMdStartsAndServesItsMode) {
+  const std::vector<KataBlock> blocks = KataBlocksOfOperationsMd();
+  ASSERT_EQ(blocks.size(), 4u) << "never, auto, always and shared";
+  std::set<std::string> modes;
+  for (const KataBlock& block : blocks) {
+    SCOPED_TRACE(block.values.count("virtio_fs_cache") ? block.values.at("virtio_fs_cache") : "?");
+    EXPECT_EQ(block.values.at("shared_fs"), "virtio-fs");
+    // The path the .deb installs svfsd to (CMake's install rules), and Kata's allow-list has it.
+    EXPECT_EQ(block.values.at("virtio_fs_daemon"), "/usr/bin/svfsd");
+    EXPECT_EQ(block.lists.at("valid_virtio_fs_daemon_paths"),
+              std::vector<std::string>{"/usr/bin/svfsd"});
+    const std::string cache = block.values.at("virtio_fs_cache");
+    ASSERT_TRUE(cache == "never" || cache == "auto" || cache == "always")
+        << cache << " is not one of Kata's own values";
+    std::vector<std::string> extra = block.lists.at("virtio_fs_extra_args");
+    const bool shared = std::ranges::find(extra, "--cache=shared") != extra.end();
+    modes.insert(shared ? "shared" : cache);
+
+    // Host paths of the doc's /run/svfs/... become the test's.
+    const fs::path versiond_socket = tmp_.path() / "versiond.sock";
+    const fs::path metrics_dir = tmp_.path() / "metrics";
+    fs::create_directories(metrics_dir);
+    for (std::string& arg : extra) {
+      arg = Replace(arg, "/run/svfs/versiond.sock", versiond_socket.string());
+      arg = Replace(arg, "/run/svfs/", metrics_dir.string() + "/");
+    }
+    const std::string table = "svfs-kata-doc-" + std::to_string(::getpid());
+    svfs_test::Process versiond;
+    if (shared) {
+      ASSERT_TRUE(versiond.Start({SVFS_VERSIOND_PATH, "--socket", versiond_socket.string(),
+                                  "--table", table, "--capacity", "1024"},
+                                 (tmp_.path() / "versiond.log").string()));
+      ASSERT_TRUE(svfs_test::WaitUntil([&] { return fs::exists(versiond_socket); }, 10s))
+          << versiond.Log();
+    }
+    Launch launch{.args = {"--syslog", "--cache=" + cache, "--shared-dir={DIR}", "--fd=3"},
+                  .pass_fd = 3};
+    launch.args.insert(launch.args.end(), extra.begin(), extra.end());
+    launch.args = Substitute(launch.args, shared_, socket_);
+    fs::remove(socket_);  // the previous block's: a socket passed by --fd is the caller's
+    UniqueFd listening = ListenOn(socket_);
+    Daemon daemon(launch, listening.get());
+    listening.reset();
+    std::string metrics_error;
+    std::optional<std::map<std::string, double>> metrics;
+    const Served served = ServeAndDisconnect(daemon, socket_, [&] {
+      if (!shared) return;
+      // "{pid}" is the daemon's own process id.
+      const fs::path metrics_socket =
+          metrics_dir / ("svfsd-" + std::to_string(daemon.pid()) + ".metrics");
+      svfs_test::WaitUntil(
+          [&] {
+            auto response = svfs_test::HttpExchange(metrics_socket.string(),
+                                                    "GET /metrics HTTP/1.0\r\n\r\n");
+            metrics = svfs_test::ParseMetrics(response.value_or(""), &metrics_error);
+            return metrics && metrics->contains("svfsd_versiond_attached") &&
+                   metrics->at("svfsd_versiond_attached") == 1;
+          },
+          10s, 50ms);
+    });
+    ExpectServed(served);
+    if (shared) {
+      ASSERT_TRUE(metrics) << metrics_error << served.output;
+      EXPECT_EQ(metrics->at("svfsd_versiond_attached"), 1) << served.output;
+      EXPECT_GE(metrics->at("svfsd_version_samples_total"), 1) << "the LOOKUP reply's version";
+      EXPECT_EQ(served.entry_valid, 0u) << "a stock client is served as cache=none";
+      versiond.Kill(SIGTERM);
+      ::unlink(("/dev/shm/" + table).c_str());
+    } else {
+      EXPECT_EQ(served.entry_valid, cache == "never" ? 0u : cache == "auto" ? 1u : 86400u);
+    }
+    fs::remove_all(metrics_dir);
+  }
+  EXPECT_EQ(modes, (std::set<std::string>{"never", "auto", "always", "shared"}));
+}
 #endif
 
 }  // namespace

@@ -119,7 +119,8 @@ std::vector<std::string> Substitute(std::vector<std::string> args, const fs::pat
 
 // Connects the frontend to `socket`, sends INIT (offering submounts) and LOOKUP "hello", then
 // disconnects and waits for the daemon to exit.
-Served ServeAndDisconnect(Daemon& daemon, const fs::path& socket) {
+Served ServeAndDisconnect(Daemon& daemon, const fs::path& socket,
+                          const std::function<void()>& while_connected) {
   Served served;
   {
     FrontendOptions options;
@@ -132,7 +133,10 @@ Served ServeAndDisconnect(Daemon& daemon, const fs::path& socket) {
     auto out = init.as<fuse_init_out>();
     if (!out) throw std::runtime_error("INIT failed: error " + std::to_string(init.error()));
     served.init_flags = out->flags;
-    served.lookup_error = client.lookup(FUSE_ROOT_ID, "hello").error();
+    FuseReply looked_up = client.lookup(FUSE_ROOT_ID, "hello");
+    served.lookup_error = looked_up.error();
+    if (auto entry = looked_up.as<fuse_entry_out>()) served.entry_valid = entry->entry_valid;
+    if (while_connected) while_connected();
   }
   served.exit_status = daemon.WaitExit(10s);
   served.output = daemon.Output();

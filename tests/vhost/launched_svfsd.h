@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -96,13 +97,15 @@ std::vector<std::string> Substitute(std::vector<std::string> args, const std::fi
 
 struct Served {
   int lookup_error = 0;
+  std::uint64_t entry_valid = 0;  // seconds, from the LOOKUP reply: the cache mode's timeout
   std::uint64_t init_flags = 0;
   int exit_status = -1;
   std::string output;
 };
 
-// Connects the frontend to `socket`, sends INIT (offering submounts) and LOOKUP "hello", then
-// disconnects and waits for the daemon to exit.
-Served ServeAndDisconnect(Daemon& daemon, const std::filesystem::path& socket);
+// Connects the frontend to `socket`, sends INIT (offering submounts) and LOOKUP "hello", runs
+// `while_connected`, then disconnects and waits for the daemon to exit.
+Served ServeAndDisconnect(Daemon& daemon, const std::filesystem::path& socket,
+                          const std::function<void()>& while_connected = {});
 
 }  // namespace svfs::vhost
