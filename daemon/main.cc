@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "common/metrics_server.h"
@@ -418,8 +419,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Test-only (the environment of the daemon's launcher; no guest reaches it): a system call
-  // outside the filter, to show --seccomp kill kills.
-  if (std::getenv("SVFSD_TEST_FORBIDDEN_SYSCALL") != nullptr) ::syscall(SYS_acct, nullptr);
+  // outside the filter, or ("fork") a new process, to show what --seccomp does with it.
+  if (const char* forbidden = std::getenv("SVFSD_TEST_FORBIDDEN_SYSCALL"); forbidden != nullptr) {
+    if (std::string_view(forbidden) == "fork") {
+      if (::fork() == 0) ::_exit(0);
+    } else {
+      ::syscall(SYS_acct, nullptr);
+    }
+  }
   if (versions) versions->start(versiond_name);
   if (metrics) {
     metrics->start([&server, fs = filesystem->get(), v = versions.get()] {

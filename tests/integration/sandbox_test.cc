@@ -132,10 +132,11 @@ TEST_F(DefaultSandboxTest, KillingTheSupervisorTakesTheDaemonWithIt) {
       << "the sandboxed daemon outlived its supervisor";
 }
 
-// Under --seccomp kill, the default, a system call outside the list kills svfsd. The call comes
-// from a test-only trigger in the launcher's environment (no guest reaches it), right after the
-// filter. `seccomp` empty: no --seccomp option at all.
-void ExpectForbiddenSystemCallKills(const char* seccomp) {
+// Under --seccomp kill, the default, a system call outside the list kills svfsd; so does trap
+// (SIGSYS, whose default action ends the process). The call comes from a test-only trigger in
+// the launcher's environment (no guest reaches it), right after the filter: `trigger` "1" a
+// system call svfsd never makes, "fork" a new process. `seccomp` empty: no --seccomp option.
+void ExpectForbiddenSystemCallKills(const char* seccomp, const char* trigger = "1") {
   char tmpl[] = "/tmp/svfs-seccomp-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string base = tmpl, share = base + "/share", mnt = base + "/mnt";
@@ -144,7 +145,7 @@ void ExpectForbiddenSystemCallKills(const char* seccomp) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    ::setenv("SVFSD_TEST_FORBIDDEN_SYSCALL", "1", 1);
+    ::setenv("SVFSD_TEST_FORBIDDEN_SYSCALL", trigger, 1);
     int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 2);
     if (*seccomp == '\0') {
@@ -175,6 +176,61 @@ TEST(SeccompTest, ForbiddenSystemCallKills) {
 TEST(SeccompTest, KillIsTheDefault) {
   if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
   ExpectForbiddenSystemCallKills("");
+}
+
+TEST(SeccompTest, TrapEndsTheDaemonWithSigsys) {
+  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+  ExpectForbiddenSystemCallKills("trap");
+}
+
+// Threads only: a fork after the filter is a forbidden clone (sanitizer builds allow any clone,
+// for LeakSanitizer).
+TEST(SeccompTest, AForkAfterTheFilterKills) {
+  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizer builds allow clone without CLONE_THREAD";
+#endif
+  ExpectForbiddenSystemCallKills("kill", "fork");
+}
+
+// --seccomp log lets the call through (the kernel logs it) and svfsd keeps serving.
+TEST(SeccompTest, LogKeepsTheDaemonServing) {
+  if (NoDaemonMode() || ::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+  char tmpl[] = "/tmp/svfs-seccomp-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string base = tmpl, share = base + "/share", mnt = base + "/mnt";
+  ASSERT_EQ(::mkdir(share.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0755), 0);
+  { std::ofstream(share + "/file") << "served"; }
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("SVFSD_TEST_FORBIDDEN_SYSCALL", "1", 1);
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);
+    ::execl(SVFSD_PATH, SVFSD_PATH, "--shared-dir", share.c_str(), "--mount", mnt.c_str(),
+            "--seccomp", "log", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::string read_back;
+  EXPECT_TRUE(svfs_test::WaitUntil(
+      [&] {
+        std::ifstream in(mnt + "/file");
+        read_back.assign(std::istreambuf_iterator<char>(in), {});
+        return read_back == "served";
+      },
+      std::chrono::milliseconds(5000), std::chrono::milliseconds(10)))
+      << "read '" << read_back << "' through the mount";
+  int status = 0;
+  EXPECT_EQ(::waitpid(pid, &status, WNOHANG), 0) << "svfsd ended: status " << status;
+  ::kill(pid, SIGTERM);
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_FALSE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS);
+  if (IsMountPoint(mnt)) AbortAndDetach(mnt);
+  ::unlink((share + "/file").c_str());
+  ::rmdir(mnt.c_str());
+  ::rmdir(share.c_str());
+  ::rmdir(base.c_str());
 }
 
 }  // namespace

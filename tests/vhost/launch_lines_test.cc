@@ -188,6 +188,56 @@ TEST_F(LaunchLineTest, LibvirtSeparateOptions) {
                           .pass_fd = 25}));
 }
 
+// docs/operations.md's libvirt domain, as an operator defines it: its <filesystem>'s <binary>
+// and <source> turned into svfsd's line as qemuVirtioFSBuildCommandLine does for a daemon without
+// "separate-options" (the test above): --fd, then -o source=,cache=,sandbox=[,xattr][,flock]
+// [,posix_lock], then --thread-pool-size.
+std::string XmlBlockOfOperationsMd() {
+  std::ifstream in(SVFS_SOURCE_DIR "/docs/operations.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const size_t start = doc.find("```xml\n", doc.find("\n## libvirt\n"));
+  if (start == std::string::npos) return "";
+  return doc.substr(start + 7, doc.find("```", start + 7) - start - 7);
+}
+
+// The value of `attribute` in the first <element ...> of `xml`; "" if absent.
+std::string XmlAttribute(const std::string& xml, const std::string& element,
+                         const std::string& attribute) {
+  const size_t tag = xml.find("<" + element + " ");
+  if (tag == std::string::npos) return "";
+  const std::string open_tag = xml.substr(tag, xml.find('>', tag) - tag);
+  const size_t at = open_tag.find(" " + attribute + "='");
+  if (at == std::string::npos) return "";
+  const size_t value = at + attribute.size() + 3;
+  return open_tag.substr(value, open_tag.find('\'', value) - value);
+}
+
+TEST_F(LaunchLineTest, LibvirtDomainOfOperationsMdStartsAsLibvirtStartsIt) {
+  const std::string xml = XmlBlockOfOperationsMd();
+  ASSERT_FALSE(xml.empty());
+  EXPECT_EQ(XmlAttribute(xml, "access", "mode"), "shared") << "vhost-user needs shared RAM";
+  EXPECT_EQ(XmlAttribute(xml, "driver", "type"), "virtiofs");
+  EXPECT_EQ(XmlAttribute(xml, "binary", "path"), "/usr/bin/svfsd");  // where the .deb puts it
+  const std::string cache = XmlAttribute(xml, "cache", "mode");
+  std::string options = "source={DIR},cache=" + cache;
+  if (const std::string sandbox = XmlAttribute(xml, "sandbox", "mode"); !sandbox.empty()) {
+    options += ",sandbox=" + sandbox;
+  }
+  if (XmlAttribute(xml, "binary", "xattr") == "on") options += ",xattr";
+  if (XmlAttribute(xml, "lock", "flock") == "on") options += ",flock";
+  if (XmlAttribute(xml, "lock", "posix") == "on") options += ",posix_lock";
+  Launch launch{.args = {"--fd=25", "-o", options}, .pass_fd = 25};
+  if (const std::string pool = XmlAttribute(xml, "thread_pool", "size"); !pool.empty()) {
+    launch.args.push_back("--thread-pool-size=" + pool);
+  }
+  const Served served = RunWithFd(launch);
+  ExpectServed(served);
+  EXPECT_EQ(served.entry_valid, cache == "none" ? 0u : cache == "auto" ? 1u : 86400u)
+      << "the domain's <cache mode='" << cache << "'>";
+}
+
 // libvirt session mode (qemu:///session): qemuVirtioFSPrepareIdMap adds --uid-map/--gid-map
 // (:0:EUID:1: and the user's /etc/subuid range) to a daemon it runs as that user. A root svfsd
 // creates no user namespace, so it refuses such maps, in one line that names the option and says
