@@ -275,6 +275,22 @@ TEST_F(VhostSvfsdDaxTest, AVmmThatDoesNotAnswerCostsEioNotTheQueue) {
   EXPECT_EQ(window.requests(), 1u);
 }
 
+// An answer that names another request is not taken for this one's: EIO, the channel closed.
+TEST_F(VhostSvfsdDaxTest, AnAnswerToAnotherRequestIsRefused) {
+  FuseClient& c = s->client();
+  DaxWindowHost& window = Window();
+  const std::uint64_t node = DaxFile(*s, "data", 1, 7);
+  window.set_answer_code(7);  // FS_UNMAP's code, answering an FS_MAP
+  EXPECT_EQ(SetupMapping(c, node, kNoHandle, 0, 0, kDaxPage, FUSE_SETUPMAPPING_FLAG_READ).error(),
+            -EIO);
+  window.set_answer_code(0);
+  EXPECT_EQ(SetupMapping(c, node, kNoHandle, 0, 0, kDaxPage, FUSE_SETUPMAPPING_FLAG_READ).error(),
+            -EIO)
+      << "the channel stays closed until the frontend reconnects";
+  EXPECT_EQ(c.getattr(FUSE_ROOT_ID).error(), 0);
+  EXPECT_EQ(window.requests(), 1u);
+}
+
 TEST(VhostSvfsdDaxStartTest, TheWindowSizeIsCheckedAtStart) {
   SVFS_REQUIRE_BACKEND(Backend::kSvfsd);
   TempDir tmp;

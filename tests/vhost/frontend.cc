@@ -332,7 +332,9 @@ void DaxWindowHost::serve() {
     struct {
       MessageHeader hdr;
       std::uint64_t value;
-    } __attribute__((packed)) answer{{hdr.request, msg::kFlagVersion | msg::kFlagReply, 8}, result};
+    } __attribute__((packed)) answer{{answer_code_ != 0 ? answer_code_.load() : hdr.request,
+                                       msg::kFlagVersion | msg::kFlagReply, 8},
+                                      result};
     if (::send(channel_.get(), &answer, sizeof(answer), MSG_NOSIGNAL) != sizeof(answer)) return;
   }
 }

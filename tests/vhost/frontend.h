@@ -221,6 +221,8 @@ class DaxWindowHost {
   bool mapped(std::uint64_t offset) const;
   // false: requests are read but never answered (a VMM whose main loop is stuck).
   void set_answering(bool answering) { answering_ = answering; }
+  // Answers name this request code instead of the one they answer (0: the right one).
+  void set_answer_code(std::uint32_t code) { answer_code_ = code; }
   // Requests handled so far (answered or not).
   unsigned requests() const { return requests_; }
 
@@ -234,6 +236,7 @@ class DaxWindowHost {
   std::uint8_t* base_ = nullptr;
   UniqueFd channel_, stop_;
   std::atomic<bool> answering_{true};
+  std::atomic<std::uint32_t> answer_code_{0};
   std::atomic<unsigned> requests_{0};
   mutable std::mutex mutex_;
   std::vector<bool> page_mapped_;  // guarded by mutex_

@@ -129,12 +129,13 @@ Result<uint64_t> BackendChannel::request(uint32_t code, const FsBackendMessage& 
     fd_.reset();
     return Err(EIO);
   }
-  auto answer = read_answer(std::chrono::steady_clock::now() + timeout_);
+  auto answer = read_answer(code, std::chrono::steady_clock::now() + timeout_);
   if (!answer) return Err(EIO);
   return *answer;
 }
 
-std::optional<uint64_t> BackendChannel::read_answer(std::chrono::steady_clock::time_point deadline) {
+std::optional<uint64_t> BackendChannel::read_answer(uint32_t code,
+                                                    std::chrono::steady_clock::time_point deadline) {
   uint8_t buffer[Message::kHeaderSize + sizeof(uint64_t)];
   size_t got = 0;
   while (got < sizeof(buffer)) {
@@ -163,8 +164,20 @@ std::optional<uint64_t> BackendChannel::read_answer(std::chrono::steady_clock::t
     }
     got += static_cast<size_t>(n);
   }
-  uint32_t size;
+  uint32_t answered_code, flags, size;
+  std::memcpy(&answered_code, buffer, sizeof(answered_code));
+  std::memcpy(&flags, buffer + 4, sizeof(flags));
   std::memcpy(&size, buffer + 8, sizeof(size));
+  // Answers carry no id, so one that is not a reply to this request means the two sides no
+  // longer agree on which answer is whose.
+  if (answered_code != code || (flags & msg::kReplyFlag) == 0 ||
+      (flags & msg::kVersionMask) != msg::kVersion) {
+    spdlog::error("vhost-user: the backend channel answered {} with request {} flags {:#x} "
+                  "(expected a reply to it); closing the channel",
+                  CodeName(code), answered_code, flags);
+    fd_.reset();
+    return std::nullopt;
+  }
   if (size != sizeof(uint64_t)) {
     spdlog::error("vhost-user: a backend channel answer with a {}-byte payload (expected 8); "
                   "closing the channel",

@@ -72,7 +72,9 @@ class BackendChannel final : public fuse::DaxMapper, public WindowIo {
   Status request_ok(uint32_t code, const FsBackendMessage& payload, int fd);
   // Reads one answer before `deadline`: its u64, or nullopt (logged; the channel closed) on
   // timeout or failure.
-  std::optional<uint64_t> read_answer(std::chrono::steady_clock::time_point deadline);
+  // The REPLY_ACK value answering request `code`; nullopt (channel closed) on a timeout or an
+  // answer that is not one to `code`.
+  std::optional<uint64_t> read_answer(uint32_t code, std::chrono::steady_clock::time_point deadline);
 
   const std::chrono::milliseconds timeout_;
   std::mutex mutex_;
