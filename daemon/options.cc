@@ -247,6 +247,10 @@ void ApplyLegacyOption(ParseState& state, std::string_view item) {
     flag(options.fs.posix_acl, false);
   } else if (key == "xattrmap" || key == "security_label") {
     Unsupported(fmt::format("-o {}", key), "leave it out");
+  } else if (key == "dax") {
+    // No virtiofsd takes it: it is the guest's mount option, and the window is the VMM's.
+    Fail("-o dax: a guest mount option (mount -t virtiofs -o dax), not svfsd's; give svfsd "
+         "--dax-window-size equal to the VMM's cache-size");
   } else {
     Fail(fmt::format("-o {}: unknown option (see svfsd --help)", key));
   }

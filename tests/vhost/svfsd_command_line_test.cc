@@ -85,6 +85,7 @@ TEST(SvfsdCommandLineTest, RefusalsAreOneLineNamingTheOption) {
       {{"-o", "security_label"}, "svfsd: -o security_label"},
       {{"-o", "xattrmap=x"}, "svfsd: -o xattrmap"},
       {{"-o", "frobnicate"}, "svfsd: -o frobnicate"},
+      {{"-o", "dax"}, "svfsd: -o dax: a guest mount option"},
       {{"--cache", "sometimes"}, "svfsd: --cache sometimes"},
       {{"--sandbox", "jail"}, "svfsd: --sandbox jail"},
       {{"--socket-group", "no-such-group-svfs"}, "svfsd: --socket-group no-such-group-svfs"},
