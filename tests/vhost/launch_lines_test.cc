@@ -472,12 +472,17 @@ TEST_F(LaunchLineTest, Lima) {
 }
 
 // podman machine (v5, QEMU on Linux): pkg/machine/qemu/virtiofsd.go createVirtiofsCmd(): the
-// helper named "virtiofsd", run in the shared directory with RUST_LOG=ERROR.
+// helper named "virtiofsd" (found in helper_binaries_dir, where the package's
+// /usr/libexec/svfs/virtiofsd link goes), run in the shared directory with RUST_LOG=ERROR.
 TEST_F(LaunchLineTest, PodmanMachine) {
+  const fs::path helpers = tmp_.path() / "libexec-svfs";
+  fs::create_directory(helpers);
+  fs::create_symlink(SVFSD_PATH, helpers / "virtiofsd");
   ExpectServed(RunWithSocketPath({.args = {"--sandbox", "none", "--socket-path", "{SOCKET}",
                                            "--shared-dir", ".", "--seccomp=none"},
                                   .cwd = shared_.string(),
-                                  .env = {"RUST_LOG=ERROR"}}));
+                                  .env = {"RUST_LOG=ERROR"},
+                                  .program = (helpers / "virtiofsd").string()}));
 }
 
 // The Kata route to shared versions (docs/operations.md): Kata accepts only its own

@@ -26,7 +26,7 @@ Daemon::Daemon(const Launch& launch, int listen_fd) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   std::vector<std::string> argv = launch.through;
-  argv.push_back(SVFSD_PATH);
+  argv.push_back(launch.program.empty() ? std::string(SVFSD_PATH) : launch.program);
   argv.insert(argv.end(), launch.args.begin(), launch.args.end());
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);

@@ -34,6 +34,7 @@ struct Launch {
   std::vector<std::string> env;   // added to the environment
   std::optional<rlimit> nofile;   // RLIMIT_NOFILE it inherits
   std::vector<std::string> through;  // a program that runs svfsd (setpriv ... as another user)
+  std::string program;               // svfsd under another name (a link); empty: the build's
 };
 
 // svfsd run as a child whose stdout and stderr come back through a pipe (Kata reads stderr).
