@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# CI's check of svfs-bench (ctest e2e.svfs-bench): a small run (svfsd shared with two VMs, virtio-9p
-# cache=none with one, a 500-file tree) and what a user reads from it: every workload timed and
-# counted for both, shared mode coherent (0 stale in the coherence steps and in status) while its
+# CI's check of svfs-bench (ctest e2e.svfs-bench): a small run (svfsd shared with two VMs, the C
+# virtiofsd cache=always and virtio-9p cache=none with one each, a 500-file tree) and what a user
+# reads from it: every workload timed for each, shared mode coherent (0 stale in the coherence steps and in status) while its
 # warm stat pass stays in the guest's cache, the Markdown report, and a plot per workload.
 # Usage: tests/bench/svfs-bench-test.sh [svfs-bench options, e.g. --svfsd PATH --versiond PATH]
 set -uo pipefail
@@ -10,7 +10,7 @@ out=$(mktemp -d /var/tmp/svfs-bench-test.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 fail() { echo "svfs-bench-test: FAIL: $*"; exit 1; }
 
-"$here/svfs-bench.sh" --configs svfsd:shared:2,9p:none:1 --files 500 --check --out "$out" "$@"
+"$here/svfs-bench.sh" --configs svfsd:shared:2,virtiofsd:always:1,9p:none:1 --files 500 --check --out "$out" "$@"
 rc=$?
 [ "$rc" = 77 ] && exit 77
 [ "$rc" = 0 ] || fail "svfs-bench exited $rc"
@@ -22,7 +22,7 @@ value() {
     NR == 1 { for (i = 1; i <= NF; i++) idx[$i] = i; next }
     $1 == d && $2 == m && $3 == n && $4 == w { print $idx[col]; exit }' "$csv"
 }
-for cfg in "svfsd shared 2" "9p none 1"; do
+for cfg in "svfsd shared 2" "virtiofsd always 1" "9p none 1"; do
   read -r d m n <<<"$cfg"
   for w in untar walk stat-cold stat-warm status churn build; do
     s=$(value "$d" "$m" "$n" "$w" secs)
@@ -38,8 +38,11 @@ warm=$(value svfsd shared 2 stat-warm requests)
 [ "$cold" -ge 500 ] || fail "svfsd shared: the cold stat pass sent $cold requests for 500 files (not cold?)"
 [ "$warm" -lt 50 ] || fail "svfsd shared: the warm stat pass sent $warm requests for 500 files"
 [ -z "$(value 9p none 1 stat-cold requests)" ] || fail "9p: a request count where QEMU counts none"
+vfsd_cold=$(value virtiofsd always 1 stat-cold requests)
+[ "${vfsd_cold:-0}" -ge 1 ] || fail "virtiofsd: no requests counted from its -d log ('$vfsd_cold')"
 grep -q '^### Guest time (s)' "$out/results.md" || fail "results.md has no time table"
 grep -q '^| svfsd | shared | 2 |' "$out/results.md" || fail "results.md has no svfsd shared row"
+grep -q '^| virtiofsd | always | 1 |' "$out/results.md" || fail "results.md has no virtiofsd row"
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
   for w in untar walk stat-cold stat-warm status churn build; do
     [ -s "$out/$w.png" ] || fail "no plot $w.png"
