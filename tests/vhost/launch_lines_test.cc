@@ -193,10 +193,7 @@ TEST_F(LaunchLineTest, LibvirtSeparateOptions) {
 // "separate-options" (the test above): --fd, then -o source=,cache=,sandbox=[,xattr][,flock]
 // [,posix_lock], then --thread-pool-size.
 std::string XmlBlockOfOperationsMd() {
-  std::ifstream in(SVFS_SOURCE_DIR "/docs/operations.md");
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string doc = text.str();
+  const std::string doc = svfs_test::ReadWholeFile(SVFS_SOURCE_DIR "/docs/operations.md");
   const size_t start = doc.find("```xml\n", doc.find("\n## libvirt\n"));
   if (start == std::string::npos) return "";
   return doc.substr(start + 7, doc.find("```", start + 7) - start - 7);
@@ -350,16 +347,8 @@ TEST_F(UnprivilegedTest, SharedVersionsFromItsOwnUserNamespace) {
   std::string maps, clients;
   Outcome outcome = Serve({"--cache=shared", "--versiond-socket=" + versiond_socket.string()},
                           [&](FuseClient&, pid_t svfsd) {
-                            // The sandbox serves from a child in a pid namespace of its own.
-                            for (pid_t pid = svfsd; pid > 0;) {
-                              const std::string proc = "/proc/" + std::to_string(pid);
-                              std::ifstream in(proc + "/maps");
-                              std::stringstream text;
-                              text << in.rdbuf();
-                              maps += text.str();
-                              pid = 0;
-                              std::ifstream(proc + "/task/" + proc.substr(6) + "/children") >> pid;
-                            }
+                            maps = svfs_test::ReadWholeFile(
+                                "/proc/" + std::to_string(svfs_test::ServingPid(svfsd)) + "/maps");
                             clients = svfs_test::RunCommand({SVFSCTL_PATH, "--socket",
                                                              versiond_socket.string(), "clients"})
                                           .output;
@@ -568,10 +557,7 @@ struct KataBlock {
 };
 
 std::vector<KataBlock> KataBlocksOfOperationsMd() {
-  std::ifstream in(SVFS_SOURCE_DIR "/docs/operations.md");
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string doc = text.str();
+  const std::string doc = svfs_test::ReadWholeFile(SVFS_SOURCE_DIR "/docs/operations.md");
   const size_t section = doc.find("\n## Kata Containers\n");
   const size_t end = doc.find("\n## ", section + 1);
   std::vector<KataBlock> blocks;
@@ -595,7 +581,7 @@ std::vector<KataBlock> KataBlocksOfOperationsMd() {
         quoted.push_back(value.substr(q + 1, q_end - q - 1));
         q = q_end + 1;
       }
-      if (value.front() == '[') {
+      if (!value.empty() && value.front() == '[') {
         block.lists[key] = quoted;
       } else if (!quoted.empty()) {
         block.values[key] = quoted.front();

@@ -70,8 +70,6 @@ class BackendChannel final : public fuse::DaxMapper, public WindowIo {
   Result<uint64_t> request(uint32_t code, const FsBackendMessage& payload, int fd);
   // FS_MAP and FS_UNMAP: an answer other than 0 is a refusal (EIO, logged).
   Status request_ok(uint32_t code, const FsBackendMessage& payload, int fd);
-  // Reads one answer before `deadline`: its u64, or nullopt (logged; the channel closed) on
-  // timeout or failure.
   // The REPLY_ACK value answering request `code`; nullopt (channel closed) on a timeout or an
   // answer that is not one to `code`.
   std::optional<uint64_t> read_answer(uint32_t code, std::chrono::steady_clock::time_point deadline);
