@@ -43,6 +43,12 @@
 #   --accel auto|kvm|tcg       default auto: KVM only if a probe boot under KVM finishes
 #   --smp N  --memory MIB      guest CPUs (default 1) and RAM (default 512)
 #   --daemon-arg ARG           extra daemon argument (repeatable)
+#   --as-user USER             start the daemon as USER (setpriv, no supplementary groups), as
+#                              libvirt session mode does: the share and the socket's directory
+#                              are USER's; svfsd then sandboxes itself in a user namespace
+#   --subids BASE:COUNT        with --as-user: give USER the subordinate IDs BASE..BASE+COUNT-1 in
+#                              /etc/subuid and /etc/subgid for the run (newuidmap checks them;
+#                              restored on exit), for --daemon-arg --uid-map=... maps
 #   --keep                     keep the work directory (serial log, daemon log)
 #   --quiet                    do not echo the workload output
 # Host actions: a workload line "SVFS-E2E-HOSTACT ID KIND ARGS ;" makes the runner act on the host
@@ -84,6 +90,8 @@ qemu_wrapper=
 qemu=
 dax_window=
 kata_rs=0
+as_user=
+subids=
 keep=0
 quiet=0
 
@@ -112,6 +120,8 @@ while [ $# -gt 0 ]; do
     --qemu) qemu=$2; shift 2 ;;
     --dax-window) dax_window=$2; shift 2 ;;
     --kata-runtime-rs) kata_rs=1; shift ;;
+    --as-user) as_user=$2; shift 2 ;;
+    --subids) subids=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -147,6 +157,7 @@ cleanup() {
     rm -f "/dev/shm/$table"
   fi
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then stop_pid "$daemon_pid" 20; fi
+  for f in /etc/subuid /etc/subgid; do [ -e "$work/saved${f//\//-}" ] && cat "$work/saved${f//\//-}" >"$f"; done
   if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -158,12 +169,36 @@ if [ -z "$share" ]; then
   mkdir -p "$share"
 fi
 sock=$work/vhost-fs.sock
+daemon_through=()
+if [ -n "$as_user" ]; then
+  # The daemon's user needs its share, a directory for its socket, and a way through $work.
+  id "$as_user" >/dev/null 2>&1 || { say "--as-user: no user $as_user"; exit 2; }
+  command -v setpriv >/dev/null || skip "setpriv missing (util-linux)"
+  chmod 0711 "$work"
+  mkdir -p "$work/daemon"
+  chown "$as_user:$(id -g "$as_user")" "$share" "$work/daemon"
+  sock=$work/daemon/vhost-fs.sock
+  daemon_through=(setpriv "--reuid=$(id -u "$as_user")" "--regid=$(id -g "$as_user")" --clear-groups)
+  if [ -n "$subids" ]; then
+    command -v newuidmap >/dev/null || skip "newuidmap missing (package uidmap)"
+    for f in /etc/subuid /etc/subgid; do
+      touch "$f"
+      cp "$f" "$work/saved${f//\//-}"
+      echo "$as_user:$subids" >>"$f"
+    done
+  fi
+elif [ -n "$subids" ]; then
+  say "--subids needs --as-user"; exit 2
+fi
 if [ -n "$versiond" ]; then
   # With the C virtiofsd (or svfsd not in shared mode) versiond only provides the guest's table.
   [ "$daemon" = svfsd ] || [ "$cache" != shared ] || { say "cache=shared needs --daemon svfsd"; exit 2; }
   [ -x "$versiond" ] || die "svfs-versiond binary $versiond not found"
+  versiond_args=()
+  # An unprivileged svfsd reaches the socket and the table through its group (docs/security.md).
+  [ -n "$as_user" ] && versiond_args=(--allow-gid "$(id -g "$as_user")" --table-mode 0660)
   "$versiond" --socket "$work/versiond.sock" --table "$table" --capacity 65536 \
-    >"$work/versiond.log" 2>&1 &
+    "${versiond_args[@]}" >"$work/versiond.log" 2>&1 &
   versiond_pid=$!
   for _ in $(seq 1 100); do [ -S "$work/versiond.sock" ] && break; sleep 0.1; done
   [ -S "$work/versiond.sock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; die "svfs-versiond did not start"; }
@@ -199,7 +234,7 @@ esac
 cmd+=("${daemon_args[@]}")
 [ "$kata_rs" = 1 ] && cmd+=(--xattr)
 say "daemon: ${cmd[*]}"
-"${cmd[@]}" >"$work/daemon.log" 2>&1 &
+"${daemon_through[@]}" "${cmd[@]}" >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
   [ -S "$sock" ] && break
@@ -215,6 +250,14 @@ if [ ! -S "$sock" ]; then
     skip "$daemon does not implement the vhost-user transport yet (exit $rc)"
   fi
   die "$daemon did not create $sock (exit $rc)"
+fi
+
+# --as-user: the daemon must serve as that user (not root), in a user namespace of its own.
+daemon_identity=
+if [ -n "$as_user" ]; then
+  daemon_identity="$(stat -c %U "/proc/$daemon_pid" 2>/dev/null)"
+  [ "$(readlink "/proc/$daemon_pid/ns/user")" = "$(readlink /proc/self/ns/user)" ] &&
+    daemon_identity+=" (in the host's user namespace)"
 fi
 
 # Guest image (cached; builds and installs packages on first use).
@@ -424,6 +467,10 @@ while read -r _ kind want rel; do
       got=$(sha256sum "$target" 2>/dev/null | cut -d' ' -f1)
       if [ "$got" = "$want" ]; then echo "PASS host-sha256 $rel"; host_pass=$((host_pass + 1))
       else echo "FAIL host-sha256 $rel: guest $want, host ${got:-missing}"; failures=$((failures + 1)); fi ;;
+    owner)
+      got=$(stat -c %u:%g "$target" 2>/dev/null)
+      if [ "$got" = "$want" ]; then echo "PASS host-owner $rel"; host_pass=$((host_pass + 1))
+      else echo "FAIL host-owner $rel: want $want, host ${got:-missing}"; failures=$((failures + 1)); fi ;;
     count)
       got=$(find "$target" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
       if [ "$got" = "$want" ]; then echo "PASS host-count $rel"; host_pass=$((host_pass + 1))
@@ -444,6 +491,13 @@ if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/daemon
   echo "FAIL daemon: sanitizer report in its log"; failures=$((failures + 1))
 fi
 
+if [ -n "$as_user" ]; then
+  if [ "$daemon_identity" = "$as_user" ] && grep -q "unprivileged (uid $(id -u "$as_user")" "$work/daemon.log"; then
+    echo "PASS daemon served as $as_user in a user namespace of its own"
+  else
+    echo "FAIL daemon: ran as '$daemon_identity', not $as_user in its own user namespace"; failures=$((failures + 1))
+  fi
+fi
 if [ -n "$versiond" ] && [ "$cache" != shared ]; then
   # The table is there but the daemon is not in shared mode (a patched guest against a plain
   # daemon): the guest offers versions, is refused, and must work as a stock guest.

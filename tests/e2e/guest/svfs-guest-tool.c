@@ -18,9 +18,13 @@
 //                   reads FILE in 4 KiB preads, in order (seq: the whole file; COUNT ignored) or
 //                   at COUNT page-aligned offsets from a fixed pseudo-random sequence (rand: the
 //                   same offsets every run), and prints "BYTES bytes USEC us MIBS MiB/s".
+//   svfs-guest-tool runas UID GID[,GROUP...] CMD [ARGS]
+//                   runs CMD as UID with primary group GID and exactly the supplementary groups
+//                   listed (none if only GID is given): busybox's su and chpst set no chosen list.
 // Exit 0 on success; on failure prints what went wrong to stderr and exits 1.
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -241,7 +245,28 @@ static int do_read_bench(const char* path, const char* order, const char* count_
   return 0;
 }
 
+// runas UID GID[,GROUP...] CMD [ARGS]: setgroups, setgid, setuid, then exec CMD.
+static int do_runas(char** argv) {
+  char* end = NULL;
+  const uid_t uid = (uid_t)strtoul(argv[2], &end, 10);
+  if (*end) return fprintf(stderr, "runas: bad uid %s\n", argv[2]), 2;
+  gid_t groups[64];
+  size_t count = 0;
+  for (char* item = strtok(argv[3], ","); item; item = strtok(NULL, ",")) {
+    if (count == sizeof groups / sizeof groups[0]) return fprintf(stderr, "runas: too many groups\n"), 2;
+    groups[count++] = (gid_t)strtoul(item, &end, 10);
+    if (*end) return fprintf(stderr, "runas: bad group %s\n", item), 2;
+  }
+  if (count == 0) return fprintf(stderr, "runas: no gid\n"), 2;
+  if (setgroups(count - 1, groups + 1) < 0) return fail("setgroups");
+  if (setgid(groups[0]) < 0) return fail("setgid");
+  if (setuid(uid) < 0) return fail("setuid");
+  execvp(argv[4], argv + 4);
+  return fail(argv[4]);
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 5 && !strcmp(argv[1], "runas")) return do_runas(argv);
   if (argc < 3) {
     fprintf(stderr, "usage: svfs-guest-tool CMD FILE [ARGS]\n");
     return 2;
