@@ -26,8 +26,9 @@ constexpr const char* kAllowed[] = {
     "pipe", "pipe2", "eventfd", "eventfd2", "poll", "ppoll", "select", "pselect6",
     "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
     "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd", "signalfd4",
-    // Sockets: the vhost-user connection (fds passed), versiond (reconnects), syslog.
-    "socket", "connect", "accept", "accept4", "bind", "listen", "shutdown", "getsockname",
+    // Sockets: the vhost-user connection (fds passed), versiond (reconnects), syslog, metrics.
+    // No bind or listen: every listening socket is bound before the filter goes on.
+    "socket", "connect", "accept", "accept4", "shutdown", "getsockname",
     "getpeername", "getsockopt", "setsockopt", "sendmsg", "recvmsg", "sendto", "recvfrom",
     "sendmmsg", "recvmmsg", "socketpair",
     // Credentials for guest requests.

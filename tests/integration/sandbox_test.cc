@@ -6,8 +6,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <string>
+#include <vector>
 
+#include "tests/support/files.h"
 #include "svfsd_fixture.h"
 
 namespace svfs_it {
@@ -42,6 +45,20 @@ bool SameFile(const std::string& a, const std::string& b) {
   struct stat sa {}, sb {};
   if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
   return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+std::vector<std::string> Words(const std::string& line) {
+  std::istringstream in(line);
+  return {std::istream_iterator<std::string>(in), std::istream_iterator<std::string>()};
 }
 
 class SandboxTest : public SvfsdFixture {
@@ -82,6 +99,20 @@ TEST_F(DefaultSandboxTest, NamespaceSandboxIsTheSharedDirectoryAlone) {
     EXPECT_NE(Namespace(serving, kind), Namespace(::getpid(), kind)) << kind;
     EXPECT_EQ(Namespace(supervisor, "mnt"), Namespace(::getpid(), "mnt"));
   }
+  // One mount, the share as its root: every other mount (the host's, its own /proc) is gone.
+  std::vector<std::vector<std::string>> mounts;
+  for (const std::string& line : Lines(Proc(serving, "mountinfo"))) mounts.push_back(Words(line));
+  ASSERT_EQ(mounts.size(), 1u) << svfs_test::ReadWholeFile(Proc(serving, "mountinfo"));
+  ASSERT_GE(mounts[0].size(), 5u);
+  EXPECT_EQ(mounts[0][4], "/");  // the mount point
+  // No network interface but loopback.
+  std::vector<std::string> interfaces;
+  for (const std::string& line : Lines(Proc(serving, "net/dev"))) {
+    if (const size_t colon = line.find(':'); colon != std::string::npos) {
+      interfaces.push_back(Words(line.substr(0, colon)).at(0));
+    }
+  }
+  EXPECT_EQ(interfaces, std::vector<std::string>{"lo"});
   std::ifstream status(Proc(serving, "status"));
   std::string text((std::istreambuf_iterator<char>(status)), {});
   EXPECT_NE(text.find("NSpid:\t" + std::to_string(serving) + "\t1\n"), std::string::npos)

@@ -280,8 +280,8 @@ class UnprivilegedTest : public LaunchLineTest {
     launch.args.insert(launch.args.end(), extra.begin(), extra.end());
     Daemon daemon(launch);
     if (!daemon.WaitForOutput(kWaiting, 10s)) {
-      outcome.output = daemon.Output();
       outcome.exit_status = daemon.WaitExit(5s);
+      outcome.output = daemon.Output();
       outcome.skipped = outcome.output.find("cannot create a user namespace") != std::string::npos;
       return outcome;
     }

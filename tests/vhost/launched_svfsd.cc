@@ -74,6 +74,7 @@ Daemon::Daemon(const Launch& launch, int listen_fd) {
       std::lock_guard lock(mutex_);
       output_.append(buffer, static_cast<size_t>(n));
     }
+    output_ended_ = true;
   });
 }
 

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -67,10 +68,13 @@ class Daemon {
     return !exited_;
   }
   // The exit status once the daemon exits within `timeout`; -1 if it is still running, -2 if a
-  // signal killed it.
+  // signal killed it. After an exit Output() holds all it wrote: the pipe is read to its end
+  // (for up to 2 s more, in case a grandchild still holds it).
   int WaitExit(std::chrono::milliseconds timeout) {
     svfs_test::WaitUntil([&] { return !Running(); }, timeout, std::chrono::milliseconds(5));
     if (!exited_) return -1;
+    svfs_test::WaitUntil([&] { return output_ended_.load(); }, std::chrono::seconds(2),
+                         std::chrono::milliseconds(1));
     return WIFEXITED(status_) ? WEXITSTATUS(status_) : -2;
   }
 
@@ -81,6 +85,7 @@ class Daemon {
   int status_ = 0;
   std::mutex mutex_;
   std::string output_;
+  std::atomic<bool> output_ended_{false};  // the reader saw the pipe's end
   std::thread reader_;
 };
 
