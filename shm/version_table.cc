@@ -113,6 +113,15 @@ uint64_t RealtimeNs() {
   return static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
 }
 
+// Why `mode` is not one a table may have; empty if it is.
+std::string CheckMode(unsigned mode) {
+  if ((mode & ~0777u) != 0 || (mode & 0002u) != 0 || (mode & 0600u) != 0600u) {
+    return fmt::format("mode {:o}: the owner must read and write, others may not write (e.g. "
+                       "0640, 0660)", mode);
+  }
+  return {};
+}
+
 }  // namespace
 
 struct VersionTable::Mapping {
@@ -123,6 +132,8 @@ struct VersionTable::Mapping {
   // object could shrink it: accesses then fault into the guard instead of killing us.
   FaultGuard guard;
   std::byte* base = nullptr;
+  // The object, kept by Create and by an Attach with kMustOwn: set_access changes it.
+  UniqueFd owned_object;
   uint64_t slot_count = 0;
   uint32_t header_bytes = 0;
   uint32_t slot_stride = 0;
@@ -170,12 +181,7 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
                                                       kMaxObjectBytes));
   }
 
-  if ((options.mode & ~0777u) != 0 || (options.mode & 0002u) != 0 ||
-      (options.mode & 0600u) != 0600u) {
-    return std::unexpected(Prefix(name) + fmt::format("mode {:o}: the owner must read and write, "
-                                                      "others may not write (e.g. 0640, 0660)",
-                                                      options.mode));
-  }
+  if (auto bad = CheckMode(options.mode); !bad.empty()) return std::unexpected(Prefix(name) + bad);
   bool created = false;
   try {
     // create_only is O_CREAT | O_EXCL: an object someone else made first is never adopted here.
@@ -198,6 +204,7 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
     mapping->region = bip::mapped_region(object, bip::read_write);
     mapping->guard = FaultGuard::Guard(mapping->region.get_address(), mapping->region.get_size());
     mapping->base = static_cast<std::byte*>(mapping->region.get_address());
+    mapping->owned_object = UniqueFd(::fcntl(object.get_mapping_handle().handle, F_DUPFD_CLOEXEC, 0));
     mapping->slot_count = options.slot_count;
     mapping->header_bytes = kHeaderBytes;
     mapping->slot_stride = stride;
@@ -244,8 +251,7 @@ std::expected<VersionTable, std::string> VersionTable::Create(const CreateOption
 void SetShmDirectory(int dir_fd) { g_shm_directory.store(dir_fd, std::memory_order_release); }
 
 std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view name_view,
-                                                              Access access, Owner owner,
-                                                              gid_t group) {
+                                                              Access access, Owner owner) {
   std::string name(name_view);
   auto object_name = ShmObjectName(name);
   if (!object_name) return std::unexpected(object_name.error());
@@ -298,11 +304,7 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
                                        "remove it",
                                        *object_name, st.st_uid, st.st_mode & 07777));
       }
-      if (group != kKeepGroup && st.st_gid != group && ::fchown(object_fd, kKeepUser, group) != 0) {
-        return std::unexpected(Prefix(name) + fmt::format("chown /dev/shm/{} to group {}: {}",
-                                                          *object_name, group,
-                                                          std::strerror(errno)));
-      }
+      mapping->owned_object = UniqueFd(::fcntl(object_fd, F_DUPFD_CLOEXEC, 0));
     }
     // Checked before mapping: mmap of an empty object fails, and reading a header past the end
     // of a short one would raise SIGBUS.
@@ -365,6 +367,24 @@ std::expected<VersionTable, std::string> VersionTable::Attach(std::string_view n
   mapping->header_bytes = kHeaderBytes;
   mapping->slot_stride = stride;
   return VersionTable(std::move(mapping));
+}
+
+std::expected<void, std::string> VersionTable::set_access(unsigned mode, gid_t group) {
+  const std::string& name = mapping_->name;
+  if (!mapping_->owned_object) {
+    return std::unexpected(Prefix(name) + "permissions are set only by the table's owner");
+  }
+  if (auto bad = CheckMode(mode); !bad.empty()) return std::unexpected(Prefix(name) + bad);
+  const int fd = mapping_->owned_object.get();
+  if (group != kKeepGroup && ::fchown(fd, kKeepUser, group) != 0) {
+    return std::unexpected(Prefix(name) + fmt::format("chown to group {}: {}", group,
+                                                      std::strerror(errno)));
+  }
+  if (::fchmod(fd, mode) != 0) {
+    return std::unexpected(Prefix(name) + fmt::format("chmod {:o}: {}", mode,
+                                                      std::strerror(errno)));
+  }
+  return {};
 }
 
 bool VersionTable::Remove(std::string_view name) {

@@ -50,6 +50,8 @@ void SetShmDirectory(int dir_fd);
 
 class VersionTable {
  public:
+  static constexpr gid_t kKeepGroup = static_cast<gid_t>(-1);
+
   struct CreateOptions {
     std::string name;           // shm object name, e.g. "svfs-versions" (file /dev/shm/<name>)
     uint64_t slot_count = 0;    // including slot 0; >= 2
@@ -60,19 +62,19 @@ class VersionTable {
     // The object's group (the VMMs' and any non-root svfsd's); kKeepGroup leaves the creator's.
     gid_t group = kKeepGroup;
   };
-  static constexpr gid_t kKeepGroup = static_cast<gid_t>(-1);
 
   // Creates a new table (fails if the object exists), random uuid, generation 1.
   static std::expected<VersionTable, std::string> Create(const CreateOptions& options);
   // Maps an existing table; checks magic, layout version, header size, stride and that the object
   // is large enough for slot_count. kReadOnly maps PROT_READ (svfsctl). 
   // kMustOwn (svfs-versiond taking a table over): the object must be this user's and not
-  // writable by others, so a table planted in /dev/shm is refused instead of adopted; its group
-  // is then set to `group` unless that is kKeepGroup.
+  // writable by others, so a table planted in /dev/shm is refused instead of adopted.
   enum class Owner { kAny, kMustOwn };
   static std::expected<VersionTable, std::string> Attach(std::string_view name, Access access,
-                                                         Owner owner = Owner::kAny,
-                                                         gid_t group = kKeepGroup);
+                                                         Owner owner = Owner::kAny);
+  // Sets the object's permission bits and group (kKeepGroup: unchanged), as Create does, on a
+  // table this process created or attached with kMustOwn (a restart applies new options).
+  std::expected<void, std::string> set_access(unsigned mode, gid_t group);
   // Removes the shm object name (existing mappings stay valid). Returns false if it did not exist.
   static bool Remove(std::string_view name);
 

@@ -395,11 +395,11 @@ struct OpenedTable {
 };
 
 std::expected<OpenedTable, std::string> OpenTable(const ServerOptions& options) {
-  // The table's group is the socket's: the first --allow-gid (VMMs and non-root svfsd daemons).
-  const gid_t group = options.allow_gids.empty() ? shm::VersionTable::kKeepGroup
-                                                 : options.allow_gids.front();
+  // The table's group is the socket's: the first --allow-gid (VMMs and non-root svfsd daemons),
+  // else versiond's own, as a table it creates would have.
+  const gid_t group = options.allow_gids.empty() ? ::getegid() : options.allow_gids.front();
   auto existing = shm::VersionTable::Attach(options.table_name, shm::Access::kReadWrite,
-                                            shm::VersionTable::Owner::kMustOwn, group);
+                                            shm::VersionTable::Owner::kMustOwn);
   if (!existing) {
     auto created = shm::VersionTable::Create({.name = options.table_name,
                                               .slot_count = options.capacity,
@@ -416,6 +416,10 @@ std::expected<OpenedTable, std::string> OpenTable(const ServerOptions& options) 
                                        existing.error(), created.error()));
   }
   shm::VersionTable table = std::move(*existing);
+  // Only a table that passed every check gets this start's mode and group.
+  if (auto set = table.set_access(options.table_mode, group); !set) {
+    return std::unexpected("svfs-versiond: taking over " + set.error());
+  }
   uint64_t generation = table.bump_generation();
   // Whatever happened while no versiond was watching is unknown: every slot may be stale, so
   // every slot moves on once. Versions only grow; guests revalidate each cached entry once.

@@ -361,24 +361,36 @@ TEST(VersionTableTest, WriterRefusesPlantedOrWritableTables) {
   EXPECT_FALSE(VersionTable::Create({.name = bad_mode.name(), .slot_count = 4, .mode = 0040}));
 }
 
-// The group that may map the table (svfs-versiond's first --allow-gid): set on a new table and on
-// one taken over, so a restart with another group applies it.
-TEST(VersionTableTest, CreateAndTakeOverSetTheGroup) {
+// The group that may map the table (svfs-versiond's first --allow-gid) and its mode: set on a
+// new table and, by its owner, on one taken over, so a restart with other options applies them.
+TEST(VersionTableTest, CreateAndTakeOverSetTheGroupAndMode) {
   if (::geteuid() != 0) GTEST_SKIP() << "chown to another group needs root";
   ScopedTableName name("group");
-  auto gid_of = [&] {
+  auto stat_of = [&] {
     struct stat st {};
     EXPECT_EQ(::stat(name.path().c_str(), &st), 0);
-    return st.st_gid;
+    return st;
   };
-  ASSERT_TRUE(VersionTable::Create({.name = name.name(), .slot_count = 4, .mode = 0660,
-                                    .group = 65534}));
-  EXPECT_EQ(gid_of(), 65534u);
-  ASSERT_TRUE(VersionTable::Attach(name.name(), Access::kReadWrite, VersionTable::Owner::kMustOwn,
-                                   1));
-  EXPECT_EQ(gid_of(), 1u);
-  ASSERT_TRUE(VersionTable::Attach(name.name(), Access::kReadWrite, VersionTable::Owner::kMustOwn));
-  EXPECT_EQ(gid_of(), 1u);  // kKeepGroup leaves it
+  {
+    auto created = VersionTable::Create({.name = name.name(), .slot_count = 4, .mode = 0660,
+                                         .group = 65534});
+    ASSERT_TRUE(created) << created.error();
+    EXPECT_EQ(stat_of().st_gid, 65534u);
+  }
+  auto owned = VersionTable::Attach(name.name(), Access::kReadWrite, VersionTable::Owner::kMustOwn);
+  ASSERT_TRUE(owned) << owned.error();
+  ASSERT_TRUE(owned->set_access(0640, 1));
+  EXPECT_EQ(stat_of().st_gid, 1u);
+  EXPECT_EQ(stat_of().st_mode & 0777, 0640u);
+  ASSERT_TRUE(owned->set_access(0660, VersionTable::kKeepGroup));
+  EXPECT_EQ(stat_of().st_gid, 1u);
+  EXPECT_EQ(stat_of().st_mode & 0777, 0660u);
+  EXPECT_FALSE(owned->set_access(0666, 1)) << "others may never write";
+  // A daemon's attach (kAny) does not own the table: it may not change it.
+  auto daemon = VersionTable::Attach(name.name(), Access::kReadWrite);
+  ASSERT_TRUE(daemon);
+  EXPECT_FALSE(daemon->set_access(0640, 1));
+  EXPECT_EQ(stat_of().st_mode & 0777, 0660u);
 }
 
 // Read-only attach must open the object O_RDONLY: it works where the caller may not write.

@@ -40,7 +40,10 @@ class VersiondProcess {
  public:
   VersiondProcess(std::string binary, std::string socket, std::string table,
                   std::vector<std::string> extra_args = {});
-  ~VersiondProcess();  // SIGTERM and reap if running; removes the table unless keep_table()
+  ~VersiondProcess();  // SIGTERM and reap if running; removes the table
+
+  // The options of the next Start() (a restart with other options).
+  void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
 
   // Starts it and waits until the socket accepts (fails the test after 5 s).
   void Start();

@@ -176,6 +176,30 @@ TEST_F(VersiondTest, TableShrunkUnderVersiondIsReportedAndReplacedOnRestart) {
   EXPECT_EQ(table->header().generation.load(), 1u) << "not a new table";
 }
 
+// A restart applies its --table-mode and group to the table it takes over: the first
+// --allow-gid, or versiond's own group without one.
+TEST(VersiondRestartTest, TakeOverAppliesTheTableModeAndGroup) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the table's group is set by chown (root)";
+  testing::TempDir dir;
+  testing::VersiondProcess versiond(SVFS_VERSIOND_PATH, dir.path() + "/versiond.sock",
+                                    testing::UniqueTableName());
+  const std::string path = "/dev/shm/" + versiond.table();
+  auto run = [&](std::vector<std::string> args) {
+    versiond.set_extra_args(std::move(args));
+    versiond.Start();
+    versiond.Kill(SIGTERM);
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << versiond.log();
+    return std::pair<unsigned, gid_t>{st.st_mode & 0777, st.st_gid};
+  };
+  using ModeAndGroup = std::pair<unsigned, gid_t>;
+  EXPECT_EQ(run({}), ModeAndGroup(0640, ::getegid()));
+  EXPECT_EQ(run({"--allow-gid", "65534", "--table-mode", "0660"}),
+            ModeAndGroup(0660, 65534));
+  EXPECT_NE(versiond.log().find("took over version table"), std::string::npos) << versiond.log();
+  EXPECT_EQ(run({"--table-mode", "0644"}), ModeAndGroup(0644, ::getegid()));
+}
+
 // One raw connection to versiond with its own event loop, for calls the client library never
 // makes (a second attach, too many directories).
 struct RawConnection {
