@@ -163,6 +163,19 @@ TEST_F(DefaultSandboxTest, KillingTheSupervisorTakesTheDaemonWithIt) {
       << "the sandboxed daemon outlived its supervisor";
 }
 
+// Reaps `pid` into `status` if it exits within `timeout`; otherwise kills and reaps it and
+// returns false, so a daemon that lives on fails the test instead of hanging it.
+bool ReapWithin(pid_t pid, int& status, std::chrono::milliseconds timeout) {
+  const bool exited = svfs_test::WaitUntil(
+      [&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout,
+      std::chrono::milliseconds(10));
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  return exited;
+}
+
 // Under --seccomp kill, the default, a system call outside the list kills svfsd; so does trap
 // (SIGSYS, whose default action ends the process). The call comes from a test-only trigger in
 // the launcher's environment (no guest reaches it), right after the filter: `trigger` "1" a
@@ -189,7 +202,8 @@ void ExpectForbiddenSystemCallKills(const char* seccomp, const char* trigger = "
     ::_exit(127);
   }
   int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(ReapWithin(pid, status, std::chrono::seconds(10)))
+      << "svfsd still runs 10 s after the forbidden call (killed now)";
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
       << "status " << status << ": not killed by SIGSYS";
   EXPECT_FALSE(IsMountPoint(mnt)) << "the supervisor left the mount behind";
@@ -255,7 +269,7 @@ TEST(SeccompTest, LogKeepsTheDaemonServing) {
   int status = 0;
   EXPECT_EQ(::waitpid(pid, &status, WNOHANG), 0) << "svfsd ended: status " << status;
   ::kill(pid, SIGTERM);
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(ReapWithin(pid, status, std::chrono::seconds(10))) << "svfsd ignored SIGTERM";
   EXPECT_FALSE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS);
   if (IsMountPoint(mnt)) AbortAndDetach(mnt);
   ::unlink((share + "/file").c_str());

@@ -76,7 +76,7 @@ run_suite() {
   # shellcheck disable=SC2086
   (cd "$dir" && env -i PATH=/usr/bin:/bin HOME="$dir" TMPDIR="$dir" LANG=C.UTF-8 \
      "${as[@]}" "$python" "$work/run_python_suite.py" "$dir/outcomes" $modules \
-     >"$work/out/$name.log" 2>&1) || true
+     </dev/null >"$work/out/$name.log" 2>&1) || true
   if [ ! -s "$dir/outcomes" ]; then
     tail -20 "$work/out/$name.log"; echo "posix: the suite did not run in $dir" >&2; exit 1
   fi

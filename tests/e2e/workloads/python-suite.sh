@@ -30,10 +30,11 @@ for user in $USERS; do
   dir=/work/guest-$user
   case $user in root) ids="" ;; *) ids="--as-user 65534 65534" ;; esac
   t0=$(cut -d' ' -f1 /proc/uptime)
+  # stdin from /dev/null as on the host (not the console, a terminal: test_device_encoding).
   # shellcheck disable=SC2086
   env -i PATH=/usr/bin HOME="$dir" TMPDIR="$dir" LANG=C.UTF-8 \
     chroot "$py" /usr/bin/python3 /run_python_suite.py --chdir "$dir" $ids "$dir/outcomes" $MODULES \
-    >"$py$dir.log" 2>&1
+    </dev/null >"$py$dir.log" 2>&1
   t1=$(cut -d' ' -f1 /proc/uptime)
   if [ -s "$py$dir/outcomes" ]; then
     echo "PASS python-suite $user: $(wc -l <"$py$dir/outcomes") tests run ($(echo "$t1 $t0" | awk '{printf "%.0f", $1 - $2}') s)"
