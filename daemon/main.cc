@@ -301,8 +301,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<svfs::metrics::MetricsServer> metrics_listening;
   // "{pid}" makes one path per daemon where a launcher gives every daemon the same arguments
   // (Kata's virtio_fs_extra_args).
-  if (const size_t at = options.metrics_socket.find("{pid}"); at != std::string::npos) {
-    options.metrics_socket.replace(at, 5, std::to_string(::getpid()));
+  constexpr std::string_view kPidField = "{pid}";
+  if (const size_t at = options.metrics_socket.find(kPidField); at != std::string::npos) {
+    options.metrics_socket.replace(at, kPidField.size(), std::to_string(::getpid()));
   }
   if (!options.metrics_socket.empty() || !options.metrics_address.empty()) {
     auto listening = svfs::metrics::MetricsServer::Listen(

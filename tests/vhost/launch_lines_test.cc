@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/shm/test_names.h"
 #include "tests/support/files.h"
 #include "tests/support/metrics_scrape.h"
 #include "tests/support/process.h"
@@ -217,21 +218,30 @@ TEST_F(LaunchLineTest, LibvirtDomainOfOperationsMdStartsAsLibvirtStartsIt) {
   EXPECT_EQ(XmlAttribute(xml, "access", "mode"), "shared") << "vhost-user needs shared RAM";
   EXPECT_EQ(XmlAttribute(xml, "driver", "type"), "virtiofs");
   EXPECT_EQ(XmlAttribute(xml, "binary", "path"), "/usr/bin/svfsd");  // where the .deb puts it
+  // libvirt's <cache mode> is none or always (absent: the daemon's default, auto); tristate
+  // switches give the option when on and its no_ form when off.
   const std::string cache = XmlAttribute(xml, "cache", "mode");
-  std::string options = "source={DIR},cache=" + cache;
+  std::string options = "source={DIR}";
+  if (!cache.empty()) options += ",cache=" + cache;
   if (const std::string sandbox = XmlAttribute(xml, "sandbox", "mode"); !sandbox.empty()) {
     options += ",sandbox=" + sandbox;
   }
-  if (XmlAttribute(xml, "binary", "xattr") == "on") options += ",xattr";
-  if (XmlAttribute(xml, "lock", "flock") == "on") options += ",flock";
-  if (XmlAttribute(xml, "lock", "posix") == "on") options += ",posix_lock";
+  const auto tristate = [&](const std::string& element, const std::string& attribute,
+                            const std::string& option) {
+    const std::string value = XmlAttribute(xml, element, attribute);
+    if (value == "on") options += "," + option;
+    if (value == "off") options += ",no_" + option;
+  };
+  tristate("binary", "xattr", "xattr");
+  tristate("lock", "flock", "flock");
+  tristate("lock", "posix", "posix_lock");
   Launch launch{.args = {"--fd=25", "-o", options}, .pass_fd = 25};
   if (const std::string pool = XmlAttribute(xml, "thread_pool", "size"); !pool.empty()) {
     launch.args.push_back("--thread-pool-size=" + pool);
   }
   const Served served = RunWithFd(launch);
   ExpectServed(served);
-  EXPECT_EQ(served.entry_valid, cache == "none" ? 0u : cache == "auto" ? 1u : 86400u)
+  EXPECT_EQ(served.entry_valid, cache == "none" ? 0u : cache == "always" ? 86400u : 1u)
       << "the domain's <cache mode='" << cache << "'>";
 }
 
@@ -331,7 +341,8 @@ TEST_F(UnprivilegedTest, ServesInAUserNamespaceOfItsOwn) {
 // of its own, attaches, maps the table read-write and serves.
 TEST_F(UnprivilegedTest, SharedVersionsFromItsOwnUserNamespace) {
   const fs::path versiond_socket = tmp_.path() / "versiond.sock";
-  const std::string table = "svfs-unpriv-" + std::to_string(::getpid());
+  const svfs::shm::testing::ScopedTableName table_name("unpriv");
+  const std::string& table = table_name.name();
   svfs_test::Process versiond;
   ASSERT_TRUE(versiond.Start({SVFS_VERSIOND_PATH, "--socket", versiond_socket.string(), "--table",
                               table, "--capacity", "1024", "--allow-gid",
@@ -354,7 +365,6 @@ TEST_F(UnprivilegedTest, SharedVersionsFromItsOwnUserNamespace) {
                                           .output;
                           });
   versiond.Kill(SIGTERM);
-  ::unlink(("/dev/shm/" + table).c_str());
   if (outcome.skipped) GTEST_SKIP() << "the kernel forbids unprivileged user namespaces here";
   EXPECT_TRUE(outcome.own_user_namespace) << outcome.output;
   EXPECT_NE(outcome.output.find("attached to svfs-versiond"), std::string::npos) << outcome.output;
@@ -491,7 +501,8 @@ class KataSharedRouteTest : public LaunchLineTest,
 
 TEST_P(KataSharedRouteTest, ExtraArgsAfterKatasCacheSelectSharedVersions) {
   const fs::path versiond_socket = tmp_.path() / "versiond.sock";
-  const std::string table = "svfs-launch-" + std::to_string(::getpid());
+  const svfs::shm::testing::ScopedTableName table_name("launch");
+  const std::string& table = table_name.name();
   svfs_test::Process versiond;
   ASSERT_TRUE(versiond.Start({SVFS_VERSIOND_PATH, "--socket", versiond_socket.string(), "--table",
                               table, "--capacity", "1024"},
@@ -535,7 +546,6 @@ TEST_P(KataSharedRouteTest, ExtraArgsAfterKatasCacheSelectSharedVersions) {
       << clients << daemon.Output();
   ExpectServed(ServeAndDisconnect(daemon, socket_));
   versiond.Kill(SIGTERM);
-  ::unlink(("/dev/shm/" + table).c_str());
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -620,7 +630,8 @@ TEST_F(KataConfigurationTest, EveryBlockOfOperationsMdStartsAndServesItsMode) {
       arg = Replace(arg, "/run/svfs/versiond.sock", versiond_socket.string());
       arg = Replace(arg, "/run/svfs/", metrics_dir.string() + "/");
     }
-    const std::string table = "svfs-kata-doc-" + std::to_string(::getpid());
+    const svfs::shm::testing::ScopedTableName table_name("kata-doc");
+    const std::string& table = table_name.name();
     svfs_test::Process versiond;
     if (shared) {
       ASSERT_TRUE(versiond.Start({SVFS_VERSIOND_PATH, "--socket", versiond_socket.string(),
@@ -661,7 +672,6 @@ TEST_F(KataConfigurationTest, EveryBlockOfOperationsMdStartsAndServesItsMode) {
       EXPECT_GE(metrics->at("svfsd_version_samples_total"), 1) << "the LOOKUP reply's version";
       EXPECT_EQ(served.entry_valid, 0u) << "a stock client is served as cache=none";
       versiond.Kill(SIGTERM);
-      ::unlink(("/dev/shm/" + table).c_str());
     } else {
       EXPECT_EQ(served.entry_valid, cache == "never" ? 0u : cache == "auto" ? 1u : 86400u);
     }
