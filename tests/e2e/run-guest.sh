@@ -49,6 +49,11 @@
 #   --subids BASE:COUNT        with --as-user: give USER the subordinate IDs BASE..BASE+COUNT-1 in
 #                              /etc/subuid and /etc/subgid for the run (newuidmap checks them;
 #                              restored on exit), for --daemon-arg --uid-map=... maps
+#   --from-doc SECTION         start svfsd and QEMU with the lines of docs/operations.md's
+#                              "## SECTION" example (QEMU, DAX) as a user copies them: only its
+#                              socket and share paths and its "..." (kernel, initrd, console) are
+#                              the harness's; the guest mounts with the tag and -o options the
+#                              example's comment gives; DAX also needs SETUPMAPPING counted
 #   --keep                     keep the work directory (serial log, daemon log)
 #   --quiet                    do not echo the workload output
 # Host actions: a workload line "SVFS-E2E-HOSTACT ID KIND ARGS ;" makes the runner act on the host
@@ -92,6 +97,7 @@ dax_window=
 kata_rs=0
 as_user=
 subids=
+from_doc=
 keep=0
 quiet=0
 
@@ -121,6 +127,7 @@ while [ $# -gt 0 ]; do
     --dax-window) dax_window=$2; shift 2 ;;
     --kata-runtime-rs) kata_rs=1; shift ;;
     --as-user) as_user=$2; shift 2 ;;
+    --from-doc) from_doc=$2; shift 2 ;;
     --subids) subids=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --quiet) quiet=1; shift ;;
@@ -219,6 +226,53 @@ if [ -n "$table_name" ]; then
   for _ in $(seq 1 50); do [ -s "$table_file" ] && break; sleep 0.1; done
   [ -s "$table_file" ] || die "--table: $table_file missing or empty"
 fi
+# --from-doc: the example's lines, "\"-continued lines joined, comments kept apart.
+doc_qemu=()
+doc_tag=
+if [ -n "$from_doc" ]; then
+  [ "$daemon" = svfsd ] || { say "--from-doc needs --daemon svfsd"; exit 2; }
+  block=$(awk -v want="## $from_doc" '
+    $0 == want { on = 1; next }
+    on && /^## / { exit }
+    on && /^    / { print substr($0, 5); seen = 1; next }
+    on && seen && /[^ ]/ { exit }' "$repo/docs/operations.md" | sed -e ':a' -e '/\\$/N; s/\\\n *//; ta')
+  [ -n "$block" ] || die "--from-doc: no indented example under '## $from_doc' in docs/operations.md"
+  say "example of docs/operations.md '## $from_doc':"; echo "$block" | sed 's/^/  doc| /'
+  doc_line() { echo "$block" | grep -E "$1" | head -n1 | sed -e 's/ *#.*//' -e 's/ *&$//'; }
+  read -r -a cmd <<<"$(doc_line '^svfsd ')"
+  [ "${#cmd[@]}" -gt 1 ] || die "--from-doc: no svfsd line in the example"
+  read -r -a doc_qemu <<<"$(doc_line '^(qemu-system-x86_64|"\$SVFS_QEMU_DAX") ')"
+  [ "${#doc_qemu[@]}" -gt 1 ] || die "--from-doc: no QEMU line in the example"
+  mount_line=$(echo "$block" | sed -n 's/.*# in the guest: mount -t virtiofs //p' | head -n1)
+  read -r -a mount_words <<<"${mount_line%%(*}"
+  while [ "${#mount_words[@]}" -gt 0 ]; do
+    case "${mount_words[0]}" in
+      -o) mountopts=${mount_words[1]}; mount_words=("${mount_words[@]:2}") ;;
+      *) doc_tag=${mount_words[0]}; break ;;
+    esac
+  done
+  [ -n "$doc_tag" ] || die "--from-doc: no '# in the guest: mount -t virtiofs ... TAG /mnt' line"
+  # The example's own paths become the harness's.
+  doc_sock=$(echo "$block" | grep -o -- '--socket-path [^ ]*' | head -n1 | cut -d' ' -f2)
+  doc_share=$(echo "$block" | grep -o -- '--shared-dir [^ ]*' | head -n1 | cut -d' ' -f2)
+  for i in "${!cmd[@]}"; do
+    case "${cmd[$i]}" in "$doc_sock") cmd[i]=$sock ;; "$doc_share") cmd[i]=$share ;; esac
+  done
+  cmd[0]=$svfsd
+  for i in "${!doc_qemu[@]}"; do doc_qemu[i]=${doc_qemu[$i]//$doc_sock/$sock}; done
+  if echo "$block" | grep -q 'eval "$(tests/e2e/qemu-dax/build.sh)"'; then
+    qemu_vars=$("$here/qemu-dax/build.sh") || die "tests/e2e/qemu-dax/build.sh failed"
+    qemu=${qemu_vars#SVFS_QEMU_DAX=}
+  fi
+  case "${doc_qemu[0]}" in
+    '"$SVFS_QEMU_DAX"'|'$SVFS_QEMU_DAX') [ -n "$qemu" ] || die "--from-doc: SVFS_QEMU_DAX unset" ;;
+    *) qemu=$(command -v "${doc_qemu[0]}") || skip "${doc_qemu[0]} missing" ;;
+  esac
+  doc_qemu=("${doc_qemu[@]:1}")
+fi
+if [ -n "$from_doc" ]; then
+  :  # cmd is the example's
+else
 case "$daemon" in
   svfsd) if [ "$kata_rs" = 1 ]; then
       # As runtime-rs 3.1+ composes it (tests/vhost/launch_lines_test.cc cites the source): its
@@ -231,6 +285,7 @@ case "$daemon" in
   virtiofsd) cmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache" -o xattr) ;;
 esac
 [ -n "$dax_window" ] && [ "$daemon" = svfsd ] && cmd+=(--dax-window-size "$dax_window")
+fi
 cmd+=("${daemon_args[@]}")
 [ "$kata_rs" = 1 ] && cmd+=(--xattr)
 say "daemon: ${cmd[*]}"
@@ -319,7 +374,7 @@ elif [ -n "$table_file" ]; then
   table_dev=(-object "memory-backend-file,id=vt,mem-path=$table_file,size=$(stat -c %s "$table_file"),share=on,readonly=on"
     -device ivshmem-plain,memdev=vt)
 fi
-cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
+cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=${doc_tag:-svfs}"
 [ -n "$mountopts" ] && cmdline+=" svfs.mountopts=$mountopts"
 [ -n "$kmod" ] && [ -n "$(kmod_cmdline "$kmod")" ] && cmdline+=" $(kmod_cmdline "$kmod")"
 
@@ -330,16 +385,26 @@ if [ "$accel" = tcg ]; then
 else
   accel_args=(-accel "$accel" -smp "$smp")
 fi
+harness_args=(-kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd" -append "$cmdline"
+  -nodefaults -display none -no-reboot -monitor none
+  -chardev file,id=ser,path="$serial" -serial chardev:ser)
+if [ -n "$from_doc" ]; then
+  # The example's arguments, its "..." the harness's own.
+  qargs=("${accel_args[@]}" "${cpu[@]}")
+  for a in "${doc_qemu[@]}"; do
+    if [ "$a" = ... ]; then qargs+=("${harness_args[@]}"); else qargs+=("$a"); fi
+  done
+else
 qargs=("${accel_args[@]}" "${cpu[@]}" -machine q35 -m "$mem"
   -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem
   -chardev socket,id=vfs,path="$sock"
   -device vhost-user-fs-pci,chardev=vfs,tag=svfs,num-request-queues="$queues"${dax_window:+,cache-size=$dax_window}
   "${table_dev[@]}"
-  -kernel "$SVFS_GUEST_KERNEL" -initrd "$work/initrd"
-  -append "$cmdline"
-  -nodefaults -display none -no-reboot -monitor none
-  -chardev file,id=ser,path="$serial" -serial chardev:ser)
-say "guest: $SVFS_GUEST_KVER${kmod:+ (modules from $kmod)}, accel $accel, $queues request queue(s), cache $cache${dax_window:+, DAX window $dax_window}${table_name:+, table $table_name}${mountopts:+, -o $mountopts}, $(basename "$workload") ${envs[*]}"
+  "${harness_args[@]}")
+fi
+queues_said="$queues request queue(s)"
+[ -n "$from_doc" ] && queues_said="the example's device"
+say "guest: $SVFS_GUEST_KVER${kmod:+ (modules from $kmod)}, accel $accel, $queues_said, cache $cache${dax_window:+, DAX window $dax_window}${table_name:+, table $table_name}${mountopts:+, -o $mountopts}, $(basename "$workload") ${envs[*]}"
 t_start=$(now)
 timeout "$timeout_s" "$qemu" "${qargs[@]}" >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -491,6 +556,11 @@ if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/daemon
   echo "FAIL daemon: sanitizer report in its log"; failures=$((failures + 1))
 fi
 
+if [ -n "$from_doc" ] && [[ ",$mountopts," == *,dax,* ]]; then
+  maps=$(awk '$1 == "SETUPMAPPING" { print $2 }' "$work/daemon.log" | tail -n1)
+  if [ "${maps:-0}" -gt 0 ]; then echo "PASS the guest mapped files through the DAX window ($maps SETUPMAPPING)"
+  else echo "FAIL daemon: no SETUPMAPPING counted with -o dax"; failures=$((failures + 1)); fi
+fi
 if [ -n "$as_user" ]; then
   if [ "$daemon_identity" = "$as_user" ] && grep -q "unprivileged (uid $(id -u "$as_user")" "$work/daemon.log"; then
     echo "PASS daemon served as $as_user in a user namespace of its own"

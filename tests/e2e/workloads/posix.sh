@@ -4,7 +4,8 @@
 # "SKIP name: why" per check, "HOSTCHECK ..." lines the host runner verifies against the shared
 # directory after the guest exits, and a summary "N passed, N failed, N skipped".
 # Knobs (set by tests/e2e/run-guest.sh --env): BIG_MIB (size of the checksummed file, default 64),
-# DIR_ENTRIES (entries of the big directory, default 10000).
+# DIR_ENTRIES (entries of the big directory, default 10000), XATTR=off (the daemon serves no
+# xattrs: the xattr check is skipped).
 root=${1:-/mnt}
 BIG_MIB=${BIG_MIB:-64}
 DIR_ENTRIES=${DIR_ENTRIES:-10000}
@@ -90,8 +91,9 @@ if command -v $tool >/dev/null 2>&1; then
       $tool listxattr x | grep -qx user.svfs && $tool removexattr x user.svfs &&
       ! $tool getxattr x user.svfs >/dev/null 2>&1
   }
-  # The daemon runs with xattr support (svfsd --xattr, virtiofsd -o xattr).
-  check xattr t_xattr
+  # The daemon runs with xattr support (svfsd --xattr, virtiofsd -o xattr) unless XATTR=off.
+  if [ "${XATTR:-on}" = off ]; then skip xattr "the daemon serves no xattrs (XATTR=off)"
+  else check xattr t_xattr; fi
   check flock $tool flock lk
   check posix-lock $tool posixlock plk
   # Linux < 6.6 refuses MAP_SHARED on FOPEN_DIRECT_IO files (ENODEV), which is what cache=none
