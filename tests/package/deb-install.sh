@@ -4,7 +4,9 @@
 #   - the binaries at their paths run (--version, --help; /usr/bin/svfsd and the virtiofsd entry
 #     point are links to /usr/libexec/svfsd), the Depends computed by dpkg-shlibdeps
 #   - man pages for svfsd(1), svfsctl(1), svfs-versiond(8), naming every option of --help
-#   - 50-svfsd.json parses, says "type": "fs" and names the installed svfsd
+#   - 50-svfsd.json parses, says "type": "fs" and names the installed svfsd; libvirt's lookup
+#     (JSON files in name order) picks it, or with qemu-system-common's 50-qemu-virtiofsd.json
+#     picks the C daemon until docs/operations.md's /etc link is made
 #   - systemd-analyze verify passes on the units (when systemd-analyze is there)
 #   - the installed svfs-versiond and svfsctl work together: by hand on a temp socket, started by
 #     systemd-socket-activate (the activation protocol without systemd as PID 1), and through
@@ -129,6 +131,46 @@ assert d["binary"] == "/usr/libexec/svfsd", d
 assert os.access(d["binary"], os.X_OK), d
 assert d.get("description"), d
 PY
+
+# The backend libvirt picks for a <filesystem> without <binary path>, as qemuInteropFetchConfigs
+# (src/qemu/qemu_interop_config.c) and qemuVhostUserFillDomainFS find it: file names from
+# /usr/share, /etc and ~/.config's qemu/vhost-user (a later directory's file replaces the same
+# name), sorted by name, empty files skipped (they mask), the first whose type is "fs".
+libvirt_fs_backend() {
+  python3 - <<'PY'
+import json, os
+files = {}
+for d in ("/usr/share/qemu/vhost-user", "/etc/qemu/vhost-user",
+          os.path.expanduser("~/.config/qemu/vhost-user")):
+    if os.path.isdir(d):
+        for name in os.listdir(d):
+            if not name.startswith("."):
+                files[name] = os.path.join(d, name)
+for name in sorted(files):
+    path = files[name]
+    if os.path.getsize(path) == 0:
+        continue
+    d = json.load(open(path))
+    if d.get("type") == "fs":
+        print(d["binary"])
+        break
+PY
+}
+picked=$(libvirt_fs_backend)
+if [ -f /usr/share/qemu/vhost-user/50-qemu-virtiofsd.json ] && [ ! -e /etc/qemu/vhost-user/50-qemu-virtiofsd.json ]; then
+  [ "$picked" != /usr/libexec/svfsd ] || fail "libvirt would pick svfsd before the C virtiofsd's JSON"
+  # docs/operations.md's way to make svfsd libvirt's default.
+  mkdir -p /etc/qemu/vhost-user
+  ln -s /usr/share/qemu/vhost-user/50-svfsd.json /etc/qemu/vhost-user/50-qemu-virtiofsd.json
+  picked=$(libvirt_fs_backend)
+  rm /etc/qemu/vhost-user/50-qemu-virtiofsd.json
+  rmdir /etc/qemu/vhost-user 2>/dev/null || true
+  [ "$picked" = /usr/libexec/svfsd ] || fail "with docs/operations.md's link libvirt picks '$picked', not svfsd"
+  echo "package.deb: libvirt's lookup picks the C virtiofsd, and svfsd with the documented /etc link"
+else
+  [ "$picked" = /usr/libexec/svfsd ] || fail "libvirt's lookup picks '$picked', not svfsd"
+  echo "package.deb: libvirt's lookup picks svfsd"
+fi
 
 step "guest patches, docs"
 patches=/usr/share/svfs/guest-kmod-patches
