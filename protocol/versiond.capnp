@@ -48,6 +48,19 @@ struct Stats {
   hostBumps @3 :UInt64;          # bumps caused by fanotify events since start
   startedAtNs @4 :UInt64;        # CLOCK_REALTIME when this versiond started
   watchedFilesystems @5 :UInt64; # fanotify filesystem marks held
+  federation @6 :List(FederatedVolumeStats);  # with --federation, one per --volume
+}
+
+# One federated volume (svfs-versiond --federation --volume NAME), counted from start.
+struct FederatedVolumeStats {
+  name @0 :Text;
+  fsid @1 :UInt64;              # the volume's filesystem on this host (packed f_fsid)
+  connected @2 :Bool;           # to a NATS server, now
+  remoteBumps @3 :UInt64;       # slots bumped for other hosts' changes
+  resyncs @4 :UInt64;           # bumps of every slot: joining, a gap, a reconnect, a marker, ...
+  publishedHandles @5 :UInt64;  # changed inodes sent to the other hosts
+  publishedMessages @6 :UInt64; # JetStream messages acknowledged (batches and markers)
+  publishedBytes @7 :UInt64;    # their bodies
 }
 
 interface Versiond {

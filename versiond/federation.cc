@@ -59,16 +59,20 @@ std::string Hex(const OriginId& id) {
   return out;
 }
 
-class NatsFederation final : public Federation {
+// One volume: its own connection, stream, subscription and publishing thread.
+class NatsVolume {
  public:
-  NatsFederation(const FederationOptions& options, shm::VersionTable& table)
-      : Federation(options.volume_fsid),
-        options_(options),
+  NatsVolume(const FederationOptions& options, const FederatedVolume& volume,
+             shm::VersionTable& table)
+      : options_(options),
+        volume_(volume),
         table_(table),
-        stream_("svfs-" + options.volume),
-        subject_("svfs." + options.volume + ".bumps") {}
+        stream_("svfs-" + volume.name),
+        subject_("svfs." + volume.name + ".bumps") {}
 
-  ~NatsFederation() override {
+  // Stops the worker, unsubscribes and closes the connection. The client's threads may still be
+  // in a callback that names this object until nats_CloseAndWait (NatsFederation's destructor).
+  void Close() {
     {
       std::lock_guard lock(mu_);
       stop_ = true;
@@ -81,8 +85,19 @@ class NatsFederation final : public Federation {
     if (connection_) natsConnection_Close(connection_.get());
     connection_.reset();
     nats_options_.reset();
-    // The client's threads may still be in a callback that names this object.
-    nats_CloseAndWait(2000);
+  }
+
+  uint64_t fsid() const { return volume_.fsid; }
+
+  VolumeStatus status() const {
+    return {.name = volume_.name,
+            .fsid = volume_.fsid,
+            .connected = connected_.load(std::memory_order_relaxed),
+            .remote_bumps = remote_bumps_.load(std::memory_order_relaxed),
+            .resyncs = resyncs_.load(std::memory_order_relaxed),
+            .published_handles = published_handles_.load(std::memory_order_relaxed),
+            .published_messages = published_messages_.load(std::memory_order_relaxed),
+            .published_bytes = published_bytes_.load(std::memory_order_relaxed)};
   }
 
   std::expected<void, std::string> Connect() {
@@ -95,7 +110,7 @@ class NatsFederation final : public Federation {
     std::vector<const char*> urls;
     for (const std::string& url : options_.servers) urls.push_back(url.c_str());
     natsOptions* o = nats_options_.get();
-    const std::string name = "svfs-versiond " + options_.volume;
+    const std::string name = "svfs-versiond " + volume_.name;
     if (natsStatus s = natsOptions_SetServers(o, urls.data(), static_cast<int>(urls.size()));
         s != NATS_OK) {
       return std::unexpected(Fail(fmt::format("bad server list: {}", NatsError(s))));
@@ -107,15 +122,16 @@ class NatsFederation final : public Federation {
     // A dead server behind a live TCP connection is noticed within about 3 s.
     natsOptions_SetPingInterval(o, 1000);
     natsOptions_SetMaxPingsOut(o, 2);
-    natsOptions_SetDisconnectedCB(o, &NatsFederation::OnDisconnected, this);
-    natsOptions_SetReconnectedCB(o, &NatsFederation::OnReconnected, this);
-    natsOptions_SetErrorHandler(o, &NatsFederation::OnError, this);
+    natsOptions_SetDisconnectedCB(o, &NatsVolume::OnDisconnected, this);
+    natsOptions_SetReconnectedCB(o, &NatsVolume::OnReconnected, this);
+    natsOptions_SetErrorHandler(o, &NatsVolume::OnError, this);
     natsConnection* conn = nullptr;
     if (natsStatus s = natsConnection_Connect(&conn, o); s != NATS_OK) {
       return std::unexpected(Fail(fmt::format("cannot connect: {}; start nats-server (with -js) "
                                               "there, or leave --federation out", NatsError(s))));
     }
     connection_.reset(conn);
+    connected_ = true;
     jsOptions js_options;
     jsOptions_Init(&js_options);
     js_options.Wait = 2000;
@@ -127,13 +143,13 @@ class NatsFederation final : public Federation {
     if (auto ok = EnsureStream(); !ok) return ok;
     if (auto ok = Subscribe(); !ok) return ok;
     BumpAll("joined the federation (changes from before cannot be known)");
-    spdlog::info("federation: volume {} on {} (stream {}, subject {}), origin {}", options_.volume,
+    spdlog::info("federation: volume {} on {} (stream {}, subject {}), origin {}", volume_.name,
                  fmt::join(options_.servers, ","), stream_, subject_, Hex(origin_));
     worker_ = std::thread([this] { Run(); });
     return {};
   }
 
-  void Publish(int32_t handle_type, std::span<const unsigned char> handle) override {
+  void Publish(int32_t handle_type, std::span<const unsigned char> handle) {
     {
       std::lock_guard lock(mu_);
       if (publish_all_) return;  // the volume-wide bump still to be sent covers this change
@@ -147,7 +163,7 @@ class NatsFederation final : public Federation {
     cv_.notify_one();
   }
 
-  void PublishAll() override {
+  void PublishAll() {
     {
       std::lock_guard lock(mu_);
       queue_.clear();
@@ -158,7 +174,8 @@ class NatsFederation final : public Federation {
 
  private:
   std::string Fail(const std::string& what) const {
-    return fmt::format("svfs-versiond: --federation {}: {}", fmt::join(options_.servers, ","), what);
+    return fmt::format("svfs-versiond: --federation {} (--volume {}): {}",
+                       fmt::join(options_.servers, ","), volume_.name, what);
   }
 
   std::expected<void, std::string> EnsureStream() {
@@ -216,7 +233,7 @@ class NatsFederation final : public Federation {
     natsSubscription* sub = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     next_sequence_ = 0;
-    if (natsStatus s = js_Subscribe(&sub, js_.get(), subject_.c_str(), &NatsFederation::OnMessage,
+    if (natsStatus s = js_Subscribe(&sub, js_.get(), subject_.c_str(), &NatsVolume::OnMessage,
                                     this, nullptr, &sub_options, &code);
         s != NATS_OK) {
       return std::unexpected(Fail(fmt::format("cannot subscribe to {}: {}", subject_, NatsError(s))));
@@ -299,6 +316,9 @@ class NatsFederation final : public Federation {
       return false;
     }
     jsPubAck_Destroy(ack);
+    published_messages_.fetch_add(1, std::memory_order_relaxed);
+    published_bytes_.fetch_add(body.size(), std::memory_order_relaxed);
+    published_handles_.fetch_add(message.handles.size(), std::memory_order_relaxed);
     if (publish_failing_) spdlog::info("federation: publishing on {} again", subject_);
     publish_failing_ = false;
     return true;
@@ -339,34 +359,37 @@ class NatsFederation final : public Federation {
     const uint64_t slots = table_.slot_count();
     for (const ChangedHandle& handle : message->handles) {
       table_.bump(protocol::SlotOf(
-          protocol::HandleIdentity(volume_fsid(), handle.type, handle.bytes), slots));
+          protocol::HandleIdentity(volume_.fsid, handle.type, handle.bytes), slots));
     }
     remote_bumps_.fetch_add(message->handles.size(), std::memory_order_relaxed);
   }
 
   void BumpAll(const std::string& why) {
     resyncs_.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("federation: {}: bumped all {} slots", why, table_.bump_all());
+    spdlog::warn("federation: volume {}: {}: bumped all {} slots", volume_.name, why,
+                 table_.bump_all());
   }
 
   static void OnMessage(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
-    auto* self = static_cast<NatsFederation*>(closure);
+    auto* self = static_cast<NatsVolume*>(closure);
     if (sub == self->current_.load()) self->Receive(msg);
     natsMsg_Destroy(msg);
   }
 
   static void OnDisconnected(natsConnection*, void* closure) {
-    auto* self = static_cast<NatsFederation*>(closure);
+    auto* self = static_cast<NatsVolume*>(closure);
+    self->connected_ = false;
     if (self->closing_) return;
-    spdlog::warn("federation: lost the NATS connection; serving locally, every slot will be "
-                 "bumped when it returns");
+    spdlog::warn("federation: volume {}: lost the NATS connection; serving locally, every slot "
+                 "will be bumped when it returns", self->volume_.name);
   }
 
   static void OnReconnected(natsConnection* conn, void* closure) {
-    auto* self = static_cast<NatsFederation*>(closure);
+    auto* self = static_cast<NatsVolume*>(closure);
     char url[256] = "";
     natsConnection_GetConnectedUrl(conn, url, sizeof(url));
-    spdlog::info("federation: reconnected to {}", url);
+    self->connected_ = true;
+    spdlog::info("federation: volume {}: reconnected to {}", self->volume_.name, url);
     self->resync_pending_ = true;
     {
       std::lock_guard lock(self->mu_);
@@ -376,7 +399,7 @@ class NatsFederation final : public Federation {
   }
 
   static void OnError(natsConnection*, natsSubscription* sub, natsStatus status, void* closure) {
-    auto* self = static_cast<NatsFederation*>(closure);
+    auto* self = static_cast<NatsVolume*>(closure);
     if (status == NATS_SLOW_CONSUMER && sub != nullptr) {
       self->BumpAll("fell behind (the client dropped messages)");
       return;
@@ -385,6 +408,7 @@ class NatsFederation final : public Federation {
   }
 
   const FederationOptions options_;
+  const FederatedVolume volume_;
   shm::VersionTable& table_;
   const std::string stream_;
   const std::string subject_;
@@ -403,6 +427,13 @@ class NatsFederation final : public Federation {
   std::atomic<bool> closing_{false};
   // Set on reconnect, cleared just before the worker's "back on NATS" bump of every slot.
   std::atomic<bool> resync_pending_{false};
+  std::atomic<bool> connected_{false};
+
+  std::atomic<uint64_t> remote_bumps_{0};
+  std::atomic<uint64_t> resyncs_{0};
+  std::atomic<uint64_t> published_handles_{0};
+  std::atomic<uint64_t> published_messages_{0};
+  std::atomic<uint64_t> published_bytes_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -414,12 +445,51 @@ class NatsFederation final : public Federation {
   std::thread worker_;
 };
 
+// Every volume of this versiond. The NATS library is shut down once, after every volume's
+// connection is closed and before any volume is freed.
+class NatsFederation final : public Federation {
+ public:
+  ~NatsFederation() override {
+    for (auto& volume : volumes_) volume->Close();
+    nats_CloseAndWait(2000);
+  }
+
+  std::expected<void, std::string> Add(const FederationOptions& options,
+                                       const FederatedVolume& volume, shm::VersionTable& table) {
+    volumes_.push_back(std::make_unique<NatsVolume>(options, volume, table));
+    return volumes_.back()->Connect();
+  }
+
+  void Publish(uint64_t fsid, int32_t handle_type, std::span<const unsigned char> handle) override {
+    for (auto& volume : volumes_) {
+      if (volume->fsid() == fsid) volume->Publish(handle_type, handle);
+    }
+  }
+
+  void PublishAll() override {
+    for (auto& volume : volumes_) volume->PublishAll();
+  }
+
+  std::vector<VolumeStatus> status() const override {
+    std::vector<VolumeStatus> out;
+    for (const auto& volume : volumes_) out.push_back(volume->status());
+    return out;
+  }
+
+ private:
+  std::vector<std::unique_ptr<NatsVolume>> volumes_;
+};
+
 }  // namespace
 
 std::expected<std::unique_ptr<Federation>, std::string> Federation::Start(
     const FederationOptions& options, shm::VersionTable& table) {
-  auto federation = std::make_unique<NatsFederation>(options, table);
-  if (auto connected = federation->Connect(); !connected) return std::unexpected(connected.error());
+  auto federation = std::make_unique<NatsFederation>();
+  for (const FederatedVolume& volume : options.volumes) {
+    if (auto connected = federation->Add(options, volume, table); !connected) {
+      return std::unexpected(connected.error());
+    }
+  }
   return federation;
 }
 

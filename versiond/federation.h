@@ -10,7 +10,6 @@
 // malformed message) becomes "every slot changed" for whoever may have missed it.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -22,11 +21,28 @@
 
 namespace svfs::versiond {
 
+// One federated volume: its name on every host, and its filesystem on this one.
+struct FederatedVolume {
+  std::string name;   // [A-Za-z0-9_-]+
+  uint64_t fsid = 0;  // PackFsid of the volume's filesystem on this host
+};
+
 struct FederationOptions {
-  std::vector<std::string> servers;  // nats://HOST:PORT each
-  std::string volume;                // [A-Za-z0-9_-]+
-  uint64_t volume_fsid = 0;          // PackFsid of the volume's filesystem on this host
-  int replicas = 1;                  // of the stream, if this versiond creates it (<= cluster size)
+  std::vector<std::string> servers;      // nats://HOST:PORT each
+  std::vector<FederatedVolume> volumes;  // at least one
+  int replicas = 1;                      // of each stream this versiond creates (<= cluster size)
+};
+
+// What svfsctl and /metrics show of one volume. Counters count from start.
+struct VolumeStatus {
+  std::string name;
+  uint64_t fsid = 0;
+  bool connected = false;           // to a NATS server, now
+  uint64_t remote_bumps = 0;        // slots bumped for other hosts' changes
+  uint64_t resyncs = 0;             // bumps of every slot (joining, a gap, a reconnect, ...)
+  uint64_t published_handles = 0;   // changed inodes sent
+  uint64_t published_messages = 0;  // JetStream messages acknowledged (batches, markers)
+  uint64_t published_bytes = 0;     // their bodies
 };
 
 // Whether a volume name is usable as a NATS subject token and stream name.
@@ -42,33 +58,22 @@ inline bool ValidVolumeName(const std::string& name) {
 
 class Federation {
  public:
-  // Connects, creates the stream if missing, subscribes, then bumps every slot of `table` once
-  // (changes made before the subscription cannot be known). `table` must outlive the result.
-  // Call after LockDown (the client's threads must start with versiond's reduced privileges).
+  // Connects once per volume, creates each stream if missing, subscribes, then bumps every slot
+  // of `table` once per volume (changes made before the subscription cannot be known). `table`
+  // must outlive the result. Call after LockDown (the client's threads must start with
+  // versiond's reduced privileges).
   static std::expected<std::unique_ptr<Federation>, std::string> Start(
       const FederationOptions& options, shm::VersionTable& table);
   virtual ~Federation() = default;
 
-  uint64_t volume_fsid() const { return volume_fsid_; }
-  // One changed inode of the volume, from the event loop: queued, never waits for NATS. A full
-  // queue turns into one volume-wide bump for the other hosts.
-  virtual void Publish(int32_t handle_type, std::span<const unsigned char> handle) = 0;
-  // Everything on the volume may have changed (fanotify overflow).
+  // One changed inode on filesystem `fsid`, from the event loop: queued for every volume on that
+  // filesystem (two volumes on one filesystem both get it), never waits for NATS. A full queue
+  // turns into one volume-wide bump for the other hosts.
+  virtual void Publish(uint64_t fsid, int32_t handle_type, std::span<const unsigned char> handle) = 0;
+  // Everything on every volume may have changed (fanotify overflow).
   virtual void PublishAll() = 0;
-
-  // For /metrics, from any thread: slots bumped for other hosts' changes, and bumps of every
-  // slot (joining, a gap, a reconnect, a malformed message, a host that lost track).
-  uint64_t remote_bumps() const { return remote_bumps_.load(std::memory_order_relaxed); }
-  uint64_t resyncs() const { return resyncs_.load(std::memory_order_relaxed); }
-
- protected:
-  explicit Federation(uint64_t volume_fsid) : volume_fsid_(volume_fsid) {}
-
-  std::atomic<uint64_t> remote_bumps_{0};
-  std::atomic<uint64_t> resyncs_{0};
-
- private:
-  uint64_t volume_fsid_;
+  // For svfsctl and /metrics, from any thread.
+  virtual std::vector<VolumeStatus> status() const = 0;
 };
 
 }  // namespace svfs::versiond

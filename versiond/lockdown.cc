@@ -81,11 +81,14 @@ bool SeccompInstalled() { return seccomp_installed.load(std::memory_order_relaxe
 std::expected<void, std::string> LockDown(bool fanotify, bool network, SeccompAction seccomp) {
   capng_get_caps_process();
   if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE) {
+    // Only what the process has can be kept: one started without CAP_SYS_ADMIN keeps the rest.
+    const bool had_sys_admin = capng_have_capability(CAPNG_PERMITTED, CAP_SYS_ADMIN);
+    const bool had_dac_read_search = capng_have_capability(CAPNG_PERMITTED, CAP_DAC_READ_SEARCH);
     capng_clear(CAPNG_SELECT_BOTH);
     if (fanotify) {
       auto sets = static_cast<capng_type_t>(CAPNG_EFFECTIVE | CAPNG_PERMITTED | CAPNG_BOUNDING_SET);
-      capng_update(CAPNG_ADD, sets, CAP_SYS_ADMIN);
-      capng_update(CAPNG_ADD, sets, CAP_DAC_READ_SEARCH);
+      if (had_sys_admin) capng_update(CAPNG_ADD, sets, CAP_SYS_ADMIN);
+      if (had_dac_read_search) capng_update(CAPNG_ADD, sets, CAP_DAC_READ_SEARCH);
     }
     if (capng_apply(CAPNG_SELECT_BOTH) != 0) {
       return std::unexpected(

@@ -60,13 +60,16 @@ int main(int argc, char** argv) {
                  "federate with the svfs-versiond of other hosts sharing --volume over NATS "
                  "JetStream: nats://HOST:PORT[,nats://...] (docs/operations.md, Federation)")
       ->type_name("URLS");
-  app.add_option("--volume", options.volume,
-                 "with --federation: the shared volume's name (letters, digits, _ -), the same on "
-                 "every host; stream svfs-NAME, subject svfs.NAME.bumps")
+  std::vector<std::string> volume_names, volume_dirs;
+  app.add_option("--volume", volume_names,
+                 "with --federation: a shared volume's name (letters, digits, _ -), the same on "
+                 "every host; stream svfs-NAME, subject svfs.NAME.bumps. Repeat --volume and "
+                 "--volume-dir in pairs for several volumes")
       ->type_name("NAME");
-  app.add_option("--volume-dir", options.volume_dir,
-                 "with --federation: the volume as mounted on this host (its filesystem's changes "
-                 "are published; remote ones bump the slots computed with its fsid)")
+  app.add_option("--volume-dir", volume_dirs,
+                 "with --federation: the --volume of the same position as mounted on this host "
+                 "(its filesystem's changes are published; remote ones bump the slots computed "
+                 "with its fsid)")
       ->type_name("DIR");
   app.add_option("--federation-replicas", options.federation_replicas,
                  "with --federation: replicas of the stream if this versiond creates it (at most "
@@ -100,6 +103,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "svfs-versiond: --volume and --volume-dir go with --federation "
                  "nats://HOST:PORT; add it or leave them out\n");
     return 2;
+  }
+  if (!federation.empty()) {
+    if (volume_names.empty() || volume_names.size() != volume_dirs.size()) {
+      std::fprintf(stderr, "svfs-versiond: --federation: %zu --volume and %zu --volume-dir; give "
+                   "one --volume NAME --volume-dir DIR pair per shared volume\n",
+                   volume_names.size(), volume_dirs.size());
+      return 2;
+    }
+    for (size_t i = 0; i < volume_names.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (volume_names[j] == volume_names[i]) {
+          std::fprintf(stderr, "svfs-versiond: --volume %s given twice\n", volume_names[i].c_str());
+          return 2;
+        }
+      }
+      options.volumes.push_back({.name = volume_names[i], .dir = volume_dirs[i]});
+    }
   }
   for (const std::string& name : allow_groups) {
     // A name (--allow-gid kvm) or a number, which need not be in /etc/group.

@@ -159,6 +159,20 @@ class State {
                      Counters::get(counters_.overflow_bumps));
     out.setStartedAtNs(started_at_ns_);
     out.setWatchedFilesystems(watched_.size());
+    if (federation_ != nullptr) {
+      const std::vector<VolumeStatus> volumes = federation_->status();
+      auto list = out.initFederation(volumes.size());
+      for (size_t v = 0; v < volumes.size(); ++v) {
+        list[v].setName(volumes[v].name);
+        list[v].setFsid(volumes[v].fsid);
+        list[v].setConnected(volumes[v].connected);
+        list[v].setRemoteBumps(volumes[v].remote_bumps);
+        list[v].setResyncs(volumes[v].resyncs);
+        list[v].setPublishedHandles(volumes[v].published_handles);
+        list[v].setPublishedMessages(volumes[v].published_messages);
+        list[v].setPublishedBytes(volumes[v].published_bytes);
+      }
+    }
     auto clients = out.initClients(clients_.size());
     unsigned i = 0;
     for (const auto& [id, record] : clients_) {
@@ -200,9 +214,7 @@ class State {
     if (federation_ != nullptr) {
       for (const HostChange::Object& object : change.objects) {
         if (object.is_parent_dir && !entries_changed) continue;
-        if (object.fsid == federation_->volume_fsid()) {
-          federation_->Publish(object.handle_type, object.handle);
-        }
+        federation_->Publish(object.fsid, object.handle_type, object.handle);
       }
     }
     if (change.pid != 0 && client_pids_.contains(static_cast<pid_t>(change.pid))) return;
@@ -255,8 +267,16 @@ class State {
                "overflow");
     out.sample("svfs_versiond_bumps_total", Counters::get(counters_.restart_bumps), "cause",
                "restart");
+    const std::vector<VolumeStatus> volumes =
+        federation_ != nullptr ? federation_->status() : std::vector<VolumeStatus>{};
+    auto total = [&](uint64_t VolumeStatus::*field) {
+      uint64_t sum = 0;
+      for (const VolumeStatus& volume : volumes) sum += volume.*field;
+      return sum;
+    };
     if (federation_ != nullptr) {
-      out.sample("svfs_versiond_bumps_total", federation_->remote_bumps(), "cause", "federation");
+      out.sample("svfs_versiond_bumps_total", total(&VolumeStatus::remote_bumps), "cause",
+                 "federation");
     }
     out.family("svfs_versiond_fanotify_overflows_total", Type::kCounter,
                "fanotify queue overflows (each bumped every slot).");
@@ -266,7 +286,25 @@ class State {
       out.family("svfs_versiond_federation_resyncs_total", Type::kCounter,
                  "Bumps of every slot by federation: joining, a gap, a reconnect, a malformed "
                  "message, a host that lost track.");
-      out.sample("svfs_versiond_federation_resyncs_total", federation_->resyncs());
+      out.sample("svfs_versiond_federation_resyncs_total", total(&VolumeStatus::resyncs));
+      out.family("svfs_versiond_federation_published_handles_total", Type::kCounter,
+                 "Changed inodes sent to the other hosts, all volumes.");
+      out.sample("svfs_versiond_federation_published_handles_total",
+                 total(&VolumeStatus::published_handles));
+      out.family("svfs_versiond_federation_published_messages_total", Type::kCounter,
+                 "JetStream messages acknowledged (batches of handles, volume-wide markers).");
+      out.sample("svfs_versiond_federation_published_messages_total",
+                 total(&VolumeStatus::published_messages));
+      out.family("svfs_versiond_federation_published_bytes_total", Type::kCounter,
+                 "Bytes of those messages' bodies.");
+      out.sample("svfs_versiond_federation_published_bytes_total",
+                 total(&VolumeStatus::published_bytes));
+      out.family("svfs_versiond_federation_connected", Type::kGauge,
+                 "1 while the volume's NATS connection is up.");
+      for (const VolumeStatus& volume : volumes) {
+        out.sample("svfs_versiond_federation_connected", volume.connected ? 1 : 0, "volume",
+                   volume.name);
+      }
     }
   }
 
@@ -488,19 +526,19 @@ std::expected<UniqueFd, std::string> ListenOn(const ServerOptions& options) {
   return fd;
 }
 
-// The packed fsid of --volume-dir's filesystem: the receiver's half of an inode's identity.
-std::expected<uint64_t, std::string> VolumeFsid(const ServerOptions& options) {
-  if (!ValidVolumeName(options.volume)) {
+// The packed fsid of a --volume-dir's filesystem: the receiver's half of an inode's identity.
+std::expected<uint64_t, std::string> VolumeFsid(const ServerOptions::Volume& volume) {
+  if (!ValidVolumeName(volume.name)) {
     return std::unexpected(fmt::format("svfs-versiond: --volume '{}': give a name of 1 to 64 "
                                        "letters, digits, '_' or '-' (with --federation)",
-                                       options.volume));
+                                       volume.name));
   }
   struct statfs st {};
-  if (options.volume_dir.empty() || ::statfs(options.volume_dir.c_str(), &st) != 0) {
+  if (volume.dir.empty() || ::statfs(volume.dir.c_str(), &st) != 0) {
     return std::unexpected(fmt::format("svfs-versiond: --volume-dir '{}': {}; give the shared "
-                                       "directory as mounted on this host (with --federation)",
-                                       options.volume_dir,
-                                       options.volume_dir.empty() ? "missing" : Errno(errno)));
+                                       "directory of --volume {} as mounted on this host",
+                                       volume.dir, volume.dir.empty() ? "missing" : Errno(errno),
+                                       volume.name));
   }
   return protocol::PackFsid(st.f_fsid);
 }
@@ -619,15 +657,25 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
   const bool federated = !options.federation_servers.empty();
   std::optional<FederationOptions> federation_options;
   if (federated) {
-    auto fsid = VolumeFsid(options);
-    if (!fsid) {
-      remove_socket();
-      return std::unexpected(fsid.error());
-    }
     federation_options = FederationOptions{.servers = options.federation_servers,
-                                           .volume = options.volume,
-                                           .volume_fsid = *fsid,
                                            .replicas = options.federation_replicas};
+    for (const ServerOptions::Volume& volume : options.volumes) {
+      auto fsid = VolumeFsid(volume);
+      if (!fsid) {
+        remove_socket();
+        return std::unexpected(fsid.error());
+      }
+      federation_options->volumes.push_back({.name = volume.name, .fsid = *fsid});
+      // Watched from the start, not only once a daemon registers it: a change made on this host
+      // must reach the other hosts' guests also while no svfsd of this host serves the volume.
+      if (state.watcher() != nullptr) {
+        if (auto watched = state.Watch(volume.dir); !watched) {
+          spdlog::warn("federation: cannot watch the filesystem of --volume-dir {}: {}; its "
+                       "changes on this host reach the other hosts only through attached svfsd",
+                       volume.dir, watched.error());
+        }
+      }
+    }
   }
   // Bound before LockDown (socket and bind are outside the filter); served from after it.
   std::unique_ptr<metrics::MetricsServer> metrics_server;

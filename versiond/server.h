@@ -29,11 +29,15 @@ struct ServerOptions {
   std::vector<gid_t> allow_gids;
   // Once set up: capabilities cut to fanotify's, and this seccomp action (versiond/lockdown.h).
   SeccompAction seccomp = SeccompAction::kKill;
-  // --federation: NATS servers (nats://HOST:PORT), the volume's name and its directory on this
-  // host; empty servers: no federation (versiond/federation.h).
+  // --federation: NATS servers (nats://HOST:PORT) and the volumes (--volume NAME --volume-dir
+  // DIR, each its name and its directory on this host); empty servers: no federation
+  // (versiond/federation.h).
+  struct Volume {
+    std::string name;
+    std::string dir;
+  };
   std::vector<std::string> federation_servers;
-  std::string volume;
-  std::string volume_dir;
+  std::vector<Volume> volumes;
   int federation_replicas = 1;
   // /metrics (Prometheus text) on a UNIX socket and/or a numeric TCP address; empty: none.
   std::string metrics_socket;

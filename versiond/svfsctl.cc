@@ -182,6 +182,37 @@ int Hot(svfs::rpc::Stats::Reader stats) {
   return 0;
 }
 
+int Federation(svfs::rpc::Stats::Reader stats) {
+  auto volumes = stats.getFederation();
+  if (g_json) {
+    Json list = Json::array();
+    for (auto v : volumes) {
+      list.push_back({{"volume", v.getName().cStr()}, {"fsid", v.getFsid()},
+                      {"connected", v.getConnected()}, {"remote_bumps", v.getRemoteBumps()},
+                      {"resyncs", v.getResyncs()}, {"published_handles", v.getPublishedHandles()},
+                      {"published_messages", v.getPublishedMessages()},
+                      {"published_bytes", v.getPublishedBytes()}});
+    }
+    PrintJson({{"volumes", std::move(list)}});
+    return 0;
+  }
+  if (volumes.size() == 0) {
+    std::printf("not federated (svfs-versiond runs without --federation)\n");
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (auto v : volumes) {
+    rows.push_back({v.getName().cStr(), v.getConnected() ? "yes" : "no",
+                    fmt::format("{}", v.getRemoteBumps()), fmt::format("{}", v.getResyncs()),
+                    fmt::format("{}", v.getPublishedHandles()),
+                    fmt::format("{}", v.getPublishedMessages()),
+                    fmt::format("{}", v.getPublishedBytes())});
+  }
+  PrintTable({"VOLUME", "CONNECTED", "REMOTE BUMPS", "RESYNCS", "SENT INODES", "MESSAGES", "BYTES"},
+             rows, {false, false, true, true, true, true, true});
+  return 0;
+}
+
 // The slot of the host file `path` in a table of `slot_count` slots, from its identity as
 // svfsd computes it (a handle where the filesystem has them).
 int Slot(const std::string& path, uint64_t slot_count) {
@@ -284,6 +315,8 @@ int main(int argc, char** argv) {
   app.fallthrough();  // --json and --socket also after the subcommand
   auto* status = app.add_subcommand("status", "table identity, clients, host-side bumps");
   auto* clients = app.add_subcommand("clients", "attached daemons and what they share");
+  auto* federation = app.add_subcommand("federation", "per federated volume: NATS connection, "
+                                                     "bumps from other hosts, what was sent");
   auto* hot = app.add_subcommand("hot", "the slots with the highest versions");
   hot->add_option("-n", hot_n, "how many")->capture_default_str();
   auto* slot = app.add_subcommand("slot", "the slot of a host file (as svfsd computes it)");
@@ -312,6 +345,7 @@ int main(int argc, char** argv) {
     if (slot->parsed()) return Slot(slot_path, stats.getTable().getSlotCount());
     if (status->parsed()) return Status(stats);
     if (clients->parsed()) return Clients(stats);
+    if (federation->parsed()) return Federation(stats);
     return Hot(stats);
   } catch (const kj::Exception& e) {
     std::fprintf(stderr, "svfsctl: %s: %s (is the caller allowed by --allow-uid/--allow-gid?)\n",

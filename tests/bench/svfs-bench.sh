@@ -24,18 +24,19 @@
 #              tenth source
 #
 # Daemons and the modes each has (other combinations are skipped):
-#   svfsd      none, metadata, auto, always, shared
+#   svfsd      none, metadata, auto, always, shared, dax (cache=auto with a --dax-window 64M
+#              window, the guest mounted -o dax, in the DAX-capable QEMU tests/e2e/qemu-dax/build.sh
+#              builds: about 4 minutes on 2 cores the first time, then cached)
 #   virtiofsd  none, auto, always (QEMU's C virtiofsd, /usr/lib/qemu/virtiofsd; run with -d to
-#              count requests, which slows it a little)
+#              count requests, which slows it a little; without it these are skipped, saying so)
 #   9p         none (cache=none), always (cache=loose): QEMU's virtio-9p, local, passthrough
-# DAX is not measured: QEMU 7.2 (Debian 12) has no cache window on vhost-user-fs-pci.
 #
 # Usage: tests/bench/svfs-bench.sh [options]
 #   --configs LIST    exactly these configurations, DAEMON:MODE:VMS each (e.g. svfsd:shared:2,9p:none:1)
-#   --quick           2 VMs, a 500-file tree, svfsd none/always/shared, virtiofsd always, 9p
-#                     always (a few minutes on 2 cores)
+#   --quick           2 VMs, a 500-file tree, svfsd none/always/shared/dax, virtiofsd always,
+#                     9p always (a few minutes on 2 cores, plus the DAX QEMU's first build)
 #   --daemons LIST    svfsd,virtiofsd,9p (default: all)
-#   --modes LIST      none,metadata,auto,always,shared (default: all)
+#   --modes LIST      none,metadata,auto,always,shared,dax (default: all)
 #   --vms LIST        numbers of VMs (default 1,2,4)
 #   --files N         the host-made tree, a multiple of 100 (default 2000)
 #   --workloads LIST  untar,walk,stat-cold,stat-warm,status,churn,build (default: all)
@@ -56,7 +57,8 @@ svfsd=${SVFSD:-$repo/build/daemon/svfsd}
 versiond=${SVFS_VERSIOND:-$repo/build/versiond/svfs-versiond}
 virtiofsd=/usr/lib/qemu/virtiofsd
 daemons=svfsd,virtiofsd,9p
-modes=none,metadata,auto,always,shared
+modes=none,metadata,auto,always,shared,dax
+dax_window=64M
 vms_list=1,2,4
 files=2000
 workloads=untar,walk,stat-cold,stat-warm,status,churn,build
@@ -100,13 +102,14 @@ die() { say "FAIL: $*"; exit 1; }
 configs=()
 if [ "$quick" = 1 ]; then
   vms_list=2 files=500
-  config_list=svfsd:none:2,svfsd:always:2,svfsd:shared:2,virtiofsd:always:2,9p:always:2
+  config_list=svfsd:none:2,svfsd:always:2,svfsd:shared:2,svfsd:dax:2,virtiofsd:always:2,9p:always:2
 fi
 if [ -n "$config_list" ]; then
   IFS=, read -ra cl <<<"$config_list"
   for c in "${cl[@]}"; do
     case "$c" in
       svfsd:none:[1-9]|svfsd:metadata:[1-9]|svfsd:auto:[1-9]|svfsd:always:[1-9]|svfsd:shared:[1-9]) ;;
+      svfsd:dax:[1-9]) ;;
       virtiofsd:none:[1-9]|virtiofsd:auto:[1-9]|virtiofsd:always:[1-9]|9p:none:[1-9]|9p:always:[1-9]) ;;
       *) echo "svfs-bench: --configs $c: DAEMON:MODE:VMS with a mode that daemon has (see --help)" >&2; exit 2 ;;
     esac
@@ -122,10 +125,10 @@ else
       case "$d" in svfsd|virtiofsd|9p) ;; *) echo "svfs-bench: --daemons $d: svfsd, virtiofsd or 9p" >&2; exit 2 ;; esac
       for m in "${ml[@]}"; do
         case "$d:$m" in
-          svfsd:none|svfsd:metadata|svfsd:auto|svfsd:always|svfsd:shared) ;;
+          svfsd:none|svfsd:metadata|svfsd:auto|svfsd:always|svfsd:shared|svfsd:dax) ;;
           virtiofsd:none|virtiofsd:auto|virtiofsd:always|9p:none|9p:always) ;;
-          *:none|*:metadata|*:auto|*:always|*:shared) continue ;;  # the daemon has no such mode
-          *) echo "svfs-bench: --modes $m: none, metadata, auto, always or shared" >&2; exit 2 ;;
+          *:none|*:metadata|*:auto|*:always|*:shared|*:dax) continue ;;  # the daemon has no such mode
+          *) echo "svfs-bench: --modes $m: none, metadata, auto, always, shared or dax" >&2; exit 2 ;;
         esac
         configs+=("$d $m $n")
       done
@@ -147,6 +150,8 @@ case ",$workloads," in *,status,*|*,build,*) case ",$workloads," in *,untar,*) ;
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
 command -v setfattr >/dev/null || skip "setfattr/getfattr missing (apt-get install attr)"
 need_kmod=0
+need_dax=0
+kept=()
 for c in "${configs[@]}"; do
   read -r d m _ <<<"$c"
   case "$d" in
@@ -154,10 +159,21 @@ for c in "${configs[@]}"; do
       if [ "$m" = shared ]; then
         need_kmod=1
         [ -x "$versiond" ] || die "--versiond $versiond: not found (build it: scripts/build.sh)"
+      fi
+      [ "$m" = dax ] && need_dax=1 ;;
+    virtiofsd)
+      if [ ! -x "$virtiofsd" ]; then
+        # Asked for by name: an error; part of a matrix: left out, saying so.
+        [ -z "$config_list" ] || [ "$quick" = 1 ] ||
+          die "--virtiofsd $virtiofsd: not found (apt-get install qemu-system-common)"
+        say "no $virtiofsd (apt-get install qemu-system-common): virtiofsd cache=$m left out"
+        continue
       fi ;;
-    virtiofsd) [ -x "$virtiofsd" ] || die "--virtiofsd $virtiofsd: not found (apt-get install qemu-system-common)" ;;
   esac
+  kept+=("$c")
 done
+configs=("${kept[@]}")
+[ "${#configs[@]}" -gt 0 ] || die "nothing left to run"
 . "$e2e/workloads/two-vm-ops.sh"
 . "$e2e/workloads/bench-ops.sh"
 
@@ -169,6 +185,12 @@ if [ "$need_kmod" = 1 ]; then
   kvars=$("$repo/guest-kmod-patches/build.sh" --kver "$SVFS_GUEST_KVER") || die "guest-kmod-patches/build.sh --kver $SVFS_GUEST_KVER failed"
   eval "$kvars"
   kmod=$SVFS_KMOD_DIR
+fi
+qemu_dax=
+if [ "$need_dax" = 1 ]; then
+  say "the DAX-capable QEMU (tests/e2e/qemu-dax/build.sh: cached, or about 4 minutes to build)..."
+  qvars=$("$e2e/qemu-dax/build.sh") || die "tests/e2e/qemu-dax/build.sh failed (needed by svfsd cache=dax)"
+  qemu_dax=${qvars#SVFS_QEMU_DAX=}
 fi
 [ -n "$out" ] || out=/var/tmp/svfs-bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out" || die "--out $out: cannot create it"
@@ -277,7 +299,7 @@ run_config() {
     cp "$work/files.list" "$pay/bench-files.list"
     cp "$src_tar" "$pay/src.tar"
     printf 'export TWOVM_NAME=%s\n' "$vm" >"$pay/workload.env"
-    local cmdline=$cmdline_base dev=()
+    local cmdline=$cmdline_base dev=() qemu_bin=${SVFS_QEMU:-qemu-system-x86_64}
     if [ "$2" = shared ]; then
       stage_kmod "$pay" "$kmod" || return 1
       [ -n "$(kmod_cmdline "$kmod")" ] && cmdline+=" $(kmod_cmdline "$kmod")"
@@ -290,7 +312,13 @@ run_config() {
     local sock=$work/vfs-$vm.sock dcmd=()
     case "$1" in
       svfsd) dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$2" --xattr)
-        [ "$2" = shared ] && dcmd+=(--versiond-socket "$vsock") ;;
+        [ "$2" = shared ] && dcmd+=(--versiond-socket "$vsock")
+        if [ "$2" = dax ]; then
+          dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache auto --xattr
+            --dax-window-size "$dax_window")
+          qemu_bin=$qemu_dax
+          cmdline+=" svfs.mountopts=dax"
+        fi ;;
       virtiofsd) dcmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$2" -o xattr -d) ;;
     esac
     if [ "${#dcmd[@]}" -gt 0 ]; then
@@ -299,7 +327,9 @@ run_config() {
       pids+=($!)
       for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
       [ -S "$sock" ] || { sed 's/^/  daemon| /' "${dlog[$vm]}"; say "  daemon of $vm did not start"; return 1; }
-      dev+=(-chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs)
+      local window=
+      [ "$2" = dax ] && window=,cache-size=$dax_window
+      dev+=(-chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=svfs$window)
       agent_daemon_log[$vm]=${dlog[$vm]}
     else
       : >"${dlog[$vm]}"
@@ -308,7 +338,7 @@ run_config() {
       cmdline+=" svfs.fstype=9p"
       [ "$2" = always ] && cmdline+=" svfs.mountopts=cache=loose"
     fi
-    guest_qemu_start "$vm" "$work" "$SVFS_GUEST_KERNEL" "$work/initrd-$vm" "$cmdline" "${dev[@]}"
+    SVFS_QEMU=$qemu_bin guest_qemu_start "$vm" "$work" "$SVFS_GUEST_KERNEL" "$work/initrd-$vm" "$cmdline" "${dev[@]}"
     pids+=("${agent_qemu[$vm]}")
     # One guest at a time: less CPU contention while each boots and mounts.
     agent_wait_ready "$vm" ||
@@ -365,6 +395,13 @@ run_config() {
         ;;
     esac
   done
+  if [ "$2" = dax ]; then
+    svfsd_dump_counters "${dpid[vm1]}" "${dlog[vm1]}"
+    local maps
+    maps=$(awk '$1 == "SETUPMAPPING" { n = $2 } END { print n + 0 }' "${dlog[vm1]}")
+    say "  dax: vm1 mapped $maps ranges of files into its window"
+    [ "$maps" -gt 0 ] || { say "  dax: no SETUPMAPPING: vm1 read nothing through the window"; return 1; }
+  fi
   for ((i = 1; i <= n; i++)); do gcmd "vm$i" quit >/dev/null; done
   for ((i = 1; i <= n; i++)); do
     for _ in $(seq 1 100); do kill -0 "${agent_qemu[vm$i]}" 2>/dev/null || break; sleep 0.2; done

@@ -1,8 +1,10 @@
 // svfs-versiond --federation as a user runs it: a real nats-server (JetStream, its own store and
 // loopback ports) and two real versiond "hosts", each with its own socket and table, on one
 // directory standing for the shared volume. The directory is a private tmpfs, so no other
-// process's changes reach the tables. Host A has an attached client (its svfsd stand-in), so A's
-// versiond watches the volume; host B has none: only federation can change B's table.
+// process's changes reach the tables. Both watch their --volume-dir from the start, as on real
+// hosts; but here both would see one filesystem's events, where another host's NFS client sees
+// none of them. So host B runs without CAP_SYS_ADMIN (it cannot mark the filesystem, and says
+// so): only federation changes B's table.
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,8 +13,11 @@
 
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "shm/version_table.h"
 #include "tests/support/metrics_scrape.h"
@@ -56,14 +61,22 @@ class FederationTest : public ::testing::Test {
     if (mounted_) ::umount2(volume_.c_str(), MNT_DETACH);
   }
 
-  testing::VersiondProcess& StartHost(const std::string& name, const std::string& urls) {
+  // Host "a" watches the volume (fanotify); any other host does not (see above).
+  testing::VersiondProcess& StartHost(const std::string& name, const std::string& urls,
+                                      const std::vector<std::string>& more_volumes = {}) {
+    std::vector<std::string> args = {"--capacity", std::to_string(kSlots), "--federation", urls,
+                                     "--volume", "vol1", "--volume-dir", volume_,
+                                     "--metrics-socket", MetricsSocket(name)};
+    args.insert(args.end(), more_volumes.begin(), more_volumes.end());
     hosts_.push_back(std::make_unique<testing::VersiondProcess>(
         SVFS_VERSIOND_PATH, dir_.path() + "/" + name + ".sock", testing::UniqueTableName(),
-        std::vector<std::string>{"--capacity", std::to_string(kSlots), "--federation", urls,
-                                 "--volume", "vol1", "--volume-dir", volume_,
-                                 "--metrics-socket", MetricsSocket(name)}));
+        std::move(args)));
     testing::VersiondProcess& host = *hosts_.back();
+    if (name != "a") {
+      host.set_through({"/usr/bin/setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--"});
+    }
     host.Start();
+    if (name != "a") EXPECT_TRUE(host.WaitForLog("cannot watch", 5s)) << host.log();
     EXPECT_TRUE(host.WaitForLog("federation: volume vol1", 5s)) << host.log();
     return host;
   }
@@ -87,6 +100,20 @@ class FederationTest : public ::testing::Test {
     EXPECT_TRUE(samples) << error;
     if (!samples || !samples->contains(sample)) return -1;
     return samples->at(sample);
+  }
+
+  // `svfsctl federation --json` of a host: its volumes by name.
+  static std::map<std::string, nlohmann::json> FederationOf(const testing::VersiondProcess& host) {
+    auto run = testing::RunCommand({SVFSCTL_PATH, "--socket", host.socket(), "federation", "--json"});
+    EXPECT_EQ(run.status, 0) << run.output;
+    std::map<std::string, nlohmann::json> volumes;
+    auto parsed = nlohmann::json::parse(run.output, nullptr, false);
+    if (parsed.is_discarded() || !parsed.contains("volumes")) {
+      ADD_FAILURE() << "not svfsctl's JSON: " << run.output;
+      return volumes;
+    }
+    for (const auto& volume : parsed["volumes"]) volumes[volume["volume"]] = volume;
+    return volumes;
   }
 
   static shm::VersionTable Table(const testing::VersiondProcess& host) {
@@ -138,6 +165,55 @@ TEST_F(FederationTest, AChangeOnOneHostBumpsThatSlotOnTheOtherOnceAndNotTwiceAtH
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(table_a.sample(slot), a_now);
   EXPECT_GE(Metric("b", federation_bumps), 2);
+}
+
+// A versiond watches its --volume-dir from the start: a change made on host A reaches B also
+// while no svfsd of A serves the volume. svfsctl federation shows it on both sides.
+TEST_F(FederationTest, AHostChangeReachesTheOtherHostWhileNoDaemonIsAttached) {
+  testing::VersiondProcess& a = StartHost("a", nats_->url());
+  testing::VersiondProcess& b = StartHost("b", nats_->url());
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const uint64_t before = table_b.sample(slot);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
+  ASSERT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms))
+      << "A:\n" << a.log() << "B:\n" << b.log();
+  auto on_a = FederationOf(a);
+  auto on_b = FederationOf(b);
+  ASSERT_TRUE(on_a.contains("vol1") && on_b.contains("vol1"));
+  EXPECT_EQ(on_a["vol1"]["connected"], true);
+  EXPECT_GE(on_a["vol1"]["published_handles"].get<uint64_t>(), 1u);
+  EXPECT_GE(on_a["vol1"]["published_messages"].get<uint64_t>(), 1u);
+  EXPECT_GT(on_a["vol1"]["published_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(on_b["vol1"]["remote_bumps"].get<uint64_t>(), 1u);
+  EXPECT_EQ(on_b["vol1"]["resyncs"].get<uint64_t>(), 1u) << "joining";
+  EXPECT_EQ(Metric("a", "svfs_versiond_federation_connected{volume=\"vol1\"}"), 1);
+}
+
+// Several volumes on one versiond, each on its own stream: a change in the second reaches the
+// other host as that volume's, bumping the slot computed with that volume's filesystem.
+TEST_F(FederationTest, SeveralVolumesEachGoOverTheirOwnStream) {
+  const std::string volume2 = dir_.path() + "/volume2";
+  ASSERT_EQ(::mkdir(volume2.c_str(), 0755), 0);
+  ASSERT_EQ(::mount("svfs-volume2", volume2.c_str(), "tmpfs", 0, "size=8m"), 0);
+  const std::string file2 = volume2 + "/other";
+  { std::ofstream(file2) << "v1"; }
+  const std::vector<std::string> second = {"--volume", "vol2", "--volume-dir", volume2};
+  testing::VersiondProcess& a = StartHost("a", nats_->url(), second);
+  testing::VersiondProcess& b = StartHost("b", nats_->url(), second);
+  ASSERT_TRUE(b.WaitForLog("federation: volume vol2", 5s)) << b.log();
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file2, kSlots);
+  const uint64_t before = table_b.sample(slot);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file2}).status, 0);
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms))
+      << "A:\n" << a.log() << "B:\n" << b.log();
+  auto on_b = FederationOf(b);
+  ASSERT_TRUE(on_b.contains("vol1") && on_b.contains("vol2")) << b.log();
+  EXPECT_EQ(on_b["vol2"]["remote_bumps"].get<uint64_t>(), 1u);
+  EXPECT_EQ(on_b["vol1"]["remote_bumps"].get<uint64_t>(), 0u) << "vol2's change came as vol1's";
+  hosts_.clear();
+  ::umount2(volume2.c_str(), MNT_DETACH);
 }
 
 TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederationResumes) {
@@ -245,8 +321,22 @@ TEST(FederationStartTest, WithoutAReachableServerVersiondRefusesToStartAndSaysWh
                                   "--volume", "vol1", "--volume-dir", dir.path()});
   shm::VersionTable::Remove(table);
   EXPECT_NE(run.status, 0);
-  EXPECT_NE(run.output.find("--federation " + url + ": cannot connect"), std::string::npos)
+  EXPECT_NE(run.output.find("--federation " + url + " (--volume vol1): cannot connect"),
+            std::string::npos)
       << run.output;
+  // --volume and --volume-dir come in pairs, each name once.
+  auto unpaired = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/u.sock",
+                                       "--table", table, "--federation", url, "--volume", "vol1",
+                                       "--volume-dir", dir.path(), "--volume", "vol2"});
+  EXPECT_EQ(unpaired.status, 2) << unpaired.output;
+  EXPECT_NE(unpaired.output.find("2 --volume and 1 --volume-dir"), std::string::npos)
+      << unpaired.output;
+  auto twice = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/t.sock",
+                                    "--table", table, "--federation", url, "--volume", "vol1",
+                                    "--volume-dir", dir.path(), "--volume", "vol1", "--volume-dir",
+                                    dir.path()});
+  EXPECT_EQ(twice.status, 2) << twice.output;
+  EXPECT_NE(twice.output.find("--volume vol1 given twice"), std::string::npos) << twice.output;
   auto bad_name = testing::RunCommand({SVFS_VERSIOND_PATH, "--socket", dir.path() + "/w.sock",
                                        "--table", table, "--federation", url, "--volume", "a.b",
                                        "--volume-dir", dir.path()});

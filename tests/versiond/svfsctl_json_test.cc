@@ -118,6 +118,10 @@ TEST_F(SvfsctlJsonTest, EverySubcommandPrintsTheTableAndClientsAsJson) {
   }
   EXPECT_TRUE(found) << "slot " << slot << " not in " << all.dump();
 
+  // Not federated: no volumes (FederationTest.* show them with --federation).
+  Json federation = Run({"--socket", socket_, "--json", "federation"});
+  EXPECT_EQ(federation["volumes"], Json::array()) << federation.dump();
+
   Json slot_of = Run({"--socket", socket_, "--json", "slot", file});
   EXPECT_EQ(slot_of["path"], file);
   EXPECT_EQ(slot_of["slot"], slot);
