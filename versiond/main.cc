@@ -50,6 +50,13 @@ int main(int argc, char** argv) {
       ->type_name("GROUP");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  std::string host_changes = "fanotify";
+  app.add_option("--host-changes", host_changes,
+                 "fanotify: changes made on the host outside svfsd bump versions (and, with "
+                 "--federation, go to the other hosts); none: no fanotify, for hosts where only "
+                 "svfsd and other hosts change the shared directories")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fanotify", "none"}));
   std::string seccomp = "kill";
   app.add_option("--seccomp", seccomp,
                  "seccomp action for a system call versiond does not make: kill, log, trap or none "
@@ -89,6 +96,7 @@ int main(int argc, char** argv) {
              "svfs-versiond.socket), it serves that socket instead of binding --socket, and leaves "
              "the socket file to systemd.");
   CLI11_PARSE(app, argc, argv);
+  options.watch_host_changes = host_changes == "fanotify";
   for (size_t start = 0; !federation.empty() && start <= federation.size();) {
     const size_t comma = std::min(federation.find(',', start), federation.size());
     if (comma == start) {

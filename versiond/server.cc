@@ -637,8 +637,12 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
   if (!table) return std::unexpected(table.error());
   State state(options, std::move(table->table), table->bumped);
 
-  auto watcher = FanotifyWatcher::Create();
-  if (watcher) {
+  if (!options.watch_host_changes) {
+    spdlog::warn("--host-changes none: changes made on this host outside svfsd do not bump "
+                 "versions{}", options.federation_servers.empty()
+                                   ? ""
+                                   : ", and this host publishes none of its changes to the others");
+  } else if (auto watcher = FanotifyWatcher::Create(); watcher) {
     state.set_watcher(std::move(*watcher));
   } else {
     spdlog::warn("fanotify unavailable ({}); serving without host-change tracking: changes made "

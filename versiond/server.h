@@ -27,6 +27,10 @@ struct ServerOptions {
   // Peers allowed besides root: by uid, or by primary gid (SO_PEERCRED reports only that one).
   std::vector<uid_t> allow_uids;
   std::vector<gid_t> allow_gids;
+  // --host-changes none: no fanotify at all, for hosts where only svfsd (and, federated, the
+  // other hosts) change the shared directories: nothing else's changes are seen, and with
+  // --federation this host publishes none of its own.
+  bool watch_host_changes = true;
   // Once set up: capabilities cut to fanotify's, and this seccomp action (versiond/lockdown.h).
   SeccompAction seccomp = SeccompAction::kKill;
   // --federation: NATS servers (nats://HOST:PORT) and the volumes (--volume NAME --volume-dir

@@ -49,8 +49,8 @@ VersiondProcess::~VersiondProcess() {
 
 void VersiondProcess::Start() {
   ASSERT_FALSE(running());
-  std::vector<std::string> args = through_;
-  args.insert(args.end(), {binary_, "--socket", socket_, "--table", table_, "--log-level", "debug"});
+  std::vector<std::string> args = {binary_, "--socket", socket_, "--table", table_,
+                                   "--log-level", "debug"};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   ASSERT_TRUE(process_.Start(args, log_path_)) << std::strerror(errno);
   sockaddr_un addr{};

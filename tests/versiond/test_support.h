@@ -44,8 +44,6 @@ class VersiondProcess {
 
   // The options of the next Start() (a restart with other options).
   void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
-  // A program that runs versiond (setpriv ...), for the next Start().
-  void set_through(std::vector<std::string> through) { through_ = std::move(through); }
 
   // Starts it and waits until the socket accepts (fails the test after 5 s).
   void Start();
@@ -64,7 +62,6 @@ class VersiondProcess {
   std::string socket_;
   std::string table_;
   std::vector<std::string> extra_args_;
-  std::vector<std::string> through_;
   std::string log_path_;
   svfs_test::Process process_;
 };
