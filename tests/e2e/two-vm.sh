@@ -28,6 +28,12 @@
 #                       none|auto|always  svfsd --cache MODE, stock modules
 #                       virtiofsd    /usr/lib/qemu/virtiofsd -o cache=auto, stock modules
 #                       stock-shared svfsd --cache shared, stock modules (must be served as none)
+#                       federated    two "hosts": as shared, but each VM's svfsd attaches to a
+#                                    versiond of its own (own socket and table), the two
+#                                    federated over a nats-server the harness starts (JetStream,
+#                                    loopback); B's versiond runs --host-changes none, so A's and
+#                                    the host's changes reach B's table only through federation
+#                                    (as on another host's NFS mount, where fanotify sees none)
 #                     "all" = shared,noversions,none,auto,always,virtiofsd,stock-shared
 #   --files N         tree size of the cost run, a multiple of 100 (default 10000)
 #   --passes K        stat passes of the cost run (default 3)
@@ -141,6 +147,8 @@ for m in "${mode_list[@]}"; do
   case "$m" in
     shared|noversions) needs_kmod=1; needs_svfsd=1; needs_versiond=1 ;;
     stock-shared) needs_svfsd=1; needs_versiond=1 ;;
+    federated) needs_kmod=1; needs_svfsd=1; needs_versiond=1
+      command -v nats-server >/dev/null || skip "nats-server missing (apt-get install nats-server)" ;;
     none|auto|always) needs_svfsd=1 ;;
     virtiofsd) [ -x "$virtiofsd" ] || skip "$virtiofsd missing (qemu-system-common)" ;;
     *) echo "two-vm: unknown mode $m" >&2; exit 2 ;;
@@ -174,6 +182,8 @@ say "guest kernels: A ${gkver[A]}, B ${gkver[B]}"
 work=
 pids=()
 table=
+table_b=
+share_mount=
 cleanup_mode() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done  # all at once; then each gets 3 s
@@ -181,7 +191,10 @@ cleanup_mode() {
   pids=()
   agent_close_all
   [ -n "$table" ] && rm -f "/dev/shm/$table"
-  table=
+  [ -n "$table_b" ] && rm -f "/dev/shm/$table_b"
+  table= table_b=
+  [ -n "$share_mount" ] && umount -l "$share_mount"
+  share_mount=
   if [ -n "$work" ]; then
     if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
   fi
@@ -209,17 +222,25 @@ counters() {
 results=()
 overall=0
 run_mode() {
-  local mode=$1 dkind_m cache_m use_kmod=0 mountopts= use_table=0 vm
+  local mode=$1 dkind_m cache_m use_kmod=0 mountopts= use_table=0 federated=0 vm
   case "$mode" in
     shared) dkind_m=svfsd; cache_m=shared; use_kmod=1; use_table=1 ;;
     noversions) dkind_m=svfsd; cache_m=shared; use_kmod=1; use_table=1; mountopts=noversions ;;
     stock-shared) dkind_m=svfsd; cache_m=shared ;;
+    federated) dkind_m=svfsd; cache_m=shared; use_kmod=1; use_table=1; federated=1 ;;
     none|auto|always) dkind_m=svfsd; cache_m=$mode ;;
     virtiofsd) dkind_m=virtiofsd; cache_m=auto ;;
   esac
   mkdir -p /var/tmp/svfs-two-vm
   work=$(mktemp -d /var/tmp/svfs-two-vm/"$mode".XXXXXX)
   local share=$work/share
+  mkdir -p "$share"
+  # Federated: the volume on a private tmpfs, so that only this run's changes are published (its
+  # host filesystem's other writers would be, as on a real volume's filesystem).
+  if [ "$federated" = 1 ]; then
+    mount -t tmpfs -o size=1g svfs-two-vm "$share" || { say "$mode: cannot mount a tmpfs on $share"; return 1; }
+    share_mount=$share
+  fi
   mkdir -p "$share/tree"
   # The cost run's tree and the coherence run's old state, made before boot.
   local i statcmd="twovm_statpass tree $dirs 100"
@@ -237,13 +258,37 @@ run_mode() {
     { say "$mode: setup of the shared directory failed"; return 1; }
   sleep 1  # the changes below get a later ctime/mtime second than the old state
 
-  local vsock=$work/versiond.sock
+  # Each VM's versiond socket and table: one versiond for both, or (federated) one each.
+  local -A vsock vtable
+  vsock[A]=$work/versiond.sock vsock[B]=$work/versiond.sock
+  local federation_url=
+  if [ "$federated" = 1 ]; then
+    local port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    nats-server -js -sd "$work/nats" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    federation_url=nats://127.0.0.1:$port
+    vsock[A]=$work/versiond-A.sock vsock[B]=$work/versiond-B.sock
+  fi
   if [ "$cache_m" = shared ]; then
     table=svfs-two-vm-$$-$mode
-    "$versiond" --socket "$vsock" --table "$table" --capacity 65536 >"$work/versiond.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 1 100); do [ -S "$vsock" ] && [ -s "/dev/shm/$table" ] && break; sleep 0.1; done
-    [ -S "$vsock" ] || { sed 's/^/  versiond| /' "$work/versiond.log"; say "$mode: svfs-versiond did not start"; return 1; }
+    vtable[A]=$table vtable[B]=$table
+    [ "$federated" = 1 ] && { table_b=$table-B; vtable[B]=$table_b; }
+    local started=() vargs
+    for vm in A B; do
+      case " ${started[*]} " in *" ${vsock[$vm]} "*) continue ;; esac
+      started+=("${vsock[$vm]}")
+      vargs=(--socket "${vsock[$vm]}" --table "${vtable[$vm]}" --capacity 65536)
+      if [ "$federated" = 1 ]; then
+        vargs+=(--federation "$federation_url" --volume two-vm --volume-dir "$share")
+        [ "$vm" = B ] && vargs+=(--host-changes none)
+      fi
+      "$versiond" "${vargs[@]}" >"$work/versiond-$vm.log" 2>&1 &
+      pids+=($!)
+      for _ in $(seq 1 100); do [ -S "${vsock[$vm]}" ] && [ -s "/dev/shm/${vtable[$vm]}" ] && break; sleep 0.1; done
+      [ -S "${vsock[$vm]}" ] || { sed 's/^/  versiond| /' "$work/versiond-$vm.log"; say "$mode: svfs-versiond ($vm) did not start"; return 1; }
+    done
   fi
   # Payload: the agent, the step library, the environment, and the patched modules if asked for.
   for vm in A B; do
@@ -267,7 +312,7 @@ run_mode() {
     dkind[$vm]=$dkind_m
     if [ "$dkind_m" = svfsd ]; then
       dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$cache_m" --xattr)
-      [ "$cache_m" = shared ] && dcmd+=(--versiond-socket "$vsock")
+      [ "$cache_m" = shared ] && dcmd+=(--versiond-socket "${vsock[$vm]}")
       [ -n "$daemon_log_level" ] && dcmd+=(--log-level "$daemon_log_level")
     else
       dcmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$cache_m" -o xattr -d)
@@ -279,7 +324,7 @@ run_mode() {
     [ -S "$sock" ] || { sed 's/^/  daemon| /' "${dlog[$vm]}"; say "$mode: daemon $vm did not start"; return 1; }
     local tdev=()
     if [ "$use_table" = 1 ]; then
-      tdev=(-object "memory-backend-file,id=vt,mem-path=/dev/shm/$table,size=$(stat -c %s "/dev/shm/$table"),share=on,readonly=on"
+      tdev=(-object "memory-backend-file,id=vt,mem-path=/dev/shm/${vtable[$vm]},size=$(stat -c %s "/dev/shm/${vtable[$vm]}"),share=on,readonly=on"
         -device ivshmem-plain,memdev=vt)
     fi
     local cmdline="console=ttyS0 panic=-1 quiet loglevel=4 svfs.tag=svfs"
@@ -334,6 +379,16 @@ run_mode() {
   done
   local stale=$coh_stale checks=$coh_checks same=$coh_same stale_list=$coh_list
   say "$mode: coherence: $stale stale of $checks checks ($same items unchanged by their step)"
+  if [ "$federated" = 1 ]; then
+    # What reached B's table came through NATS: B's versiond counts the slots it bumped for A.
+    local svfsctl remote
+    svfsctl=$(dirname "$versiond")/svfsctl
+    remote=$("$svfsctl" --socket "${vsock[B]}" --json federation |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["volumes"][0]["remote_bumps"])') ||
+      { say "$mode: svfsctl federation on B's versiond failed"; return 1; }
+    say "$mode: B's versiond bumped $remote slots for A's and the host's changes (svfsctl federation)"
+    [ "$remote" -gt 0 ] || { say "$mode: FAIL: nothing reached B through federation"; stale=$((stale + 1)); }
+  fi
 
   # Cost run.
   local p c0 c1 lk ga req23=0 times= out req1=
@@ -374,7 +429,7 @@ run_mode() {
   # Negotiation as the mode expects (from the daemons' logs).
   local neg=ok
   for vm in A B; do
-    if [ "$mode" = shared ]; then
+    if [ "$mode" = shared ] || [ "$mode" = federated ]; then
       grep -q 'shared versions negotiated' "${dlog[$vm]}" || neg="NOT negotiated ($vm)"
     elif [ "$cache_m" = shared ]; then
       grep -q 'not negotiated: serving as cache=none' "${dlog[$vm]}" || neg="no 'served as none' line ($vm)"
@@ -403,7 +458,7 @@ for m in "${mode_list[@]}"; do
     if [ "$check" = 1 ]; then
       [ "$st" = 0 ] || { say "CHECK FAIL $m: $st stale result(s)"; overall=1; }
       [ "$ng" = ok ] || { say "CHECK FAIL $m: negotiation"; overall=1; }
-      if [ "$m" = shared ] && [ "$rq" -ge $((files * (passes - 1) / 20)) ]; then
+      if { [ "$m" = shared ] || [ "$m" = federated ]; } && [ "$rq" -ge $((files * (passes - 1) / 20)) ]; then
         say "CHECK FAIL $m: passes 2..$passes sent $rq LOOKUP+GETATTR for $files files"; overall=1
         [ -s "$work/warm-requests" ] && sed "s/^/  B's daemon, warm passes| /" "$work/warm-requests"
       fi
