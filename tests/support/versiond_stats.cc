@@ -52,6 +52,15 @@ StatsSnapshot GetStats(const std::string& socket_path, uint32_t hottest, std::ch
     out.clients.push_back(std::move(row));
   }
   for (auto s : stats.getHottest()) out.slots.push_back({s.getSlot(), s.getVersion()});
+  for (auto v : stats.getFederation()) {
+    out.federation.push_back({.name = v.getName().cStr(),
+                              .connected = v.getConnected(),
+                              .remote_bumps = v.getRemoteBumps(),
+                              .resyncs = v.getResyncs(),
+                              .published_handles = v.getPublishedHandles(),
+                              .published_messages = v.getPublishedMessages(),
+                              .published_bytes = v.getPublishedBytes()});
+  }
   return out;
 }
 

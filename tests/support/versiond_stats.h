@@ -25,6 +25,13 @@ struct ClientRow {
   std::vector<std::string> shared_dirs;
 };
 
+struct VolumeRow {
+  std::string name;
+  bool connected = false;
+  uint64_t remote_bumps = 0, resyncs = 0;
+  uint64_t published_handles = 0, published_messages = 0, published_bytes = 0;
+};
+
 struct StatsSnapshot {
   std::string table;
   uint64_t generation = 0;
@@ -33,6 +40,7 @@ struct StatsSnapshot {
   uint64_t watched_filesystems = 0;
   std::vector<ClientRow> clients;
   std::vector<SlotRow> slots;  // the `hottest` slots asked for
+  std::vector<VolumeRow> federation;  // with --federation, one per volume
 
   std::optional<SlotRow> FindSlot(uint64_t slot) const;
   const ClientRow* FindClient(pid_t pid) const;
