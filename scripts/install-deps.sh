@@ -11,8 +11,9 @@ packages=(
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev libcap-ng-dev libcli11-dev nlohmann-json3-dev
-  # svfs-versiond --federation: the NATS C client, and the server its tests start
-  libnats-dev nats-server
+  # svfs-versiond --federation: the NATS C client, the server its tests start, and openssl for
+  # the certificates of its TLS test
+  libnats-dev nats-server openssl
   # The libFuzzer harnesses (scripts/run-fuzzer.sh): clang 16 is the oldest Debian 12 clang that
   # compiles libstdc++ 12's <expected>; libclang-rt-16-dev has libFuzzer and the sanitizers
   clang-16 libclang-rt-16-dev ccache

@@ -116,6 +116,7 @@ class NatsVolume {
       return std::unexpected(Fail(fmt::format("bad server list: {}", NatsError(s))));
     }
     natsOptions_SetName(o, name.c_str());
+    if (auto secured = Secure(o); !secured) return secured;
     natsOptions_SetTimeout(o, 2000);
     natsOptions_SetMaxReconnect(o, -1);  // forever: versiond serves locally meanwhile
     natsOptions_SetReconnectWait(o, 200);
@@ -176,6 +177,41 @@ class NatsVolume {
   std::string Fail(const std::string& what) const {
     return fmt::format("svfs-versiond: --federation {} (--volume {}): {}",
                        fmt::join(options_.servers, ","), volume_.name, what);
+  }
+
+  // Credentials and TLS, as the operator gave them. Files are read here, before any thread of the
+  // client starts.
+  std::expected<void, std::string> Secure(natsOptions* o) {
+    if (!options_.tls_ca_file.empty() || !options_.tls_cert_file.empty()) {
+      if (natsStatus s = natsOptions_SetSecure(o, true); s != NATS_OK) {
+        return std::unexpected(Fail(fmt::format("TLS: {}", NatsError(s))));
+      }
+    }
+    if (!options_.tls_ca_file.empty()) {
+      if (natsStatus s = natsOptions_LoadCATrustedCertificates(o, options_.tls_ca_file.c_str());
+          s != NATS_OK) {
+        return std::unexpected(Fail(fmt::format("--federation-tls-ca {}: {}", options_.tls_ca_file,
+                                                NatsError(s))));
+      }
+    }
+    if (!options_.tls_cert_file.empty()) {
+      if (natsStatus s = natsOptions_LoadCertificatesChain(o, options_.tls_cert_file.c_str(),
+                                                           options_.tls_key_file.c_str());
+          s != NATS_OK) {
+        return std::unexpected(Fail(fmt::format("--federation-tls-cert {} / --federation-tls-key "
+                                                "{}: {}", options_.tls_cert_file,
+                                                options_.tls_key_file, NatsError(s))));
+      }
+    }
+    if (!options_.credentials_file.empty()) {
+      if (natsStatus s = natsOptions_SetUserCredentialsFromFiles(
+              o, options_.credentials_file.c_str(), nullptr);
+          s != NATS_OK) {
+        return std::unexpected(Fail(fmt::format("--federation-creds {}: {}",
+                                                options_.credentials_file, NatsError(s))));
+      }
+    }
+    return {};
   }
 
   std::expected<void, std::string> EnsureStream() {

@@ -31,6 +31,12 @@ struct FederationOptions {
   std::vector<std::string> servers;      // nats://HOST:PORT each
   std::vector<FederatedVolume> volumes;  // at least one
   int replicas = 1;                      // of each stream this versiond creates (<= cluster size)
+  // Passed to the NATS client as given (empty: not used). A user and password or a token go in
+  // the server URLs (nats://USER:PASS@HOST:PORT); tls:// URLs or a CA turn TLS on.
+  std::string credentials_file;  // a .creds file (JWT and NKey seed), natsOptions_SetUserCredentialsFromFiles
+  std::string tls_ca_file;       // CA certificates the servers' must chain to
+  std::string tls_cert_file;     // this host's client certificate chain, with
+  std::string tls_key_file;      // its private key (servers that verify clients)
 };
 
 // What svfsctl and /metrics show of one volume. Counters count from start.

@@ -66,10 +66,11 @@ constexpr std::span<const char* const> kRefusedEnosys;
 #endif
 
 // --federation: the NATS client's TCP connections (and reconnections) to its servers, from its
-// own threads; glibc's getaddrinfo for a host name (its netlink query, /etc files, DNS).
+// own threads; glibc's getaddrinfo for a host name (its netlink query, /etc files, DNS);
+// OpenSSL's loading of --federation-tls-* files, which lists a directory.
 constexpr const char* kAllowedForNetwork[] = {
     "socket", "connect", "bind", "select", "pselect6", "sendmmsg", "getuid", "geteuid",
-    "getgid", "getegid", "getppid", "sysinfo",
+    "getgid", "getegid", "getppid", "sysinfo", "getdents64",
 };
 
 std::atomic<bool> seccomp_installed{false};

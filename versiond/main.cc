@@ -78,6 +78,25 @@ int main(int argc, char** argv) {
                  "(its filesystem's changes are published; remote ones bump the slots computed "
                  "with its fsid)")
       ->type_name("DIR");
+  app.add_option("--federation-creds", options.federation_creds,
+                 "with --federation: NATS user credentials (a .creds file: JWT and NKey seed); "
+                 "a user and password or a token go in the URL, nats://USER:PASS@HOST:PORT")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--federation-tls-ca", options.federation_tls_ca,
+                 "with --federation: TLS to the NATS servers, whose certificates must chain to "
+                 "these CA certificates (PEM)")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--federation-tls-cert", options.federation_tls_cert,
+                 "with --federation: this host's TLS client certificate chain (PEM), for servers "
+                 "that verify clients; with --federation-tls-key")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--federation-tls-key", options.federation_tls_key,
+                 "with --federation: the private key of --federation-tls-cert (PEM)")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
   app.add_option("--federation-replicas", options.federation_replicas,
                  "with --federation: replicas of the stream if this versiond creates it (at most "
                  "the NATS cluster's size)")
@@ -110,6 +129,11 @@ int main(int argc, char** argv) {
   if (federation.empty() && (app.count("--volume") > 0 || app.count("--volume-dir") > 0)) {
     std::fprintf(stderr, "svfs-versiond: --volume and --volume-dir go with --federation "
                  "nats://HOST:PORT; add it or leave them out\n");
+    return 2;
+  }
+  if (options.federation_tls_cert.empty() != options.federation_tls_key.empty()) {
+    std::fprintf(stderr, "svfs-versiond: --federation-tls-cert and --federation-tls-key go "
+                 "together; give both or neither\n");
     return 2;
   }
   if (!federation.empty()) {

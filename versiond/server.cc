@@ -662,7 +662,11 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
   std::optional<FederationOptions> federation_options;
   if (federated) {
     federation_options = FederationOptions{.servers = options.federation_servers,
-                                           .replicas = options.federation_replicas};
+                                           .replicas = options.federation_replicas,
+                                           .credentials_file = options.federation_creds,
+                                           .tls_ca_file = options.federation_tls_ca,
+                                           .tls_cert_file = options.federation_tls_cert,
+                                           .tls_key_file = options.federation_tls_key};
     for (const ServerOptions::Volume& volume : options.volumes) {
       auto fsid = VolumeFsid(volume);
       if (!fsid) {

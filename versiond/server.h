@@ -43,6 +43,8 @@ struct ServerOptions {
   std::vector<std::string> federation_servers;
   std::vector<Volume> volumes;
   int federation_replicas = 1;
+  // NATS credentials and TLS files (FederationOptions); empty: not used.
+  std::string federation_creds, federation_tls_ca, federation_tls_cert, federation_tls_key;
   // /metrics (Prometheus text) on a UNIX socket and/or a numeric TCP address; empty: none.
   std::string metrics_socket;
   std::string metrics_address;

@@ -62,13 +62,14 @@ class FederationTest : public ::testing::Test {
   }
 
   // Host "a" watches the volume (fanotify); any other host does not (see above).
+  // `more`: further options (another --volume pair, TLS files).
   testing::VersiondProcess& StartHost(const std::string& name, const std::string& urls,
-                                      const std::vector<std::string>& more_volumes = {}) {
+                                      const std::vector<std::string>& more = {}) {
     std::vector<std::string> args = {"--capacity", std::to_string(kSlots), "--federation", urls,
                                      "--volume", "vol1", "--volume-dir", volume_,
                                      "--metrics-socket", MetricsSocket(name)};
     if (name != "a") args.insert(args.end(), {"--host-changes", "none"});
-    args.insert(args.end(), more_volumes.begin(), more_volumes.end());
+    args.insert(args.end(), more.begin(), more.end());
     hosts_.push_back(std::make_unique<testing::VersiondProcess>(
         SVFS_VERSIOND_PATH, dir_.path() + "/" + name + ".sock", testing::UniqueTableName(),
         std::move(args)));
@@ -212,6 +213,76 @@ TEST_F(FederationTest, SeveralVolumesEachGoOverTheirOwnStream) {
   EXPECT_EQ(on_b["vol1"]["remote_bumps"].get<uint64_t>(), 0u) << "vol2's change came as vol1's";
   hosts_.clear();
   ::umount2(volume2.c_str(), MNT_DETACH);
+}
+
+// NATS credentials as the servers ask for them: a user and password in the URL; TLS with the
+// servers' CA and a client certificate the server verifies. Without them versiond refuses to
+// start, saying it cannot connect.
+TEST_F(FederationTest, AUserAndPasswordInTheUrlAreUsed) {
+  nats_->Kill(SIGTERM);
+  const int port = testing::FreeLoopbackPort();
+  testing::NatsServer secured(NATS_SERVER_PATH, dir_.path() + "/nats-auth", "auth", port);
+  secured.set_extra_args({"--user", "svfs", "--pass", "s3cret"});
+  ASSERT_TRUE(secured.Start()) << secured.log();
+  const std::string with = "nats://svfs:s3cret@127.0.0.1:" + std::to_string(port);
+  testing::VersiondProcess& a = StartHost("a", with);
+  testing::VersiondProcess& b = StartHost("b", with);
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const uint64_t before = table_b.sample(slot);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms)) << a.log();
+  auto refused = testing::RunCommand(
+      {SVFS_VERSIOND_PATH, "--socket", dir_.path() + "/c.sock", "--table", "svfs-test-noauth",
+       "--federation", "nats://127.0.0.1:" + std::to_string(port), "--volume", "vol1",
+       "--volume-dir", volume_});
+  shm::VersionTable::Remove("svfs-test-noauth");
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.output.find("cannot connect"), std::string::npos) << refused.output;
+}
+
+TEST_F(FederationTest, TlsWithTheServersCaAndAClientCertificate) {
+  const std::string pki = dir_.path() + "/pki";
+  ASSERT_EQ(::mkdir(pki.c_str(), 0700), 0);
+  auto openssl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "/usr/bin/openssl");
+    auto run = testing::RunCommand(args);
+    EXPECT_EQ(run.status, 0) << run.output;
+  };
+  openssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=svfs-test-ca",
+           "-keyout", pki + "/ca.key", "-out", pki + "/ca.pem"});
+  { std::ofstream(pki + "/server.ext") << "subjectAltName=IP:127.0.0.1\n"; }
+  for (const std::string who : {"server", "client"}) {
+    openssl({"req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=svfs-test-" + who, "-keyout",
+             pki + "/" + who + ".key", "-out", pki + "/" + who + ".csr"});
+    openssl({"x509", "-req", "-days", "1", "-in", pki + "/" + who + ".csr", "-CA", pki + "/ca.pem",
+             "-CAkey", pki + "/ca.key", "-CAcreateserial", "-extfile", pki + "/server.ext", "-out",
+             pki + "/" + who + ".pem"});
+  }
+  nats_->Kill(SIGTERM);
+  const int port = testing::FreeLoopbackPort();
+  testing::NatsServer secured(NATS_SERVER_PATH, dir_.path() + "/nats-tls", "tls", port);
+  secured.set_extra_args({"--tlsverify", "--tlscert", pki + "/server.pem", "--tlskey",
+                          pki + "/server.key", "--tlscacert", pki + "/ca.pem"});
+  ASSERT_TRUE(secured.Start()) << secured.log();
+  const std::vector<std::string> tls = {"--federation-tls-ca", pki + "/ca.pem",
+                                        "--federation-tls-cert", pki + "/client.pem",
+                                        "--federation-tls-key", pki + "/client.key"};
+  testing::VersiondProcess& a = StartHost("a", secured.url(), tls);
+  testing::VersiondProcess& b = StartHost("b", secured.url(), tls);
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const uint64_t before = table_b.sample(slot);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
+  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms)) << a.log();
+  // The CA alone: the server wants a client certificate.
+  auto refused = testing::RunCommand(
+      {SVFS_VERSIOND_PATH, "--socket", dir_.path() + "/c.sock", "--table", "svfs-test-nocert",
+       "--federation", secured.url(), "--volume", "vol1", "--volume-dir", volume_,
+       "--federation-tls-ca", pki + "/ca.pem"});
+  shm::VersionTable::Remove("svfs-test-nocert");
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.output.find("cannot connect"), std::string::npos) << refused.output;
 }
 
 TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederationResumes) {

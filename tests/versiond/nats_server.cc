@@ -38,6 +38,7 @@ bool NatsServer::Start(std::chrono::milliseconds timeout) {
                              "nats://127.0.0.1:" + std::to_string(cluster_port_), "--routes",
                              routes});
   }
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   const size_t ready_before = CountReady();
   if (!process_.Start(args, store_dir_ + ".log")) return false;
   return svfs_test::WaitUntil(

@@ -20,6 +20,8 @@ class NatsServer {
   NatsServer(std::string binary, std::string store_dir, std::string name, int client_port,
              int cluster_port = 0, std::vector<std::string> routes = {});
 
+  // Options of the next Start() beyond the ports and the store (--user, --tls, ...).
+  void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
   // Starts it and waits until it says it is ready (false after `timeout`; the log says why).
   bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   void Kill(int sig) { process_.Kill(sig); }
@@ -32,6 +34,7 @@ class NatsServer {
   std::string binary_, store_dir_, name_;
   int client_port_, cluster_port_;
   std::vector<std::string> routes_;
+  std::vector<std::string> extra_args_;
   svfs_test::Process process_;
 };
 
