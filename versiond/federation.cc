@@ -144,6 +144,9 @@ class NatsVolume {
     if (auto ok = EnsureStream(); !ok) return ok;
     if (auto ok = Subscribe(); !ok) return ok;
     BumpAll("joined the federation (changes from before cannot be known)");
+    // Nor can the others know what changed on this host while no versiond published for it
+    // (before a first start, or while this one was down): they bump every slot once too.
+    publish_all_ = true;
     spdlog::info("federation: volume {} on {} (stream {}, subject {}), origin {}", volume_.name,
                  fmt::join(options_.servers, ","), stream_, subject_, Hex(origin_));
     worker_ = std::thread([this] { Run(); });

@@ -70,13 +70,31 @@ class FederationTest : public ::testing::Test {
                                      "--metrics-socket", MetricsSocket(name)};
     if (name != "a") args.insert(args.end(), {"--host-changes", "none"});
     args.insert(args.end(), more.begin(), more.end());
+    // A joining host tells the others to bump every slot (its changes while it was not
+    // publishing are unknown): wait until each has, so that tests start from a quiet state.
+    std::vector<std::pair<testing::VersiondProcess*, uint64_t>> others;
+    for (auto& other : hosts_) {
+      if (other->running()) others.emplace_back(other.get(), Volume(*other).resyncs);
+    }
     hosts_.push_back(std::make_unique<testing::VersiondProcess>(
         SVFS_VERSIOND_PATH, dir_.path() + "/" + name + ".sock", testing::UniqueTableName(),
         std::move(args)));
     testing::VersiondProcess& host = *hosts_.back();
     host.Start();
     EXPECT_TRUE(host.WaitForLog("federation: volume vol1", 5s)) << host.log();
+    EXPECT_TRUE(WaitUntil([&] { return Volume(host).published_messages >= 1; }, 10s, 10ms))
+        << "no join marker sent\n" << host.log();
+    for (auto [other, resyncs] : others) {
+      EXPECT_TRUE(WaitUntil([&] { return Volume(*other).resyncs > resyncs; }, 10s, 10ms))
+          << "the join marker did not arrive\n" << other->log();
+    }
     return host;
+  }
+
+  // A host's first federated volume as its stats show it (zeros if it cannot be asked).
+  static svfs_test::VolumeRow Volume(const testing::VersiondProcess& host) {
+    auto stats = svfs_test::QueryStats(host.socket(), nullptr, 0);
+    return stats && !stats->federation.empty() ? stats->federation[0] : svfs_test::VolumeRow{};
   }
 
   // Host A's svfsd stand-in: registers the volume, so A's versiond watches its filesystem.
@@ -283,6 +301,56 @@ TEST_F(FederationTest, TlsWithTheServersCaAndAClientCertificate) {
   shm::VersionTable::Remove("svfs-test-nocert");
   EXPECT_NE(refused.status, 0);
   EXPECT_NE(refused.output.find("cannot connect"), std::string::npos) << refused.output;
+}
+
+// A killed versiond: what changed on its host while it was down is unknown to the others, so
+// when it is back its first message makes every other host bump all its slots.
+TEST_F(FederationTest, ChangesWhileAVersiondIsDownReachTheOthersWhenItIsBack) {
+  testing::VersiondProcess& a = StartHost("a", nats_->url());
+  testing::VersiondProcess& b = StartHost("b", nats_->url());
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const std::vector<uint64_t> before = Versions(table_b);
+  a.Kill(SIGKILL);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "604", file_}).status, 0);  // nobody publishes it
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(table_b.sample(slot), before[slot]) << "B heard of a change no versiond saw";
+  a.Start();
+  ASSERT_TRUE(b.WaitForLog("lost track of its changes", 5s)) << b.log();
+  const std::vector<uint64_t> after = Versions(table_b);
+  size_t missed = 0;
+  for (uint64_t s = 1; s < kSlots; ++s) missed += after[s] == before[s];
+  EXPECT_EQ(missed, 0u) << "every slot of B must move once A is back\n" << b.log();
+}
+
+// A subscriber stopped long enough for the server to drop it (its pings unanswered): the
+// messages meanwhile are lost to it, and it bumps every slot when it is back.
+TEST_F(FederationTest, ASubscriberTheServerDroppedBumpsEverySlotWhenItResumes) {
+  nats_->Kill(SIGTERM);
+  const std::string config = dir_.path() + "/nats-impatient.conf";
+  { std::ofstream(config) << "ping_interval: \"500ms\"\nping_max: 1\n"; }
+  const int port = testing::FreeLoopbackPort();
+  testing::NatsServer impatient(NATS_SERVER_PATH, dir_.path() + "/nats-impatient", "imp", port);
+  impatient.set_extra_args({"-c", config, "-D"});  // -D: it logs the stale connection
+  ASSERT_TRUE(impatient.Start()) << impatient.log();
+  testing::VersiondProcess& a = StartHost("a", impatient.url());
+  testing::VersiondProcess& b = StartHost("b", impatient.url());
+  shm::VersionTable table_b = Table(b);
+  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
+  const std::vector<uint64_t> before = Versions(table_b);
+  ::kill(b.pid(), SIGSTOP);
+  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "606", file_}).status, 0);
+  const bool dropped = WaitUntil(
+      [&] { return impatient.log().find("Stale Client Connection") != std::string::npos; }, 10s,
+      50ms);
+  ::kill(b.pid(), SIGCONT);
+  ASSERT_TRUE(dropped) << impatient.log();
+  ASSERT_TRUE(b.WaitForLog("back on NATS", 10s)) << b.log();
+  const std::vector<uint64_t> after = Versions(table_b);
+  size_t missed = 0;
+  for (uint64_t s = 1; s < kSlots; ++s) missed += after[s] == before[s];
+  EXPECT_EQ(missed, 0u) << "every slot of B must move once it is back\n" << b.log();
+  EXPECT_GT(table_b.sample(slot), before[slot]) << a.log();
 }
 
 TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederationResumes) {
