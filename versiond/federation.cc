@@ -148,7 +148,7 @@ class NatsVolume {
     // (before a first start, or while this one was down): they bump every slot once too.
     publish_all_ = true;
     spdlog::info("federation: volume {} on {} (stream {}, subject {}), origin {}", volume_.name,
-                 fmt::join(options_.servers, ","), stream_, subject_, Hex(origin_));
+                 RedactedServers(options_.servers), stream_, subject_, Hex(origin_));
     worker_ = std::thread([this] { Run(); });
     return {};
   }
@@ -179,27 +179,26 @@ class NatsVolume {
  private:
   std::string Fail(const std::string& what) const {
     return fmt::format("svfs-versiond: --federation {} (--volume {}): {}",
-                       fmt::join(options_.servers, ","), volume_.name, what);
+                       RedactedServers(options_.servers), volume_.name, what);
   }
 
-  // Credentials and TLS, as the operator gave them. Files are read here, before any thread of the
-  // client starts.
+  // Credentials and TLS, as the operator gave them (the TLS files read before the lock-down).
   std::expected<void, std::string> Secure(natsOptions* o) {
-    if (!options_.tls_ca_file.empty() || !options_.tls_cert_file.empty()) {
+    if (!options_.tls_ca_pem.empty() || !options_.tls_cert_pem.empty()) {
       if (natsStatus s = natsOptions_SetSecure(o, true); s != NATS_OK) {
         return std::unexpected(Fail(fmt::format("TLS: {}", NatsError(s))));
       }
     }
-    if (!options_.tls_ca_file.empty()) {
-      if (natsStatus s = natsOptions_LoadCATrustedCertificates(o, options_.tls_ca_file.c_str());
+    if (!options_.tls_ca_pem.empty()) {
+      if (natsStatus s = natsOptions_SetCATrustedCertificates(o, options_.tls_ca_pem.c_str());
           s != NATS_OK) {
         return std::unexpected(Fail(fmt::format("--federation-tls-ca {}: {}", options_.tls_ca_file,
                                                 NatsError(s))));
       }
     }
-    if (!options_.tls_cert_file.empty()) {
-      if (natsStatus s = natsOptions_LoadCertificatesChain(o, options_.tls_cert_file.c_str(),
-                                                           options_.tls_key_file.c_str());
+    if (!options_.tls_cert_pem.empty()) {
+      if (natsStatus s = natsOptions_SetCertificatesChain(o, options_.tls_cert_pem.c_str(),
+                                                          options_.tls_key_pem.c_str());
           s != NATS_OK) {
         return std::unexpected(Fail(fmt::format("--federation-tls-cert {} / --federation-tls-key "
                                                 "{}: {}", options_.tls_cert_file,
@@ -490,7 +489,13 @@ class NatsFederation final : public Federation {
  public:
   ~NatsFederation() override {
     for (auto& volume : volumes_) volume->Close();
-    nats_CloseAndWait(2000);
+    if (natsStatus s = nats_CloseAndWait(2000); s != NATS_OK) {
+      // The client's threads may still be in a callback that names a volume: keep them (the
+      // process is on its way out).
+      spdlog::warn("federation: the NATS client did not stop within 2 s ({}); leaving it be",
+                   natsStatus_GetText(s));
+      for (auto& volume : volumes_) static_cast<void>(volume.release());
+    }
   }
 
   std::expected<void, std::string> Add(const FederationOptions& options,

@@ -33,10 +33,13 @@ struct FederationOptions {
   int replicas = 1;                      // of each stream this versiond creates (<= cluster size)
   // Passed to the NATS client as given (empty: not used). A user and password or a token go in
   // the server URLs (nats://USER:PASS@HOST:PORT); tls:// URLs or a CA turn TLS on.
-  std::string credentials_file;  // a .creds file (JWT and NKey seed), natsOptions_SetUserCredentialsFromFiles
+  std::string credentials_file;  // a .creds file (JWT and NKey seed), read when connecting
   std::string tls_ca_file;       // CA certificates the servers' must chain to
   std::string tls_cert_file;     // this host's client certificate chain, with
   std::string tls_key_file;      // its private key (servers that verify clients)
+  // The TLS files' contents (PEM), read before the lock-down drops the capabilities that may be
+  // needed to read them; the names above are for messages.
+  std::string tls_ca_pem, tls_cert_pem, tls_key_pem;
 };
 
 // What svfsctl and /metrics show of one volume. Counters count from start.
@@ -50,6 +53,22 @@ struct VolumeStatus {
   uint64_t published_messages = 0;  // JetStream messages acknowledged (batches, markers)
   uint64_t published_bytes = 0;     // their bodies
 };
+
+// `servers` for messages: a user and password or a token in a URL shown as "***".
+inline std::string RedactedServers(const std::vector<std::string>& servers) {
+  std::string out;
+  for (const std::string& url : servers) {
+    // scheme://[USER[:PASS]@|TOKEN@]HOST:PORT: what precedes the last '@' is a secret.
+    const size_t scheme = url.find("://");
+    const size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+    const size_t at = url.rfind('@');
+    out += out.empty() ? "" : ",";
+    out += at == std::string::npos || at < start
+               ? url
+               : url.substr(0, start) + "***@" + url.substr(at + 1);
+  }
+  return out;
+}
 
 // Whether a volume name is usable as a NATS subject token and stream name.
 inline bool ValidVolumeName(const std::string& name) {

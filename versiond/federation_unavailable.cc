@@ -5,9 +5,7 @@ namespace svfs::versiond {
 
 std::expected<std::unique_ptr<Federation>, std::string> Federation::Start(
     const FederationOptions& options, shm::VersionTable&) {
-  std::string servers;
-  for (const std::string& url : options.servers) servers += (servers.empty() ? "" : ",") + url;
-  return std::unexpected("svfs-versiond: --federation " + servers +
+  return std::unexpected("svfs-versiond: --federation " + RedactedServers(options.servers) +
                          ": not built in (this build found no libnats; install libnats-dev and "
                          "rebuild)");
 }

@@ -67,7 +67,7 @@ constexpr std::span<const char* const> kRefusedEnosys;
 
 // --federation: the NATS client's TCP connections (and reconnections) to its servers, from its
 // own threads; glibc's getaddrinfo for a host name (its netlink query, /etc files, DNS);
-// OpenSSL's loading of --federation-tls-* files, which lists a directory.
+// OpenSSL's TLS setup, which lists a directory (getdents64).
 constexpr const char* kAllowedForNetwork[] = {
     "socket", "connect", "bind", "select", "pselect6", "sendmmsg", "getuid", "geteuid",
     "getgid", "getegid", "getppid", "sysinfo", "getdents64",

@@ -60,13 +60,16 @@ int main(int argc, char** argv) {
   std::string seccomp = "kill";
   app.add_option("--seccomp", seccomp,
                  "seccomp action for a system call versiond does not make: kill, log, trap or none "
-                 "(capabilities are cut to sys_admin and dac_read_search for fanotify either way)")
+                 "(capabilities are cut to sys_admin and dac_read_search for fanotify either way, "
+                 "to none with --host-changes none)")
       ->capture_default_str();
   std::string federation;
   app.add_option("--federation", federation,
                  "federate with the svfs-versiond of other hosts sharing --volume over NATS "
-                 "JetStream: nats://HOST:PORT[,nats://...] (docs/operations.md, Federation)")
-      ->type_name("URLS");
+                 "JetStream: nats://HOST:PORT[,nats://...] (docs/operations.md, Federation); from "
+                 "SVFS_FEDERATION if not given, where a URL's password stays out of argv")
+      ->type_name("URLS")
+      ->envname("SVFS_FEDERATION");
   std::vector<std::string> volume_names, volume_dirs;
   app.add_option("--volume", volume_names,
                  "with --federation: a shared volume's name (letters, digits, _ -), the same on "

@@ -16,6 +16,8 @@
 #include <cstdlib>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <expected>
 #include <functional>
 #include <chrono>
@@ -454,9 +456,17 @@ std::expected<OpenedTable, std::string> OpenTable(const ServerOptions& options) 
                                        existing.error(), created.error()));
   }
   shm::VersionTable table = std::move(*existing);
-  // Only a table that passed every check gets this start's mode and group.
+  // Only a table that passed every check gets this start's mode and group; a change is said
+  // (an operator's chmod of the table is undone by a restart without --table-mode).
+  struct stat before {};
+  const bool known = ::stat(("/dev/shm/" + options.table_name).c_str(), &before) == 0;
   if (auto set = table.set_access(options.table_mode, group); !set) {
     return std::unexpected("svfs-versiond: taking over " + set.error());
+  }
+  if (known && ((before.st_mode & 0777) != options.table_mode || before.st_gid != group)) {
+    spdlog::warn("version table {}: mode {:04o} group {} set to --table-mode {:04o} group {} "
+                 "(the first --allow-gid, or versiond's own)", options.table_name,
+                 before.st_mode & 0777, before.st_gid, options.table_mode, group);
   }
   uint64_t generation = table.bump_generation();
   // Whatever happened while no versiond was watching is unknown: every slot may be stale, so
@@ -667,6 +677,20 @@ std::expected<void, std::string> RunServer(const ServerOptions& options,
                                            .tls_ca_file = options.federation_tls_ca,
                                            .tls_cert_file = options.federation_tls_cert,
                                            .tls_key_file = options.federation_tls_key};
+    // Read now: the lock-down may drop what reading them needs (CAP_DAC_READ_SEARCH).
+    for (auto [file, pem] : {std::pair{&options.federation_tls_ca, &federation_options->tls_ca_pem},
+                             std::pair{&options.federation_tls_cert, &federation_options->tls_cert_pem},
+                             std::pair{&options.federation_tls_key, &federation_options->tls_key_pem}}) {
+      if (file->empty()) continue;
+      std::ifstream in(*file);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (!in || text.str().empty()) {
+        remove_socket();
+        return std::unexpected(fmt::format("svfs-versiond: {}: cannot read it", *file));
+      }
+      *pem = text.str();
+    }
     for (const ServerOptions::Volume& volume : options.volumes) {
       auto fsid = VolumeFsid(volume);
       if (!fsid) {

@@ -152,6 +152,30 @@ case "$daemon" in
   *) say "--daemon svfsd|virtiofsd"; exit 2 ;;
 esac
 
+# --subids: the line added to /etc/subuid and /etc/subgid, taken out again (that line alone, and
+# a file this run made) once the daemon has mapped its IDs, and on exit.
+subids_line=
+subids_files=()
+subids_made=()
+add_subids() {
+  local f
+  subids_line="$as_user:$subids"
+  for f in /etc/subuid /etc/subgid; do
+    grep -qxF "$subids_line" "$f" 2>/dev/null && continue  # already granted: leave it be
+    [ -e "$f" ] || subids_made+=("$f")
+    echo "$subids_line" >>"$f" || die "cannot add $subids_line to $f"
+    subids_files+=("$f")
+  done
+}
+remove_subids() {
+  local f rest
+  for f in "${subids_files[@]}"; do
+    rest=$(grep -vxF "$subids_line" "$f")
+    printf '%s' "${rest:+$rest$'\n'}" >"$f"
+  done
+  for f in "${subids_made[@]}"; do [ -s "$f" ] || rm -f "$f"; done
+  subids_files=() subids_made=()
+}
 work=$(mktemp -d /tmp/svfs-e2e.XXXXXX)
 daemon_pid=
 qemu_pid=
@@ -164,7 +188,7 @@ cleanup() {
     rm -f "/dev/shm/$table"
   fi
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then stop_pid "$daemon_pid" 20; fi
-  for f in /etc/subuid /etc/subgid; do [ -e "$work/saved${f//\//-}" ] && cat "$work/saved${f//\//-}" >"$f"; done
+  remove_subids
   if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -188,11 +212,7 @@ if [ -n "$as_user" ]; then
   daemon_through=(setpriv "--reuid=$(id -u "$as_user")" "--regid=$(id -g "$as_user")" --clear-groups)
   if [ -n "$subids" ]; then
     command -v newuidmap >/dev/null || skip "newuidmap missing (package uidmap)"
-    for f in /etc/subuid /etc/subgid; do
-      touch "$f"
-      cp "$f" "$work/saved${f//\//-}"
-      echo "$as_user:$subids" >>"$f"
-    done
+    add_subids
   fi
 elif [ -n "$subids" ]; then
   say "--subids needs --as-user"; exit 2
@@ -307,6 +327,8 @@ if [ ! -S "$sock" ]; then
   die "$daemon did not create $sock (exit $rc)"
 fi
 
+# The daemon has mapped its IDs (newuidmap runs before it listens): the grant can go.
+remove_subids
 # --as-user: the daemon must serve as that user (not root), in a user namespace of its own.
 daemon_identity=
 if [ -n "$as_user" ]; then

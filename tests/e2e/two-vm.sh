@@ -193,7 +193,11 @@ cleanup_mode() {
   [ -n "$table" ] && rm -f "/dev/shm/$table"
   [ -n "$table_b" ] && rm -f "/dev/shm/$table_b"
   table= table_b=
-  [ -n "$share_mount" ] && umount -l "$share_mount"
+  if [ -n "$share_mount" ] && [ "$keep" = 1 ]; then
+    say "the federated share stays mounted (tmpfs) on $share_mount: umount it when done"
+  elif [ -n "$share_mount" ]; then
+    umount -l "$share_mount"
+  fi
   share_mount=
   if [ -n "$work" ]; then
     if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
@@ -267,7 +271,9 @@ run_mode() {
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     nats-server -js -sd "$work/nats" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    local up=0
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }; sleep 0.1; done
+    [ "$up" = 1 ] || { sed 's/^/  nats| /' "$work/nats.log"; say "$mode: nats-server did not start"; return 1; }
     federation_url=nats://127.0.0.1:$port
     vsock[A]=$work/versiond-A.sock vsock[B]=$work/versiond-B.sock
   fi
@@ -383,6 +389,7 @@ run_mode() {
     # What reached B's table came through NATS: B's versiond counts the slots it bumped for A.
     local svfsctl remote
     svfsctl=$(dirname "$versiond")/svfsctl
+    [ -x "$svfsctl" ] || svfsctl=$(command -v svfsctl) || { say "$mode: no svfsctl beside $versiond or on PATH"; return 1; }
     remote=$("$svfsctl" --socket "${vsock[B]}" --json federation |
       python3 -c 'import json, sys; print(json.load(sys.stdin)["volumes"][0]["remote_bumps"])') ||
       { say "$mode: svfsctl federation on B's versiond failed"; return 1; }

@@ -3,6 +3,7 @@
 // and its capabilities, as the host's /proc shows them.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -105,6 +106,12 @@ TEST_F(DefaultSandboxTest, NamespaceSandboxIsTheSharedDirectoryAlone) {
   ASSERT_EQ(mounts.size(), 1u) << svfs_test::ReadWholeFile(Proc(serving, "mountinfo"));
   ASSERT_GE(mounts[0].size(), 5u);
   EXPECT_EQ(mounts[0][4], "/");  // the mount point
+  // Its root within its filesystem: the share's directory (the path's tail, whatever is mounted
+  // above it on the host).
+  const std::string share = std::filesystem::path(src_).filename().string();
+  EXPECT_EQ(mounts[0][3].substr(mounts[0][3].size() - std::min(mounts[0][3].size(), share.size())),
+            share)
+      << mounts[0][3];
   // No network interface but loopback.
   std::vector<std::string> interfaces;
   for (const std::string& line : Lines(Proc(serving, "net/dev"))) {

@@ -156,15 +156,16 @@ for name in sorted(files):
         break
 PY
 }
-picked=$(libvirt_fs_backend)
+picked=$(libvirt_fs_backend) || fail "libvirt's lookup over the vhost-user JSON files failed"
 if [ -f /usr/share/qemu/vhost-user/50-qemu-virtiofsd.json ] && [ ! -e /etc/qemu/vhost-user/50-qemu-virtiofsd.json ]; then
   [ "$picked" != /usr/libexec/svfsd ] || fail "libvirt would pick svfsd before the C virtiofsd's JSON"
   # docs/operations.md's way to make svfsd libvirt's default.
-  mkdir -p /etc/qemu/vhost-user
+  made_dir=0
+  [ -d /etc/qemu/vhost-user ] || { mkdir -p /etc/qemu/vhost-user; made_dir=1; }
   ln -s /usr/share/qemu/vhost-user/50-svfsd.json /etc/qemu/vhost-user/50-qemu-virtiofsd.json
-  picked=$(libvirt_fs_backend)
-  rm /etc/qemu/vhost-user/50-qemu-virtiofsd.json
-  rmdir /etc/qemu/vhost-user 2>/dev/null || true
+  picked=$(libvirt_fs_backend) || picked="(the lookup failed)"
+  rm /etc/qemu/vhost-user/50-qemu-virtiofsd.json  # never left behind: it changes libvirt's choice
+  [ "$made_dir" = 0 ] || rmdir /etc/qemu/vhost-user
   [ "$picked" = /usr/libexec/svfsd ] || fail "with docs/operations.md's link libvirt picks '$picked', not svfsd"
   echo "package.deb: libvirt's lookup picks the C virtiofsd, and svfsd with the documented /etc link"
 else

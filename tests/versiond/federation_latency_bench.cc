@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
     while (!stop) {
       owed += load_rate / 1000.0;
       for (; owed >= 1; owed -= 1) {
-        ::fchmod(load_fds[at % load_fds.size()], at % 2 ? 0600 : 0640);
+        // Each pass over the files flips their mode: every call is a change.
+        ::fchmod(load_fds[at % load_fds.size()], (at / load_fds.size()) % 2 ? 0600 : 0640);
         ++at;
       }
       load_done = at;

@@ -59,6 +59,7 @@ class FederationTest : public ::testing::Test {
     client_.reset();
     hosts_.clear();
     if (mounted_) ::umount2(volume_.c_str(), MNT_DETACH);
+    for (const std::string& mount : extra_mounts_) ::umount2(mount.c_str(), MNT_DETACH);
   }
 
   // Host "a" watches the volume (fanotify); any other host does not (see above).
@@ -97,7 +98,7 @@ class FederationTest : public ::testing::Test {
     return stats && !stats->federation.empty() ? stats->federation[0] : svfs_test::VolumeRow{};
   }
 
-  // Host A's svfsd stand-in: registers the volume, so A's versiond watches its filesystem.
+  // Host A's svfsd stand-in: an attached daemon, whose own changes A's versiond leaves to it.
   void AttachDaemonTo(const testing::VersiondProcess& host) {
     client_ = Client::Start({.socket_path = host.socket(), .name = "svfsd-a",
                              .shared_dirs = {volume_}, .retry_interval = 50ms});
@@ -141,6 +142,7 @@ class FederationTest : public ::testing::Test {
   testing::TempDir dir_;
   std::string volume_, file_;
   bool mounted_ = false;
+  std::vector<std::string> extra_mounts_;  // unmounted in TearDown
   std::unique_ptr<testing::NatsServer> nats_;
   std::vector<std::unique_ptr<testing::VersiondProcess>> hosts_;
   std::unique_ptr<Client> client_;
@@ -213,6 +215,7 @@ TEST_F(FederationTest, SeveralVolumesEachGoOverTheirOwnStream) {
   const std::string volume2 = dir_.path() + "/volume2";
   ASSERT_EQ(::mkdir(volume2.c_str(), 0755), 0);
   ASSERT_EQ(::mount("svfs-volume2", volume2.c_str(), "tmpfs", 0, "size=8m"), 0);
+  extra_mounts_.push_back(volume2);
   const std::string file2 = volume2 + "/other";
   { std::ofstream(file2) << "v1"; }
   const std::vector<std::string> second = {"--volume", "vol2", "--volume-dir", volume2};
@@ -229,8 +232,6 @@ TEST_F(FederationTest, SeveralVolumesEachGoOverTheirOwnStream) {
   ASSERT_TRUE(on_b.contains("vol1") && on_b.contains("vol2")) << b.log();
   EXPECT_EQ(on_b["vol2"]["remote_bumps"].get<uint64_t>(), 1u);
   EXPECT_EQ(on_b["vol1"]["remote_bumps"].get<uint64_t>(), 0u) << "vol2's change came as vol1's";
-  hosts_.clear();
-  ::umount2(volume2.c_str(), MNT_DETACH);
 }
 
 // NATS credentials as the servers ask for them: a user and password in the URL; TLS with the
@@ -257,9 +258,26 @@ TEST_F(FederationTest, AUserAndPasswordInTheUrlAreUsed) {
   shm::VersionTable::Remove("svfs-test-noauth");
   EXPECT_NE(refused.status, 0);
   EXPECT_NE(refused.output.find("cannot connect"), std::string::npos) << refused.output;
+  // The password is never logged: the URL is shown as nats://***@HOST:PORT.
+  EXPECT_EQ(a.log().find("s3cret"), std::string::npos) << a.log();
+  EXPECT_NE(a.log().find("nats://***@127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << a.log();
+  // From the environment, so it stays out of argv too; a wrong password is refused, unshown.
+  auto from_env = testing::RunCommand(
+      {"/usr/bin/env", "SVFS_FEDERATION=nats://svfs:wrong@127.0.0.1:" + std::to_string(port),
+       SVFS_VERSIOND_PATH, "--socket", dir_.path() + "/e.sock", "--table", "svfs-test-envauth",
+       "--volume", "vol1", "--volume-dir", volume_});
+  shm::VersionTable::Remove("svfs-test-envauth");
+  EXPECT_NE(from_env.status, 0);
+  EXPECT_NE(from_env.output.find("--federation nats://***@127.0.0.1:" + std::to_string(port) +
+                                 " (--volume vol1): cannot connect"),
+            std::string::npos)
+      << from_env.output;
+  EXPECT_EQ(from_env.output.find("wrong"), std::string::npos) << from_env.output;
 }
 
 TEST_F(FederationTest, TlsWithTheServersCaAndAClientCertificate) {
+  if (::access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "no openssl (apt-get install openssl)";
   const std::string pki = dir_.path() + "/pki";
   ASSERT_EQ(::mkdir(pki.c_str(), 0700), 0);
   auto openssl = [&](std::vector<std::string> args) {
@@ -277,6 +295,7 @@ TEST_F(FederationTest, TlsWithTheServersCaAndAClientCertificate) {
              "-CAkey", pki + "/ca.key", "-CAcreateserial", "-extfile", pki + "/server.ext", "-out",
              pki + "/" + who + ".pem"});
   }
+  ASSERT_FALSE(HasFailure()) << "the certificates could not be made";
   nats_->Kill(SIGTERM);
   const int port = testing::FreeLoopbackPort();
   testing::NatsServer secured(NATS_SERVER_PATH, dir_.path() + "/nats-tls", "tls", port);
@@ -349,8 +368,7 @@ TEST_F(FederationTest, ASubscriberTheServerDroppedBumpsEverySlotWhenItResumes) {
   const std::vector<uint64_t> after = Versions(table_b);
   size_t missed = 0;
   for (uint64_t s = 1; s < kSlots; ++s) missed += after[s] == before[s];
-  EXPECT_EQ(missed, 0u) << "every slot of B must move once it is back\n" << b.log();
-  EXPECT_GT(table_b.sample(slot), before[slot]) << a.log();
+  EXPECT_EQ(missed, 0u) << "every slot of B must move once it is back\n" << b.log() << a.log();
 }
 
 TEST_F(FederationTest, ANatsRestartBumpsEverySlotOnceOnTheSubscriberThenFederationResumes) {

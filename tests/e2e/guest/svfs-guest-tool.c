@@ -249,13 +249,13 @@ static int do_read_bench(const char* path, const char* order, const char* count_
 static int do_runas(char** argv) {
   char* end = NULL;
   const uid_t uid = (uid_t)strtoul(argv[2], &end, 10);
-  if (*end) return fprintf(stderr, "runas: bad uid %s\n", argv[2]), 2;
+  if (*end || end == argv[2]) return fprintf(stderr, "runas: bad uid %s\n", argv[2]), 2;
   gid_t groups[64];
   size_t count = 0;
   for (char* item = strtok(argv[3], ","); item; item = strtok(NULL, ",")) {
     if (count == sizeof groups / sizeof groups[0]) return fprintf(stderr, "runas: too many groups\n"), 2;
     groups[count++] = (gid_t)strtoul(item, &end, 10);
-    if (*end) return fprintf(stderr, "runas: bad group %s\n", item), 2;
+    if (*end || end == item) return fprintf(stderr, "runas: bad group %s\n", item), 2;
   }
   if (count == 0) return fprintf(stderr, "runas: no gid\n"), 2;
   if (setgroups(count - 1, groups + 1) < 0) return fail("setgroups");

@@ -14,6 +14,7 @@ failed=0
 skipped=0
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
 check() {
   name=$1
   shift
@@ -101,6 +102,8 @@ if [ "$kernel_sends_group" = 1 ]; then
     [ "$(stat -c %g shared/file)" = 1100 ] && [ -g shared/dir ]'
   owner 1000 1100 "$w/shared/file"
   owner 1000 1100 "$w/shared/dir"
+else
+  skip setgid-dir-group-inherited "a $(uname -r) guest sends no group: the member may not create there"
 fi
 
 echo "$passed passed, $failed failed, $skipped skipped"
