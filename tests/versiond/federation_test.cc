@@ -119,6 +119,16 @@ class FederationTest : public ::testing::Test {
     return samples->at(sample);
   }
 
+  // A host edit of `path` on A (chmod by another process); true once B's slot for it has moved.
+  bool AChangeReaches(const testing::VersiondProcess& b, const std::string& path,
+                      const char* mode = "600") {
+    shm::VersionTable table_b = Table(b);
+    const uint64_t slot = svfs_test::SlotOfPath(path, kSlots);
+    const uint64_t before = table_b.sample(slot);
+    EXPECT_EQ(testing::RunCommand({"/bin/chmod", mode, path}).status, 0);
+    return WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms);
+  }
+
   // `svfsctl federation --json` of a host: its volumes by name.
   static std::map<std::string, nlohmann::json> FederationOf(const testing::VersiondProcess& host) {
     auto run = testing::RunCommand({SVFSCTL_PATH, "--socket", host.socket(), "federation", "--json"});
@@ -190,12 +200,7 @@ TEST_F(FederationTest, AChangeOnOneHostBumpsThatSlotOnTheOtherOnceAndNotTwiceAtH
 TEST_F(FederationTest, AHostChangeReachesTheOtherHostWhileNoDaemonIsAttached) {
   testing::VersiondProcess& a = StartHost("a", nats_->url());
   testing::VersiondProcess& b = StartHost("b", nats_->url());
-  shm::VersionTable table_b = Table(b);
-  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
-  const uint64_t before = table_b.sample(slot);
-  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
-  ASSERT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms))
-      << "A:\n" << a.log() << "B:\n" << b.log();
+  ASSERT_TRUE(AChangeReaches(b, file_)) << "A:\n" << a.log() << "B:\n" << b.log();
   auto on_a = FederationOf(a);
   auto on_b = FederationOf(b);
   ASSERT_TRUE(on_a.contains("vol1") && on_b.contains("vol1"));
@@ -222,12 +227,7 @@ TEST_F(FederationTest, SeveralVolumesEachGoOverTheirOwnStream) {
   testing::VersiondProcess& a = StartHost("a", nats_->url(), second);
   testing::VersiondProcess& b = StartHost("b", nats_->url(), second);
   ASSERT_TRUE(b.WaitForLog("federation: volume vol2", 5s)) << b.log();
-  shm::VersionTable table_b = Table(b);
-  const uint64_t slot = svfs_test::SlotOfPath(file2, kSlots);
-  const uint64_t before = table_b.sample(slot);
-  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file2}).status, 0);
-  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms))
-      << "A:\n" << a.log() << "B:\n" << b.log();
+  EXPECT_TRUE(AChangeReaches(b, file2)) << "A:\n" << a.log() << "B:\n" << b.log();
   auto on_b = FederationOf(b);
   ASSERT_TRUE(on_b.contains("vol1") && on_b.contains("vol2")) << b.log();
   EXPECT_EQ(on_b["vol2"]["remote_bumps"].get<uint64_t>(), 1u);
@@ -246,11 +246,7 @@ TEST_F(FederationTest, AUserAndPasswordInTheUrlAreUsed) {
   const std::string with = "nats://svfs:s3cret@127.0.0.1:" + std::to_string(port);
   testing::VersiondProcess& a = StartHost("a", with);
   testing::VersiondProcess& b = StartHost("b", with);
-  shm::VersionTable table_b = Table(b);
-  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
-  const uint64_t before = table_b.sample(slot);
-  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
-  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms)) << a.log();
+  EXPECT_TRUE(AChangeReaches(b, file_)) << a.log();
   auto refused = testing::RunCommand(
       {SVFS_VERSIOND_PATH, "--socket", dir_.path() + "/c.sock", "--table", "svfs-test-noauth",
        "--federation", "nats://127.0.0.1:" + std::to_string(port), "--volume", "vol1",
@@ -307,11 +303,7 @@ TEST_F(FederationTest, TlsWithTheServersCaAndAClientCertificate) {
                                         "--federation-tls-key", pki + "/client.key"};
   testing::VersiondProcess& a = StartHost("a", secured.url(), tls);
   testing::VersiondProcess& b = StartHost("b", secured.url(), tls);
-  shm::VersionTable table_b = Table(b);
-  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
-  const uint64_t before = table_b.sample(slot);
-  ASSERT_EQ(testing::RunCommand({"/bin/chmod", "600", file_}).status, 0);
-  EXPECT_TRUE(WaitUntil([&] { return table_b.sample(slot) > before; }, 2s, 1ms)) << a.log();
+  EXPECT_TRUE(AChangeReaches(b, file_)) << a.log();
   // The CA alone: the server wants a client certificate.
   auto refused = testing::RunCommand(
       {SVFS_VERSIOND_PATH, "--socket", dir_.path() + "/c.sock", "--table", "svfs-test-nocert",
@@ -355,7 +347,6 @@ TEST_F(FederationTest, ASubscriberTheServerDroppedBumpsEverySlotWhenItResumes) {
   testing::VersiondProcess& a = StartHost("a", impatient.url());
   testing::VersiondProcess& b = StartHost("b", impatient.url());
   shm::VersionTable table_b = Table(b);
-  const uint64_t slot = svfs_test::SlotOfPath(file_, kSlots);
   const std::vector<uint64_t> before = Versions(table_b);
   ::kill(b.pid(), SIGSTOP);
   ASSERT_EQ(testing::RunCommand({"/bin/chmod", "606", file_}).status, 0);
