@@ -445,7 +445,7 @@ class NatsVolume {
     spdlog::warn("federation: NATS error: {}", natsStatus_GetText(status));
   }
 
-  const FederationOptions options_;
+  const FederationOptions& options_;  // NatsFederation's, which outlives every volume
   const FederatedVolume volume_;
   shm::VersionTable& table_;
   const std::string stream_;
@@ -487,6 +487,7 @@ class NatsVolume {
 // connection is closed and before any volume is freed.
 class NatsFederation final : public Federation {
  public:
+  explicit NatsFederation(FederationOptions options) : options_(std::move(options)) {}
   ~NatsFederation() override {
     for (auto& volume : volumes_) volume->Close();
     if (natsStatus s = nats_CloseAndWait(2000); s != NATS_OK) {
@@ -498,10 +499,13 @@ class NatsFederation final : public Federation {
     }
   }
 
-  std::expected<void, std::string> Add(const FederationOptions& options,
-                                       const FederatedVolume& volume, shm::VersionTable& table) {
-    volumes_.push_back(std::make_unique<NatsVolume>(options, volume, table));
-    return volumes_.back()->Connect();
+  // Connects each volume in turn; the first that cannot connect says why.
+  std::expected<void, std::string> Connect(shm::VersionTable& table) {
+    for (const FederatedVolume& volume : options_.volumes) {
+      volumes_.push_back(std::make_unique<NatsVolume>(options_, volume, table));
+      if (auto connected = volumes_.back()->Connect(); !connected) return connected;
+    }
+    return {};
   }
 
   void Publish(uint64_t fsid, int32_t handle_type, std::span<const unsigned char> handle) override {
@@ -521,6 +525,7 @@ class NatsFederation final : public Federation {
   }
 
  private:
+  const FederationOptions options_;
   std::vector<std::unique_ptr<NatsVolume>> volumes_;
 };
 
@@ -528,11 +533,9 @@ class NatsFederation final : public Federation {
 
 std::expected<std::unique_ptr<Federation>, std::string> Federation::Start(
     const FederationOptions& options, shm::VersionTable& table) {
-  auto federation = std::make_unique<NatsFederation>();
-  for (const FederatedVolume& volume : options.volumes) {
-    if (auto connected = federation->Add(options, volume, table); !connected) {
-      return std::unexpected(connected.error());
-    }
+  auto federation = std::make_unique<NatsFederation>(options);
+  if (auto connected = federation->Connect(table); !connected) {
+    return std::unexpected(connected.error());
   }
   return federation;
 }
