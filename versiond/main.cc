@@ -81,25 +81,29 @@ int main(int argc, char** argv) {
                  "(its filesystem's changes are published; remote ones bump the slots computed "
                  "with its fsid)")
       ->type_name("DIR");
-  app.add_option("--federation-creds", options.federation_creds,
-                 "with --federation: NATS user credentials (a .creds file: JWT and NKey seed); "
-                 "a user and password or a token go in the URL, nats://USER:PASS@HOST:PORT")
-      ->type_name("FILE")
-      ->check(CLI::ExistingFile);
-  app.add_option("--federation-tls-ca", options.federation_tls_ca,
-                 "with --federation: TLS to the NATS servers, whose certificates must chain to "
-                 "these CA certificates (PEM)")
-      ->type_name("FILE")
-      ->check(CLI::ExistingFile);
-  app.add_option("--federation-tls-cert", options.federation_tls_cert,
-                 "with --federation: this host's TLS client certificate chain (PEM), for servers "
-                 "that verify clients; with --federation-tls-key")
-      ->type_name("FILE")
-      ->check(CLI::ExistingFile);
-  app.add_option("--federation-tls-key", options.federation_tls_key,
-                 "with --federation: the private key of --federation-tls-cert (PEM)")
-      ->type_name("FILE")
-      ->check(CLI::ExistingFile);
+  // Files handed to the NATS client (each must exist at start).
+  const struct {
+    const char* name;
+    std::string* file;
+    const char* help;
+  } federation_files[] = {
+      {"--federation-creds", &options.federation_creds,
+       "with --federation: NATS user credentials (a .creds file: JWT and NKey seed); a user and "
+       "password or a token go in the URL, nats://USER:PASS@HOST:PORT"},
+      {"--federation-tls-ca", &options.federation_tls_ca,
+       "with --federation: TLS to the NATS servers, whose certificates must chain to these CA "
+       "certificates (PEM)"},
+      {"--federation-tls-cert", &options.federation_tls_cert,
+       "with --federation: this host's TLS client certificate chain (PEM), for servers that "
+       "verify clients; with --federation-tls-key"},
+      {"--federation-tls-key", &options.federation_tls_key,
+       "with --federation: the private key of --federation-tls-cert (PEM)"},
+  };
+  for (const auto& option : federation_files) {
+    app.add_option(option.name, *option.file, option.help)
+        ->type_name("FILE")
+        ->check(CLI::ExistingFile);
+  }
   app.add_option("--federation-replicas", options.federation_replicas,
                  "with --federation: replicas of the stream if this versiond creates it (at most "
                  "the NATS cluster's size)")
