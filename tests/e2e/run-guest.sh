@@ -356,6 +356,7 @@ fi
 mkdir -p "$work/payload"
 cp "$workload" "$work/payload/workload.sh"
 cp "$here/workloads/guest-lib.sh" "$work/payload/guest-lib.sh"
+cp "$here/workloads/checks.sh" "$work/payload/checks.sh"
 printf 'export SVFS_DAEMON=%s SVFS_CACHE=%s SVFS_QUEUES=%s\n' "$daemon" "$cache" "$queues" \
   >"$work/payload/workload.env"
 for e in "${envs[@]}"; do

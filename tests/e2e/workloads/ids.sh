@@ -9,17 +9,7 @@
 root=${1:-/mnt}
 ID_ROOT=${ID_ROOT:-0}
 ID_BASE=${ID_BASE:-1}
-passed=0
-failed=0
-skipped=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
-check() {
-  name=$1
-  shift
-  if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$out" | tr '\n' ' ')"; fi
-}
+. /checks.sh
 # refused NAME COMMAND...: PASS if the command fails with "Permission denied" or "not permitted".
 refused() {
   name=$1
@@ -106,5 +96,4 @@ else
   skip setgid-dir-group-inherited "a $(uname -r) guest sends no group: the member may not create there"
 fi
 
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" = 0 ]
+summary

@@ -9,18 +9,7 @@
 root=${1:-/mnt}
 BIG_MIB=${BIG_MIB:-64}
 DIR_ENTRIES=${DIR_ENTRIES:-10000}
-passed=0
-failed=0
-skipped=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
-# check NAME COMMAND...: PASS if the command succeeds, else FAIL with its output.
-check() {
-  name=$1
-  shift
-  if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$out" | tr '\n' ' ')"; fi
-}
+. /checks.sh
 up() { cut -d' ' -f1 /proc/uptime; }
 since() { echo "$(up) $1" | awk '{printf "%.2f", $1 - $2}'; }
 
@@ -162,5 +151,4 @@ echo "TIME bigfile $(since "$t0")"
 t_cleanup() { rm -f g s dangling m p ap x lk plk mm && [ -z "$(ls | grep -v -e '^bigdir$' -e '^big$')" ]; }
 check unlink-readdir t_cleanup
 
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" = 0 ]
+summary
