@@ -186,11 +186,10 @@ if [ "$need_kmod" = 1 ]; then
   eval "$kvars"
   kmod=$SVFS_KMOD_DIR
 fi
-qemu_dax=
+qemu_dax_bin=
 if [ "$need_dax" = 1 ]; then
   say "the DAX-capable QEMU (tests/e2e/qemu-dax/build.sh: cached, or about 4 minutes to build)..."
-  qvars=$("$e2e/qemu-dax/build.sh") || die "tests/e2e/qemu-dax/build.sh failed (needed by svfsd cache=dax)"
-  qemu_dax=${qvars#SVFS_QEMU_DAX=}
+  qemu_dax_bin=$(qemu_dax) || die "tests/e2e/qemu-dax/build.sh failed (needed by svfsd cache=dax)"
 fi
 [ -n "$out" ] || out=/var/tmp/svfs-bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out" || die "--out $out: cannot create it"
@@ -311,12 +310,13 @@ run_config() {
     dlog[$vm]=$work/daemon-$vm.log
     local sock=$work/vfs-$vm.sock dcmd=()
     case "$1" in
-      svfsd) dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$2" --xattr)
+      svfsd) local svfsd_cache=$2
+        [ "$2" = dax ] && svfsd_cache=auto
+        dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache "$svfsd_cache" --xattr)
         [ "$2" = shared ] && dcmd+=(--versiond-socket "$vsock")
         if [ "$2" = dax ]; then
-          dcmd=("$svfsd" --socket-path "$sock" --shared-dir "$share" --cache auto --xattr
-            --dax-window-size "$dax_window")
-          qemu_bin=$qemu_dax
+          dcmd+=(--dax-window-size "$dax_window")
+          qemu_bin=$qemu_dax_bin
           cmdline+=" svfs.mountopts=dax"
         fi ;;
       virtiofsd) dcmd=("$virtiofsd" --socket-path="$sock" -o source="$share" -o cache="$2" -o xattr -d) ;;
@@ -398,7 +398,7 @@ run_config() {
   if [ "$2" = dax ]; then
     svfsd_dump_counters "${dpid[vm1]}" "${dlog[vm1]}"
     local maps
-    maps=$(awk '$1 == "SETUPMAPPING" { n = $2 } END { print n + 0 }' "${dlog[vm1]}")
+    maps=$(svfsd_count "${dlog[vm1]}" SETUPMAPPING)
     say "  dax: vm1 mapped $maps ranges of files into its window"
     [ "$maps" -gt 0 ] || { say "  dax: no SETUPMAPPING: vm1 read nothing through the window"; return 1; }
   fi

@@ -12,6 +12,18 @@ stop_pid() {
   return 0
 }
 
+# qemu_dax: the path of the DAX-capable QEMU (tests/e2e/qemu-dax/build.sh: cached, or built,
+# about 4 minutes on 2 cores; its progress on stderr).
+qemu_dax() {
+  local vars
+  vars=$("$(dirname "${BASH_SOURCE[0]}")/qemu-dax/build.sh") || return 1
+  echo "${vars#SVFS_QEMU_DAX=}"
+}
+
+# svfsd_count LOG OPCODE: OPCODE's requests in the last counter table svfsd wrote to LOG
+# (SIGUSR1, or its exit); 0 if none.
+svfsd_count() { awk -v op="$2" '$1 == op { n = $2 } END { print n + 0 }' "$1"; }
+
 # kmod_modules KMOD_DIR: the modules of a guest-kmod-patches/build.sh directory, in load order
 # (DIR/modules; fuse.ko virtiofs.ko for a directory without it).
 kmod_modules() {

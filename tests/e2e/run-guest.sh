@@ -249,6 +249,7 @@ fi
 # --from-doc: the example's lines, "\"-continued lines joined, comments kept apart.
 doc_qemu=()
 doc_tag=
+doc_dax_qemu=0
 if [ -n "$from_doc" ]; then
   [ "$daemon" = svfsd ] || { say "--from-doc needs --daemon svfsd"; exit 2; }
   block=$(awk -v want="## $from_doc" '
@@ -280,19 +281,15 @@ if [ -n "$from_doc" ]; then
   done
   cmd[0]=$svfsd
   for i in "${!doc_qemu[@]}"; do doc_qemu[i]=${doc_qemu[$i]//$doc_sock/$sock}; done
-  if echo "$block" | grep -q 'eval "$(tests/e2e/qemu-dax/build.sh)"'; then
-    qemu_vars=$("$here/qemu-dax/build.sh") || die "tests/e2e/qemu-dax/build.sh failed"
-    qemu=${qemu_vars#SVFS_QEMU_DAX=}
-  fi
+  # The example's QEMU: the DAX build it makes first (eval ... build.sh), or one on PATH;
+  # --qemu overrides either.
   case "${doc_qemu[0]}" in
-    '"$SVFS_QEMU_DAX"'|'$SVFS_QEMU_DAX') [ -n "$qemu" ] || die "--from-doc: SVFS_QEMU_DAX unset" ;;
-    *) qemu=$(command -v "${doc_qemu[0]}") || skip "${doc_qemu[0]} missing" ;;
+    '"$SVFS_QEMU_DAX"'|'$SVFS_QEMU_DAX') doc_dax_qemu=1 ;;
+    *) [ -n "$qemu" ] || qemu=$(command -v "${doc_qemu[0]}") || skip "${doc_qemu[0]} missing" ;;
   esac
   doc_qemu=("${doc_qemu[@]:1}")
 fi
-if [ -n "$from_doc" ]; then
-  :  # cmd is the example's
-else
+if [ -z "$from_doc" ]; then  # else cmd is the example's
 case "$daemon" in
   svfsd) if [ "$kata_rs" = 1 ]; then
       # As runtime-rs 3.1+ composes it (tests/vhost/launch_lines_test.cc cites the source): its
@@ -345,9 +342,8 @@ if [ -n "$kmod" ]; then
   modinfo -F vermagic "$kmod/$m" 2>/dev/null | grep -q "^$SVFS_GUEST_KVER " ||
     die "--kmod $kmod is not built for the guest kernel $SVFS_GUEST_KVER (--kernel/--kver)"
 fi
-if [ -z "$qemu" ] && [ -n "$dax_window" ]; then
-  qemu_vars=$("$here/qemu-dax/build.sh") || die "tests/e2e/qemu-dax/build.sh failed"
-  qemu=${qemu_vars#SVFS_QEMU_DAX=}
+if [ -z "$qemu" ] && { [ -n "$dax_window" ] || [ "$doc_dax_qemu" = 1 ]; }; then
+  qemu=$(qemu_dax) || die "tests/e2e/qemu-dax/build.sh failed"
 fi
 [ -n "$qemu" ] || qemu=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing"
 [ -x "$qemu" ] || die "--qemu $qemu is not executable"
@@ -580,8 +576,8 @@ if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/daemon
 fi
 
 if [ -n "$from_doc" ] && [[ ",$mountopts," == *,dax,* ]]; then
-  maps=$(awk '$1 == "SETUPMAPPING" { print $2 }' "$work/daemon.log" | tail -n1)
-  if [ "${maps:-0}" -gt 0 ]; then echo "PASS the guest mapped files through the DAX window ($maps SETUPMAPPING)"
+  maps=$(svfsd_count "$work/daemon.log" SETUPMAPPING)
+  if [ "$maps" -gt 0 ]; then echo "PASS the guest mapped files through the DAX window ($maps SETUPMAPPING)"
   else echo "FAIL daemon: no SETUPMAPPING counted with -o dax"; failures=$((failures + 1)); fi
 fi
 if [ -n "$as_user" ]; then
