@@ -45,7 +45,8 @@
 #   --daemon-arg ARG           extra daemon argument (repeatable)
 #   --as-user USER             start the daemon as USER (setpriv, no supplementary groups), as
 #                              libvirt session mode does: the share and the socket's directory
-#                              are USER's; svfsd then sandboxes itself in a user namespace
+#                              are USER's (a --share given is chowned to USER and stays so);
+#                              svfsd then sandboxes itself in a user namespace
 #   --subids BASE:COUNT        with --as-user: give USER the subordinate IDs BASE..BASE+COUNT-1 in
 #                              /etc/subuid and /etc/subgid for the run (newuidmap checks them;
 #                              restored on exit), for --daemon-arg --uid-map=... maps
