@@ -42,30 +42,33 @@ TEST(SignalBatchTest, SignalsOnceTheFirstReplyHasWaitedMaxDelay) {
   EXPECT_TRUE(batch.used(start + microseconds(25), kBusyRing));  // slow requests: 3 chains
 }
 
-TEST(SignalBatchTest, LongBatchSignalsWhenFewChainsAreLeft) {
+TEST(SignalBatchTest, SignalsEarlyOnceTheRingRunsLow) {
   SignalBatch batch;
   auto start = SignalBatch::Clock::now();
-  // Half a batch done with only kAhead left: wake the driver while they are served.
-  for (unsigned n = 1; n < SignalBatch::kMaxChains / 2; ++n) {
-    EXPECT_FALSE(batch.used(start, SignalBatch::kAhead)) << n;
+  // kMinEarly chains done with only kLowWater left: wake the driver while they are served.
+  for (unsigned n = 1; n < SignalBatch::kMinEarly; ++n) {
+    EXPECT_FALSE(batch.used(start, SignalBatch::kLowWater)) << n;
   }
-  EXPECT_TRUE(batch.used(start, SignalBatch::kAhead));
+  EXPECT_TRUE(batch.used(start, SignalBatch::kLowWater));
 }
 
 TEST(SignalBatchTest, ShortBatchWaitsForTheDrain) {
   SignalBatch batch;
   auto start = SignalBatch::Clock::now();
-  // A driver keeping 3 requests in flight: no early signal per chain.
-  for (unsigned n = 0; n < 3; ++n) EXPECT_FALSE(batch.used(start, 2 - n));
+  // A driver keeping fewer than kMinEarly requests in flight: no early signal per chain.
+  for (unsigned n = 1; n < SignalBatch::kMinEarly; ++n) {
+    EXPECT_FALSE(batch.used(start, SignalBatch::kMinEarly - 1 - n)) << n;
+  }
   EXPECT_TRUE(batch.pending());
 }
 
-TEST(SignalBatchTest, MoreThanAheadLeftKeepsBatching) {
+TEST(SignalBatchTest, AFullRingKeepsBatching) {
   SignalBatch batch;
   auto start = SignalBatch::Clock::now();
   for (unsigned n = 1; n < SignalBatch::kMaxChains; ++n) {
-    EXPECT_FALSE(batch.used(start, SignalBatch::kAhead + 1)) << n;
+    EXPECT_FALSE(batch.used(start, SignalBatch::kLowWater + 1)) << n;
   }
+  EXPECT_TRUE(batch.used(start, SignalBatch::kLowWater + 1));
 }
 
 TEST(SignalBatchTest, OverdueOnceTheFirstReplyHasWaitedMaxDelay) {

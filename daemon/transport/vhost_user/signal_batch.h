@@ -6,10 +6,17 @@
 // reply waits at most for the one request served after it (and the queue thread signals before
 // a request that may be slow, such as an fsync).
 //
-// The driver then takes a while to wake (~5 µs here), and until it reposts, a drained ring leaves
-// the queue thread idle. So a long batch is also signalled when only kAhead chains are left in the
-// ring: the driver's wake-up overlaps the last requests instead of following them. Short batches
-// (under kMaxChains / 2) wait for the drain: there, an early signal would double the signals.
+// The driver then takes a while to wake (5-10 µs), and until it reposts, a drained ring leaves
+// the queue thread idle. So once kMinEarly chains wait for a signal and no more than kLowWater
+// are left in the ring, the batch is signalled early: the driver's wake-up overlaps the serving
+// of the chains left instead of following it (kLowWater GETATTRs take about as long as the
+// wake-up). While the driver is awake, EVENT_IDX makes the extra signals free (it has not asked
+// for one); a ring fuller than kLowWater needs no early signal. Batches under kMinEarly wait
+// for the drain: an early signal there would double the wake-ups.
+//
+// Tuned with tests/bench/run-vhost-bench.sh (docs/benchmarks.md): signalling 8 or more chains
+// only when 4 were left (the rule until 2026-12) kept the queue thread waiting for the driver
+// for a third of its time at depth 16; GETATTR went from ~540,000 to ~980,000 req/s with this.
 //
 // Pool workers batch the same way; there the queue thread also signals a batch found overdue,
 // so a reply does not wait for a slow request that a worker took up after it.
@@ -26,14 +33,15 @@ class SignalBatch {
   using Clock = std::chrono::steady_clock;
   static constexpr unsigned kMaxChains = 16;
   static constexpr Clock::duration kMaxDelay = std::chrono::microseconds(20);
-  static constexpr unsigned kAhead = 4;
+  static constexpr unsigned kMinEarly = 4;
+  static constexpr unsigned kLowWater = 12;
 
   // A chain was used at `now`, and `still_available` chains wait in the ring. True: signal now
   // (then call signalled()).
   bool used(Clock::time_point now, unsigned still_available) {
     if (unsignalled_++ == 0) first_unsignalled_ = now;
     return unsignalled_ >= kMaxChains || now - first_unsignalled_ >= kMaxDelay ||
-           (unsignalled_ >= kMaxChains / 2 && still_available <= kAhead);
+           (unsignalled_ >= kMinEarly && still_available <= kLowWater);
   }
   // Whether used chains wait for a signal.
   bool pending() const { return unsignalled_ > 0; }
