@@ -9,14 +9,15 @@
 // The driver then takes a while to wake (5-10 µs), and until it reposts, a drained ring leaves
 // the queue thread idle. So once kMinEarly chains wait for a signal and no more than kLowWater
 // are left in the ring, the batch is signalled early: the driver's wake-up overlaps the serving
-// of the chains left instead of following it (kLowWater GETATTRs take about as long as the
-// wake-up). While the driver is awake, EVENT_IDX makes the extra signals free (it has not asked
+// of the chains left instead of following it (kLowWater GETATTRs take a little longer than
+// the wake-up). While the driver is awake, EVENT_IDX makes the extra signals free (it has not asked
 // for one); a ring fuller than kLowWater needs no early signal. Batches under kMinEarly wait
 // for the drain: an early signal there would double the wake-ups.
 //
 // Tuned with tests/bench/run-vhost-bench.sh (docs/benchmarks.md): signalling 8 or more chains
 // only when 4 were left (the rule until 2026-12) kept the queue thread waiting for the driver
-// for a third of its time at depth 16; GETATTR went from ~540,000 to ~980,000 req/s with this.
+// for a third of its time at depth 16; GETATTR went from ~540,000 to ~980,000 req/s in the sweep
+// there (785,000-931,000 in full runs).
 //
 // Pool workers batch the same way; there the queue thread also signals a batch found overdue,
 // so a reply does not wait for a slow request that a worker took up after it.
