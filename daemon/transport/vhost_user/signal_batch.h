@@ -14,12 +14,11 @@
 // for one); a ring fuller than kLowWater needs no early signal. Batches under kMinEarly wait
 // for the drain: an early signal there would double the wake-ups.
 //
-// Tuned with tests/bench/run-vhost-bench.sh (docs/benchmarks.md): signalling 8 or more chains
-// only when 4 were left (the rule until 2026-12) kept the queue thread waiting for the driver
-// for a third of its time at depth 16; GETATTR went from ~540,000 to ~980,000 req/s in the sweep
-// there (785,000-931,000 in full runs).
+// The constants come from a sweep with tests/bench/run-vhost-bench.sh's driver at depth 16 and
+// one queue (docs/benchmarks.md, "Early signalling"), and were not tuned for pools or 2 queues.
 //
-// Pool workers batch the same way; there the queue thread also signals a batch found overdue,
+// Pool workers batch the same way, with their queue's outstanding pooled jobs in place of the
+// chains left in the ring; there the queue thread also signals a batch found overdue,
 // so a reply does not wait for a slow request that a worker took up after it.
 //
 // EVENT_IDX still decides whether the driver wants each signal at all.
@@ -37,8 +36,10 @@ class SignalBatch {
   static constexpr unsigned kMinEarly = 4;
   static constexpr unsigned kLowWater = 12;
 
-  // A chain was used at `now`, and `still_available` chains wait in the ring. True: signal now
-  // (then call signalled()).
+  static_assert(kMinEarly >= 2 && kMinEarly < kMaxChains, "an early signal covers a batch's part");
+
+  // A chain was used at `now`, and `still_available` chains wait in the ring (for pool workers:
+  // pooled jobs not yet completed). True: signal now (then call signalled()).
   bool used(Clock::time_point now, unsigned still_available) {
     if (unsignalled_++ == 0) first_unsignalled_ = now;
     return unsignalled_ >= kMaxChains || now - first_unsignalled_ >= kMaxDelay ||
