@@ -51,17 +51,18 @@ class TranslatedCallerGroups final : public fs::CallerGroups {
 Server::Server(fs::FileSystem& filesystem, ServerOptions options)
     : fs_(filesystem), options_(options), interrupts_(options.unmatched_interrupt_lifetime) {}
 
-void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
-                    ReplyChannel& channel, const fs::CallerGroups* caller_groups,
-                    DaxWindow* dax) {
-  const auto started = std::chrono::steady_clock::now();
+Server::Clock::time_point Server::handle(std::span<const uint8_t> request,
+                                         fs::WriteSource* external_payload, ReplyChannel& channel,
+                                         const fs::CallerGroups* caller_groups, DaxWindow* dax,
+                                         std::optional<Clock::time_point> started) {
+  if (!started) started = Clock::now();
   protocol::RequestReader reader(request);
   auto header = reader.read<fuse_in_header>();
   if (!header) {
     // Without a header there is no unique id to answer; the transport completes the buffer.
     stats_.count_malformed();
     SPDLOG_DEBUG("dropping request of {} bytes: shorter than fuse_in_header", request.size());
-    return;
+    return *started;
   }
   // The caller as the host knows it (--translate-uid/--translate-gid); a forbidden one may do
   // nothing that runs with its credentials.
@@ -99,9 +100,10 @@ void Server::handle(std::span<const uint8_t> request, fs::WriteSource* external_
   // The request is over: an interrupt kept for its unique can no longer reach it. (An INTERRUPT's
   // own unique names no request.)
   if (header->opcode != FUSE_INTERRUPT) interrupts_.finished(header->unique);
-  const auto took = std::chrono::steady_clock::now() - started;
+  const Clock::time_point finished = Clock::now();
   stats_.count(header->opcode, call.failed,
-               std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
+               std::chrono::duration_cast<std::chrono::nanoseconds>(finished - *started).count());
+  return finished;
 }
 
 std::optional<DecodeError> Server::take_extensions(Call& call) {

@@ -54,6 +54,8 @@ struct ServerOptions {
 
 class Server {
  public:
+  using Clock = std::chrono::steady_clock;
+
   Server(fs::FileSystem& filesystem, ServerOptions options = {});
 
   // Handles one request. `request` holds the header and arguments; for WRITE the payload follows
@@ -63,9 +65,13 @@ class Server {
   // nullptr for guests, whose groups svfsd only sees in FUSE_EXT_GROUPS.
   // `dax`: the device's DAX window (vhost-user with --dax-window-size); nullptr: no DAX, so
   // INIT does not agree on FUSE_MAP_ALIGNMENT and SETUPMAPPING/REMOVEMAPPING get ENOSYS.
-  void handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
-              ReplyChannel& channel, const fs::CallerGroups* caller_groups = nullptr,
-              DaxWindow* dax = nullptr);
+  // `started`: when the transport took the request up, if it has just read the clock (the
+  // per-opcode time counts from there; otherwise from now). Returns when the request was done,
+  // so that a transport serving requests back to back reads the clock once per request.
+  Clock::time_point handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
+                           ReplyChannel& channel, const fs::CallerGroups* caller_groups = nullptr,
+                           DaxWindow* dax = nullptr,
+                           std::optional<Clock::time_point> started = std::nullopt);
 
   const RequestStats& stats() const { return stats_; }
   RequestStats& stats() { return stats_; }

@@ -77,7 +77,7 @@ void RequestStats::write_metrics(metrics::Exposition& out) const {
     }
   }
   out.family("svfsd_request_duration_seconds", Type::kHistogram,
-             "Time from decoding a FUSE request to its reply, by opcode.");
+             "Time from taking a FUSE request up to its reply, by opcode.");
   for (uint32_t op = 0; op < protocol::kOpcodeSlots; ++op) {
     if (requests(op) != 0) {
       out.histogram("svfsd_request_duration_seconds", latency_[op].snapshot(), "opcode",

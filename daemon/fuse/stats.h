@@ -17,7 +17,8 @@ class RequestStats {
   // The hiprio queue and 16 request queues (as vhost_user::Device::kMaxQueues).
   static constexpr uint32_t kQueueSlots = 17;
 
-  // One request served, in `ns` nanoseconds (Server::handle, decode to reply).
+  // One request served, in `ns` nanoseconds (Server::handle: from when the transport took it up,
+  // or from decoding, to its reply).
   void count(uint32_t opcode, bool failed, uint64_t ns);
   void count_malformed() { malformed_.fetch_add(1, std::memory_order_relaxed); }
   // A chain taken off virtqueue `queue` (0: hiprio, 1..: request queues) with `waiting` more in

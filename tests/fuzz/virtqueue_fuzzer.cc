@@ -311,7 +311,9 @@ class Harness {
     }
     size_t written = 0;
     if (server_) {
-      written = ServeChain(*server_, nullptr, window_io, chain, copy, payload_);
+      written = ServeChain(*server_, nullptr, window_io, chain, copy, payload_,
+                           fuse::Server::Clock::now())
+                    .written;
     } else {
       ChainReplyChannel channel(chain, copy.unique);
       if (copy.has_header) channel.send_error(copy.refused ? EIO : ENOSYS);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
@@ -293,6 +294,28 @@ TEST_F(OpTest, StatsCountRequestsAndErrors) {
   EXPECT_EQ(stats.total(), 1u + 4 + 1 + 1 + 1);
   std::string table = stats.format_table();
   EXPECT_NE(table.find("LOOKUP"), std::string::npos) << table;
+}
+
+// A transport that read the clock as it took a request up passes that time: the request's
+// duration counts from there, and handle() returns when it was done (the transport's next read).
+TEST_F(OpTest, RequestDurationCountsFromWhenTheTransportTookItUp) {
+  const auto before = fuse::Server::Clock::now();
+  const auto started = before - std::chrono::milliseconds(50);
+  CapturingChannel channel;
+  const auto done = server.handle(RequestBuilder(FUSE_GETATTR, kNode).add(fuse_getattr_in{}).build(),
+                                  nullptr, channel, nullptr, nullptr, started);
+  ASSERT_EQ(channel.replies.size(), 1u);
+  EXPECT_GE(done, before);
+  EXPECT_LE(done, fuse::Server::Clock::now());
+
+  metrics::Exposition out;
+  server.stats().write_metrics(out);
+  const std::string key = "svfsd_request_duration_seconds_sum{opcode=\"GETATTR\"} ";
+  const size_t at = out.text().find(key);
+  ASSERT_NE(at, std::string::npos) << out.text();
+  const double seconds = std::stod(out.text().substr(at + key.size()));
+  EXPECT_GE(seconds, 0.050);
+  EXPECT_LT(seconds, 10.0);
 }
 
 TEST_F(ServerTest, StatsCountRefusedBeforeInit) {

@@ -385,18 +385,20 @@ void ChainReplyChannel::too_large(size_t total) {
   send_error(EIO);
 }
 
-size_t ServeChain(fuse::Server& server, fuse::DaxWindow* dax, WindowIo* window_io,
-                  const Chain& chain, const CopiedRequest& copy, std::vector<iovec>& scratch) {
+ServedChain ServeChain(fuse::Server& server, fuse::DaxWindow* dax, WindowIo* window_io,
+                       const Chain& chain, const CopiedRequest& copy, std::vector<iovec>& scratch,
+                       fuse::Server::Clock::time_point started) {
   ChainReplyChannel channel(chain, copy.unique, window_io);
+  fuse::Server::Clock::time_point done = started;
   if (copy.refused) {
     if (copy.has_header) channel.send_error(EIO);
   } else if (copy.external_payload) {
     GuestWriteSource source(chain, copy.bytes.size(), copy.payload, scratch, window_io);
-    server.handle(copy.bytes, &source, channel, nullptr, dax);
+    done = server.handle(copy.bytes, &source, channel, nullptr, dax, started);
   } else {
-    server.handle(copy.bytes, nullptr, channel, nullptr, dax);
+    done = server.handle(copy.bytes, nullptr, channel, nullptr, dax, started);
   }
-  return channel.written();
+  return {.written = channel.written(), .done = done};
 }
 
 }  // namespace svfs::transport::vhost_user

@@ -101,9 +101,15 @@ class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
   std::vector<iovec> slice_;
 };
 
-// Serves one chain from its request copy (a refused one gets EIO if it can be answered):
-// returns the bytes written into it, its used length. `scratch` is for WRITE payload iovecs.
-size_t ServeChain(fuse::Server& server, fuse::DaxWindow* dax, WindowIo* window_io,
-                  const Chain& chain, const CopiedRequest& copy, std::vector<iovec>& scratch);
+struct ServedChain {
+  size_t written;                         // bytes written into the chain: its used length
+  fuse::Server::Clock::time_point done;   // when it was answered (`started` if refused)
+};
+
+// Serves one chain from its request copy (a refused one gets EIO if it can be answered).
+// `scratch` is for WRITE payload iovecs; `started`: when the caller took the chain up.
+ServedChain ServeChain(fuse::Server& server, fuse::DaxWindow* dax, WindowIo* window_io,
+                       const Chain& chain, const CopiedRequest& copy, std::vector<iovec>& scratch,
+                       fuse::Server::Clock::time_point started);
 
 }  // namespace svfs::transport::vhost_user

@@ -44,13 +44,16 @@ struct OffThreadChain {
 };
 
 // Serves a chain from its request copy and marks it used; signals the driver unless
-// `defer_notify`. `payload` is scratch for a WRITE's data iovecs.
-void ServeCopy(fuse::Server& server, const RunnerOptions& options, Queue& queue,
-               const Chain& chain, const CopiedRequest& copy, std::vector<iovec>& payload,
-               bool defer_notify) {
-  const size_t written =
-      ServeChain(server, options.dax_window, options.window_io, chain, copy, payload);
-  queue.push_used(chain.head, static_cast<uint32_t>(written), !defer_notify);
+// `defer_notify`. `payload` is scratch for a WRITE's data iovecs; `started`: when the caller
+// took the chain up. Returns when the chain was answered.
+SignalBatch::Clock::time_point ServeCopy(fuse::Server& server, const RunnerOptions& options,
+                                         Queue& queue, const Chain& chain,
+                                         const CopiedRequest& copy, std::vector<iovec>& payload,
+                                         bool defer_notify, SignalBatch::Clock::time_point started) {
+  const ServedChain served = ServeChain(server, options.dax_window, options.window_io, chain,
+                                        copy, payload, started);
+  queue.push_used(chain.head, static_cast<uint32_t>(served.written), !defer_notify);
+  return served.done;
 }
 
 // Answers a chain with `error` (no request run), marks it used and signals.
@@ -84,6 +87,7 @@ class QueueRunner::QueueThread {
     if (!batch_.pending()) return;
     batch_.signalled();
     queue_.notify();
+    now_ = SignalBatch::Clock::now();  // the signal (maybe an IPI) is no request's time
   }
   // Pool workers signal their own batches; this catches one left waiting while its worker
   // serves a slow request.
@@ -102,6 +106,9 @@ class QueueRunner::QueueThread {
   WorkerPool* pool_;
   AdaptivePoll poller_;
   SignalBatch batch_;
+  // When this thread last read the clock: as it finished a chain, woke or signalled. One read
+  // per chain served back to back dates both the end of one and the start of the next.
+  SignalBatch::Clock::time_point now_;
   std::vector<uint8_t> request_buffer_;
   std::vector<iovec> payload_;
   Chain chain_;
@@ -110,6 +117,7 @@ class QueueRunner::QueueThread {
 void QueueRunner::QueueThread::run() {
   for (;;) {
     // Drain what is available (also on start: kicks may have come while the thread was stopped).
+    now_ = SignalBatch::Clock::now();
     for (;;) {
       if (stopping()) {
         signal_used();
@@ -171,6 +179,7 @@ void QueueRunner::QueueThread::handle_chain() {
   if (schedule == fuse::Schedule::kBlocking) {
     queue_.begin_off_thread();
     hand_to_lock_waiter(std::make_shared<OffThreadChain>(std::exchange(chain_, Chain()), copy));
+    now_ = SignalBatch::Clock::now();  // a thread was started: no request's time
     return;
   }
   if (pool_ != nullptr) {
@@ -180,8 +189,9 @@ void QueueRunner::QueueThread::handle_chain() {
   }
   // Replies batched before a slow request are signalled first, so they do not wait for it.
   if (schedule == fuse::Schedule::kSlow) signal_used();
-  ServeCopy(runner_.server_, runner_.options_, queue_, chain_, copy, payload_, /*defer_notify=*/true);
-  if (batch_.used(SignalBatch::Clock::now(), vq_.available())) signal_used();
+  now_ = ServeCopy(runner_.server_, runner_.options_, queue_, chain_, copy, payload_,
+                   /*defer_notify=*/true, now_);
+  if (batch_.used(now_, vq_.available())) signal_used();
 }
 
 void QueueRunner::QueueThread::hand_to_lock_waiter(std::shared_ptr<OffThreadChain> job) {
@@ -193,7 +203,7 @@ void QueueRunner::QueueThread::hand_to_lock_waiter(std::shared_ptr<OffThreadChai
       if (runner.options_.thread_init) runner.options_.thread_init();
       std::vector<iovec> payload;
       ServeCopy(runner.server_, runner.options_, queue, job->chain, job->copy, payload,
-                /*defer_notify=*/false);
+                /*defer_notify=*/false, SignalBatch::Clock::now());
       queue.end_off_thread();
     });
     if (spawned) return;
@@ -217,13 +227,15 @@ void QueueRunner::QueueThread::hand_to_pool(std::shared_ptr<OffThreadChain> job)
   Queue& queue = queue_;
   queue.pool_jobs.fetch_add(1, std::memory_order_relaxed);
   pool_->submit([&server, &options, &queue, job](std::vector<iovec>& payload) {
-    ServeCopy(server, options, queue, job->chain, job->copy, payload, /*defer_notify=*/true);
+    const SignalBatch::Clock::time_point done =
+        ServeCopy(server, options, queue, job->chain, job->copy, payload, /*defer_notify=*/true,
+                  SignalBatch::Clock::now());
     {
       // Decremented under the lock: the worker that completes the queue's last pooled job
       // signals for every chain pushed before it.
       std::lock_guard lock(queue.used_mutex);
       unsigned left = queue.pool_jobs.fetch_sub(1, std::memory_order_relaxed) - 1;
-      if (queue.pool_batch.used(SignalBatch::Clock::now(), left) || left == 0) {
+      if (queue.pool_batch.used(done, left) || left == 0) {
         queue.pool_batch.signalled();
         queue.notify_locked();
       }
