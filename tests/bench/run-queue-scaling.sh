@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Request queues against one queue: a 6.12 guest with 2 vCPUs runs tests/e2e/workloads/queues.sh
-# (parallel processes making, stat'ing and removing files on a cache=none mount) with
-# num-request-queues 1, 2 and 4, --rounds times each (order rotating per round), and prints each
-# run's per-queue request counts and the median time per queue count.
+# (parallel processes making, stat'ing and removing files on a cache=none mount) on svfsd with
+# num-request-queues 1, 2 and 4 and on the C virtiofsd (one request queue, all it serves),
+# --rounds times each (order rotating per round), and prints each run's per-queue request counts
+# (svfsd's) and the median time per daemon and queue count.
 #
 #   tests/bench/run-queue-scaling.sh [--rounds N] [--kernel 6.12] [--smp 2] [--procs 4]
 #                                    [--daemon-arg ARG]...
@@ -28,34 +29,44 @@ while [[ $# -gt 0 ]]; do
 done
 work=$(mktemp -d /var/tmp/queue-scaling.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-counts=(1 2 4)
-printf '| round | queues | time (s) | requests.0 | requests.1 | requests.2 | requests.3 |\n'
-printf '|------:|-------:|---------:|-----------:|-----------:|-----------:|-----------:|\n'
+# daemon:queues; the C virtiofsd serves one request queue.
+configs=(svfsd:1 svfsd:2 svfsd:4 virtiofsd:1)
+printf '| round | daemon | queues | time (s) | requests.0 | requests.1 | requests.2 | requests.3 |\n'
+printf '|------:|--------|-------:|---------:|-----------:|-----------:|-----------:|-----------:|\n'
 for ((r = 1; r <= rounds; r++)); do
-  for ((i = 0; i < ${#counts[@]}; i++)); do
-    q=${counts[$(((i + r - 1) % ${#counts[@]}))]}
-    echo "round $r/$rounds: $q queue(s)..." >&2
-    log=$work/r$r-q$q.log
+  for ((i = 0; i < ${#configs[@]}; i++)); do
+    config=${configs[$(((i + r - 1) % ${#configs[@]}))]}
+    daemon=${config%:*} q=${config#*:}
+    echo "round $r/$rounds: $daemon, $q queue(s)..." >&2
+    log=$work/r$r-$daemon-q$q.log
+    args=(--daemon "$daemon" --env PROCS="$procs")
+    if [[ $daemon == svfsd ]]; then args+=("${daemon_args[@]}"); else args+=(--env STATS=0); fi
     if ! "$repo/tests/e2e/run-guest.sh" --kernel "$kernel" --smp "$smp" --queues "$q" --cache none \
-        --workload "$repo/tests/e2e/workloads/queues.sh" --env PROCS="$procs" \
-        "${daemon_args[@]}" --timeout 600 > "$log" 2>&1; then
-      echo "run-guest.sh failed ($q queues, round $r); its log:" >&2
+        --workload "$repo/tests/e2e/workloads/queues.sh" "${args[@]}" --timeout 600 \
+        > "$log" 2>&1; then
+      echo "run-guest.sh failed ($daemon, $q queues, round $r); its log:" >&2
       tail -20 "$log" >&2
       exit 1
     fi
     result=$(tr -d '\r' < "$log" | grep -o 'QUEUERESULT .*' | tail -1)
     field() { echo "$result" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-    printf '| %5d | %6d | %8s | %10s | %10s | %10s | %10s |\n' "$r" "$q" "$(field secs)" \
-      "$(field requests.0)" "$(field requests.1)" "$(field requests.2)" "$(field requests.3)"
-    echo "$q $(field secs)" >> "$work/times"
+    counted() { [[ $daemon == svfsd ]] && field "$1" || echo "-"; }
+    printf '| %5d | %-6s | %6d | %8s | %10s | %10s | %10s | %10s |\n' "$r" "$daemon" "$q" \
+      "$(field secs)" "$(counted requests.0)" "$(counted requests.1)" "$(counted requests.2)" \
+      "$(counted requests.3)"
+    echo "$config $(field secs)" >> "$work/times"
   done
 done
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-one=$(awk '$1 == 1 { print $2 }' "$work/times" | median)
+of() { awk -v c="$1" '$1 == c { print $2 }' "$work/times" | median; }
+one=$(of svfsd:1)
+vfsd=$(of virtiofsd:1)
 echo
-printf '| queues | median time (s) | against 1 queue |\n'
-printf '|-------:|----------------:|----------------:|\n'
-for q in "${counts[@]}"; do
-  m=$(awk -v q="$q" '$1 == q { print $2 }' "$work/times" | median)
-  printf '| %6d | %15s | %15s |\n' "$q" "$m" "$(awk -v a="$one" -v m="$m" 'BEGIN { printf "%.2fx", a / m }')"
+printf '| daemon | queues | median time (s) | against svfsd, 1 queue | C virtiofsd / svfsd |\n'
+printf '|--------|-------:|----------------:|-----------------------:|--------------------:|\n'
+for config in "${configs[@]}"; do
+  m=$(of "$config")
+  printf '| %-6s | %6s | %15s | %22s | %19s |\n' "${config%:*}" "${config#*:}" "$m" \
+    "$(awk -v a="$one" -v m="$m" 'BEGIN { printf "%.2fx", a / m }')" \
+    "$(awk -v v="$vfsd" -v m="$m" 'BEGIN { printf "%.2fx", v / m }')"
 done

@@ -7,12 +7,14 @@
 # at most one queue per CPU; 6.1 sends everything on requests.0.
 # Env: PROCS (default 4) processes, each making FILES (default 150) files in a directory of its
 #      own and stat'ing them ROUNDS (default 3) times; EXPECT_ALL=1 (default): every request
-#      queue in the driver's map must serve requests (0: report only, for 6.1).
+#      queue in the driver's map must serve requests (0: report only, for 6.1); STATS=0: no
+#      per-queue counts (the C virtiofsd has none), only the time.
 mnt=${1:-/mnt}
 PROCS=${PROCS:-4}
 FILES=${FILES:-150}
 ROUNDS=${ROUNDS:-3}
 EXPECT_ALL=${EXPECT_ALL:-1}
+STATS=${STATS:-1}
 . /guest-lib.sh
 # count NAME < stats ack: the requests column of row NAME (0 when absent)
 count() { awk -v name="$1" '$1 == name { n = $2 } END { print n + 0 }'; }
@@ -42,13 +44,15 @@ worker() {  # worker ID: its own directory, FILES files, ROUNDS stat passes, the
   rm -r "$d"
 }
 
-before=$(hostact stats)
+before=""
+[ "$STATS" = 1 ] && before=$(hostact stats)
 t0=$(cut -d' ' -f1 /proc/uptime)
 p=0
 while [ "$p" -lt "$PROCS" ]; do worker "$p" >"/tmp/worker.$p" 2>&1 & p=$((p + 1)); done
 wait
 t1=$(cut -d' ' -f1 /proc/uptime)
-after=$(hostact stats)
+after=""
+[ "$STATS" = 1 ] && after=$(hostact stats)
 if cat /tmp/worker.* | grep -q .; then bad "workers: $(cat /tmp/worker.* | head -3)"
 else ok "$PROCS workers made, stat'ed and removed $FILES files each"; fi
 
@@ -63,9 +67,14 @@ for q in requests.0 requests.1 requests.2 requests.3 requests.4 requests.5 reque
 done
 elapsed=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}')
 echo "QUEUERESULT cpus=$cpus queues_in_map=$(echo $queues | wc -w) procs=$PROCS secs=$elapsed total=$total$line"
-[ "$total" -gt 0 ] && ok "svfsd counted $total requests on the request queues" ||
+if [ "$STATS" != 1 ]; then
+  echo "no per-queue counts (STATS=0)"
+elif [ "$total" -gt 0 ]; then
+  ok "svfsd counted $total requests on the request queues"
+else
   bad "svfsd counted no requests on the request queues (stats: $(echo "$after" | tr '\n' ' '))"
-if [ "$EXPECT_ALL" = 1 ]; then
+fi
+if [ "$EXPECT_ALL" = 1 ] && [ "$STATS" = 1 ]; then
   for q in $queues; do
     n=$(($(echo "$after" | count "$q") - $(echo "$before" | count "$q")))
     # Each queue must carry a real share of the load, not a stray request.
