@@ -66,8 +66,9 @@ class Server {
   // `dax`: the device's DAX window (vhost-user with --dax-window-size); nullptr: no DAX, so
   // INIT does not agree on FUSE_MAP_ALIGNMENT and SETUPMAPPING/REMOVEMAPPING get ENOSYS.
   // `started`: when the transport took the request up, if it has just read the clock (the
-  // per-opcode time counts from there; otherwise from now). Returns when the request was done,
-  // so that a transport serving requests back to back reads the clock once per request.
+  // per-opcode time counts from there; otherwise from now). Returns when the request was done
+  // (`started` for one too short for a header), so that a transport serving requests back to
+  // back reads the clock once per request.
   Clock::time_point handle(std::span<const uint8_t> request, fs::WriteSource* external_payload,
                            ReplyChannel& channel, const fs::CallerGroups* caller_groups = nullptr,
                            DaxWindow* dax = nullptr,

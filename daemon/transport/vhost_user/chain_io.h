@@ -103,7 +103,8 @@ class ChainReplyChannel final : public fuse::ReplyChannel, public fs::ReadSink {
 
 struct ServedChain {
   size_t written;                         // bytes written into the chain: its used length
-  fuse::Server::Clock::time_point done;   // when it was answered (`started` if refused)
+  fuse::Server::Clock::time_point done;   // when it was answered (`started` if refused or
+                                          // too short for a header)
 };
 
 // Serves one chain from its request copy (a refused one gets EIO if it can be answered).

@@ -227,15 +227,15 @@ void QueueRunner::QueueThread::hand_to_pool(std::shared_ptr<OffThreadChain> job)
   Queue& queue = queue_;
   queue.pool_jobs.fetch_add(1, std::memory_order_relaxed);
   pool_->submit([&server, &options, &queue, job](std::vector<iovec>& payload) {
-    const SignalBatch::Clock::time_point done =
-        ServeCopy(server, options, queue, job->chain, job->copy, payload, /*defer_notify=*/true,
-                  SignalBatch::Clock::now());
+    ServeCopy(server, options, queue, job->chain, job->copy, payload, /*defer_notify=*/true,
+              SignalBatch::Clock::now());
     {
       // Decremented under the lock: the worker that completes the queue's last pooled job
       // signals for every chain pushed before it.
       std::lock_guard lock(queue.used_mutex);
       unsigned left = queue.pool_jobs.fetch_sub(1, std::memory_order_relaxed) - 1;
-      if (queue.pool_batch.used(done, left) || left == 0) {
+      // The clock is read under the lock: a wait for it counts toward the batch's delay.
+      if (queue.pool_batch.used(SignalBatch::Clock::now(), left) || left == 0) {
         queue.pool_batch.signalled();
         queue.notify_locked();
       }
