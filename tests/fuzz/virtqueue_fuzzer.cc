@@ -312,7 +312,7 @@ class Harness {
     size_t written = 0;
     if (server_) {
       written = ServeChain(*server_, nullptr, window_io, chain, copy, payload_,
-                           fuse::Server::Clock::now())
+                           svfs::fuse::Server::Clock::now())
                     .written;
     } else {
       ChainReplyChannel channel(chain, copy.unique);
